@@ -1,0 +1,280 @@
+"""The resource kinds as typed structs (msgspec), the wire and storage format.
+
+Spec kinds (Job, Group, Task, ...) arrive already canonicalized: every default
+is filled by `model.spec.canonicalize`, so code reading them never guesses.
+Durations are float seconds; memory is MB; cpu is MHz-equivalent shares.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+JobType = Literal["service", "batch", "system", "cron"]
+DesiredStatus = Literal["run", "stop"]
+ClientStatus = Literal["pending", "running", "complete", "failed", "lost"]
+NodeStatus = Literal["initializing", "ready", "down"]
+TaskStateName = Literal["pending", "running", "dead"]
+
+
+class Struct(msgspec.Struct, kw_only=True, omit_defaults=False):
+    """Base for every kind: keyword-only, JSON-encodable with msgspec."""
+
+
+# --------------------------------------------------------------------- spec
+
+
+class Resources(Struct):
+    cpu: int = 100
+    memory: int = 64
+
+
+class PortSpec(Struct):
+    static: int = 0  # 0 = dynamic, picked from the node's range
+
+
+class NetworkSpec(Struct):
+    ports: dict[str, PortSpec] = msgspec.field(default_factory=dict)
+
+
+class Check(Struct):
+    name: str = ""
+    type: Literal["http", "tcp", "command"] = "http"
+    port: str = ""  # a port label of the group; defaults to the service's port
+    path: str = "/"
+    method: str = "GET"
+    command: list[str] = msgspec.field(default_factory=list)
+    interval: float = 2.0
+    timeout: float = 1.0
+
+
+class ServiceSpec(Struct):
+    name: str
+    port: str = ""
+    tags: list[str] = msgspec.field(default_factory=list)
+    checks: list[Check] = msgspec.field(default_factory=list)
+
+
+class Constraint(Struct):
+    attribute: str = ""
+    operator: Literal["=", "!=", "regexp", "version", "set_contains", "distinct_hosts"] = "="
+    value: str = ""
+
+
+class RestartPolicy(Struct):
+    attempts: int = 3
+    interval: float = 300.0
+    delay: float = 1.0
+    mode: Literal["fail", "delay"] = "fail"
+
+
+class ReschedulePolicy(Struct):
+    attempts: int = 0  # 0 with unlimited=True means no cap
+    interval: float = 0.0
+    delay: float = 1.0
+    max_delay: float = 60.0
+    delay_function: Literal["constant", "exponential"] = "exponential"
+    unlimited: bool = True
+
+
+class Task(Struct):
+    name: str
+    driver: str = "process"
+    config: dict[str, Any] = msgspec.field(default_factory=dict)
+    resources: Resources = msgspec.field(default_factory=Resources)
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    restart: RestartPolicy | None = None  # None: the group's policy
+    kill_signal: str = "SIGTERM"
+    kill_timeout: float = 5.0
+
+
+class Group(Struct):
+    name: str
+    count: int = 1
+    constraints: list[Constraint] = msgspec.field(default_factory=list)
+    restart: RestartPolicy = msgspec.field(default_factory=RestartPolicy)
+    reschedule: ReschedulePolicy = msgspec.field(default_factory=ReschedulePolicy)
+    network: NetworkSpec = msgspec.field(default_factory=NetworkSpec)
+    services: list[ServiceSpec] = msgspec.field(default_factory=list)
+    tasks: list[Task] = msgspec.field(default_factory=list)
+    spread: bool = False  # prefer the emptiest node instead of binpacking
+    meta: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def resources(self) -> Resources:
+        return Resources(
+            cpu=sum(t.resources.cpu for t in self.tasks),
+            memory=sum(t.resources.memory for t in self.tasks),
+        )
+
+
+class Job(Struct):
+    name: str
+    namespace: str = "default"
+    type: JobType = "service"
+    priority: int = 50
+    constraints: list[Constraint] = msgspec.field(default_factory=list)
+    groups: list[Group] = msgspec.field(default_factory=list)
+    meta: dict[str, str] = msgspec.field(default_factory=dict)
+    # Set by the server, not by the user:
+    version: int = 0
+    stop: bool = False
+    submit_time: float = 0.0
+    revision: int = 0  # the store revision this copy was read at
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def group(self, name: str) -> Group | None:
+        for g in self.groups:
+            if g.name == name:
+                return g
+        return None
+
+
+# ------------------------------------------------------------------- cluster
+
+
+class DriverInfo(Struct):
+    detected: bool = True
+    healthy: bool = True
+    description: str = ""
+
+
+class NodeResources(Struct):
+    cpu: int = 0
+    memory: int = 0
+    port_min: int = 20000
+    port_max: int = 32000
+    reserved_ports: list[int] = msgspec.field(default_factory=list)
+
+
+class Node(Struct):
+    id: str
+    name: str
+    address: str = "127.0.0.1"
+    datacenter: str = "dc1"
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    attributes: dict[str, str] = msgspec.field(default_factory=dict)
+    drivers: dict[str, DriverInfo] = msgspec.field(default_factory=dict)
+    resources: NodeResources = msgspec.field(default_factory=NodeResources)
+    status: NodeStatus = "ready"
+    eligible: bool = True
+    drain: bool = False
+    heartbeat_ttl: float = 3.0
+    last_heartbeat: float = 0.0
+    register_time: float = 0.0
+    status_description: str = ""
+    revision: int = 0
+
+    @property
+    def schedulable(self) -> bool:
+        return self.status == "ready" and self.eligible and not self.drain
+
+
+class TaskState(Struct):
+    state: TaskStateName = "pending"
+    failed: bool = False
+    restarts: int = 0
+    last_restart: float = 0.0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    exit_code: int | None = None
+    signal: int | None = None
+    oom_killed: bool = False
+    pid: int = 0
+    message: str = ""
+
+
+class CheckStatus(Struct):
+    name: str
+    status: Literal["passing", "warning", "critical", "pending"] = "pending"
+    output: str = ""
+    checked_at: float = 0.0
+
+
+class Allocation(Struct):
+    id: str
+    namespace: str
+    job: str
+    job_version: int
+    group: str
+    index: int
+    node_id: str
+    node_name: str = ""
+    resources: Resources = msgspec.field(default_factory=Resources)
+    ports: dict[str, int] = msgspec.field(default_factory=dict)
+    desired_status: DesiredStatus = "run"
+    desired_reason: str = ""
+    client_status: ClientStatus = "pending"
+    client_description: str = ""
+    task_states: dict[str, TaskState] = msgspec.field(default_factory=dict)
+    checks: list[CheckStatus] = msgspec.field(default_factory=list)
+    healthy: bool | None = None
+    previous_alloc: str = ""
+    next_alloc: str = ""
+    reschedule_count: int = 0
+    reschedule_after: float = 0.0  # do not replace before this time
+    create_time: float = 0.0
+    modify_time: float = 0.0
+    revision: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.job}.{self.group}[{self.index}]"
+
+    @property
+    def terminal(self) -> bool:
+        """The alloc runs nothing and never will again."""
+        return self.client_status in ("complete", "failed", "lost")
+
+    @property
+    def live(self) -> bool:
+        """The alloc holds (or may hold) resources on its node."""
+        return self.desired_status == "run" and not self.terminal
+
+
+class Event(Struct):
+    seq: int = 0
+    time: float = 0.0
+    type: str = ""  # e.g. "alloc.placed", "task.started", "node.down"
+    namespace: str = ""
+    job: str = ""
+    alloc: str = ""
+    node: str = ""
+    message: str = ""
+
+
+# ------------------------------------------------------------------ planning
+
+
+class PlacementFailure(Struct):
+    """Why a group's copies could not be placed: the CLI prints this."""
+
+    group: str
+    unplaced: int
+    nodes_evaluated: int = 0
+    nodes_filtered: dict[str, int] = msgspec.field(default_factory=dict)  # filter name -> nodes
+    nodes_exhausted: dict[str, int] = msgspec.field(default_factory=dict)  # resource -> nodes
+    message: str = ""
+
+
+class StopRequest(Struct):
+    alloc_id: str
+    reason: str
+
+
+class Plan(Struct):
+    """What the scheduler wants done; the plan applier re-checks and commits it."""
+
+    namespace: str
+    job: str
+    job_version: int
+    placements: list[Allocation] = msgspec.field(default_factory=list)
+    stops: list[StopRequest] = msgspec.field(default_factory=list)
+    failures: list[PlacementFailure] = msgspec.field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.placements and not self.stops

@@ -154,6 +154,7 @@ class Node(Struct):
     id: str
     name: str
     address: str = "127.0.0.1"
+    http_addr: str = ""  # the agent's own API (logs, exec), host:port
     datacenter: str = "dc1"
     labels: dict[str, str] = msgspec.field(default_factory=dict)
     attributes: dict[str, str] = msgspec.field(default_factory=dict)
@@ -216,6 +217,7 @@ class Allocation(Struct):
     next_alloc: str = ""
     reschedule_count: int = 0
     reschedule_after: float = 0.0  # do not replace before this time
+    restart_seq: int = 0  # bumped by `alloc restart`; the agent restarts tasks when it grows
     create_time: float = 0.0
     modify_time: float = 0.0
     revision: int = 0
@@ -278,3 +280,24 @@ class Plan(Struct):
     @property
     def empty(self) -> bool:
         return not self.placements and not self.stops
+
+
+# ------------------------------------------------------------ agent reports
+
+
+class TaskEvent(Struct):
+    type: str  # e.g. "task.started", "task.restarting", "task.oom_killed"
+    message: str = ""
+    task: str = ""
+
+
+class AllocUpdate(Struct):
+    """What an agent reports about one of its allocs (the client half of the alloc)."""
+
+    id: str
+    client_status: ClientStatus
+    client_description: str = ""
+    task_states: dict[str, TaskState] = msgspec.field(default_factory=dict)
+    checks: list[CheckStatus] = msgspec.field(default_factory=list)
+    healthy: bool | None = None
+    events: list[TaskEvent] = msgspec.field(default_factory=list)

@@ -1,0 +1,308 @@
+"""The agent's main loop: register, heartbeat, follow its allocs, run them, report.
+
+Agent.run()
+  TaskGroup: heartbeat | watch (blocking query -> sync) | reporter (batched updates)
+             | log rotation | agent HTTP (logs, exec) | one AllocRunner per alloc
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+import msgspec
+
+from podium.agent import fingerprint
+from podium.agent.alloc_runner import AllocHooks, AllocRunner
+from podium.agent.local_state import LocalState
+from podium.api.client import AsyncClient
+from podium.drivers.base import Driver, TaskHandle
+from podium.errors import NotFound, PodiumError
+from podium.model.types import Allocation, AllocUpdate, Job, Node
+from podium.runtime.backoff import exponential
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentConfig:
+    servers: list[str]
+    data_dir: str
+    name: str = field(default_factory=socket.gethostname)
+    address: str = "127.0.0.1"  # where this node's tasks are reached (ports bind here)
+    http_port: int = 0  # the agent's own API (logs, exec); 0 picks a free port
+    datacenter: str = "dc1"
+    labels: dict[str, str] = field(default_factory=dict)
+    cpu: int = 0  # 0 = fingerprint
+    memory: int = 0
+    port_min: int = 20000
+    port_max: int = 32000
+    watch_wait: float = 30.0
+    report_interval: float = 0.05
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, drivers: dict[str, Driver]) -> None:
+        self.config = config
+        self.drivers = drivers
+        os.makedirs(config.data_dir, exist_ok=True)
+        self.local = LocalState(os.path.join(config.data_dir, "agent-state.json"))
+        self.client = AsyncClient(config.servers)
+        self.runners: dict[str, AllocRunner] = {}
+        self.node: Node | None = None
+        self.heartbeat_ttl = 3.0
+        self.registered = asyncio.Event()
+        self.synced = asyncio.Event()  # first sync with the server done
+        self._pending: dict[str, AllocUpdate] = {}
+        self._report_wake = asyncio.Event()
+        self._jobs: dict[tuple[str, str, int], Job] = {}
+        self._tg: asyncio.TaskGroup | None = None
+
+    # -------------------------------------------------------------- identity
+
+    def _node_id(self) -> str:
+        path = os.path.join(self.config.data_dir, "node-id")
+        try:
+            with open(path, encoding="utf-8") as f:
+                nid = f.read().strip()
+                if nid:
+                    return nid
+        except FileNotFoundError:
+            pass
+        nid = str(uuid.uuid4())
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(nid)
+        return nid
+
+    async def _fingerprint(self, http_addr: str) -> Node:
+        c = self.config
+        res = fingerprint.resources(cpu=c.cpu, memory=c.memory)
+        res.port_min, res.port_max = c.port_min, c.port_max
+        infos, attrs = await fingerprint.drivers(self.drivers)
+        return Node(
+            id=self._node_id(),
+            name=c.name,
+            address=c.address,
+            http_addr=http_addr,
+            datacenter=c.datacenter,
+            labels=dict(c.labels),
+            attributes={**fingerprint.attributes(), **attrs},
+            drivers=infos,
+            resources=res,
+        )
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> None:
+        from podium.agent.http import serve_agent_http
+        from podium.agent.logs import LogWatcher
+
+        self.local.load()
+        self.logs = LogWatcher()
+        http_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(
+                    serve_agent_http(self, self.config.address, self.config.http_port, http_ready),
+                    name="agent-http",
+                )
+                self.node = await self._fingerprint(await http_ready)
+                tg.create_task(self.logs.run(), name="log-rotation")
+                await self._register()
+                tg.create_task(self._heartbeat_loop(), name="heartbeat")
+                tg.create_task(self._reporter_loop(), name="reporter")
+                tg.create_task(self._watch_loop(), name="watch")
+        finally:
+            await self.client.close()
+
+    async def _register(self) -> None:
+        assert self.node is not None
+        attempt = 0
+        while True:
+            try:
+                resp = await self.client.register_node(self.node)
+                self.heartbeat_ttl = float(resp.get("heartbeat_ttl", self.heartbeat_ttl))
+                log.info(
+                    "node %s (%s) registered with %s",
+                    self.node.name,
+                    self.node.id[:8],
+                    self.client.address,
+                )
+                self.registered.set()
+                return
+            except PodiumError as e:
+                delay = exponential(attempt, base=0.2, cap=5.0)
+                log.warning("register failed (%s); retrying in %.1fs", e, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    async def _heartbeat_loop(self) -> None:
+        assert self.node is not None
+        while True:
+            await asyncio.sleep(self.heartbeat_ttl / 3)
+            try:
+                resp = await self.client.heartbeat(self.node.id)
+                self.heartbeat_ttl = float(resp.get("heartbeat_ttl", self.heartbeat_ttl))
+            except NotFound:
+                await self._register()
+            except PodiumError as e:
+                log.warning("heartbeat failed: %s", e)
+
+    async def _watch_loop(self) -> None:
+        assert self.node is not None
+        index, attempt = 0, 0
+        while True:
+            try:
+                new_index, allocs = await self.client.node_allocs(
+                    self.node.id, index=index, wait=self.config.watch_wait if index else 0
+                )
+                attempt = 0
+            except PodiumError as e:
+                delay = exponential(attempt, base=0.2, cap=5.0)
+                log.warning("watching allocs failed (%s); retrying in %.1fs", e, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            await self.sync(allocs)
+            index = new_index
+
+    # ----------------------------------------------------------------- sync
+
+    async def sync(self, allocs: list[Allocation]) -> None:
+        """Make this node's runners match what the server wants."""
+        wanted = {a.id: a for a in allocs}
+        for a in allocs:
+            runner = self.runners.get(a.id)
+            if runner is None:
+                if a.desired_status == "run" and a.client_status in ("pending", "running"):
+                    await self._start_runner(a)
+                continue
+            if a.desired_status == "stop":
+                self._spawn(runner.stop(reason=a.desired_reason or "stop requested"))
+            elif a.restart_seq > runner.restart_seq:
+                runner.restart_seq = a.restart_seq
+                self._spawn(runner.restart())
+        for alloc_id, runner in list(self.runners.items()):
+            if alloc_id not in wanted:
+                # The server forgot it (garbage-collected or purged): it must not keep running.
+                self._spawn(runner.stop(reason="no longer known to the server"))
+                if runner.finished.is_set():
+                    self.runners.pop(alloc_id, None)
+        if not self.synced.is_set():
+            # Tasks in the local state that belong to no live alloc: stop them, once.
+            for alloc_id, handles in list(self.local.allocs.items()):
+                if alloc_id not in self.runners:
+                    self._spawn(self._stop_orphan(alloc_id, handles))
+            self.synced.set()
+
+    async def _start_runner(self, a: Allocation) -> None:
+        assert self.node is not None and self._tg is not None
+        try:
+            job = await self._job(a)
+            runner = AllocRunner(
+                a,
+                job,
+                self.node,
+                self.drivers,
+                self.config.data_dir,
+                AllocHooks(report=self._report, save=self.local.set_alloc),
+                recovered=self.local.allocs.get(a.id),
+            )
+        except (PodiumError, ValueError, OSError) as e:
+            log.error("cannot run alloc %s: %s", a.id[:8], e)
+            self._report(
+                AllocUpdate(
+                    id=a.id,
+                    client_status="failed",
+                    client_description=f"agent could not set up the alloc: {e}",
+                )
+            )
+            return
+        self.runners[a.id] = runner
+        for t in runner.tasks.values():
+            self.logs.add(t.cfg.stdout_path)
+            self.logs.add(t.cfg.stderr_path)
+        self._tg.create_task(self._guard(runner), name=f"alloc:{a.id[:8]}")
+
+    async def _guard(self, runner: AllocRunner) -> None:
+        try:
+            await runner.run()
+        except Exception as e:
+            log.exception("alloc runner %s crashed", runner.alloc.id[:8])
+            self._report(
+                AllocUpdate(
+                    id=runner.alloc.id,
+                    client_status="failed",
+                    client_description=f"agent error: {e}",
+                )
+            )
+        finally:
+            for t in runner.tasks.values():
+                self.logs.remove(t.cfg.stdout_path)
+                self.logs.remove(t.cfg.stderr_path)
+
+    async def _stop_orphan(self, alloc_id: str, handles: dict[str, TaskHandle]) -> None:
+        for handle in handles.values():
+            driver = self.drivers.get(handle.driver)
+            if driver is None:
+                continue
+            with contextlib.suppress(PodiumError, OSError):
+                if await driver.recover(handle):
+                    log.warning("stopping orphaned task %s of alloc %s", handle.task, alloc_id[:8])
+                    await driver.stop(handle, timeout=5.0)
+                await driver.destroy(handle)
+        self.local.set_alloc(alloc_id, {})
+
+    async def _job(self, a: Allocation) -> Job:
+        key = (a.namespace, a.job, a.job_version)
+        job = self._jobs.get(key)
+        if job is None:
+            data = await self.client.job_version(a.namespace, a.job, a.job_version)
+            job = msgspec.convert(data, Job)
+            self._jobs[key] = job
+        return job
+
+    def _spawn(self, coro: object) -> None:
+        assert self._tg is not None
+        self._tg.create_task(coro)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------- reporting
+
+    def _report(self, update: AllocUpdate) -> None:
+        prev = self._pending.get(update.id)
+        if prev is not None and prev.events:
+            update.events = prev.events + update.events
+        self._pending[update.id] = update
+        self._report_wake.set()
+
+    async def _reporter_loop(self) -> None:
+        assert self.node is not None
+        attempt = 0
+        while True:
+            await self._report_wake.wait()
+            await asyncio.sleep(self.config.report_interval)  # gather a burst into one request
+            self._report_wake.clear()
+            batch, self._pending = self._pending, {}
+            if not batch:
+                continue
+            try:
+                await self.client.alloc_updates(self.node.id, list(batch.values()))
+                attempt = 0
+            except PodiumError as e:
+                # Keep them (newer reports for the same alloc win) and try again.
+                for k, v in batch.items():
+                    if k in self._pending:
+                        self._pending[k].events = v.events + self._pending[k].events
+                    else:
+                        self._pending[k] = v
+                delay = exponential(attempt, base=0.2, cap=5.0)
+                attempt += 1
+                log.warning("reporting alloc status failed (%s); retrying in %.1fs", e, delay)
+                await asyncio.sleep(delay)
+                self._report_wake.set()

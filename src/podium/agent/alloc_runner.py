@@ -1,0 +1,289 @@
+"""One alloc on this node: its directories, env, tasks and health checks, and its status.
+
+AllocRunner.run()
+  TaskGroup: TaskRunner per task | CheckRunner per service check (once tasks run)
+  status: pending -> running -> complete | failed ; healthy when every task runs
+          and every check passes
+stop():    stop every task (signal, grace, kill) -> complete
+restart(): restart every task in place
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from podium.agent.health import CheckRunner
+from podium.agent.interpolate import render
+from podium.agent.task_runner import TaskHooks, TaskRunner
+from podium.drivers.base import Driver, TaskConfig, TaskHandle
+from podium.model.types import (
+    Allocation,
+    AllocUpdate,
+    ClientStatus,
+    Group,
+    Job,
+    Node,
+    TaskEvent,
+    TaskState,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AllocHooks:
+    report: Callable[[AllocUpdate], None]  # coalesced by the agent's reporter
+    save: Callable[[str, dict[str, TaskHandle]], None]  # persist this alloc's handles
+
+
+def task_env(
+    alloc: Allocation,
+    job: Job,
+    group: Group,
+    task_name: str,
+    node: Node,
+    alloc_dir: str,
+    task_dir: str,
+    user_env: dict[str, str],
+) -> dict[str, str]:
+    env = {
+        "PODIUM_ALLOC_ID": alloc.id,
+        "PODIUM_ALLOC_NAME": alloc.name,
+        "PODIUM_ALLOC_INDEX": str(alloc.index),
+        "PODIUM_JOB": job.name,
+        "PODIUM_NAMESPACE": job.namespace,
+        "PODIUM_GROUP": group.name,
+        "PODIUM_TASK": task_name,
+        "PODIUM_ALLOC_DIR": alloc_dir,
+        "PODIUM_TASK_DIR": task_dir,
+        "PODIUM_NODE_ID": node.id,
+        "PODIUM_NODE_NAME": node.name,
+        "PODIUM_IP": node.address,
+    }
+    for label, port in alloc.ports.items():
+        key = label.upper().replace("-", "_")
+        env[f"PODIUM_PORT_{key}"] = str(port)
+        env[f"PODIUM_ADDR_{key}"] = f"{node.address}:{port}"
+    variables = {
+        **env,
+        "node.name": node.name,
+        "node.id": node.id,
+        "node.address": node.address,
+        "node.datacenter": node.datacenter,
+        **{f"node.labels.{k}": v for k, v in node.labels.items()},
+    }
+    for k, v in user_env.items():
+        env[k] = render(v, {**variables, **env})
+    env.setdefault("PATH", os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"))
+    return env
+
+
+class AllocRunner:
+    def __init__(
+        self,
+        alloc: Allocation,
+        job: Job,
+        node: Node,
+        drivers: dict[str, Driver],
+        data_dir: str,
+        hooks: AllocHooks,
+        *,
+        recovered: dict[str, TaskHandle] | None = None,
+    ) -> None:
+        group = job.group(alloc.group)
+        if group is None:
+            raise ValueError(f"job {job.name} v{job.version} has no group {alloc.group!r}")
+        self.alloc = alloc
+        self.job = job
+        self.group = group
+        self.node = node
+        self.hooks = hooks
+        self.alloc_dir = os.path.join(data_dir, "allocs", alloc.id)
+        self.handles: dict[str, TaskHandle] = dict(recovered or {})
+        self.events: list[TaskEvent] = []
+        self.tasks: dict[str, TaskRunner] = {}
+        self.checks: list[CheckRunner] = []
+        self.restart_seq = alloc.restart_seq
+        self.client_status: ClientStatus = "pending"
+        self.description = ""
+        self.finished = asyncio.Event()
+        self._stop_requested = False
+        self._all_running = asyncio.Event()
+        self._build(drivers, recovered or {})
+
+    def _build(self, drivers: dict[str, Driver], recovered: dict[str, TaskHandle]) -> None:
+        shared = os.path.join(self.alloc_dir, "alloc")
+        os.makedirs(shared, exist_ok=True)
+        batch = self.job.type in ("batch", "cron")
+        for t in self.group.tasks:
+            task_dir = os.path.join(self.alloc_dir, t.name)
+            os.makedirs(os.path.join(task_dir, "logs"), exist_ok=True)
+            env = task_env(
+                self.alloc, self.job, self.group, t.name, self.node, shared, task_dir, t.env
+            )
+            cfg = TaskConfig(
+                alloc_id=self.alloc.id,
+                task=t.name,
+                driver_config=render(t.config, env),
+                env=env,
+                alloc_dir=shared,
+                task_dir=task_dir,
+                stdout_path=os.path.join(task_dir, "logs", f"{t.name}.stdout"),
+                stderr_path=os.path.join(task_dir, "logs", f"{t.name}.stderr"),
+                cpu=t.resources.cpu,
+                memory_mb=t.resources.memory,
+                labels={
+                    "podium.alloc_id": self.alloc.id,
+                    "podium.job": self.job.name,
+                    "podium.group": self.group.name,
+                    "podium.task": t.name,
+                },
+            )
+            driver = drivers.get(t.driver)
+            prior = self.alloc.task_states.get(t.name)
+            state = TaskState(restarts=prior.restarts) if prior else TaskState()
+            hooks = TaskHooks(changed=self._changed, event=self._event, handle=self._handle)
+            runner = TaskRunner(
+                t.name,
+                driver,
+                cfg,
+                t.restart or self.group.restart,  # type: ignore[arg-type]
+                batch=batch,
+                hooks=hooks,
+                kill_signal=t.kill_signal,
+                kill_timeout=t.kill_timeout,
+                recovered=recovered.get(t.name),
+                state=state,
+            )
+            if driver is None:
+                runner.state = TaskState(
+                    state="dead",
+                    failed=True,
+                    message=f"driver {t.driver!r} is not available on this node",
+                )
+            self.tasks[t.name] = runner
+        env0 = next(iter(self.tasks.values())).cfg.env if self.tasks else {}
+        for svc in self.group.services:
+            for chk in svc.checks:
+                label = chk.port or svc.port
+                port = self.alloc.ports.get(label, 0)
+                self.checks.append(
+                    CheckRunner(
+                        chk,
+                        address=self.node.address,
+                        port=port,
+                        env=env0,
+                        cwd=shared,
+                        on_change=self._changed,
+                    )
+                )
+
+    # ------------------------------------------------------------ callbacks
+
+    def _event(self, ev: TaskEvent) -> None:
+        self.events.append(ev)
+        self._changed()
+
+    def _handle(self, task: str, handle: TaskHandle | None) -> None:
+        if handle is None:
+            self.handles.pop(task, None)
+        else:
+            self.handles[task] = handle
+        self.hooks.save(self.alloc.id, dict(self.handles))
+
+    def _changed(self) -> None:
+        states = [r.state for r in self.tasks.values()]
+        if all(s.state == "running" for s in states):
+            self._all_running.set()
+        if any(s.failed for s in states):
+            status: ClientStatus = "failed"
+            bad = next(n for n, r in self.tasks.items() if r.state.failed)
+            self.description = f"task {bad} failed: {self.tasks[bad].state.message}"
+        elif all(s.state == "dead" for s in states):
+            status = "complete"
+            self.description = "stopped" if self._stop_requested else "all tasks completed"
+        elif all(s.state == "running" for s in states):
+            status = "running"
+            self.description = "all tasks running"
+        else:
+            status = "running" if self.client_status == "running" else "pending"
+            self.description = "; ".join(
+                f"{n}: {r.state.message}"
+                for n, r in self.tasks.items()
+                if r.state.state != "running"
+            )
+        self.client_status = status
+        self.hooks.report(self.update())
+
+    def healthy(self) -> bool | None:
+        if self.client_status != "running":
+            return False if self.client_status == "failed" else None
+        if any(c.status.status == "pending" for c in self.checks):
+            return None
+        return all(c.status.status == "passing" for c in self.checks)
+
+    def update(self) -> AllocUpdate:
+        events, self.events = self.events, []
+        return AllocUpdate(
+            id=self.alloc.id,
+            client_status=self.client_status,
+            client_description=self.description,
+            task_states={
+                n: TaskState(**{f: getattr(r.state, f) for f in r.state.__struct_fields__})
+                for n, r in self.tasks.items()
+            },
+            checks=[c.status for c in self.checks],
+            healthy=self.healthy(),
+            events=events,
+        )
+
+    # ----------------------------------------------------------------- life
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for r in self.tasks.values():
+                    if r.state.state != "dead":
+                        tg.create_task(r.run(), name=f"task:{self.alloc.id[:8]}:{r.name}")
+                checks = tg.create_task(self._run_checks())
+                self._changed()
+                await self._tasks_done()
+                checks.cancel()
+        finally:
+            self.finished.set()
+        self._changed()
+
+    async def _tasks_done(self) -> None:
+        while not all(r.done for r in self.tasks.values()):
+            await asyncio.sleep(0.1)
+            if any(r.state.failed for r in self.tasks.values()) and not self._stop_requested:
+                # One task failing fails the alloc: stop its siblings.
+                await self.stop(reason="a sibling task failed")
+
+    async def _run_checks(self) -> None:
+        if not self.checks:
+            return
+        await self._all_running.wait()
+        async with asyncio.TaskGroup() as tg:
+            for c in self.checks:
+                tg.create_task(c.run())
+
+    async def stop(self, *, reason: str = "stop requested") -> None:
+        if self._stop_requested:
+            return
+        self._stop_requested = True
+        log.info("stopping alloc %s (%s): %s", self.alloc.id[:8], self.alloc.name, reason)
+        await asyncio.gather(*(r.stop() for r in self.tasks.values()), return_exceptions=True)
+
+    async def restart(self) -> None:
+        await asyncio.gather(*(r.restart() for r in self.tasks.values()), return_exceptions=True)
+
+    async def wait_stopped(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.finished.wait()

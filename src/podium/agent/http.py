@@ -1,0 +1,128 @@
+"""The agent's own small HTTP API: task logs (tail and follow) and exec, for the CLI.
+
+Logs stay on the node that produced them; the CLI asks the server which node runs
+an alloc, then reads the logs here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from podium.agent.logs import follow, read_tail
+from podium.drivers.base import ExecDriver
+from podium.errors import DriverError
+from podium.runtime import http
+
+if TYPE_CHECKING:
+    from podium.agent.agent import Agent
+
+log = logging.getLogger(__name__)
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(data), status_code=status, media_type="application/json")
+
+
+def create_agent_app(agent: Agent) -> Starlette:
+    def runner_task(req: Request) -> tuple[Any, Any] | Response:
+        alloc_id = req.path_params["id"]
+        matches = [r for i, r in agent.runners.items() if i.startswith(alloc_id)]
+        if len(matches) != 1:
+            msg = "no allocation" if not matches else f"{len(matches)} allocations"
+            return _json({"error": f"{msg} matching {alloc_id!r} on this node"}, 404)
+        runner = matches[0]
+        name = req.query_params.get("task") or next(iter(runner.tasks))
+        task = runner.tasks.get(name)
+        if task is None:
+            return _json(
+                {"error": f"task: no task {name!r}; tasks are {sorted(runner.tasks)}"}, 400
+            )
+        return runner, task
+
+    async def logs(req: Request) -> Response:
+        found = runner_task(req)
+        if isinstance(found, Response):
+            return found
+        _, task = found
+        kind = req.query_params.get("type", "stdout")
+        if kind not in ("stdout", "stderr"):
+            return _json({"error": f"type: expected stdout or stderr, got {kind!r}"}, 400)
+        path = task.cfg.stdout_path if kind == "stdout" else task.cfg.stderr_path
+        try:
+            tail = int(req.query_params.get("tail", "65536"))
+        except ValueError:
+            return _json({"error": "tail: expected a number of bytes"}, 400)
+        if req.query_params.get("follow", "") not in ("1", "true", "yes"):
+            try:
+                data = read_tail(path, tail)
+            except FileNotFoundError:
+                data = b""
+            return Response(data, media_type="application/octet-stream")
+
+        async def stream() -> AsyncIterator[bytes]:
+            async for chunk in follow(path, from_end_bytes=tail):
+                yield chunk
+
+        return StreamingResponse(stream(), media_type="application/octet-stream")
+
+    async def exec_(req: Request) -> Response:
+        found = runner_task(req)
+        if isinstance(found, Response):
+            return found
+        _, task = found
+        try:
+            body = msgspec.json.decode(await req.body())
+        except msgspec.DecodeError:
+            return _json({"error": "expected a JSON body"}, 400)
+        cmd = body.get("command") if isinstance(body, dict) else None
+        if not isinstance(cmd, list) or not cmd or not all(isinstance(c, str) for c in cmd):
+            return _json({"error": "command: expected a non-empty list of strings"}, 400)
+        if task.handle is None or not isinstance(task.driver, ExecDriver):
+            return _json(
+                {"error": f"task {task.name} is not running or its driver cannot exec"}, 409
+            )
+        try:
+            code, out = await task.driver.exec(
+                task.handle, cmd, timeout=float(body.get("timeout", 30))
+            )
+        except (DriverError, OSError) as e:
+            return _json({"error": str(e)}, 500)
+        return _json({"exit_code": code, "output": out.decode("utf-8", "replace")})
+
+    async def health(req: Request) -> Response:
+        return _json({"node": agent.node.id if agent.node else "", "allocs": len(agent.runners)})
+
+    return Starlette(
+        routes=[
+            Route("/v1/agent/health", health),
+            Route("/v1/agent/alloc/{id}/logs", logs),
+            Route("/v1/agent/alloc/{id}/exec", exec_, methods=["POST"]),
+        ]
+    )
+
+
+async def serve_agent_http(agent: Agent, host: str, port: int, ready: asyncio.Future[str]) -> None:
+    sock = http.bind(host, port)
+    server = http.server(create_agent_app(agent))
+    addr = "{}:{}".format(*sock.getsockname()[:2])
+    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if serving.done():
+                serving.result()
+            await asyncio.sleep(0.01)
+        ready.set_result(addr)
+        await serving
+    finally:
+        server.should_exit = True
+        if not serving.done():
+            await serving

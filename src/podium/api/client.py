@@ -1,0 +1,218 @@
+"""The typed HTTP client that the CLI (sync) and the agent (async) use.
+
+Both share `_check`, which turns an error response back into the error hierarchy,
+so callers catch `NotFound`, `Conflict`, `ValidationError` … as on the server.
+Several server addresses may be given; a connection failure moves to the next.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import msgspec
+
+from podium.errors import (
+    Conflict,
+    NotFound,
+    PlacementError,
+    PodiumError,
+    Problem,
+    Unavailable,
+    ValidationError,
+)
+from podium.model.types import Allocation, Node
+
+DEFAULT_ADDR = "http://127.0.0.1:4646"
+
+
+def default_addresses(addr: str | None = None) -> list[str]:
+    raw = addr or os.environ.get("PODIUM_ADDR") or DEFAULT_ADDR
+    out = []
+    for a in raw.split(","):
+        a = a.strip().rstrip("/")
+        if a:
+            out.append(a if "://" in a else f"http://{a}")
+    return out or [DEFAULT_ADDR]
+
+
+def _check(resp: httpx.Response) -> Any:
+    if resp.status_code < 400:
+        if resp.headers.get("content-type", "").startswith("application/json"):
+            return resp.json()
+        return resp.content
+    try:
+        body = resp.json()
+        msg = body.get("error", resp.text)
+    except ValueError:
+        body, msg = {}, resp.text or resp.reason_phrase
+    code = resp.status_code
+    if code == 400:
+        problems = [
+            Problem(p.get("path", ""), p.get("message", "")) for p in body.get("problems", [])
+        ]
+        raise ValidationError(problems or [Problem("", msg)])
+    if code == 404:
+        raise NotFound(msg)
+    if code == 409:
+        raise Conflict(msg)
+    if code == 422:
+        raise PlacementError(msg)
+    if code == 503:
+        raise Unavailable(msg)
+    raise PodiumError(f"server error {code}: {msg}")
+
+
+class Client:
+    """Synchronous client for the CLI and tests."""
+
+    def __init__(self, addr: str | None = None, *, timeout: float = 30.0) -> None:
+        self.addresses = default_addresses(addr)
+        self._i = 0
+        self._http = httpx.Client(timeout=timeout)
+
+    @property
+    def address(self) -> str:
+        return self.addresses[self._i]
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        last: Exception | None = None
+        for _ in range(len(self.addresses)):
+            try:
+                return _check(self._http.request(method, self.address + path, **kw))
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                last = e
+                self._i = (self._i + 1) % len(self.addresses)
+        raise Unavailable(f"no podium server answers at {', '.join(self.addresses)} ({last})")
+
+    def stream_lines(self, path: str, **kw: Any) -> Iterator[str]:
+        with self._http.stream("GET", self.address + path, timeout=None, **kw) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                _check(resp)
+            yield from resp.iter_lines()
+
+    # jobs
+    def jobs(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/v1/jobs")  # type: ignore[no-any-return]
+
+    def register_job(
+        self, job: dict[str, Any], *, check_index: int | None = None
+    ) -> dict[str, Any]:
+        return self.request("POST", "/v1/jobs", json={"job": job, "check_index": check_index})  # type: ignore[no-any-return]
+
+    def plan_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", "/v1/jobs/plan", json={"job": job})  # type: ignore[no-any-return]
+
+    def validate_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", "/v1/jobs/validate", json={"job": job})  # type: ignore[no-any-return]
+
+    def job(self, name: str, namespace: str = "default") -> dict[str, Any]:
+        return self.request("GET", f"/v1/job/{name}", params={"namespace": namespace})  # type: ignore[no-any-return]
+
+    def stop_job(
+        self, name: str, *, purge: bool = False, namespace: str = "default"
+    ) -> dict[str, Any]:
+        return self.request(
+            "DELETE",
+            f"/v1/job/{name}",  # type: ignore[no-any-return]
+            params={"namespace": namespace, "purge": str(purge).lower()},
+        )
+
+    def job_versions(self, name: str, namespace: str = "default") -> list[dict[str, Any]]:
+        return self.request("GET", f"/v1/job/{name}/versions", params={"namespace": namespace})  # type: ignore[no-any-return]
+
+    # allocs
+    def allocs(self, *, job: str | None = None, node: str | None = None) -> list[dict[str, Any]]:
+        params = {k: v for k, v in (("job", job), ("node", node)) if v}
+        return self.request("GET", "/v1/allocations", params=params)  # type: ignore[no-any-return]
+
+    def alloc(self, alloc_id: str) -> Allocation:
+        return msgspec.convert(self.request("GET", f"/v1/allocation/{alloc_id}"), Allocation)
+
+    def stop_alloc(self, alloc_id: str) -> dict[str, Any]:
+        return self.request("POST", f"/v1/allocation/{alloc_id}/stop")  # type: ignore[no-any-return]
+
+    def restart_alloc(self, alloc_id: str) -> dict[str, Any]:
+        return self.request("POST", f"/v1/allocation/{alloc_id}/restart")  # type: ignore[no-any-return]
+
+    # nodes
+    def nodes(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/v1/nodes")  # type: ignore[no-any-return]
+
+    def node(self, node_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/node/{node_id}")  # type: ignore[no-any-return]
+
+    def events(self, **params: Any) -> list[dict[str, Any]]:
+        return self.request("GET", "/v1/events", params=params)  # type: ignore[no-any-return]
+
+    def status(self) -> dict[str, Any]:
+        return self.request("GET", "/v1/status")  # type: ignore[no-any-return]
+
+
+class AsyncClient:
+    """Asynchronous client for the agent: registration, heartbeats, alloc watch and reports."""
+
+    def __init__(self, addr: str | list[str], *, timeout: float = 10.0) -> None:
+        self.addresses = default_addresses(addr if isinstance(addr, str) else ",".join(addr))
+        self._i = 0
+        self._http = httpx.AsyncClient(timeout=timeout)
+
+    @property
+    def address(self) -> str:
+        return self.addresses[self._i]
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def request(self, method: str, path: str, **kw: Any) -> Any:
+        last: Exception | None = None
+        for _ in range(len(self.addresses)):
+            try:
+                return _check(await self._http.request(method, self.address + path, **kw))
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as e:
+                last = e
+                self._i = (self._i + 1) % len(self.addresses)
+        raise Unavailable(f"no podium server answers at {', '.join(self.addresses)} ({last})")
+
+    async def register_node(self, node: Node) -> dict[str, Any]:
+        return await self.request(
+            "POST",
+            "/v1/nodes/register",  # type: ignore[no-any-return]
+            content=msgspec.json.encode(node),
+            headers={"content-type": "application/json"},
+        )
+
+    async def heartbeat(self, node_id: str) -> dict[str, Any]:
+        return await self.request("POST", f"/v1/node/{node_id}/heartbeat")  # type: ignore[no-any-return]
+
+    async def node_allocs(
+        self, node_id: str, *, index: int, wait: float
+    ) -> tuple[int, list[Allocation]]:
+        data = await self.request(
+            "GET",
+            f"/v1/node/{node_id}/allocations",
+            params={"index": index, "wait": f"{wait}s"},
+            timeout=wait + 10,
+        )
+        return data["index"], msgspec.convert(data["allocations"], list[Allocation])
+
+    async def alloc_updates(self, node_id: str, updates: list[Any]) -> None:
+        await self.request(
+            "POST",
+            f"/v1/node/{node_id}/allocations/status",
+            content=msgspec.json.encode(updates),
+            headers={"content-type": "application/json"},
+        )
+
+    async def job_version(self, namespace: str, name: str, version: int) -> bytes:
+        return await self.request(
+            "GET",
+            f"/v1/job/{name}/version/{version}",  # type: ignore[no-any-return]
+            params={"namespace": namespace},
+        )

@@ -1,0 +1,219 @@
+"""The root `podium` command: error handling, and the long-running `dev`, `server`, `agent`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+import click
+
+from podium import __version__
+from podium.cli.output import err_console
+from podium.errors import PodiumError, ValidationError
+
+
+class PodiumGroup(click.Group):
+    """Turns podium errors into a clear message and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ValidationError as e:
+            err_console.print("[red]Error:[/] invalid input")
+            for p in e.problems:
+                err_console.print(f"  - {p}", markup=False)
+            sys.exit(1)
+        except PodiumError as e:
+            err_console.print(f"[red]Error:[/] {e}")
+            sys.exit(1)
+
+
+def addr_option(f: Any) -> Any:
+    return click.option(
+        "--addr",
+        envvar="PODIUM_ADDR",
+        default=None,
+        help="Server address (or PODIUM_ADDR); default http://127.0.0.1:4646",
+    )(f)
+
+
+def _split_addr(addr: str) -> tuple[str, int]:
+    addr = addr.removeprefix("http://")
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise click.BadParameter(f"expected HOST:PORT, got {addr!r}", param_hint="--addr")
+    return host, int(port)
+
+
+def run_until_signal(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` on uvloop; SIGINT/SIGTERM cancel it cleanly."""
+    import uvloop
+
+    async def wrapper() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await main
+        except asyncio.CancelledError:
+            pass
+
+    uvloop.run(wrapper())
+
+
+@click.group(cls=PodiumGroup)
+@click.version_option(__version__, prog_name="podium")
+def cli() -> None:
+    """podium: run workloads on a cluster. Start with `podium dev`."""
+
+
+def _data_dir(path: str | None, default: str) -> str:
+    d = os.path.abspath(os.path.expanduser(path or default))
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+@cli.command()
+@click.option("--data-dir", default=None, help="Where state lives (default ./.podium/dev)")
+@click.option("--addr", default="127.0.0.1:4646", show_default=True, help="API listen address")
+@click.option("--log-level", default="info", show_default=True)
+def dev(data_dir: str | None, addr: str, log_level: str) -> None:
+    """A real single-node cluster: server and agent in one process, on SQLite."""
+    from podium.agent.agent import Agent, AgentConfig
+    from podium.drivers import builtin_drivers
+    from podium.runtime.logging import setup
+    from podium.server.runtime import Server, ServerConfig
+
+    setup(log_level)
+    host, port = _split_addr(addr)
+    ddir = _data_dir(data_dir, ".podium/dev")
+    server = Server(ServerConfig(store_url=f"sqlite:///{ddir}/podium.db", host=host, port=port))
+
+    async def main() -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(server.run())
+            await server.started.wait()
+            agent = Agent(
+                AgentConfig(
+                    servers=[server.address],
+                    data_dir=os.path.join(ddir, "agent"),
+                    name="dev",
+                    address=host,
+                ),
+                builtin_drivers(),
+            )
+            tg.create_task(agent.run())
+            await agent.registered.wait()
+            click.echo(f"podium dev: API at {server.address} (data in {ddir})", err=True)
+            click.echo(
+                f"  try: PODIUM_ADDR={server.address} podium job run examples/web.yaml", err=True
+            )
+
+    run_until_signal(main())
+
+
+@cli.command()
+@click.option("--data-dir", default=None, help="Where state lives (default ./.podium/server)")
+@click.option("--addr", default="127.0.0.1:4646", show_default=True, help="API listen address")
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    help="Store URL: sqlite:///PATH (default: podium.db in the data dir)",
+)
+@click.option(
+    "--heartbeat-ttl", default=3.0, show_default=True, help="Seconds before a silent node is down"
+)
+@click.option("--log-level", default="info", show_default=True)
+def server(
+    data_dir: str | None, addr: str, store_url: str | None, heartbeat_ttl: float, log_level: str
+) -> None:
+    """Run a server (API, scheduler, controllers)."""
+    from podium.runtime.logging import setup
+    from podium.server.runtime import Server, ServerConfig
+
+    setup(log_level)
+    host, port = _split_addr(addr)
+    url = store_url or f"sqlite:///{_data_dir(data_dir, '.podium/server')}/podium.db"
+    srv = Server(ServerConfig(store_url=url, host=host, port=port, heartbeat_ttl=heartbeat_ttl))
+    run_until_signal(srv.run())
+
+
+@cli.command()
+@click.option(
+    "--server",
+    "servers",
+    multiple=True,
+    envvar="PODIUM_ADDR",
+    required=True,
+    help="Server address; repeat for several",
+)
+@click.option("--data-dir", default=None, help="Where the agent keeps its state and alloc dirs")
+@click.option("--name", default=None, help="Node name (default: hostname)")
+@click.option(
+    "--address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address tasks bind to and are reached at",
+)
+@click.option("--http-port", default=0, help="Agent API port (logs, exec); 0 = any")
+@click.option("--label", "labels", multiple=True, help="KEY=VALUE node label; repeat")
+@click.option("--cpu", default=0, help="cpu to offer (MHz shares); 0 = fingerprint")
+@click.option("--memory", default=0, help="memory to offer (MB); 0 = fingerprint")
+@click.option("--log-level", default="info", show_default=True)
+def agent(
+    servers: tuple[str, ...],
+    data_dir: str | None,
+    name: str | None,
+    address: str,
+    http_port: int,
+    labels: tuple[str, ...],
+    cpu: int,
+    memory: int,
+    log_level: str,
+) -> None:
+    """Run an agent on this machine (a node of the cluster)."""
+    import socket
+
+    from podium.agent.agent import Agent, AgentConfig
+    from podium.drivers import builtin_drivers
+    from podium.runtime.logging import setup
+
+    setup(log_level)
+    parsed = {}
+    for item in labels:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--label")
+        parsed[k] = v
+    node_name = name or socket.gethostname()
+    cfg = AgentConfig(
+        servers=[s for x in servers for s in x.split(",")],
+        data_dir=_data_dir(data_dir, f".podium/agent-{node_name}"),
+        name=node_name,
+        address=address,
+        http_port=http_port,
+        labels=parsed,
+        cpu=cpu,
+        memory=memory,
+    )
+    run_until_signal(Agent(cfg, builtin_drivers()).run())
+
+
+def main() -> None:
+    from podium.cli import alloc, job, node
+
+    cli.add_command(job.job)
+    cli.add_command(alloc.alloc)
+    cli.add_command(node.node)
+    cli(prog_name="podium")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,519 @@
+"""The HTTP API under /v1: thin routes that validate at the edge and call the write modules.
+
+    request -> parse + validate (model.spec, msgspec) -> jobs/nodes/allocs writes -> store
+            <- JSON (msgspec)  <- ClusterState reads
+
+One place maps the error hierarchy (errors.py) to status codes: `_error_response`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from podium import __version__
+from podium.errors import Compacted, NotFound, PodiumError, Problem, ValidationError
+from podium.model import spec as jobspec
+from podium.model.diff import diff
+from podium.model.types import AllocUpdate, Job, Node
+from podium.scheduler import ClusterSnapshot, reconcile, schedule
+from podium.server import allocs as alloc_ops
+from podium.server import jobs as job_ops
+from podium.server import nodes as node_ops
+from podium.server.events import decode_event
+from podium.server.openapi import openapi_document
+from podium.server.runtime import ServerContext
+from podium.store import keys
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 4 * 1024 * 1024
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(data), status_code=status, media_type="application/json")
+
+
+def _error_response(exc: Exception) -> Response:
+    if isinstance(exc, PodiumError):
+        body: dict[str, Any] = {"error": str(exc)}
+        if isinstance(exc, ValidationError):
+            body["problems"] = [{"path": p.path, "message": p.message} for p in exc.problems]
+        return json_response(body, exc.status_code)
+    if isinstance(exc, HTTPException):
+        return json_response({"error": exc.detail}, exc.status_code)
+    log.exception("unexpected error in API handler", exc_info=exc)
+    return json_response({"error": f"internal error: {type(exc).__name__}"}, 500)
+
+
+def _namespace(req: Request) -> str:
+    return req.query_params.get("namespace", "default") or "default"
+
+
+def _int_param(req: Request, name: str, default: int) -> int:
+    raw = req.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValidationError([Problem(name, f"expected an integer, got {raw!r}")]) from None
+
+
+def _float_param(req: Request, name: str, default: float) -> float:
+    raw = req.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return jobspec.parse_duration(raw)
+    except (ValueError, ValidationError):
+        raise ValidationError(
+            [Problem(name, f"expected a duration such as 30s, got {raw!r}")]
+        ) from None
+
+
+async def _body(req: Request) -> bytes:
+    body = await req.body()
+    if len(body) > MAX_BODY:
+        raise ValidationError([Problem("", f"request body is larger than {MAX_BODY} bytes")])
+    return body
+
+
+async def _json_body(req: Request) -> Any:
+    body = await _body(req)
+    if not body.strip():
+        raise ValidationError([Problem("", "expected a JSON body")])
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as e:
+        raise ValidationError([Problem("", f"invalid JSON: {e}")]) from None
+
+
+def _decode_as(kind: type[Any], data: Any, what: str) -> Any:
+    try:
+        return msgspec.convert(data, type=kind)
+    except msgspec.ValidationError as e:
+        # msgspec says e.g. "Expected `int`, got `str` - at `$.resources.cpu`"
+        msg = str(e)
+        path = ""
+        if " - at `$" in msg:
+            msg, _, at = msg.partition(" - at `$")
+            path = at.rstrip("`").lstrip(".")
+        raise ValidationError([Problem(f"{what}.{path}".rstrip("."), msg)]) from None
+
+
+async def _job_from_request(req: Request) -> tuple[Job, int | None]:
+    """Accept {"job": {...}, "check_index": N}, a bare job object, or YAML text."""
+    ctype = req.headers.get("content-type", "")
+    check_index: int | None = None
+    if "yaml" in ctype:
+        text = (await _body(req)).decode("utf-8", errors="replace")
+        raw: Any = jobspec.parse_job_text(text)
+    else:
+        data = await _json_body(req)
+        if isinstance(data, dict) and "job" in data and isinstance(data.get("job"), dict | str):
+            raw = data["job"]
+            ci = data.get("check_index")
+            if ci is not None:
+                if not isinstance(ci, int) or isinstance(ci, bool) or ci < 0:
+                    raise ValidationError(
+                        [Problem("check_index", f"expected a non-negative integer, got {ci!r}")]
+                    )
+                check_index = ci
+            if isinstance(raw, str):
+                raw = jobspec.parse_job_text(raw)
+        else:
+            raw = data
+    if not isinstance(raw, dict):
+        raise ValidationError([Problem("", f"expected a job object, got {type(raw).__name__}")])
+    q_index = req.query_params.get("check_index")
+    if q_index:
+        check_index = _int_param(req, "check_index", 0)
+    return jobspec.validate(jobspec.canonicalize(raw)), check_index
+
+
+class Api:
+    """The route handlers; everything they touch comes through the ServerContext."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self.state = ctx.state
+
+    def now(self) -> float:
+        return self.ctx.clock.now()
+
+    # ---------------------------------------------------------------- meta
+
+    async def status(self, req: Request) -> Response:
+        return json_response(
+            {
+                "version": __version__,
+                "leader": True,
+                "revision": self.state.revision,
+                "nodes": len(self.state.nodes),
+                "jobs": len(self.state.jobs),
+                "allocations": len(self.state.allocs),
+                "store": self.ctx.store_url,
+            }
+        )
+
+    async def openapi(self, req: Request) -> Response:
+        return json_response(openapi_document(ROUTES))
+
+    # ---------------------------------------------------------------- jobs
+
+    async def list_jobs(self, req: Request) -> Response:
+        ns = req.query_params.get("namespace")
+        rows = []
+        for job in sorted(self.state.jobs.values(), key=lambda j: j.key):
+            if ns and job.namespace != ns:
+                continue
+            allocs = self.state.allocs_of_job(job.namespace, job.name)
+            rows.append(
+                {
+                    "name": job.name,
+                    "namespace": job.namespace,
+                    "type": job.type,
+                    "version": job.version,
+                    "priority": job.priority,
+                    "status": job_ops.status_of(job, allocs),
+                    "index": job.revision,
+                    "submit_time": job.submit_time,
+                }
+            )
+        return json_response(rows)
+
+    async def register_job(self, req: Request) -> Response:
+        job, check_index = await _job_from_request(req)
+        stored, changed = await job_ops.register(
+            self.state, job, now=self.now(), check_index=check_index
+        )
+        return json_response(
+            {
+                "name": stored.name,
+                "namespace": stored.namespace,
+                "version": stored.version,
+                "index": stored.revision,
+                "changed": changed,
+            }
+        )
+
+    async def validate_job(self, req: Request) -> Response:
+        job, _ = await _job_from_request(req)
+        return json_response({"valid": True, "job": msgspec.to_builtins(job)})
+
+    async def plan_job(self, req: Request) -> Response:
+        """Dry run: what would change and what the scheduler would do. Writes nothing."""
+        job, _ = await _job_from_request(req)
+        current = self.state.jobs.get(job.key)
+        changed = (
+            current is None or current.stop or job_ops.spec_of(current) != job_ops.spec_of(job)
+        )
+        candidate = msgspec.structs.replace(
+            job,
+            version=(
+                current.version + 1 if current and changed else (current.version if current else 0)
+            ),
+            submit_time=self.now(),
+        )
+        allocs = self.state.allocs_of_job(job.namespace, job.name)
+        snapshot = ClusterSnapshot.build(
+            list(self.state.nodes.values()), (a for a in self.state.allocs.values() if a.live)
+        )
+        rec = reconcile(candidate, allocs, self.state.nodes, now=self.now())
+        plan = schedule(snapshot, candidate, rec, eval_id=f"plan:{job.key}", now=self.now())
+        old = job_ops.spec_of(current) if current else {}
+        replaced = {p.previous_alloc for p in plan.placements if p.previous_alloc}
+        stops = {s.alloc_id for s in plan.stops}
+        return json_response(
+            {
+                "index": current.revision if current else 0,
+                "changed": changed,
+                "diff": msgspec.to_builtins(diff(old, job_ops.spec_of(job))),
+                "create": sum(1 for p in plan.placements if not p.previous_alloc),
+                "replace": len(replaced),
+                "stop": len(stops - replaced),
+                "unchanged": sum(1 for a in allocs if a.live and a.id not in stops),
+                "placements": [
+                    {
+                        "group": p.group,
+                        "index": p.index,
+                        "node": p.node_name,
+                        "replaces": p.previous_alloc,
+                    }
+                    for p in plan.placements
+                ],
+                "failures": msgspec.to_builtins(plan.failures),
+            }
+        )
+
+    def _job(self, req: Request) -> Job:
+        ns, name = _namespace(req), req.path_params["name"]
+        job = self.state.jobs.get(f"{ns}/{name}")
+        if job is None:
+            raise NotFound(f"no job {name!r} in namespace {ns!r}")
+        return job
+
+    async def get_job(self, req: Request) -> Response:
+        return json_response(job_ops.summary(self.state, self._job(req)))
+
+    async def stop_job(self, req: Request) -> Response:
+        purge = req.query_params.get("purge", "") in ("1", "true", "yes")
+        rev = await job_ops.stop(
+            self.state, _namespace(req), req.path_params["name"], purge=purge, now=self.now()
+        )
+        return json_response({"index": rev, "purged": purge})
+
+    async def job_versions(self, req: Request) -> Response:
+        versions = await job_ops.versions(self.state, _namespace(req), req.path_params["name"])
+        out = []
+        for i, v in enumerate(versions):
+            prev = versions[i + 1] if i + 1 < len(versions) else None
+            changes = diff(job_ops.spec_of(prev), job_ops.spec_of(v)) if prev else []
+            out.append(
+                {
+                    "version": v.version,
+                    "submit_time": v.submit_time,
+                    "diff": msgspec.to_builtins(changes),
+                    "job": msgspec.to_builtins(v),
+                }
+            )
+        return json_response(out)
+
+    async def job_version(self, req: Request) -> Response:
+        ns, name = _namespace(req), req.path_params["name"]
+        version = req.path_params["version"]
+        kv = await self.state.store.get(keys.job_version(ns, name, version))
+        if kv is None:
+            raise NotFound(f"no version {version} of job {name!r}")
+        return Response(kv.value, media_type="application/json")
+
+    # -------------------------------------------------------------- allocs
+
+    async def list_allocs(self, req: Request) -> Response:
+        job, node = req.query_params.get("job"), req.query_params.get("node")
+        ns = _namespace(req)
+        if job:
+            allocs = self.state.allocs_of_job(ns, job)
+        elif node:
+            allocs = self.state.allocs_of_node(node)
+        else:
+            allocs = list(self.state.allocs.values())
+        return json_response([job_ops.alloc_row(a) for a in allocs])
+
+    async def get_alloc(self, req: Request) -> Response:
+        return json_response(alloc_ops.resolve(self.state, req.path_params["id"]))
+
+    async def stop_alloc(self, req: Request) -> Response:
+        a = alloc_ops.resolve(self.state, req.path_params["id"])
+        new = await alloc_ops.modify(
+            self.state,
+            a.id,
+            lambda x: msgspec.structs.replace(
+                x, desired_status="stop", desired_reason="stopped by user"
+            ),
+            event=("alloc.stop_requested", "stop requested by user"),
+            now=self.now(),
+        )
+        return json_response(new)
+
+    async def restart_alloc(self, req: Request) -> Response:
+        a = alloc_ops.resolve(self.state, req.path_params["id"])
+        new = await alloc_ops.modify(
+            self.state,
+            a.id,
+            lambda x: msgspec.structs.replace(x, restart_seq=x.restart_seq + 1),
+            event=("alloc.restart_requested", "restart requested by user"),
+            now=self.now(),
+        )
+        return json_response(new)
+
+    # --------------------------------------------------------------- nodes
+
+    async def list_nodes(self, req: Request) -> Response:
+        return json_response(
+            [self._node_row(n) for n in sorted(self.state.nodes.values(), key=lambda n: n.name)]
+        )
+
+    def _node_row(self, n: Node) -> dict[str, Any]:
+        live = [a for a in self.state.allocs_of_node(n.id) if a.live]
+        return {
+            **msgspec.to_builtins(n),
+            "used": {
+                "cpu": sum(a.resources.cpu for a in live),
+                "memory": sum(a.resources.memory for a in live),
+            },
+            "allocations": len(live),
+        }
+
+    def _node(self, req: Request) -> Node:
+        found = self.state.find_node(req.path_params["id"])
+        if not found:
+            raise NotFound(f"no node matches {req.path_params['id']!r}")
+        if len(found) > 1:
+            raise ValidationError(
+                [Problem("node", f"{len(found)} nodes match; give more of the id")]
+            )
+        return found[0]
+
+    async def get_node(self, req: Request) -> Response:
+        return json_response(self._node_row(self._node(req)))
+
+    async def register_node(self, req: Request) -> Response:
+        node = _decode_as(Node, await _json_body(req), "node")
+        if not node.id or not node.name:
+            raise ValidationError([Problem("node.id", "expected a non-empty id and name")])
+        node = msgspec.structs.replace(node, heartbeat_ttl=self.ctx.heartbeat_ttl)
+        stored = await node_ops.register(self.state, self.ctx.heartbeats, node, now=self.now())
+        return json_response({"node": stored, "heartbeat_ttl": self.ctx.heartbeat_ttl})
+
+    async def heartbeat(self, req: Request) -> Response:
+        node_id = req.path_params["id"]
+        node = self.state.nodes.get(node_id)
+        if node is None:
+            # The server lost it (purged, or a fresh store): tell the agent to register again.
+            raise NotFound(f"node {node_id} is not registered")
+        self.ctx.heartbeats.beat(node_id)
+        if node.status == "down":
+            await node_ops.set_status(
+                self.state, node_id, "ready", "heartbeat resumed", now=self.now()
+            )
+        return json_response({"heartbeat_ttl": self.ctx.heartbeat_ttl, "status": "ok"})
+
+    async def node_eligibility(self, req: Request) -> Response:
+        data = await _json_body(req)
+        if not isinstance(data, dict) or not isinstance(data.get("eligible"), bool):
+            raise ValidationError([Problem("eligible", "expected true or false")])
+        node = await node_ops.set_eligibility(
+            self.state, self._node(req).id, data["eligible"], now=self.now()
+        )
+        return json_response(self._node_row(node))
+
+    async def node_allocs(self, req: Request) -> Response:
+        """Blocking query: returns when the node's allocs change past `index`, or after `wait`."""
+        node_id = req.path_params["id"]
+        index = _int_param(req, "index", 0)
+        wait = min(_float_param(req, "wait", 0.0), 300.0)
+        if wait > 0:
+            await self.state.wait_node(node_id, index, timeout=wait)
+        return json_response(
+            {
+                "index": self.state.node_index[node_id],
+                "allocations": self.state.allocs_of_node(node_id),
+            }
+        )
+
+    async def node_alloc_updates(self, req: Request) -> Response:
+        node_id = req.path_params["id"]
+        updates = _decode_as(list[AllocUpdate], await _json_body(req), "updates")
+        n = await alloc_ops.apply_updates(self.state, node_id, updates, now=self.now())
+        return json_response({"applied": n})
+
+    # -------------------------------------------------------------- events
+
+    async def events(self, req: Request) -> Response:
+        since = _int_param(req, "since", 0)
+        limit = _int_param(req, "limit", 100)
+        follow = req.query_params.get("follow", "") in ("1", "true", "yes")
+        job, alloc, node = (req.query_params.get(k) for k in ("job", "alloc", "node"))
+
+        def wanted(ev: Any) -> bool:
+            return (
+                (not job or ev.job == job)
+                and (not alloc or ev.alloc.startswith(alloc))
+                and (not node or ev.node == node)
+            )
+
+        kvs, rev = await self.state.store.list(keys.EVENTS)
+        evs = [e for e in (decode_event(kv) for kv in kvs) if e.seq > since and wanted(e)]
+        evs.sort(key=lambda e: e.seq)
+        if not follow:
+            return json_response(evs[-limit:] if limit > 0 else evs)
+
+        async def stream() -> AsyncIterator[bytes]:
+            for e in evs[-limit:]:
+                yield b"data: " + msgspec.json.encode(e) + b"\n\n"
+            try:
+                async for w in self.state.store.watch(keys.EVENTS, start_rev=rev + 1):
+                    if w.type == "put":
+                        e = decode_event(w.kv)
+                        if wanted(e):
+                            yield b"data: " + msgspec.json.encode(e) + b"\n\n"
+            except Compacted:
+                yield b"event: compacted\ndata: {}\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+ROUTES: list[tuple[str, str, str, str]] = [
+    # (method, path, handler name, summary) — also the source of the OpenAPI document
+    ("GET", "/v1/status", "status", "Server status"),
+    ("GET", "/v1/openapi.json", "openapi", "This document"),
+    ("GET", "/v1/jobs", "list_jobs", "List jobs"),
+    ("POST", "/v1/jobs", "register_job", "Submit a job (new version if it changed)"),
+    ("POST", "/v1/jobs/validate", "validate_job", "Validate a job spec"),
+    ("POST", "/v1/jobs/plan", "plan_job", "Dry-run a job: diff and scheduler plan"),
+    ("GET", "/v1/job/{name}", "get_job", "Job status summary with allocations"),
+    ("DELETE", "/v1/job/{name}", "stop_job", "Stop a job (purge=true removes it)"),
+    ("GET", "/v1/job/{name}/versions", "job_versions", "Job versions with diffs"),
+    ("GET", "/v1/job/{name}/version/{version:int}", "job_version", "One job version"),
+    ("GET", "/v1/allocations", "list_allocs", "List allocations"),
+    ("GET", "/v1/allocation/{id}", "get_alloc", "One allocation (id or unique prefix)"),
+    ("POST", "/v1/allocation/{id}/stop", "stop_alloc", "Stop an allocation (it is replaced)"),
+    (
+        "POST",
+        "/v1/allocation/{id}/restart",
+        "restart_alloc",
+        "Restart an allocation's tasks in place",
+    ),
+    ("GET", "/v1/nodes", "list_nodes", "List nodes with resources used"),
+    ("POST", "/v1/nodes/register", "register_node", "Register a node (agents)"),
+    ("GET", "/v1/node/{id}", "get_node", "One node"),
+    ("POST", "/v1/node/{id}/heartbeat", "heartbeat", "Heartbeat (agents)"),
+    ("POST", "/v1/node/{id}/eligibility", "node_eligibility", "Enable or disable placement"),
+    ("GET", "/v1/node/{id}/allocations", "node_allocs", "A node's allocations (blocking query)"),
+    (
+        "POST",
+        "/v1/node/{id}/allocations/status",
+        "node_alloc_updates",
+        "Alloc status reports (agents)",
+    ),
+    ("GET", "/v1/events", "events", "Events; follow=true streams them (SSE)"),
+]
+
+
+def _wrap(fn: Handler) -> Handler:
+    async def handler(req: Request) -> Response:
+        try:
+            return await fn(req)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            return _error_response(e)
+
+    return handler
+
+
+def create_app(ctx: ServerContext) -> Starlette:
+    api = Api(ctx)
+    routes = [
+        Route(path, _wrap(getattr(api, name)), methods=[method]) for method, path, name, _ in ROUTES
+    ]
+
+    async def not_found(req: Request, exc: Exception) -> Response:
+        code = getattr(exc, "status_code", 404)
+        return json_response(
+            {"error": f"{req.method} {req.url.path}: {getattr(exc, 'detail', 'not found')}"}, code
+        )
+
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})

@@ -1,0 +1,169 @@
+"""The placement controller: for each job whose world changed, decide and commit.
+
+    state listener marks jobs dirty (job, its allocs, or a node they use changed)
+      -> reconcile(job, allocs, nodes)  what should change, as data (pure)
+      -> schedule(snapshot, job, rec)   where new allocs go, or why not (pure)
+      -> PlanApplier                    re-check and commit, batched across jobs
+
+It also wakes on its own for delayed work (a failed alloc's reschedule time) and
+sweeps every job periodically, so a missed notification costs seconds, not forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+
+from podium.model.types import Allocation, Job, Node, Plan
+from podium.runtime.clock import Clock
+from podium.scheduler import ClusterSnapshot, reconcile, schedule
+from podium.server.plan_apply import PlanApplier
+from podium.server.state import ClusterState
+from podium.store import keys
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PlacementSettings:
+    debounce: float = 0.01  # gather changes that arrive together into one evaluation round
+    sweep_interval: float = 5.0
+    batch_jobs: int = 200
+
+
+class PlacementController:
+    def __init__(
+        self, state: ClusterState, clock: Clock, settings: PlacementSettings | None = None
+    ) -> None:
+        self.state = state
+        self.clock = clock
+        self.settings = settings or PlacementSettings()
+        self.applier = PlanApplier(state)
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self._later: dict[str, float] = {}  # job key -> earliest time it has delayed work
+        state.add_listener(self._on_change)
+
+    def _on_change(self, prefix: str, old: object | None, new: object | None) -> None:
+        obj = new if new is not None else old
+        if prefix == keys.JOBS and isinstance(obj, Job):
+            self._mark(obj.key)
+        elif prefix == keys.ALLOCS and isinstance(obj, Allocation):
+            if _alloc_matters(old, new):  # type: ignore[arg-type]
+                self._mark(f"{obj.namespace}/{obj.job}")
+        elif prefix == keys.NODES and isinstance(obj, Node) and _node_changed(old, new):
+            for a in self.state.allocs_of_node(obj.id):
+                self._mark(f"{a.namespace}/{a.job}")
+            # New capacity may unblock jobs that could not be placed.
+            for key in self.state.placement_failures:
+                self._mark(key)
+
+    def _mark(self, job_key: str) -> None:
+        self._dirty.add(job_key)
+        self._wake.set()
+
+    async def run(self) -> None:
+        await self.state.ready.wait()
+        self._dirty.update(self.state.jobs)
+        self._dirty.update(f"{a.namespace}/{a.job}" for a in self.state.allocs.values())
+        last_sweep = self.clock.monotonic()
+        while True:
+            timeout = self.settings.sweep_interval
+            if self._later:
+                timeout = max(0.0, min(timeout, min(self._later.values()) - self.clock.now()))
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            await asyncio.sleep(self.settings.debounce)
+            self._wake.clear()
+            now = self.clock.now()
+            for key, t in list(self._later.items()):
+                if t <= now:
+                    self._later.pop(key)
+                    self._dirty.add(key)
+            if self.clock.monotonic() - last_sweep >= self.settings.sweep_interval:
+                last_sweep = self.clock.monotonic()
+                self._dirty.update(self.state.jobs)
+            if self._dirty:
+                await self.evaluate_dirty()
+
+    async def evaluate_dirty(self) -> None:
+        while self._dirty:
+            batch = [
+                self._dirty.pop() for _ in range(min(len(self._dirty), self.settings.batch_jobs))
+            ]
+            try:
+                await self.evaluate(batch)
+            except Exception:
+                # Retryable by construction: put the work back and let the next round try.
+                log.exception("evaluation of %d jobs failed; will retry", len(batch))
+                self._dirty.update(batch)
+                await asyncio.sleep(0.5)
+                return
+
+    async def evaluate(self, job_keys: list[str]) -> None:
+        now = self.clock.now()
+        live = (a for a in self.state.allocs.values() if a.live)
+        snapshot = ClusterSnapshot.build(list(self.state.nodes.values()), live)
+        plans: list[Plan] = []
+        updates: list[Allocation] = []
+        for key in job_keys:
+            ns, _, name = key.partition("/")
+            job = self.state.jobs.get(key)
+            allocs = self.state.allocs_of_job(ns, name)
+            rec = reconcile(job, allocs, self.state.nodes, now=now)
+            updates.extend(rec.updates)
+            if rec.reschedule_later:
+                self._later[key] = min(rec.reschedule_later.values())
+            plan = (
+                schedule(snapshot, job, rec, eval_id=f"{key}@{uuid.uuid4()}", now=now)
+                if job is not None
+                else rec.stop_plan(ns, name)
+            )
+            if plan.failures:
+                self.state.placement_failures[key] = plan.failures
+            else:
+                self.state.placement_failures.pop(key, None)
+            if not plan.empty:
+                snapshot.apply(plan)
+                plans.append(plan)
+        if not plans and not updates:
+            return
+        result = await self.applier.apply(plans, updates, now=now)
+        if result.rejected or result.conflicts:
+            for a, why in result.rejected:
+                log.info("placement of %s on %s rejected: %s", a.name, a.node_name, why)
+                self._dirty.add(f"{a.namespace}/{a.job}")
+        if result.revision:
+            await self.state.wait_for(result.revision)
+        if result.conflicts:
+            self._dirty.update(job_keys)
+
+
+def _alloc_matters(old: Allocation | None, new: Allocation | None) -> bool:
+    """Only changes that can alter a decision wake the controller (not check flaps)."""
+    if old is None or new is None:
+        return True
+    return (
+        old.client_status != new.client_status
+        or old.desired_status != new.desired_status
+        or old.node_id != new.node_id
+        or old.next_alloc != new.next_alloc
+    )
+
+
+def _node_changed(old: object | None, new: object | None) -> bool:
+    if not isinstance(old, Node) or not isinstance(new, Node):
+        return True
+    return (
+        old.status != new.status
+        or old.eligible != new.eligible
+        or old.drain != new.drain
+        or old.resources != new.resources
+        or old.drivers != new.drivers
+        or old.labels != new.labels
+    )

@@ -1,0 +1,164 @@
+"""Job writes: register a new version, stop, purge; and the job summary the CLI shows.
+
+Every write states the revision it read; a lost race is a Conflict (409).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from podium.errors import Conflict, NotFound
+from podium.model.types import Allocation, Job
+from podium.server.events import event_put
+from podium.server.state import ClusterState, encode
+from podium.store import keys
+from podium.store.base import Compare, Delete, Op, Put
+
+_SERVER_FIELDS = ("version", "stop", "submit_time", "revision")
+
+
+def spec_of(job: Job) -> dict[str, Any]:
+    """The user's part of a job: what decides whether a submit is a change."""
+    d: dict[str, Any] = msgspec.to_builtins(job)
+    for f in _SERVER_FIELDS:
+        d.pop(f, None)
+    return d
+
+
+async def register(
+    state: ClusterState, job: Job, *, now: float, check_index: int | None = None
+) -> tuple[Job, bool]:
+    """Store `job` as a new version unless it equals the current one. Returns (job, changed)."""
+    current = state.jobs.get(job.key)
+    read_rev = current.revision if current is not None else 0
+    if check_index is not None and check_index != read_rev:
+        raise Conflict(
+            f"job {job.name!r} changed since the plan (plan index {check_index}, "
+            f"current index {read_rev}); run `podium job plan` again"
+        )
+    if current is not None and not current.stop and spec_of(current) == spec_of(job):
+        return current, False
+    version = current.version + 1 if current is not None else 0
+    new = msgspec.structs.replace(job, version=version, stop=False, submit_time=now, revision=0)
+    body = encode(new)
+    ops: list[Op] = [
+        Put(keys.job(job.namespace, job.name), body),
+        Put(keys.job_version(job.namespace, job.name, version), body),
+        event_put(
+            "job.registered",
+            f"version {version} registered",
+            namespace=job.namespace,
+            job=job.name,
+            now=now,
+        ),
+    ]
+    res = await state.store.txn(
+        [Compare(keys.job(job.namespace, job.name), "mod_rev", "=", read_rev)], ops
+    )
+    if not res.succeeded:
+        raise Conflict(f"job {job.name!r} was changed concurrently; read it again and retry")
+    await state.wait_for(res.revision)
+    return state.jobs.get(job.key, new), True
+
+
+async def stop(state: ClusterState, namespace: str, name: str, *, purge: bool, now: float) -> int:
+    """Mark the job stopped (its allocs stop), or purge it from the store entirely."""
+    current = state.jobs.get(f"{namespace}/{name}")
+    if current is None:
+        raise NotFound(f"no job {name!r} in namespace {namespace!r}")
+    key = keys.job(namespace, name)
+    ops: list[Op]
+    if purge:
+        ops = [
+            Delete(key),
+            Delete(keys.job_versions(namespace, name), prefix=True),
+            event_put("job.purged", "job purged", namespace=namespace, job=name, now=now),
+        ]
+    else:
+        stopped = msgspec.structs.replace(current, stop=True, revision=0)
+        ops = [
+            Put(key, encode(stopped)),
+            event_put("job.stopped", "job stopped", namespace=namespace, job=name, now=now),
+        ]
+    res = await state.store.txn([Compare(key, "mod_rev", "=", current.revision)], ops)
+    if not res.succeeded:
+        raise Conflict(f"job {name!r} was changed concurrently; retry")
+    await state.wait_for(res.revision)
+    return res.revision
+
+
+async def versions(state: ClusterState, namespace: str, name: str) -> list[Job]:
+    kvs, _ = await state.store.list(keys.job_versions(namespace, name))
+    out = []
+    for kv in kvs:
+        j = msgspec.json.decode(kv.value, type=Job)
+        j.revision = kv.mod_rev
+        out.append(j)
+    if not out:
+        raise NotFound(f"no job {name!r} in namespace {namespace!r}")
+    return sorted(out, key=lambda j: -j.version)
+
+
+def status_of(job: Job, allocs: list[Allocation]) -> str:
+    """Derived, never stored: pending | running | complete | dead."""
+    if job.stop:
+        return "dead"
+    current = [a for a in allocs if a.job_version == job.version]
+    if job.type == "batch":
+        want = sum(g.count for g in job.groups)
+        done = {(a.group, a.index) for a in current if a.client_status == "complete"}
+        if want and len(done) >= want:
+            return "complete"
+    if any(a.client_status == "running" for a in current):
+        return "running"
+    return "pending"
+
+
+def summary(state: ClusterState, job: Job) -> dict[str, Any]:
+    allocs = state.allocs_of_job(job.namespace, job.name)
+    groups: dict[str, dict[str, Any]] = {}
+    for g in job.groups:
+        mine = [a for a in allocs if a.group == g.name]
+        live = [a for a in mine if a.desired_status == "run" and a.job_version == job.version]
+        counts = {s: 0 for s in ("pending", "running", "complete", "failed", "lost")}
+        for a in live:
+            counts[a.client_status] += 1
+        groups[g.name] = {
+            "desired": 0 if job.stop else g.count,
+            **counts,
+            "healthy": sum(1 for a in live if a.healthy and a.client_status == "running"),
+            "unhealthy": sum(1 for a in live if a.healthy is False),
+            "restarts": sum(ts.restarts for a in live for ts in a.task_states.values()),
+        }
+    failures = state.placement_failures.get(job.key, [])
+    return {
+        "job": msgspec.to_builtins(job),
+        "status": status_of(job, allocs),
+        "groups": groups,
+        "allocations": [alloc_row(a) for a in allocs],
+        "placement_failures": msgspec.to_builtins(failures),
+    }
+
+
+def alloc_row(a: Allocation) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "name": a.name,
+        "node_id": a.node_id,
+        "node_name": a.node_name,
+        "job_version": a.job_version,
+        "desired_status": a.desired_status,
+        "desired_reason": a.desired_reason,
+        "client_status": a.client_status,
+        "client_description": a.client_description,
+        "healthy": a.healthy,
+        "ports": a.ports,
+        "restarts": sum(ts.restarts for ts in a.task_states.values()),
+        "pids": {t: ts.pid for t, ts in a.task_states.items()},
+        "previous_alloc": a.previous_alloc,
+        "next_alloc": a.next_alloc,
+        "create_time": a.create_time,
+        "modify_time": a.modify_time,
+    }

@@ -1,0 +1,112 @@
+"""Node writes: registration, status changes; heartbeats are kept in memory.
+
+Heartbeats are not written to the store (one write per node per second buys
+nothing): the leader remembers when it last heard from each node. A server that
+starts, or becomes leader, treats every node as just heard from, so a
+control-plane restart never looks like a mass node failure.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from podium.errors import NotFound
+from podium.model.types import Node
+from podium.runtime.clock import Clock
+from podium.server.events import event_put
+from podium.server.state import ClusterState, encode
+from podium.store import keys
+from podium.store.base import Compare, Put
+
+
+class Heartbeats:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.started = clock.monotonic()
+        self._seen: dict[str, float] = {}
+
+    def beat(self, node_id: str) -> None:
+        self._seen[node_id] = self.clock.monotonic()
+
+    def last(self, node_id: str) -> float:
+        """Monotonic time the node was last heard from (server start if never)."""
+        return self._seen.get(node_id, self.started)
+
+    def forget(self, node_id: str) -> None:
+        self._seen.pop(node_id, None)
+
+
+async def register(state: ClusterState, hb: Heartbeats, node: Node, *, now: float) -> Node:
+    """Create or refresh a node record; the node is `ready` from now on."""
+    for _ in range(5):
+        current = state.nodes.get(node.id)
+        new = msgspec.structs.replace(
+            node,
+            status="ready",
+            eligible=current.eligible if current else node.eligible,
+            drain=current.drain if current else node.drain,
+            register_time=current.register_time if current else now,
+            last_heartbeat=now,
+            status_description="registered",
+            revision=0,
+        )
+        what = "registered" if current is None else "re-registered"
+        res = await state.store.txn(
+            [Compare(keys.node(node.id), "mod_rev", "=", current.revision if current else 0)],
+            [
+                _put(new, encode(new)),
+                event_put("node." + what, f"node {node.name} {what}", node=node.id, now=now),
+            ],
+        )
+        if res.succeeded:
+            hb.beat(node.id)
+            await state.wait_for(res.revision)
+            return state.nodes.get(node.id, new)
+        await state.wait_for(res.revision)
+    raise NotFound(f"node {node.id} could not be registered: too many concurrent changes")
+
+
+async def set_status(
+    state: ClusterState, node_id: str, status: str, reason: str, *, now: float
+) -> bool:
+    """Move a node to `ready` or `down`; False if someone else changed it first."""
+    current = state.nodes.get(node_id)
+    if current is None or current.status == status:
+        return False
+    new = msgspec.structs.replace(current, status=status, status_description=reason, revision=0)
+    res = await state.store.txn(
+        [Compare(keys.node(node_id), "mod_rev", "=", current.revision)],
+        [
+            _put(new, encode(new)),
+            event_put(
+                f"node.{status}", f"node {current.name} {status}: {reason}", node=node_id, now=now
+            ),
+        ],
+    )
+    if res.succeeded:
+        await state.wait_for(res.revision)
+    return res.succeeded
+
+
+async def set_eligibility(state: ClusterState, node_id: str, eligible: bool, *, now: float) -> Node:
+    for _ in range(5):
+        current = state.nodes.get(node_id)
+        if current is None:
+            raise NotFound(f"no node {node_id!r}")
+        new = msgspec.structs.replace(current, eligible=eligible, revision=0)
+        word = "eligible" if eligible else "ineligible"
+        res = await state.store.txn(
+            [Compare(keys.node(node_id), "mod_rev", "=", current.revision)],
+            [
+                _put(new, encode(new)),
+                event_put("node.eligibility", f"node {current.name} {word}", node=node_id, now=now),
+            ],
+        )
+        await state.wait_for(res.revision)
+        if res.succeeded:
+            return state.nodes[node_id]
+    raise NotFound(f"node {node_id} changed too often to update; retry")
+
+
+def _put(node: Node, body: bytes) -> Put:
+    return Put(keys.node(node.id), body)

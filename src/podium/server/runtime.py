@@ -1,0 +1,88 @@
+"""Running a server: the context the routes and controllers share, and the run loop.
+
+Server.run()
+  TaskGroup: ClusterState.run (store watch) | uvicorn (HTTP API)
+             | PlacementController | NodeLivenessController | GarbageCollector
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from podium.runtime import http
+from podium.runtime.clock import Clock, SystemClock
+from podium.server.nodes import Heartbeats
+from podium.server.state import ClusterState
+from podium.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerConfig:
+    store_url: str
+    host: str = "127.0.0.1"
+    port: int = 4646
+    heartbeat_ttl: float = 3.0  # a node silent this long is down
+    clock: Clock = field(default_factory=SystemClock)
+
+
+@dataclass
+class ServerContext:
+    state: ClusterState
+    heartbeats: Heartbeats
+    clock: Clock
+    store_url: str
+    heartbeat_ttl: float
+
+
+class Server:
+    def __init__(self, config: ServerConfig, *, store: Store | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.started = asyncio.Event()
+        self.ctx: ServerContext | None = None
+
+    @property
+    def address(self) -> str:
+        return f"http://{self.config.host}:{self.config.port}"
+
+    async def run(self) -> None:
+        from podium.server.app import create_app
+        from podium.server.controllers.gc import GarbageCollector
+        from podium.server.controllers.node_liveness import NodeLivenessController
+        from podium.server.controllers.placement import PlacementController
+
+        cfg = self.config
+        sock = http.bind(cfg.host, cfg.port)
+        cfg.port = sock.getsockname()[1]
+        store = self.store or open_store(cfg.store_url)
+        start = getattr(store, "start", None)
+        if start is not None:
+            await start()
+        state = ClusterState(store)
+        hb = Heartbeats(cfg.clock)
+        self.ctx = ServerContext(
+            state=state,
+            heartbeats=hb,
+            clock=cfg.clock,
+            store_url=cfg.store_url,
+            heartbeat_ttl=cfg.heartbeat_ttl,
+        )
+        api = http.server(create_app(self.ctx))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(state.run(), name="state")
+                await state.ready.wait()
+                tg.create_task(PlacementController(state, cfg.clock).run(), name="placement")
+                tg.create_task(NodeLivenessController(state, hb, cfg.clock).run(), name="liveness")
+                tg.create_task(GarbageCollector(state, cfg.clock).run(), name="gc")
+                tg.create_task(api.serve(sockets=[sock]), name="http")
+                while not api.started:
+                    await asyncio.sleep(0.01)
+                log.info("server listening on %s (store %s)", self.address, cfg.store_url)
+                self.started.set()
+        finally:
+            await store.close()

@@ -1,0 +1,212 @@
+"""The server's view of the cluster: a cache of jobs, nodes and allocs kept by a store watch.
+
+    store --list + watch('/')--> ClusterState (dicts + indexes) --> api reads, controllers
+                                      |-- listeners: which job/node changed (dirty marking)
+                                      `-- waiters: read-your-writes (`wait_for(rev)`),
+                                          agents' blocking queries (`wait_node(node, index)`)
+
+Writes never go through this cache: they go to the store guarded by the revision
+the writer read, and come back here through the watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from typing import TypeVar
+
+import msgspec
+
+from podium.errors import Compacted
+from podium.model.types import Allocation, Job, Node, PlacementFailure
+from podium.store import keys
+from podium.store.base import KeyValue, Store, WatchEvent
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T", Job, Node, Allocation)
+
+_DECODERS = {
+    keys.JOBS: msgspec.json.Decoder(Job),
+    keys.NODES: msgspec.json.Decoder(Node),
+    keys.ALLOCS: msgspec.json.Decoder(Allocation),
+}
+
+encode = msgspec.json.Encoder().encode
+
+
+def decode(kind: type[T], kv: KeyValue) -> T:
+    obj: T = msgspec.json.decode(kv.value, type=kind)
+    obj.revision = kv.mod_rev
+    return obj
+
+
+Listener = Callable[[str, object | None, object | None], None]
+
+
+class ClusterState:
+    """In-memory, watch-fed cache of the three kinds the controllers reason about."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.jobs: dict[str, Job] = {}
+        self.nodes: dict[str, Node] = {}
+        self.allocs: dict[str, Allocation] = {}
+        self.by_node: dict[str, set[str]] = defaultdict(set)
+        self.by_job: dict[str, set[str]] = defaultdict(set)
+        self.revision = 0
+        # Per node, the revision of the last change to one of its allocs (blocking queries).
+        self.node_index: dict[str, int] = defaultdict(int)
+        # Last placement failures per job key, set by the placement controller.
+        self.placement_failures: dict[str, list[PlacementFailure]] = {}
+        self.ready = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._listeners: list[Listener] = []
+
+    # ----------------------------------------------------------------- reads
+
+    def add_listener(self, fn: Listener) -> None:
+        """fn(prefix, old, new) after every change to a job, node or alloc."""
+        self._listeners.append(fn)
+
+    def allocs_of_job(self, namespace: str, name: str) -> list[Allocation]:
+        ids = self.by_job.get(f"{namespace}/{name}", ())
+        return sorted(
+            (self.allocs[i] for i in ids), key=lambda a: (a.group, a.index, a.create_time)
+        )
+
+    def allocs_of_node(self, node_id: str) -> list[Allocation]:
+        return [self.allocs[i] for i in self.by_node.get(node_id, ())]
+
+    def find_alloc(self, id_or_prefix: str) -> list[Allocation]:
+        exact = self.allocs.get(id_or_prefix)
+        if exact is not None:
+            return [exact]
+        return [a for i, a in self.allocs.items() if i.startswith(id_or_prefix)]
+
+    def find_node(self, id_name_or_prefix: str) -> list[Node]:
+        exact = self.nodes.get(id_name_or_prefix)
+        if exact is not None:
+            return [exact]
+        by_name = [n for n in self.nodes.values() if n.name == id_name_or_prefix]
+        if by_name:
+            return by_name
+        return [n for i, n in self.nodes.items() if i.startswith(id_name_or_prefix)]
+
+    async def wait_for(self, revision: int, *, timeout: float = 5.0) -> None:
+        """Return once the cache has seen `revision` (read-your-writes for the API)."""
+        if self.revision >= revision:
+            return
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: self.revision >= revision)
+
+    async def wait_node(self, node_id: str, index: int, *, timeout: float) -> int:
+        """Block until the node's alloc index passes `index` or the timeout; return the index."""
+        try:
+            async with asyncio.timeout(timeout), self._changed:
+                await self._changed.wait_for(lambda: self.node_index[node_id] > index)
+        except TimeoutError:
+            pass
+        return self.node_index[node_id]
+
+    # ------------------------------------------------------------------ feed
+
+    async def run(self) -> None:
+        """Load everything, then follow the store; re-list whenever the watch is compacted."""
+        while True:
+            rev = await self._load()
+            self.ready.set()
+            try:
+                async for ev in self.store.watch("/", start_rev=rev + 1):
+                    await self._apply(ev)
+            except Compacted:
+                log.warning("state watch compacted; re-listing")
+
+    async def _load(self) -> int:
+        rev = 0
+        fresh: dict[str, dict[str, object]] = {}
+        for prefix in (keys.JOBS, keys.NODES, keys.ALLOCS):
+            kvs, rev_p = await self.store.list(prefix)
+            rev = max(rev, rev_p)
+            fresh[prefix] = {kv.key: _decode_any(prefix, kv) for kv in kvs}
+        old_jobs, old_nodes, old_allocs = self.jobs, self.nodes, self.allocs
+        self.jobs = {k[len(keys.JOBS) :]: v for k, v in fresh[keys.JOBS].items()}  # type: ignore[misc]
+        self.nodes = {k[len(keys.NODES) :]: v for k, v in fresh[keys.NODES].items()}  # type: ignore[misc]
+        self.allocs = {k[len(keys.ALLOCS) :]: v for k, v in fresh[keys.ALLOCS].items()}  # type: ignore[misc]
+        self.by_node.clear()
+        self.by_job.clear()
+        for a in self.allocs.values():
+            self.by_node[a.node_id].add(a.id)
+            self.by_job[f"{a.namespace}/{a.job}"].add(a.id)
+            self.node_index[a.node_id] = max(self.node_index[a.node_id], a.revision)
+        async with self._changed:
+            self.revision = max(self.revision, rev)
+            self._changed.notify_all()
+        # Tell listeners about everything that differs from before (all of it on first load).
+        for prefix, old, new in (
+            (keys.JOBS, old_jobs, self.jobs),
+            (keys.NODES, old_nodes, self.nodes),
+            (keys.ALLOCS, old_allocs, self.allocs),
+        ):
+            for k in set(old) | set(new):
+                o, n = old.get(k), new.get(k)  # type: ignore[attr-defined]
+                if o is None or n is None or o.revision != n.revision:  # type: ignore[attr-defined]
+                    self._notify(prefix, o, n)
+        return rev
+
+    async def _apply(self, ev: WatchEvent) -> None:
+        key = ev.kv.key
+        for prefix in (keys.JOBS, keys.NODES, keys.ALLOCS):
+            if key.startswith(prefix):
+                break
+        else:
+            await self._advance(ev.kv.mod_rev)
+            return
+        name = key[len(prefix) :]
+        table: dict[str, object] = {
+            keys.JOBS: self.jobs,
+            keys.NODES: self.nodes,
+            keys.ALLOCS: self.allocs,
+        }[prefix]  # type: ignore[assignment]
+        old = table.get(name)
+        new = _decode_any(prefix, ev.kv) if ev.type == "put" else None
+        if new is None:
+            table.pop(name, None)
+        else:
+            table[name] = new
+        if prefix == keys.ALLOCS:
+            self._index_alloc(old, new, ev.kv.mod_rev)  # type: ignore[arg-type]
+        self._notify(prefix, old, new)
+        await self._advance(ev.kv.mod_rev)
+
+    def _index_alloc(self, old: Allocation | None, new: Allocation | None, rev: int) -> None:
+        if old is not None and (new is None or new.node_id != old.node_id):
+            self.by_node[old.node_id].discard(old.id)
+            self.node_index[old.node_id] = rev
+        if old is not None and new is None:
+            self.by_job[f"{old.namespace}/{old.job}"].discard(old.id)
+        if new is not None:
+            self.by_node[new.node_id].add(new.id)
+            self.by_job[f"{new.namespace}/{new.job}"].add(new.id)
+            self.node_index[new.node_id] = rev
+
+    async def _advance(self, rev: int) -> None:
+        async with self._changed:
+            if rev > self.revision:
+                self.revision = rev
+            self._changed.notify_all()
+
+    def _notify(self, prefix: str, old: object | None, new: object | None) -> None:
+        for fn in self._listeners:
+            try:
+                fn(prefix, old, new)
+            except Exception:  # a listener bug must not stop the feed
+                log.exception("state listener failed")
+
+
+def _decode_any(prefix: str, kv: KeyValue) -> object:
+    obj = _DECODERS[prefix].decode(kv.value)
+    obj.revision = kv.mod_rev
+    return obj

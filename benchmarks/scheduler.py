@@ -1,0 +1,149 @@
+"""Scheduling throughput: 5,000 simulated nodes, jobs totalling 100,000 allocs.
+
+Prints, measured in this one run:
+  - the pure scheduler's placements/s (reconcile + schedule on a snapshot, no I/O);
+  - placements/s committed to the store through the real plan applier and the
+    server's watch-fed state cache (what the placement controller does);
+  - the raw store commit rate for the same alloc rows in batches of 1,000 (the ceiling);
+and, last, `placements_per_s=N` (committed).
+
+The nodes are records in the store (no agents, no processes): the simulated nodes
+the standards allow for scale benchmarks. Run: .venv/bin/python benchmarks/scheduler.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import tempfile
+import time
+import uuid
+
+import msgspec
+
+from podium.model.types import Allocation, Job, Node, Plan
+from podium.scheduler import ClusterSnapshot, reconcile, schedule
+from podium.scheduler.simulate import simulated_cluster, simulated_jobs
+from podium.server.plan_apply import PlanApplier
+from podium.server.state import ClusterState
+from podium.store import keys, open_store
+from podium.store.base import Put, Store
+
+NOW = 1_700_000_000.0
+
+
+def pure(nodes: list[Node], jobs: list[Job]) -> tuple[int, float]:
+    snap = ClusterSnapshot.build(nodes, [])
+    node_map = {n.id: n for n in nodes}
+    placed = 0
+    t0 = time.perf_counter()
+    for job in jobs:
+        rec = reconcile(job, [], node_map, now=NOW)
+        plan = schedule(snap, job, rec, eval_id=f"pure-{job.name}", now=NOW)
+        snap.apply(plan)
+        placed += len(plan.placements)
+    return placed, time.perf_counter() - t0
+
+
+async def load_nodes(store: Store, nodes: list[Node]) -> None:
+    enc = msgspec.json.Encoder()
+    for i in range(0, len(nodes), 1000):
+        await store.txn_many([([], [Put(keys.node(n.id), enc.encode(n))]) for n in nodes[i:i + 1000]])
+
+
+async def committed(store: Store, nodes: list[Node], jobs: list[Job]) -> tuple[int, float, int]:
+    await load_nodes(store, nodes)
+    state = ClusterState(store)
+    feed = asyncio.create_task(state.run())
+    try:
+        await state.ready.wait()
+        applier = PlanApplier(state)
+        snap = ClusterSnapshot.build(list(state.nodes.values()), [])
+        placed = rejected = 0
+        t0 = time.perf_counter()
+        batch: list[Plan] = []
+        batch_allocs = 0
+        for job in jobs:
+            rec = reconcile(job, [], state.nodes, now=NOW)
+            plan = schedule(snap, job, rec, eval_id=f"c-{job.name}-{uuid.uuid4()}", now=NOW)
+            snap.apply(plan)
+            batch.append(plan)
+            batch_allocs += len(plan.placements)
+            # Commit plans together, as the controller does with a round of dirty jobs.
+            if batch_allocs >= 2000 or job is jobs[-1]:
+                res = await applier.apply(batch, now=NOW)
+                placed += res.placed
+                rejected += len(res.rejected)
+                await state.wait_for(res.revision, timeout=60)
+                batch, batch_allocs = [], 0
+        elapsed = time.perf_counter() - t0
+        assert len(state.allocs) == placed, (len(state.allocs), placed)
+        return placed, elapsed, rejected
+    finally:
+        feed.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feed
+
+
+async def raw_commit(store: Store, sample: bytes, n: int) -> float:
+    t0 = time.perf_counter()
+    for i in range(0, n, 1000):
+        await store.txn_many([([], [Put(f"/raw/{j:08d}", sample)]) for j in range(i, min(n, i + 1000))])
+    return n / (time.perf_counter() - t0)
+
+
+def store_url(kind: str, tmp: str, name: str) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{os.path.join(tmp, name)}.db"
+    if kind == "memory":
+        return "memory://"
+    raise SystemExit(f"--store: expected sqlite or memory, got {kind!r}")
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nodes", type=int, default=5000)
+    ap.add_argument("--allocs", type=int, default=100_000)
+    ap.add_argument("--store", default="sqlite")
+    args = ap.parse_args()
+    nodes = simulated_cluster(args.nodes, seed=1)
+    jobs = simulated_jobs(args.allocs, seed=2)
+    print(f"cluster: {len(nodes)} simulated nodes; {len(jobs)} jobs, "
+          f"{sum(g.count for j in jobs for g in j.groups)} allocs requested")
+
+    n, secs = pure(nodes, jobs)
+    print(f"pure scheduler:      {n} placements in {secs:.2f}s = {n / secs:,.0f} placements/s")
+
+    with tempfile.TemporaryDirectory(prefix="podium-bench-") as tmp:
+        store = open_store(store_url(args.store, tmp, "committed"))
+        start = getattr(store, "start", None)
+        if start is not None:
+            await start()
+        try:
+            placed, secs, rejected = await committed(store, nodes, jobs)
+        finally:
+            await store.close()
+        rate = placed / secs
+        print(f"committed ({args.store}): {placed} placements in {secs:.2f}s = {rate:,.0f} placements/s"
+              f" ({rejected} rejected by the applier)")
+
+        store = open_store(store_url(args.store, tmp, "raw"))
+        start = getattr(store, "start", None)
+        if start is not None:
+            await start()
+        sample = msgspec.json.encode(Allocation(
+            id=str(uuid.uuid4()), namespace="default", job="bench-job-0001", job_version=0,
+            group="g", index=1, node_id=nodes[0].id, node_name=nodes[0].name, ports={"http": 21000}))
+        try:
+            ceiling = await raw_commit(store, sample, min(args.allocs, 100_000))
+        finally:
+            await store.close()
+        print(f"raw {args.store} commits:  {ceiling:,.0f} alloc rows/s in batches of 1,000 (ceiling); "
+              f"committed placements reach {rate / ceiling:.0%} of it")
+    print(f"placements_per_s={rate:.0f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# `make test`: set up everything the tests need, then lint, type-check and run the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "==> ruff format --check"
+.venv/bin/ruff format --check src tests benchmarks
+echo "==> ruff check"
+.venv/bin/ruff check src tests benchmarks
+echo "==> mypy"
+.venv/bin/mypy
+echo "==> pytest"
+set +e
+.venv/bin/pytest -q -p no:cacheprovider "$@"
+rc=$?
+set -e
+# pytest's 5 means "no tests ran": that is a failure here, not a pass.
+exit $rc

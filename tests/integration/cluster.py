@@ -1,0 +1,128 @@
+"""A real `podium dev` cluster as a subprocess, and the CLI run against it, for tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+PODIUM = [sys.executable, "-m", "podium.cli.main"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(pred: Any, *, timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+        except (httpx.HTTPError, OSError, KeyError, ValueError):
+            last = None
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class DevCluster:
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def addr(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, timeout: float = 20.0) -> DevCluster:
+        self.log_path = self.data_dir / f"dev-{int(time.time() * 1000)}.log"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "wb")  # noqa: SIM115 - owned by the subprocess
+        self.proc = subprocess.Popen(
+            [*PODIUM, "dev", "--data-dir", str(self.data_dir), "--addr", f"127.0.0.1:{self.port}"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+        wait_until(self._ready, timeout=timeout, what="podium dev to serve with a ready node")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"podium dev exited with {self.proc.returncode}:\n{self.logs()}")
+        nodes = self.api("GET", "/v1/nodes")
+        return any(n["status"] == "ready" for n in nodes)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def api(self, method: str, path: str, **kw: Any) -> Any:
+        r = httpx.request(method, self.addr + path, timeout=10, **kw)
+        r.raise_for_status()
+        return r.json()
+
+    def cli(self, *args: str, timeout: float = 60.0, check: bool = False) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PODIUM_ADDR": self.addr, "COLUMNS": "200"}
+        res = subprocess.run([*PODIUM, *args], capture_output=True, text=True, env=env, cwd=ROOT,
+                             timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"podium {' '.join(args)} exited {res.returncode}:\n"
+                                 f"{res.stdout}\n{res.stderr}")
+        return res
+
+    def cli_json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--json", check=True).stdout)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def task_processes(self) -> list[psutil.Process]:
+        """Every live process started for a task of this cluster (found by its alloc dir env)."""
+        out = []
+        marker = str(self.data_dir)
+        for p in psutil.process_iter(["pid"]):
+            try:
+                env = p.environ()
+            except (psutil.Error, OSError):
+                continue
+            if env.get("PODIUM_ALLOC_DIR", "").startswith(marker):
+                out.append(p)
+        return out
+
+    def kill_leftovers(self) -> None:
+        for p in self.task_processes():
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+
+
+def http_get(port: int, path: str = "/", timeout: float = 2.0) -> int:
+    return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=timeout).status_code

@@ -1,0 +1,133 @@
+"""The core acceptance, end to end: `podium dev` as a real subprocess, driven by the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from integration.cluster import ROOT, DevCluster, http_get, wait_until
+
+pytestmark = pytest.mark.integration
+WEB = str(ROOT / "examples" / "web.yaml")
+
+
+def _running(c: DevCluster, job: str) -> list[dict]:
+    s = c.cli_json("job", "status", job)
+    return [a for a in s["allocations"]
+            if a["desired_status"] == "run" and a["client_status"] == "running"]
+
+
+def test_job_run_waits_until_healthy_and_each_copy_serves(dev_cluster: DevCluster) -> None:
+    res = dev_cluster.cli("job", "run", WEB, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "healthy" in res.stdout
+    allocs = _running(dev_cluster, "web")
+    assert len(allocs) == 3
+    ports = {a["ports"]["http"] for a in allocs}
+    assert len(ports) == 3, "each copy has its own port"
+    assert all(a["healthy"] for a in allocs)
+    for port in ports:
+        assert http_get(port) == 200
+
+
+def test_killed_task_is_restarted_within_two_seconds(dev_cluster: DevCluster) -> None:
+    dev_cluster.cli("job", "run", WEB, check=True, timeout=60)
+    victim = _running(dev_cluster, "web")[0]
+    pid, port = victim["pids"]["server"], victim["ports"]["http"]
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.monotonic()
+
+    def serving_again() -> bool:
+        return http_get(port, timeout=0.3) == 200 and psutil.pid_exists(pid) is False
+
+    wait_until(serving_again, timeout=5, interval=0.02, what="the alloc to serve again")
+    elapsed = time.monotonic() - t0
+    assert elapsed < 2.0, f"served again after {elapsed:.2f}s"
+    status = dev_cluster.cli_json("job", "status", "web")
+    row = next(a for a in status["allocations"] if a["id"] == victim["id"])
+    assert row["restarts"] >= 1
+    assert row["pids"]["server"] != pid
+    assert status["groups"]["frontend"]["restarts"] >= 1
+
+
+def test_job_stop_kills_every_process_including_grandchildren(
+        dev_cluster: DevCluster, tmp_path: Path) -> None:
+    spec = tmp_path / "forky.yaml"
+    # Each task leaves a grandchild in its own session that ignores SIGTERM.
+    spec.write_text(textwrap.dedent("""
+        name: forky
+        groups:
+          - name: g
+            count: 2
+            tasks:
+              - name: t
+                driver: process
+                kill_timeout: 2s
+                config:
+                  command: sh
+                  args: ["-c", "setsid sh -c 'trap \\"\\" TERM; sleep 1000' & sleep 1000 & trap '' TERM; sleep 1000"]
+    """))
+    dev_cluster.cli("job", "run", str(spec), check=True, timeout=60)
+    wait_until(lambda: len(dev_cluster.task_processes()) >= 2 * 4, timeout=10,
+               what="tasks and their grandchildren to start")
+    procs = dev_cluster.task_processes()
+    t0 = time.monotonic()
+    res = dev_cluster.cli("job", "stop", "forky", timeout=30)
+    assert res.returncode == 0, res.stdout + res.stderr
+    wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs),
+               timeout=5, what="every process of the job to be gone")
+    assert time.monotonic() - t0 < 2.0 + 2.5, "gone within the grace period (plus reporting)"
+
+
+def test_unplaceable_job_fails_with_reason_and_server_survives(
+        dev_cluster: DevCluster, tmp_path: Path) -> None:
+    spec = tmp_path / "huge.yaml"
+    spec.write_text(textwrap.dedent("""
+        name: huge
+        groups:
+          - name: g
+            tasks:
+              - name: t
+                config: {command: sleep, args: ["100"]}
+                resources: {cpu: 100, memory: 9000000}
+    """))
+    res = dev_cluster.cli("job", "run", str(spec), timeout=30)
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    assert "memory" in out and "1 nodes evaluated" in out.replace("1 node evaluated", "1 nodes evaluated") \
+        or ("memory" in out and "node" in out), out
+    assert dev_cluster.api("GET", "/v1/status")["nodes"] == 1
+
+
+def test_restart_on_same_data_dir_keeps_jobs_and_never_duplicates(tmp_path: Path) -> None:
+    c = DevCluster(tmp_path / "dev").start()
+    try:
+        c.cli("job", "run", WEB, check=True, timeout=60)
+        before = {a["id"]: a["pids"]["server"] for a in _running(c, "web")}
+        c.kill9()
+        c.port = c.port  # same address
+        c.start()
+        wait_until(lambda: len(_running(c, "web")) == 3 and all(
+            a["healthy"] for a in _running(c, "web")), timeout=30, what="3 healthy copies again")
+        # Never two live copies of one alloc: one process per alloc, the same ones as before.
+        procs = c.task_processes()
+        by_alloc: dict[str, int] = {}
+        for p in procs:
+            if p.status() == psutil.STATUS_ZOMBIE:
+                continue
+            aid = p.environ()["PODIUM_ALLOC_ID"]
+            by_alloc[aid] = by_alloc.get(aid, 0) + 1
+        assert all(n == 1 for n in by_alloc.values()), by_alloc
+        after = {a["id"]: a["pids"]["server"] for a in _running(c, "web")}
+        assert after == before, "the restarted agent re-adopted the same tasks"
+        assert json.loads(c.cli("job", "status", "--json", check=True).stdout)[0]["name"] == "web"
+    finally:
+        c.stop()
+        c.kill_leftovers()

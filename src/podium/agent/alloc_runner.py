@@ -150,9 +150,9 @@ class AllocRunner:
             hooks = TaskHooks(changed=self._changed, event=self._event, handle=self._handle)
             runner = TaskRunner(
                 t.name,
-                driver,
+                driver,  # type: ignore[arg-type]  # None: marked failed just below
                 cfg,
-                t.restart or self.group.restart,  # type: ignore[arg-type]
+                t.restart or self.group.restart,
                 batch=batch,
                 hooks=hooks,
                 kill_signal=t.kill_signal,

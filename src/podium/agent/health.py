@@ -111,8 +111,8 @@ class CheckRunner:
             flipped = status != self.status.status
             self.status = CheckStatus(
                 name=self.check.name,
-                status=status,
-                output=output,  # type: ignore[arg-type]
+                status=status,  # type: ignore[arg-type]
+                output=output,
                 checked_at=time.time(),
             )
             if flipped:

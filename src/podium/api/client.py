@@ -98,61 +98,57 @@ class Client:
             yield from resp.iter_lines()
 
     # jobs
-    def jobs(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/v1/jobs")  # type: ignore[no-any-return]
+    def jobs(self) -> Any:
+        return self.request("GET", "/v1/jobs")
 
-    def register_job(
-        self, job: dict[str, Any], *, check_index: int | None = None
-    ) -> dict[str, Any]:
-        return self.request("POST", "/v1/jobs", json={"job": job, "check_index": check_index})  # type: ignore[no-any-return]
+    def register_job(self, job: dict[str, Any], *, check_index: int | None = None) -> Any:
+        return self.request("POST", "/v1/jobs", json={"job": job, "check_index": check_index})
 
-    def plan_job(self, job: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", "/v1/jobs/plan", json={"job": job})  # type: ignore[no-any-return]
+    def plan_job(self, job: dict[str, Any]) -> Any:
+        return self.request("POST", "/v1/jobs/plan", json={"job": job})
 
-    def validate_job(self, job: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", "/v1/jobs/validate", json={"job": job})  # type: ignore[no-any-return]
+    def validate_job(self, job: dict[str, Any]) -> Any:
+        return self.request("POST", "/v1/jobs/validate", json={"job": job})
 
-    def job(self, name: str, namespace: str = "default") -> dict[str, Any]:
-        return self.request("GET", f"/v1/job/{name}", params={"namespace": namespace})  # type: ignore[no-any-return]
+    def job(self, name: str, namespace: str = "default") -> Any:
+        return self.request("GET", f"/v1/job/{name}", params={"namespace": namespace})
 
-    def stop_job(
-        self, name: str, *, purge: bool = False, namespace: str = "default"
-    ) -> dict[str, Any]:
+    def stop_job(self, name: str, *, purge: bool = False, namespace: str = "default") -> Any:
         return self.request(
             "DELETE",
-            f"/v1/job/{name}",  # type: ignore[no-any-return]
+            f"/v1/job/{name}",
             params={"namespace": namespace, "purge": str(purge).lower()},
         )
 
-    def job_versions(self, name: str, namespace: str = "default") -> list[dict[str, Any]]:
-        return self.request("GET", f"/v1/job/{name}/versions", params={"namespace": namespace})  # type: ignore[no-any-return]
+    def job_versions(self, name: str, namespace: str = "default") -> Any:
+        return self.request("GET", f"/v1/job/{name}/versions", params={"namespace": namespace})
 
     # allocs
-    def allocs(self, *, job: str | None = None, node: str | None = None) -> list[dict[str, Any]]:
+    def allocs(self, *, job: str | None = None, node: str | None = None) -> Any:
         params = {k: v for k, v in (("job", job), ("node", node)) if v}
-        return self.request("GET", "/v1/allocations", params=params)  # type: ignore[no-any-return]
+        return self.request("GET", "/v1/allocations", params=params)
 
     def alloc(self, alloc_id: str) -> Allocation:
         return msgspec.convert(self.request("GET", f"/v1/allocation/{alloc_id}"), Allocation)
 
-    def stop_alloc(self, alloc_id: str) -> dict[str, Any]:
-        return self.request("POST", f"/v1/allocation/{alloc_id}/stop")  # type: ignore[no-any-return]
+    def stop_alloc(self, alloc_id: str) -> Any:
+        return self.request("POST", f"/v1/allocation/{alloc_id}/stop")
 
-    def restart_alloc(self, alloc_id: str) -> dict[str, Any]:
-        return self.request("POST", f"/v1/allocation/{alloc_id}/restart")  # type: ignore[no-any-return]
+    def restart_alloc(self, alloc_id: str) -> Any:
+        return self.request("POST", f"/v1/allocation/{alloc_id}/restart")
 
     # nodes
-    def nodes(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/v1/nodes")  # type: ignore[no-any-return]
+    def nodes(self) -> Any:
+        return self.request("GET", "/v1/nodes")
 
-    def node(self, node_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/v1/node/{node_id}")  # type: ignore[no-any-return]
+    def node(self, node_id: str) -> Any:
+        return self.request("GET", f"/v1/node/{node_id}")
 
-    def events(self, **params: Any) -> list[dict[str, Any]]:
-        return self.request("GET", "/v1/events", params=params)  # type: ignore[no-any-return]
+    def events(self, **params: Any) -> Any:
+        return self.request("GET", "/v1/events", params=params)
 
-    def status(self) -> dict[str, Any]:
-        return self.request("GET", "/v1/status")  # type: ignore[no-any-return]
+    def status(self) -> Any:
+        return self.request("GET", "/v1/status")
 
 
 class AsyncClient:
@@ -180,16 +176,16 @@ class AsyncClient:
                 self._i = (self._i + 1) % len(self.addresses)
         raise Unavailable(f"no podium server answers at {', '.join(self.addresses)} ({last})")
 
-    async def register_node(self, node: Node) -> dict[str, Any]:
+    async def register_node(self, node: Node) -> Any:
         return await self.request(
             "POST",
-            "/v1/nodes/register",  # type: ignore[no-any-return]
+            "/v1/nodes/register",
             content=msgspec.json.encode(node),
             headers={"content-type": "application/json"},
         )
 
-    async def heartbeat(self, node_id: str) -> dict[str, Any]:
-        return await self.request("POST", f"/v1/node/{node_id}/heartbeat")  # type: ignore[no-any-return]
+    async def heartbeat(self, node_id: str) -> Any:
+        return await self.request("POST", f"/v1/node/{node_id}/heartbeat")
 
     async def node_allocs(
         self, node_id: str, *, index: int, wait: float
@@ -210,9 +206,9 @@ class AsyncClient:
             headers={"content-type": "application/json"},
         )
 
-    async def job_version(self, namespace: str, name: str, version: int) -> bytes:
+    async def job_version(self, namespace: str, name: str, version: int) -> Any:
         return await self.request(
             "GET",
-            f"/v1/job/{name}/version/{version}",  # type: ignore[no-any-return]
+            f"/v1/job/{name}/version/{version}",
             params={"namespace": namespace},
         )

@@ -21,7 +21,8 @@ def _read(path: str) -> dict[str, Any]:
             text = f.read()
     except OSError as e:
         raise click.ClickException(f"cannot read {path}: {e.strerror}") from None
-    return jobspec.parse_job_text(text, filename=path)
+    doc: dict[str, Any] = jobspec.parse_job_text(text, filename=path)
+    return doc
 
 
 @click.group()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
@@ -32,13 +33,13 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def server(app: object) -> QuietUvicorn:
+def server(app: Any) -> QuietUvicorn:
     return QuietUvicorn(
         uvicorn.Config(
             app,
             log_level="warning",
             lifespan="off",
-            loop="none",  # type: ignore[arg-type]
+            loop="none",
             timeout_graceful_shutdown=1,
         )
     )

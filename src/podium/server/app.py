@@ -75,7 +75,7 @@ def _float_param(req: Request, name: str, default: float) -> float:
     if raw is None or raw == "":
         return default
     try:
-        return jobspec.parse_duration(raw)
+        return float(jobspec.parse_duration(raw))
     except (ValueError, ValidationError):
         raise ValidationError(
             [Problem(name, f"expected a duration such as 30s, got {raw!r}")]

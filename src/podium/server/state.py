@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T", Job, Node, Allocation)
 
-_DECODERS = {
+_DECODERS: dict[str, Any] = {
     keys.JOBS: msgspec.json.Decoder(Job),
     keys.NODES: msgspec.json.Decoder(Node),
     keys.ALLOCS: msgspec.json.Decoder(Allocation),
@@ -151,8 +151,8 @@ class ClusterState:
             (keys.ALLOCS, old_allocs, self.allocs),
         ):
             for k in set(old) | set(new):
-                o, n = old.get(k), new.get(k)  # type: ignore[attr-defined]
-                if o is None or n is None or o.revision != n.revision:  # type: ignore[attr-defined]
+                o, n = old.get(k), new.get(k)
+                if o is None or n is None or o.revision != n.revision:
                     self._notify(prefix, o, n)
         return rev
 
@@ -206,7 +206,7 @@ class ClusterState:
                 log.exception("state listener failed")
 
 
-def _decode_any(prefix: str, kv: KeyValue) -> object:
-    obj = _DECODERS[prefix].decode(kv.value)
+def _decode_any(prefix: str, kv: KeyValue) -> Any:
+    obj: Any = _DECODERS[prefix].decode(kv.value)
     obj.revision = kv.mod_rev
     return obj

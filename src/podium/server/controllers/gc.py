@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from podium.model.types import Allocation
 from podium.runtime.clock import Clock
 from podium.server.state import ClusterState
 from podium.store import keys
-from podium.store.base import Compare, Delete
+from podium.store.base import Compare, Delete, Op
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,13 @@ class GarbageCollector:
         kvs, _ = await self.state.store.list(keys.EVENTS)
         extra = len(kvs) - self.settings.max_events
         if extra > 0:
-            txns = [([], [Delete(kv.key)]) for kv in kvs[:extra]]
+            txns: list[tuple[list[Compare], list[Op]]] = [
+                ([], [Delete(kv.key)]) for kv in kvs[:extra]
+            ]
             await self.state.store.txn_many(txns)
             removed += extra
         now = self.clock.now()
-        doomed = []
+        doomed: list[Allocation] = []
         for job_key, ids in list(self.state.by_job.items()):
             allocs = [self.state.allocs[i] for i in ids if i in self.state.allocs]
             dead = sorted(

@@ -193,6 +193,9 @@ class TaskRunner:
             self._set(state="running", pid=pid, message="running (re-adopted)")
             self._event("task.recovered", f"re-adopted after agent restart (pid {pid})")
             return True
+        # Release what the gone task left behind (its cgroup) before starting afresh.
+        with contextlib.suppress(DriverError, OSError):
+            await self.driver.destroy(handle)
         self.hooks.handle(self.name, None)
         self._event("task.lost", "was gone when the agent restarted")
         return False

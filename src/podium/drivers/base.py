@@ -12,8 +12,11 @@ call the API or the store: the agent's task runner drives them and reports.
 
 from __future__ import annotations
 
+import signal as _signal
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+from podium.errors import DriverError
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +94,9 @@ class Driver(Protocol):
         """Block until the task exits; works for started and recovered handles."""
         ...
 
-    async def stop(self, handle: TaskHandle, *, signal: str = "SIGTERM",
-                   timeout: float = 5.0) -> None:
+    async def stop(
+        self, handle: TaskHandle, *, signal: str = "SIGTERM", timeout: float = 5.0
+    ) -> None:
         """Signal, wait up to `timeout`, then kill everything the task started."""
         ...
 
@@ -116,7 +120,19 @@ class StatsDriver(Protocol):
 
 @runtime_checkable
 class ExecDriver(Protocol):
-    async def exec(self, handle: TaskHandle, command: list[str], *,
-                   timeout: float = 30.0) -> tuple[int, bytes]:
+    async def exec(
+        self, handle: TaskHandle, command: list[str], *, timeout: float = 30.0
+    ) -> tuple[int, bytes]:
         """Run a command inside the task's context; (exit code, combined output)."""
         ...
+
+
+def parse_signal(name: str) -> int:
+    """The number of a stop signal given as "SIGTERM", "TERM", "term" or "15"."""
+    s = name.strip().upper()
+    try:
+        if s.isdigit():
+            return int(_signal.Signals(int(s)))
+        return int(_signal.Signals[s if s.startswith("SIG") else f"SIG{s}"])
+    except (KeyError, ValueError):
+        raise DriverError(f"signal: unknown signal {name!r}") from None

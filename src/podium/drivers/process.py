@@ -1,0 +1,710 @@
+"""The `process` driver: a command in its own session, limited by a cgroup or rlimits.
+
+    start ─ open logs O_APPEND ─ make cgroup (memory, cpu) ─ fork ─ setsid ─ join cgroup ─ exec
+    wait  ─ our child: asyncio's Process.wait │ recovered: poll pid + start time
+    stop  ─ signal the group ─ grace ─ SIGKILL group + cgroup members + descendants ─ reap
+    destroy ─ kill leftovers ─ rmdir the cgroup
+
+Limits: cgroup v1 (`memory/podium/<alloc>-<task>`, `cpu/podium/...`) or v2 (a child of
+`/sys/fs/cgroup/podium`, with memory/cpu delegated); where neither is writable, RLIMIT_DATA.
+The cgroup helpers live here until another driver needs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import resource
+import signal as _signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from podium.drivers.base import (
+    ExitResult,
+    Fingerprint,
+    TaskConfig,
+    TaskHandle,
+    TaskStats,
+    parse_signal,
+)
+from podium.errors import DriverError, TaskNotFound
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+# RLIMIT_DATA bounds *mapped* private writable memory, not resident memory: thread stacks
+# and allocator arenas count in full, so the fallback limit gets headroom over memory_mb.
+# RLIMIT_AS would be stricter still and breaks runtimes that reserve address space up front
+# (Go, the JVM, V8, ASan), which is why it is not used.
+RLIMIT_DATA_HEADROOM = 2
+KILL_DEADLINE = 10.0  # seconds to wait for SIGKILLed processes to vanish before giving up
+POLL = 0.1  # how often a recovered (non-child) task is checked
+EXEC_OUTPUT_LIMIT = 4 * MIB
+CONFIG_FIELDS = ("command", "args", "work_dir")
+
+
+# ── cgroups ────────────────────────────────────────────────────────────────────────────
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _counter(text: str | None, key: str) -> int:
+    """`key N` from a flat-keyed cgroup file (memory.events, memory.oom_control, memory.stat)."""
+    for line in (text or "").splitlines():
+        k, _, v = line.partition(" ")
+        if k == key and v.strip().isdigit():
+            return int(v)
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCgroup:
+    """One task's cgroup: a directory per v1 controller, or one v2 directory."""
+
+    version: str  # "v1" | "v2"
+    paths: dict[str, str]  # v1: {"memory": dir, "cpu": dir}; v2: {"unified": dir}
+
+    @property
+    def main(self) -> str:
+        """The directory whose cgroup.procs lists every process of the task."""
+        return self.paths["unified" if self.version == "v2" else "memory"]
+
+    def join_files(self) -> list[tuple[str, bool]]:
+        """(cgroup.procs path, required): only the memory cgroup is required; cpu is best effort."""
+        return [
+            (os.path.join(d, "cgroup.procs"), c in ("memory", "unified"))
+            for c, d in self.paths.items()
+        ]
+
+    def procs(self) -> list[int]:
+        return [int(p) for p in (_read(os.path.join(self.main, "cgroup.procs")) or "").split()]
+
+    def oom_kills(self) -> int:
+        # v1 has `oom_kill` in memory.oom_control since Linux 4.13; older kernels report 0.
+        name = "memory.events" if self.version == "v2" else "memory.oom_control"
+        return _counter(_read(os.path.join(self.main, name)), "oom_kill")
+
+    def memory_bytes(self) -> int | None:
+        """Working set: usage minus inactive page cache (what `docker stats` shows)."""
+        v2 = self.version == "v2"
+        usage = _read(os.path.join(self.main, "memory.current" if v2 else "memory.usage_in_bytes"))
+        if usage is None or not usage.strip().isdigit():
+            return None
+        stat = _read(os.path.join(self.main, "memory.stat"))
+        inactive = _counter(stat, "inactive_file" if v2 else "total_inactive_file")
+        return max(0, int(usage) - inactive)
+
+    def kill_members(self) -> bool:
+        """SIGKILL every member; True when none was left."""
+        kill_file = os.path.join(self.main, "cgroup.kill")  # v2, Linux 5.14+: atomic, fork-safe
+        if self.version == "v2" and os.path.exists(kill_file):
+            with contextlib.suppress(OSError):
+                _write(kill_file, "1")
+        pids = self.procs()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, _signal.SIGKILL)
+        return not pids
+
+    def remove(self) -> bool:
+        """rmdir every directory; False while some are still busy."""
+        done = True
+        for d in self.paths.values():
+            try:
+                os.rmdir(d)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                done = False
+        return done
+
+
+@dataclass(frozen=True, slots=True)
+class Cgroups:
+    """The host's cgroup setup, as detected once: where task cgroups are made, if anywhere."""
+
+    version: str  # "v1" | "v2" | "none"
+    root: str = "/sys/fs/cgroup"
+    parent: str = "podium"
+
+    def create(self, name: str, *, memory_mb: int, cpu: int) -> TaskCgroup:
+        """Make (or reuse) the task's cgroup with its limits; OSError if the memory limit
+        cannot be set, leaving nothing behind."""
+        made: list[str] = []
+        try:
+            return self._create(name, str(memory_mb * MIB), cpu, made)
+        except OSError:
+            for d in reversed(made):
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)
+            raise
+
+    def _create(self, name: str, limit: str, cpu: int, made: list[str]) -> TaskCgroup:
+        if self.version == "v2":
+            d = os.path.join(self.root, self.parent, name)
+            _mkdir(d, made)
+            _write(os.path.join(d, "memory.max"), limit)
+            with contextlib.suppress(OSError):  # absent without swap accounting
+                _write(os.path.join(d, "memory.swap.max"), "0")
+            with contextlib.suppress(OSError):  # cpu may not be delegated
+                _write(os.path.join(d, "cpu.weight"), str(_cpu_weight(cpu)))
+            return TaskCgroup("v2", {"unified": d})
+        mem = os.path.join(self.root, "memory", self.parent, name)
+        _mkdir(mem, made)
+        # memsw must stay >= memory, so the order that works depends on the old values;
+        # memory, memsw, memory succeeds from any starting point (raising or lowering).
+        files = ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes", "memory.limit_in_bytes")
+        for i, f in enumerate(files):
+            try:
+                _write(os.path.join(mem, f), limit)
+            except OSError:
+                if i == 2:
+                    raise
+        paths = {"memory": mem}
+        cpu_dir = os.path.join(self.root, "cpu", self.parent, name)
+        try:
+            _mkdir(cpu_dir, made)
+            _write(os.path.join(cpu_dir, "cpu.shares"), str(max(2, cpu)))
+            paths["cpu"] = cpu_dir
+        except OSError:
+            pass
+        return TaskCgroup("v1", paths)
+
+
+def _mkdir(d: str, made: list[str]) -> None:
+    if not os.path.isdir(d):
+        os.mkdir(d)
+        made.append(d)
+
+
+def _cpu_weight(shares: int) -> int:
+    """cpu.shares (2..262144) to cpu.weight (1..10000), as runc and systemd convert."""
+    shares = min(max(shares, 2), 262144)
+    return 1 + ((shares - 2) * 9999) // 262142
+
+
+def detect_cgroups(root: str = "/sys/fs/cgroup", parent: str = "podium") -> Cgroups:
+    """v2 when `root` is a unified hierarchy, v1 when it holds a memory controller; either only
+    if we can make our parent cgroup there. Otherwise "none" (rlimits)."""
+    try:
+        if os.path.exists(os.path.join(root, "cgroup.controllers")):
+            if _setup_v2(root, parent):
+                return Cgroups("v2", root, parent)
+        elif os.path.exists(os.path.join(root, "memory", "memory.limit_in_bytes")):
+            d = os.path.join(root, "memory", parent)
+            os.makedirs(d, exist_ok=True)
+            if os.access(os.path.join(d, "memory.limit_in_bytes"), os.W_OK):
+                if os.path.isdir(os.path.join(root, "cpu")):
+                    with contextlib.suppress(OSError):
+                        os.makedirs(os.path.join(root, "cpu", parent), exist_ok=True)
+                return Cgroups("v1", root, parent)
+    except OSError as e:
+        log.info("cgroups under %s are not writable (%s); limiting memory with rlimits", root, e)
+    return Cgroups("none", root, parent)
+
+
+def _setup_v2(root: str, parent: str) -> bool:
+    available = (_read(os.path.join(root, "cgroup.controllers")) or "").split()
+    if "memory" not in available:
+        return False
+    d = os.path.join(root, parent)
+    os.makedirs(d, exist_ok=True)
+    # Both writes fail harmlessly where already enabled or not allowed (e.g. `root` is not
+    # the top and has processes of its own: the no-internal-processes rule).
+    for c in ("memory", "cpu", "pids"):
+        if c in available:
+            with contextlib.suppress(OSError):
+                _write(os.path.join(root, "cgroup.subtree_control"), f"+{c}")
+            with contextlib.suppress(OSError):
+                _write(os.path.join(d, "cgroup.subtree_control"), f"+{c}")
+    return "memory" in (_read(os.path.join(d, "cgroup.subtree_control")) or "").split()
+
+
+# ── processes ──────────────────────────────────────────────────────────────────────────
+
+
+def _process(pid: int, create_time: float) -> psutil.Process | None:
+    """The live process `pid` if it is still the one that started at `create_time`."""
+    if pid <= 0 or create_time <= 0:
+        return None
+    try:
+        p = psutil.Process(pid)
+        if abs(p.create_time() - create_time) > 0.05 or p.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return p
+    except psutil.Error:
+        return None
+
+
+def _running(p: psutil.Process) -> bool:
+    try:  # is_running() also compares the start time, so a reused pid is not "running"
+        return bool(p.is_running() and p.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def _tree(p: psutil.Process | None) -> list[psutil.Process]:
+    if p is None:
+        return []
+    try:
+        return [p, *p.children(recursive=True)]
+    except psutil.Error:
+        return [p]
+
+
+def _same_group(p: psutil.Process, pgid: int) -> bool:
+    try:
+        return os.getpgid(p.pid) == pgid
+    except OSError:
+        return False
+
+
+def _exit_code(rc: int) -> tuple[int, int | None]:
+    """(exit code, signal): a signal death reads as 128+N, as shells and Docker report it."""
+    return (128 - rc, -rc) if rc < 0 else (rc, None)
+
+
+def child_setup(joins: list[tuple[str, bool]], data_limit: int | None) -> Callable[[], None]:
+    """Runs in the forked child before exec: join the cgroup so no byte escapes the limit."""
+
+    def child() -> None:
+        pid = str(os.getpid()).encode()
+        for path, required in joins:
+            try:
+                fd = os.open(path, os.O_WRONLY)
+                try:
+                    os.write(fd, pid)
+                finally:
+                    os.close(fd)
+            except OSError:
+                if required:
+                    raise
+        if data_limit is not None:
+            resource.setrlimit(resource.RLIMIT_DATA, (data_limit, data_limit))
+
+    return child
+
+
+def _data_limit(memory_mb: int) -> int:
+    want = memory_mb * MIB * RLIMIT_DATA_HEADROOM
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    return want if hard == resource.RLIM_INFINITY else min(want, hard)
+
+
+# ── the driver ─────────────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    """The handle's `state`, typed: everything needed to re-find the task after a restart."""
+
+    pid: int
+    pgid: int
+    create_time: float
+    cwd: str
+    cgroup: TaskCgroup | None
+    oom_base: int
+
+    @classmethod
+    def of(cls, handle: TaskHandle) -> _State:
+        s = handle.state
+        try:
+            cg = s.get("cgroup_version")
+            return cls(
+                pid=int(s["pid"]),
+                pgid=int(s.get("pgid", s["pid"])),
+                create_time=float(s["create_time"]),
+                cwd=str(s.get("cwd", "")),
+                cgroup=TaskCgroup(cg, dict(s["cgroups"])) if cg in ("v1", "v2") else None,
+                oom_base=int(s.get("oom_base", 0)),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise DriverError(f"process handle: bad state {s!r}: {e}") from e
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "pgid": self.pgid,
+            "create_time": self.create_time,
+            "cwd": self.cwd,
+            "cgroup_version": self.cgroup.version if self.cgroup else "none",
+            "cgroups": dict(self.cgroup.paths) if self.cgroup else {},
+            "oom_base": self.oom_base,
+        }
+
+
+@dataclass(slots=True)
+class _Task:
+    proc: asyncio.subprocess.Process | None  # None when recovered: not our child
+    env: dict[str, str] | None  # None when recovered: read from /proc instead
+
+
+def _key(handle: TaskHandle) -> str:
+    return f"{handle.alloc_id}/{handle.task}/{handle.state.get('pid')}"
+
+
+def _work_dir(cfg: TaskConfig) -> str:
+    """The task dir, or `work_dir` (relative to it unless absolute)."""
+    os.makedirs(cfg.task_dir, exist_ok=True)
+    cwd = os.path.normpath(os.path.join(cfg.task_dir, cfg.driver_config.get("work_dir") or "."))
+    if not os.path.isdir(cwd):
+        raise DriverError(f"work_dir: {cwd} is not a directory")
+    return cwd
+
+
+def _task_env(env: dict[str, str]) -> dict[str, str]:
+    out = dict(env)
+    out.setdefault("PATH", os.environ.get("PATH", os.defpath))
+    return out
+
+
+def _open_log(path: str) -> int:
+    # O_APPEND: the rotator truncates in place, and the task must then write at offset 0
+    # instead of leaving a hole; the file outlives the agent, the fd outlives nothing.
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+
+
+class ProcessDriver:
+    """Runs `config.command` with `config.args`; see the module docstring for the flow."""
+
+    name = "process"
+
+    def __init__(
+        self,
+        *,
+        cgroup_root: str = "/sys/fs/cgroup",
+        cgroup_parent: str = "podium",
+        use_cgroups: bool = True,
+    ) -> None:
+        self._cgroup_root = cgroup_root
+        self._cgroup_parent = cgroup_parent
+        self._use_cgroups = use_cgroups
+        self._detected: Cgroups | None = None
+        self._tasks: dict[str, _Task] = {}
+        self._cpu_samples: dict[str, tuple[float, float]] = {}  # key -> (monotonic, cpu s)
+
+    def cgroups(self) -> Cgroups:
+        if self._detected is None:
+            self._detected = (
+                detect_cgroups(self._cgroup_root, self._cgroup_parent)
+                if self._use_cgroups
+                else Cgroups("none")
+            )
+        return self._detected
+
+    async def fingerprint(self) -> Fingerprint:
+        v = self.cgroups().version
+        limits = "cgroup" if v != "none" else "rlimit_data"
+        return Fingerprint(
+            detected=True,
+            healthy=True,
+            description=f"processes in their own session; memory limited by {limits}",
+            attributes={"driver.process.cgroups": v, "driver.process.memory_limit": limits},
+        )
+
+    def validate_config(self, config: dict[str, Any]) -> list[str]:
+        problems = []
+        cmd = config.get("command")
+        if not isinstance(cmd, str) or not cmd.strip():
+            problems.append("command: expected a non-empty string")
+        args = config.get("args", [])
+        if not isinstance(args, list):
+            problems.append("args: expected a list of strings")
+        else:
+            problems += [
+                f"args[{i}]: expected a string, got {type(a).__name__}"
+                for i, a in enumerate(args)
+                if not isinstance(a, str)
+            ]
+        wd = config.get("work_dir")
+        if wd is not None and (not isinstance(wd, str) or not wd):
+            problems.append("work_dir: expected a non-empty string")
+        problems += [
+            f"{k}: unknown field (expected one of {', '.join(CONFIG_FIELDS)})"
+            for k in config
+            if k not in CONFIG_FIELDS
+        ]
+        return problems
+
+    async def start(self, cfg: TaskConfig) -> TaskHandle:
+        problems = self.validate_config(cfg.driver_config)
+        if problems:
+            raise DriverError("; ".join(problems))
+        command: str = cfg.driver_config["command"]
+        args: list[str] = list(cfg.driver_config.get("args", []))
+        cwd = _work_dir(cfg)
+        env = _task_env(cfg.env)
+        cg = self._make_cgroup(cfg)
+        data_limit = None if cg else _data_limit(cfg.memory_mb)
+        oom_base = cg.oom_kills() if cg else 0  # before the task can run: a reused cgroup counts on
+        out, err = _open_log(cfg.stdout_path), _open_log(cfg.stderr_path)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                command,
+                *args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                preexec_fn=child_setup(cg.join_files() if cg else [], data_limit),
+            )
+        except (OSError, subprocess.SubprocessError) as e:
+            if cg:
+                cg.remove()
+            raise DriverError(_start_error(command, e)) from e
+        finally:
+            os.close(out)
+            os.close(err)
+        try:  # a task that exits at once may already be reaped: then it cannot be recovered
+            create_time = psutil.Process(proc.pid).create_time()
+        except psutil.Error:
+            create_time = 0.0
+        state = _State(proc.pid, proc.pid, create_time, cwd, cg, oom_base)
+        handle = TaskHandle(
+            driver=self.name,
+            alloc_id=cfg.alloc_id,
+            task=cfg.task,
+            state=state.dump(),
+            started_at=time.time(),
+        )
+        self._tasks[_key(handle)] = _Task(proc=proc, env=env)
+        return handle
+
+    def _make_cgroup(self, cfg: TaskConfig) -> TaskCgroup | None:
+        cgroups = self.cgroups()
+        if cgroups.version == "none":
+            return None
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{cfg.alloc_id}-{cfg.task}")
+        try:
+            cg = cgroups.create(name, memory_mb=cfg.memory_mb, cpu=cfg.cpu)
+        except OSError as e:
+            log.warning("task %s: no cgroup (%s); limiting memory with rlimits", cfg.task, e)
+            return None
+        if cg.procs():  # leftovers of an earlier run that was never destroyed
+            cg.kill_members()
+        return cg
+
+    async def wait(self, handle: TaskHandle) -> ExitResult:
+        st = _State.of(handle)
+        task = self._tasks.get(_key(handle))
+        if task is not None and task.proc is not None:
+            code, sig = _exit_code(await task.proc.wait())
+            oom = self._oom(st) and (sig == _signal.SIGKILL or code != 0)
+            return ExitResult(exit_code=code, signal=sig, oom_killed=oom)
+        while _process(st.pid, st.create_time) is not None:
+            await asyncio.sleep(POLL)
+        # Not our child, so its exit status went to its real parent (or init).
+        return ExitResult(
+            exit_code=None, oom_killed=self._oom(st), error="exited while not supervised"
+        )
+
+    def _oom(self, st: _State) -> bool:
+        return st.cgroup is not None and st.cgroup.oom_kills() > st.oom_base
+
+    async def stop(
+        self, handle: TaskHandle, *, signal: str = "SIGTERM", timeout: float = 5.0
+    ) -> None:
+        sig = parse_signal(signal)
+        st = _State.of(handle)
+        task = self._tasks.get(_key(handle))
+        main = _process(st.pid, st.create_time)
+        # Snapshot before signalling: once the parent dies its children are reparented and
+        # are no longer found as descendants (the fallback where there is no cgroup).
+        snapshot = _tree(main)
+        if main is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(st.pgid, sig)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wait_main(task, st)
+            snapshot += _tree(_process(st.pid, st.create_time))  # forked during the grace
+        await _kill_all(st.pgid, snapshot, st.cgroup)
+        if task is not None and task.proc is not None:
+            await task.proc.wait()  # reap: no zombie
+
+    async def _wait_main(self, task: _Task | None, st: _State) -> None:
+        if task is not None and task.proc is not None:
+            await task.proc.wait()
+            return
+        while _process(st.pid, st.create_time) is not None:
+            await asyncio.sleep(POLL / 5)
+
+    async def destroy(self, handle: TaskHandle) -> None:
+        st = _State.of(handle)
+        task = self._tasks.pop(_key(handle), None)
+        self._cpu_samples.pop(_key(handle), None)
+        await _kill_all(st.pgid, _tree(_process(st.pid, st.create_time)), st.cgroup)
+        if task is not None and task.proc is not None:
+            await task.proc.wait()
+        if st.cgroup is None:
+            return
+        for _ in range(50):  # a killed member leaves the cgroup a moment after it dies
+            if st.cgroup.remove():
+                return
+            st.cgroup.kill_members()
+            await asyncio.sleep(0.02)
+        raise DriverError(f"could not remove cgroup {st.cgroup.main}: still busy")
+
+    async def inspect(self, handle: TaskHandle) -> bool:
+        st = _State.of(handle)
+        task = self._tasks.get(_key(handle))
+        if task is not None and task.proc is not None and task.proc.returncode is not None:
+            return False
+        return _process(st.pid, st.create_time) is not None
+
+    async def recover(self, handle: TaskHandle) -> bool:
+        st = _State.of(handle)
+        if _process(st.pid, st.create_time) is None:
+            return False
+        self._tasks.setdefault(_key(handle), _Task(proc=None, env=None))
+        return True
+
+    async def stats(self, handle: TaskHandle) -> TaskStats:
+        st = _State.of(handle)
+        key = _key(handle)
+        procs = self._members(st)
+        if key not in self._cpu_samples:  # the first look needs two samples for a rate
+            self._cpu_samples[key] = (time.monotonic(), _cpu_seconds(procs))
+            await asyncio.sleep(0.1)
+            procs = self._members(st)
+        now, cpu = time.monotonic(), _cpu_seconds(procs)
+        then, before = self._cpu_samples[key]
+        self._cpu_samples[key] = (now, cpu)
+        percent = max(0.0, (cpu - before) / max(now - then, 1e-6) * 100)
+        mem = st.cgroup.memory_bytes() if st.cgroup else None
+        if mem is None:
+            mem = sum(_rss(p) for p in procs)
+        return TaskStats(cpu_percent=round(percent, 2), memory_bytes=mem, pids=len(procs))
+
+    def _members(self, st: _State) -> list[psutil.Process]:
+        if st.cgroup is not None:
+            found = []
+            for pid in st.cgroup.procs():
+                with contextlib.suppress(psutil.Error):
+                    found.append(psutil.Process(pid))
+            return found
+        return [p for p in _tree(_process(st.pid, st.create_time)) if _running(p)]
+
+    async def exec(
+        self, handle: TaskHandle, command: list[str], *, timeout: float = 30.0
+    ) -> tuple[int, bytes]:
+        st = _State.of(handle)
+        main = _process(st.pid, st.create_time)
+        if main is None:
+            raise TaskNotFound(f"task {handle.task} is not running")
+        task = self._tasks.get(_key(handle))
+        env = task.env if task is not None and task.env is not None else _environ(main)
+        if not command:
+            raise DriverError("command: expected a non-empty list of strings")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=st.cwd or None,
+                env=env,
+                start_new_session=True,
+                preexec_fn=child_setup(st.cgroup.join_files() if st.cgroup else [], None),
+            )
+        except (OSError, subprocess.SubprocessError) as e:
+            raise DriverError(_start_error(command[0], e)) from e
+        assert proc.stdout is not None
+        try:
+            async with asyncio.timeout(timeout):
+                out = await _read_capped(proc.stdout, EXEC_OUTPUT_LIMIT)
+                code, _ = _exit_code(await proc.wait())
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, _signal.SIGKILL)
+            await proc.wait()
+            raise DriverError(f"exec: {command[0]} timed out after {timeout:g}s") from None
+        return code, out
+
+
+async def _kill_all(pgid: int, snapshot: list[psutil.Process], cg: TaskCgroup | None) -> None:
+    """SIGKILL the group, the cgroup and the snapshot until nothing of the task is left."""
+    deadline = time.monotonic() + KILL_DEADLINE
+    while True:
+        alive = [p for p in snapshot if _running(p)]
+        # Signal the group only while one of its known members lives: once it is empty the
+        # kernel may hand the number to an unrelated process group.
+        if any(_same_group(p, pgid) for p in alive):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, _signal.SIGKILL)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        cgroup_empty = cg.kill_members() if cg is not None else True
+        if not alive and cgroup_empty:
+            return
+        if time.monotonic() > deadline:
+            left = sorted({p.pid for p in alive} | set(cg.procs() if cg else []))
+            raise DriverError(f"processes {left} survived SIGKILL for {KILL_DEADLINE:g}s")
+        await asyncio.sleep(0.01)
+
+
+def _cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def _rss(p: psutil.Process) -> int:
+    try:
+        return int(p.memory_info().rss)
+    except psutil.Error:
+        return 0
+
+
+def _environ(p: psutil.Process) -> dict[str, str]:
+    # A recovered task's env is read back from /proc rather than kept in the handle,
+    # so secrets in it never reach the agent's state file.
+    try:
+        return dict(p.environ())
+    except psutil.Error as e:
+        raise DriverError(f"exec: cannot read the task's environment: {e}") from e
+
+
+async def _read_capped(stream: asyncio.StreamReader, limit: int) -> bytes:
+    """Read to EOF, keeping the first `limit` bytes (the rest is drained so the writer ends)."""
+    buf = bytearray()
+    while chunk := await stream.read(65536):
+        if len(buf) < limit:
+            buf += chunk[: limit - len(buf)]
+    return bytes(buf)
+
+
+def _start_error(command: str, e: BaseException) -> str:
+    if isinstance(e, FileNotFoundError):
+        return f"command: {command!r} not found"
+    if isinstance(e, PermissionError):
+        return f"command: {command!r} is not executable"
+    if isinstance(e, subprocess.SubprocessError):
+        return f"command: {command!r}: could not join the task's cgroup ({e})"
+    return f"command: {command!r}: {e}"

@@ -1,0 +1,320 @@
+"""The process driver on this machine: env, cwd, logs, killing whole trees, OOM, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from podium.drivers.base import TaskConfig, TaskHandle
+from podium.drivers.process import ProcessDriver, TaskCgroup, child_setup, detect_cgroups
+from podium.errors import DriverError, TaskNotFound
+
+pytestmark = pytest.mark.integration
+
+CGROUP_PARENT = f"podium-test-proc-{os.getpid()}"
+
+
+class Harness:
+    def __init__(self, tmp: Path, driver: ProcessDriver) -> None:
+        self.tmp = tmp
+        self.driver = driver
+        self.handles: list[tuple[ProcessDriver, TaskHandle]] = []
+
+    async def cleanup(self) -> None:
+        for d, handle in self.handles:
+            with contextlib.suppress(DriverError):
+                await d.stop(handle, timeout=0.5)
+            await d.destroy(handle)
+        remove_test_cgroups()
+
+    def cfg(self, config: dict[str, Any], **kw: Any) -> TaskConfig:
+        alloc = uuid.uuid4().hex[:12]
+        task_dir = self.tmp / alloc / "web"
+        base: dict[str, Any] = dict(
+            alloc_id=alloc,
+            task="web",
+            driver_config=config,
+            env={"GREETING": "hello"},
+            alloc_dir=str(self.tmp / alloc),
+            task_dir=str(task_dir),
+            stdout_path=str(task_dir / "logs" / "web.stdout"),
+            stderr_path=str(task_dir / "logs" / "web.stderr"),
+        )
+        return TaskConfig(**{**base, **kw})
+
+    async def start(self, config: dict[str, Any], **kw: Any) -> tuple[TaskConfig, TaskHandle]:
+        cfg = self.cfg(config, **kw)
+        h = await self.driver.start(cfg)
+        self.handles.append((self.driver, h))
+        return cfg, h
+
+
+def read(*parts: str) -> str:
+    return Path(*parts).read_text()
+
+
+def write(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Path(path).write_text(text)
+
+
+def sh(script: str) -> dict[str, Any]:
+    return {"command": "sh", "args": ["-c", script]}
+
+
+def remove_test_cgroups() -> None:
+    for d in ("memory", "cpu", ""):
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join("/sys/fs/cgroup", d, CGROUP_PARENT))
+
+
+@pytest.fixture(params=["cgroups", "rlimits"])
+async def hx(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    driver = ProcessDriver(cgroup_parent=CGROUP_PARENT, use_cgroups=request.param == "cgroups")
+    h = Harness(tmp_path, driver)
+    try:
+        yield h
+    finally:
+        await h.cleanup()
+
+
+@pytest.fixture
+async def cg(tmp_path: Path) -> AsyncIterator[Harness]:
+    """Cgroups only: skips (saying why) where this host has none we may write."""
+    driver = ProcessDriver(cgroup_parent=CGROUP_PARENT)
+    if driver.cgroups().version == "none":
+        reason = "cgroups are not writable on this host; memory limits fall back to RLIMIT_DATA"
+        print(reason)
+        pytest.skip(reason)
+    h = Harness(tmp_path, driver)
+    try:
+        yield h
+    finally:
+        await h.cleanup()
+
+
+async def test_env_cwd_and_log_files(hx: Harness) -> None:
+    cfg, h = await hx.start(sh('echo "$GREETING"; pwd; echo "path=$PATH"; echo oops >&2'))
+    res = await hx.driver.wait(h)
+    assert res.successful
+    out = read(cfg.stdout_path).splitlines()
+    assert out[0] == "hello"
+    assert out[1] == cfg.task_dir
+    assert out[2] == f"path={os.environ['PATH']}"  # the agent's PATH when the task has none
+    assert read(cfg.stderr_path) == "oops\n"
+
+
+async def test_work_dir_and_appending_logs(hx: Harness) -> None:
+    cfg = hx.cfg({**sh("pwd"), "work_dir": "sub"})
+    write(os.path.join(cfg.task_dir, "sub", ".keep"), "")
+    write(cfg.stdout_path, "before restart\n")
+    h = await hx.driver.start(cfg)
+    hx.handles.append((hx.driver, h))
+    assert (await hx.driver.wait(h)).successful
+    assert read(cfg.stdout_path) == f"before restart\n{cfg.task_dir}/sub\n"
+
+
+async def test_missing_work_dir_and_command(hx: Harness) -> None:
+    with pytest.raises(DriverError, match="work_dir"):
+        await hx.start({**sh("true"), "work_dir": "nope"})
+    with pytest.raises(DriverError, match="not found"):
+        await hx.start({"command": "podium-no-such-command"})
+
+
+def test_validate_config_messages() -> None:
+    d = ProcessDriver(use_cgroups=False)
+    assert d.validate_config({"command": "sleep", "args": ["1"]}) == []
+    assert d.validate_config({}) == ["command: expected a non-empty string"]
+    assert d.validate_config({"command": "x", "args": "1"}) == ["args: expected a list of strings"]
+    assert d.validate_config({"command": "x", "args": ["a", 2]}) == [
+        "args[1]: expected a string, got int"
+    ]
+
+
+async def test_stop_kills_setsid_grandchild_that_ignores_term(hx: Harness) -> None:
+    script = "setsid sh -c 'trap \"\" TERM; sleep 1000' & trap '' TERM; sleep 1000"
+    _, h = await hx.start(sh(script))
+    main = psutil.Process(h.state["pid"])
+    tree: list[psutil.Process] = []
+    for _ in range(100):  # until the whole tree is up: sh, sleep, setsid sh, its sleep
+        tree = [main, *main.children(recursive=True)]
+        if len(tree) >= 4:
+            break
+        await asyncio.sleep(0.02)
+    assert len(tree) >= 4, tree
+    assert len({os.getsid(p.pid) for p in tree}) == 2  # one escaped into its own session
+
+    t0 = time.monotonic()
+    await hx.driver.stop(h, timeout=1)
+    assert time.monotonic() - t0 < 1.5
+    alive = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == []
+    res = await hx.driver.wait(h)
+    assert res.signal == signal.SIGKILL
+    zombies = [c for c in psutil.Process().children() if c.status() == psutil.STATUS_ZOMBIE]
+    assert zombies == []
+
+
+async def test_oom_is_reported(cg: Harness) -> None:
+    script = "b=bytearray(200*1024*1024); import time; time.sleep(5)"
+    _, h = await cg.start({"command": "python3", "args": ["-c", script]}, memory_mb=50)
+    async with asyncio.timeout(10):
+        res = await cg.driver.wait(h)
+    assert res.oom_killed and res.signal == signal.SIGKILL, res
+
+
+async def test_rlimit_fallback_bounds_memory(tmp_path: Path) -> None:
+    hx = Harness(tmp_path, ProcessDriver(use_cgroups=False))
+    script = "b=bytearray(500*1024*1024)"
+    _, h = await hx.start({"command": "python3", "args": ["-c", script]}, memory_mb=50)
+    res = await hx.driver.wait(h)
+    assert res.exit_code == 1 and not res.oom_killed  # MemoryError, not a kill
+    await hx.driver.destroy(h)
+
+
+async def test_cgroup_is_made_and_removed(cg: Harness) -> None:
+    _, h = await cg.start({"command": "sleep", "args": ["1000"]}, memory_mb=70, cpu=300)
+    paths = h.state["cgroups"]
+    assert h.state["cgroup_version"] in ("v1", "v2")
+    if h.state["cgroup_version"] == "v1":
+        limit = read(paths["memory"], "memory.limit_in_bytes")
+        assert int(limit) == 70 * 1024 * 1024
+        assert read(paths["cpu"], "cpu.shares").strip() == "300"
+        assert str(h.state["pid"]) in read(paths["memory"], "cgroup.procs").split()
+    await cg.driver.stop(h, timeout=1)
+    await cg.driver.destroy(h)
+    assert not any(map(os.path.exists, paths.values()))
+
+
+async def test_recovery_by_new_instance_then_external_kill(hx: Harness) -> None:
+    _, h = await hx.start({"command": "sleep", "args": ["1000"]})
+    fresh = ProcessDriver(
+        cgroup_parent=CGROUP_PARENT, use_cgroups=hx.driver.cgroups().version != "none"
+    )
+    h2 = TaskHandle(
+        driver=h.driver,
+        alloc_id=h.alloc_id,
+        task=h.task,
+        state=json.loads(json.dumps(h.state)),
+        started_at=h.started_at,
+    )
+    assert await fresh.recover(h2)
+    code, out = await fresh.exec(h2, ["sh", "-c", 'echo "$GREETING"'])  # env from /proc
+    assert (code, out) == (0, b"hello\n")
+
+    async def kill_soon() -> None:
+        await asyncio.sleep(0.2)
+        os.kill(h.state["pid"], signal.SIGKILL)
+
+    async with asyncio.timeout(5):
+        res, _ = await asyncio.gather(fresh.wait(h2), kill_soon())
+    assert res.exit_code is None and res.error == "exited while not supervised"
+    assert not await fresh.recover(h2)
+    await fresh.destroy(h2)
+
+
+async def test_recover_refuses_reused_pid(hx: Harness) -> None:
+    _, h = await hx.start({"command": "sleep", "args": ["1000"]})
+    forged = TaskHandle(
+        driver="process",
+        alloc_id=h.alloc_id,
+        task=h.task,
+        state={**h.state, "create_time": h.state["create_time"] - 100},
+    )
+    assert not await ProcessDriver(use_cgroups=False).recover(forged)
+
+
+async def test_exec_output_cwd_and_timeout(hx: Harness) -> None:
+    cfg, h = await hx.start({"command": "sleep", "args": ["1000"]})
+    code, out = await hx.driver.exec(h, ["sh", "-c", 'echo "$GREETING"; pwd; exit 4'])
+    assert code == 4 and out == f"hello\n{cfg.task_dir}\n".encode()
+    with pytest.raises(DriverError, match="timed out"):
+        await hx.driver.exec(h, ["sleep", "10"], timeout=0.2)
+    with pytest.raises(DriverError, match="not found"):
+        await hx.driver.exec(h, ["podium-no-such-command"])
+    if h.state["cgroup_version"] == "v1":  # exec'd commands run inside the task's cgroup
+        _, procs = await hx.driver.exec(h, ["cat", "/proc/self/cgroup"])
+        assert CGROUP_PARENT.encode() in procs
+    await hx.driver.stop(h, timeout=1)
+    with pytest.raises(TaskNotFound):
+        await hx.driver.exec(h, ["true"])
+
+
+async def test_stats(hx: Harness) -> None:
+    _, h = await hx.start(
+        sh("while :; do :; done & b=$(head -c 20000000 /dev/zero | tr '\\0' x); sleep 1000")
+    )
+    await asyncio.sleep(0.5)
+    s = await hx.driver.stats(h)
+    assert s.memory_bytes > 0 and s.pids >= 2
+    assert s.cpu_percent > 10  # the busy loop
+
+
+async def test_fingerprint_reports_cgroups() -> None:
+    fp = await ProcessDriver(cgroup_parent=CGROUP_PARENT).fingerprint()
+    remove_test_cgroups()
+    assert fp.attributes["driver.process.cgroups"] in ("v1", "v2", "none")
+    fp = await ProcessDriver(use_cgroups=False).fingerprint()
+    assert fp.attributes["driver.process.cgroups"] == "none"
+    assert fp.attributes["driver.process.memory_limit"] == "rlimit_data"
+
+
+UNIFIED = "/sys/fs/cgroup/unified"  # the hybrid layout's cgroup2 mount, without controllers
+V2_TOP = "/sys/fs/cgroup" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else UNIFIED
+
+
+def test_detects_no_memory_controller_as_none(tmp_path: Path) -> None:
+    assert detect_cgroups(str(tmp_path)).version == "none"  # not a cgroup fs at all
+    if os.path.exists(os.path.join(UNIFIED, "cgroup.controllers")):
+        controllers = read(UNIFIED, "cgroup.controllers").split()
+        if "memory" not in controllers:  # hybrid: memory is bound to v1
+            assert detect_cgroups(UNIFIED, f"{CGROUP_PARENT}-v2").version == "none"
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(UNIFIED, f"{CGROUP_PARENT}-v2"))
+
+
+async def test_v2_membership_and_kill() -> None:
+    """The v2 half of TaskCgroup (procs, cgroup.kill, rmdir) on a real cgroup2 mount."""
+    d = os.path.join(V2_TOP, f"{CGROUP_PARENT}-v2kill")
+    try:
+        os.makedirs(d, exist_ok=True)
+    except OSError as e:
+        reason = f"no writable cgroup2 mount here ({e})"
+        print(reason)
+        pytest.skip(reason)
+    cg = TaskCgroup("v2", {"unified": d})
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "sh",
+            "-c",
+            "setsid sleep 1000 & sleep 1000",
+            start_new_session=True,
+            preexec_fn=child_setup(cg.join_files(), None),
+        )
+        for _ in range(100):
+            if len(cg.procs()) >= 3:
+                break
+            await asyncio.sleep(0.02)
+        assert proc.pid in cg.procs() and len(cg.procs()) == 3
+        assert cg.oom_kills() == 0
+        while not cg.kill_members():
+            await asyncio.sleep(0.01)
+        assert await proc.wait() == -signal.SIGKILL
+    finally:
+        removed = False
+        for _ in range(50):
+            if removed := cg.remove():
+                break
+            await asyncio.sleep(0.02)
+    assert removed

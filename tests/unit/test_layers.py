@@ -1,0 +1,44 @@
+"""The house's one-way data flow, checked: pure rooms import no I/O, drivers call no API."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "podium"
+
+# room -> modules it must never import (prefix match)
+FORBIDDEN = {
+    "scheduler": ("podium.store", "podium.server", "podium.agent", "podium.drivers", "podium.api",
+                  "asyncio", "socket", "sqlite3", "httpx", "subprocess", "time", "random", "os"),
+    "model": ("podium.store", "podium.server", "podium.agent", "podium.drivers", "podium.api",
+              "podium.scheduler", "asyncio", "socket", "sqlite3", "httpx", "subprocess"),
+    "drivers": ("podium.api", "podium.server", "podium.store", "podium.scheduler", "podium.agent"),
+    "store": ("podium.server", "podium.agent", "podium.drivers", "podium.scheduler", "podium.api"),
+    "agent": ("podium.server", "podium.store", "podium.scheduler"),
+}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+@pytest.mark.parametrize("room", sorted(FORBIDDEN))
+def test_room_imports_stay_in_their_lane(room: str) -> None:
+    bad = []
+    for path in sorted((SRC / room).rglob("*.py")):
+        if room == "scheduler" and path.name == "simulate.py":
+            continue  # builds fake clusters for benchmarks; seeded randomness is its job
+        for mod in _imports(path):
+            if any(mod == f or mod.startswith(f + ".") for f in FORBIDDEN[room]):
+                bad.append(f"{path.relative_to(SRC)} imports {mod}")
+    assert not bad, "\n".join(bad)

@@ -1,0 +1,1128 @@
+"""Job files: parse YAML/JSON, fill every default (canonicalize), report every problem (validate).
+
+    text --parse_job_text--> dict --canonicalize--> dict --validate--> types.Job
+
+`types.py` owns the shape of a job; this module owns its rules. It is pure (no I/O) and
+total: any input gives a Job or a ValidationError listing every problem with its path,
+never another exception, so a bad file cannot crash a server.
+
+Rules a user meets:
+- Job, namespace, group, task and service names are DNS labels: 1-63 lowercase letters,
+  digits or '-', starting and ending with a letter or digit, so `NAME.service.podium`
+  and alloc names need no escaping anywhere.
+- Port labels: a letter, then letters, digits, '_' or '-' (at most 63). A task sees each
+  as `PODIUM_PORT_<LABEL>` (upper-cased, '-' -> '_'), so two labels may not collide there.
+- `null` means "use the default" for every optional field (YAML's bare `env:`).
+- Durations are seconds (a number) or strings such as "500ms", "5s", "1m30s", "2h", "1d".
+- Constraint attributes: `${node.name}`, `${node.id}`, `${node.datacenter}`,
+  `${node.address}`, `${node.labels.X}`, `${node.attributes.X}`; the aliases `${meta.X}`
+  and `${attr.X}` are rewritten to the labels/attributes forms.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import json
+import math
+import re
+import shlex
+import signal
+from collections.abc import Callable, Iterable
+from typing import Any, cast
+
+import msgspec
+import yaml
+
+from podium.errors import Problem, ValidationError
+from podium.model.types import (
+    Check,
+    Constraint,
+    Group,
+    Job,
+    NetworkSpec,
+    PortSpec,
+    ReschedulePolicy,
+    Resources,
+    RestartPolicy,
+    ServiceSpec,
+    Task,
+    UpdateStrategy,
+)
+
+JOB_TYPES = ("service", "batch", "system", "cron")
+OPERATORS = ("=", "!=", "regexp", "version", "set_contains", "distinct_hosts")
+CHECK_TYPES = ("http", "tcp", "command")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+MAX_DURATION = 3650 * 86400.0  # ten years: beyond it timers overflow and it is surely a typo
+MAX_VALUES = 100_000  # per document, counting YAML aliases each time they are used
+MAX_DEPTH = 64
+MAX_CONFIG_VALUES = 10_000  # per task config
+MAX_CONFIG_DEPTH = 32
+MAX_ITEMS = 1000  # per list or mapping in the spec (groups, tasks, env, ...)
+SIGNALS = frozenset(s.name for s in signal.Signals)
+SERVER_FIELDS = ("version", "stop", "submit_time", "revision")  # set by the server; accepted
+
+_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_NAME_RULE = "of 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit"
+_PORT_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_ATTRIBUTE = re.compile(
+    r"\$\{node\.(?:id|name|datacenter|address)\}"
+    r"|\$\{node\.(?:labels|attributes)\.[A-Za-z0-9_./-]+\}"
+)
+_ATTRIBUTE_ALIASES = (("${meta.", "${node.labels."), ("${attr.", "${node.attributes."))
+_VERSION_CLAUSE = re.compile(
+    r"\s*(?:=|==|!=|>=|<=|>|<|~>)?\s*v?\d+(?:\.\d+)*(?:-[0-9A-Za-z.-]+)?\s*"
+)
+_CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+_CRON_FIELD = re.compile(r"[0-9A-Za-z*?/,-]+")
+_DURATION = re.compile(r"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h|d))+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+_DURATION_UNITS |= {"h": 3600.0, "d": 86400.0}
+_BRACKETS = re.compile(r"[\[\]{}]")
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(mb|mib|m|gb|gib|g|tb|tib|t)\s*", re.IGNORECASE)
+_SIZE_MB = {"m": 1, "g": 1024, "t": 1024 * 1024}
+
+_RESTART_DURATIONS = ("interval", "delay")
+_RESCHEDULE_DURATIONS = ("interval", "delay", "max_delay")
+_UPDATE_DURATIONS = ("min_healthy_time", "healthy_deadline")
+
+
+# ----------------------------------------------------------------- parsing
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string such as "500ms", "5s", "1m30s", "2h", "1d".
+
+    Raises ValueError (with a message fit for a user) on negatives, garbage, NaN/inf
+    and anything longer than ten years.
+    """
+    expected = (
+        'expected a duration such as "500ms", "5s", "1m30s" or a number of seconds, '
+        f"got {_show(value)}"
+    )
+    if isinstance(value, bool):
+        raise ValueError(expected)
+    if isinstance(value, int) and abs(value) > MAX_DURATION:
+        seconds = math.inf if value > 0 else -math.inf  # float() of a huge int would overflow
+    elif isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.startswith("-") and len(text) < 64:
+            raise ValueError(f"expected a duration that is not negative, got {_show(value)}")
+        if len(text) > 64:
+            raise ValueError(expected)
+        if re.fullmatch(r"\d+(?:\.\d*)?|\.\d+", text):
+            seconds = float(text)  # a bare number in a string: seconds, as for numbers
+        elif _DURATION.fullmatch(text):
+            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+        else:
+            raise ValueError(expected)
+    else:
+        raise ValueError(expected)
+    if math.isnan(seconds):
+        raise ValueError(expected)
+    if seconds < 0:
+        raise ValueError(f"expected a duration that is not negative, got {_show(value)}")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"expected a duration of at most 3650d, got {_show(value)}")
+    return seconds
+
+
+def _construct_mapping(loader: Any, node: Any) -> dict[Any, Any]:
+    # PyYAML silently keeps the last of two equal keys; a user who wrote `count` twice
+    # deserves to hear about it. Keys arriving through `<<` merges may be overridden.
+    seen: set[str] = set()
+    for key_node, _ in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {_show(key_node.value)}", key_node.start_mark
+                )
+            seen.add(key_node.value)
+    return cast(dict[Any, Any], loader.construct_mapping(node))
+
+
+_Loader: Any = type("_Loader", (yaml.SafeLoader,), {})
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {_show(key)}")
+        out[key] = value
+    return out
+
+
+def parse_job_text(text: str, *, filename: str = "") -> dict[str, Any]:
+    """The raw mapping in a job file: JSON when `filename` ends in .json, else YAML.
+
+    Only safe YAML is read (no Python objects). Syntax errors carry line and column.
+    """
+    where = f"{filename}: " if filename else ""
+    if _flow_depth(text) > MAX_DEPTH:
+        # PyYAML's scanner is quadratic in flow nesting: refuse before it spends seconds.
+        raise _bad(f"{where}the document is nested more than {MAX_DEPTH} levels deep")
+    data: Any
+    try:
+        if filename.endswith(".json"):
+            try:
+                data = json.loads(text, object_pairs_hook=_json_pairs)
+            except json.JSONDecodeError as e:
+                raise _bad(
+                    f"{where}invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
+                ) from None
+        else:
+            try:
+                data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no Python objects
+            except yaml.MarkedYAMLError as e:
+                mark = e.problem_mark
+                at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                raise _bad(f"{where}invalid YAML{at}: {e.problem or e}") from None
+            except yaml.YAMLError as e:
+                raise _bad(f"{where}invalid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise _bad(f"{where}the document is nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as e:
+        # Huge integers, impossible dates ("2024-13-45"), duplicate JSON keys.
+        raise _bad(f"{where}invalid document: {' '.join(str(e).split())[:200]}") from None
+    if not isinstance(data, dict):
+        got = "an empty document" if data is None else _show(data)
+        raise _bad(
+            f"{where}expected a job: a mapping with fields such as name and groups, got {got}"
+        )
+    _check_size(data, where)
+    return cast(dict[str, Any], data)
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest bracket nesting, counting brackets inside strings too (a rough bound)."""
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(text):
+        depth = depth + 1 if bracket in "[{" else max(depth - 1, 0)
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _bad(message: str) -> ValidationError:
+    return ValidationError([Problem("", message)])
+
+
+def _check_size(data: object, where: str) -> None:
+    # YAML aliases can make a small file expand to billions of values ("billion laughs")
+    # or loop back on itself; count every use so later walks stay bounded.
+    stack: list[tuple[object, int]] = [(data, 0)]
+    count = 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise _bad(f"{where}the document is too large: more than {MAX_VALUES} values")
+        if depth > MAX_DEPTH:
+            raise _bad(f"{where}the document is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
+# ----------------------------------------------------------- canonicalize
+
+
+def _restart_defaults(job_type: str) -> dict[str, Any]:
+    long_interval = job_type in ("batch", "cron")
+    interval = 86400.0 if long_interval else 300.0
+    return {"attempts": 3, "interval": interval, "delay": 1.0, "mode": "fail"}
+
+
+def _reschedule_defaults(job_type: str) -> dict[str, Any]:
+    if job_type in ("batch", "cron"):
+        return {
+            "attempts": 1,
+            "interval": 86400.0,
+            "delay": 5.0,
+            "max_delay": 60.0,
+            "delay_function": "constant",
+            "unlimited": False,
+        }
+    return {
+        "attempts": 0,
+        "interval": 0.0,
+        "delay": 1.0,
+        "max_delay": 60.0,
+        "delay_function": "exponential",
+        "unlimited": True,
+    }
+
+
+def _update_defaults() -> dict[str, Any]:
+    return {
+        "max_parallel": 1,
+        "min_healthy_time": 5.0,
+        "healthy_deadline": 300.0,
+        "auto_revert": False,
+        "auto_promote": False,
+        "canary": 0,
+    }
+
+
+def canonicalize(raw: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `raw` with every default filled and durations as float seconds.
+
+    The one place defaults live:
+    - job: namespace "default", type "service", priority 50, schedule "", no constraints/meta.
+    - group: count 1, spread false, no constraints/services/meta, no ports.
+    - restart (per task, local to the node): service and system jobs {attempts 3,
+      interval 5m, delay 1s, mode fail}; batch and cron jobs {attempts 3, interval 24h,
+      delay 1s, mode fail}. "fail" hands a task that keeps crashing back to the server,
+      which reschedules the alloc (maybe elsewhere) with backoff. A task inherits its
+      group's policy, field by field.
+    - reschedule: service/system {unlimited, delay 1s doubling up to 60s}; batch/cron
+      {1 attempt in 24h, delay 5s, constant}.
+    - update: max_parallel 1, min_healthy_time 5s, healthy_deadline 5m, canary 0,
+      auto_revert and auto_promote false.
+    - task: driver "process", config {}, resources {cpu 100, memory 64},
+      kill_signal SIGTERM, kill_timeout 5s. Env and meta numbers/booleans become strings;
+      memory may be written "512MB" or "2GB".
+    - service: port "", no tags. check: type http, port = the service's port,
+      name "<service>-<type>-<i>", path "/", method GET, interval 2s, timeout 1s;
+      a command given as one string is split like a shell would.
+    - constraint: operator "=" ("==" accepted), attribute aliases rewritten.
+
+    Never raises: a value of the wrong type stays where it is for `validate` to report.
+    """
+    if not isinstance(raw, dict):
+        return raw
+    job = dict(raw)
+    _fill(job, "namespace", "default")
+    _fill(job, "type", "service")
+    _fill(job, "priority", 50)
+    _fill(job, "schedule", "")
+    kind = job["type"] if isinstance(job["type"], str) and job["type"] in JOB_TYPES else "service"
+    job["constraints"] = _canon_list(job.get("constraints"), _canon_constraint)
+    job["meta"] = _canon_str_map(job.get("meta"))
+    job["groups"] = _canon_list(job.get("groups"), lambda g: _canon_group(g, kind))
+    return job
+
+
+def _fill(doc: dict[str, Any], key: str, default: object) -> None:
+    if doc.get(key) is None:
+        doc[key] = default
+
+
+def _canon_list(value: object, canon: Callable[[dict[str, Any]], object]) -> object:
+    if value is None:
+        return []
+    if isinstance(value, list) and len(value) <= MAX_ITEMS:  # longer: validate rejects it
+        return [canon(x) if isinstance(x, dict) else x for x in value]
+    return value
+
+
+def _merged(defaults: dict[str, Any], given: object, durations: Iterable[str] = ()) -> object:
+    if given is None:
+        out = dict(defaults)
+    elif isinstance(given, dict):
+        out = {**defaults, **{k: v for k, v in given.items() if v is not None}}
+    else:
+        return given
+    for key in durations:
+        out[key] = _try_duration(out.get(key))
+    return out
+
+
+def _try_duration(value: object) -> object:
+    try:
+        return parse_duration(value)
+    except ValueError:
+        return value
+
+
+def _scalar_str(value: object) -> object:
+    """Numbers, booleans and dates written where a string belongs, as strings."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int) and value.bit_length() <= 64:
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return str(value)
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return value
+
+
+def _canon_str_map(value: object) -> object:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return {k: _scalar_str(v) for k, v in value.items()}
+    return value
+
+
+def _canon_group(raw: dict[str, Any], kind: str) -> dict[str, Any]:
+    group = dict(raw)
+    _fill(group, "count", 1)
+    _fill(group, "spread", False)
+    group["constraints"] = _canon_list(group.get("constraints"), _canon_constraint)
+    group["restart"] = _merged(_restart_defaults(kind), group.get("restart"), _RESTART_DURATIONS)
+    group["reschedule"] = _merged(
+        _reschedule_defaults(kind), group.get("reschedule"), _RESCHEDULE_DURATIONS
+    )
+    group["update"] = _merged(_update_defaults(), group.get("update"), _UPDATE_DURATIONS)
+    group["network"] = _canon_network(group.get("network"))
+    group["services"] = _canon_list(group.get("services"), _canon_service)
+    restart = group["restart"]
+    inherited = restart if isinstance(restart, dict) else _restart_defaults(kind)
+    group["tasks"] = _canon_list(group.get("tasks"), lambda t: _canon_task(t, inherited))
+    group["meta"] = _canon_str_map(group.get("meta"))
+    return group
+
+
+def _canon_network(value: object) -> object:
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        return value
+    network = dict(value)
+    ports = network.get("ports")
+    if ports is None:
+        ports = {}
+    elif isinstance(ports, list) and all(isinstance(p, str) for p in ports):
+        ports = dict.fromkeys(ports)  # `ports: [http, admin]`: all dynamic
+    if isinstance(ports, dict):
+        ports = {label: _canon_port(spec) for label, spec in ports.items()}
+    network["ports"] = ports
+    return network
+
+
+def _canon_port(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {"static": value}  # `http: 8080` is short for `http: {static: 8080}`
+    return _merged({"static": 0}, value)
+
+
+def _canon_task(raw: dict[str, Any], group_restart: dict[str, Any]) -> dict[str, Any]:
+    task = dict(raw)
+    _fill(task, "driver", "process")
+    _fill(task, "config", {})
+    resources = _merged({"cpu": 100, "memory": 64}, task.get("resources"))
+    if isinstance(resources, dict) and isinstance(resources.get("memory"), str):
+        resources["memory"] = _parse_size(resources["memory"])
+    task["resources"] = resources
+    task["env"] = _canon_str_map(task.get("env"))
+    task["restart"] = _merged(group_restart, task.get("restart"), _RESTART_DURATIONS)
+    _fill(task, "kill_signal", "SIGTERM")
+    if isinstance(task["kill_signal"], str):
+        name = task["kill_signal"].strip().upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        if name in SIGNALS:
+            task["kill_signal"] = name
+    _fill(task, "kill_timeout", 5.0)
+    task["kill_timeout"] = _try_duration(task["kill_timeout"])
+    return task
+
+
+def _parse_size(text: str) -> object:
+    """Megabytes from "512MB", "2GB", "1.5G"; the text itself when it is not a size."""
+    match = _SIZE.fullmatch(text) if len(text) < 32 else None
+    if match is None:
+        return text
+    megabytes = float(match[1]) * _SIZE_MB[match[2][0].lower()]
+    return int(megabytes) if megabytes.is_integer() else text
+
+
+def _canon_service(raw: dict[str, Any]) -> dict[str, Any]:
+    service = dict(raw)
+    _fill(service, "port", "")
+    _fill(service, "tags", [])
+    checks = service.get("checks")
+    if checks is None:
+        checks = []
+    elif isinstance(checks, list):
+        checks = [
+            _canon_check(c, service, i) if isinstance(c, dict) else c for i, c in enumerate(checks)
+        ]
+    service["checks"] = checks
+    return service
+
+
+def _canon_check(raw: dict[str, Any], service: dict[str, Any], index: int) -> dict[str, Any]:
+    check = dict(raw)
+    _fill(check, "type", "http")
+    if check.get("port") is None:
+        check["port"] = service["port"] if isinstance(service["port"], str) else ""
+    name, kind = service.get("name"), check["type"]
+    if check.get("name") is None and isinstance(name, str) and isinstance(kind, str):
+        check["name"] = f"{name}-{kind}-{index}"
+    _fill(check, "path", "/")
+    _fill(check, "method", "GET")
+    if isinstance(check["method"], str):
+        check["method"] = check["method"].upper()
+    _fill(check, "command", [])
+    if isinstance(check["command"], str):
+        try:
+            check["command"] = shlex.split(check["command"])
+        except ValueError:
+            pass  # unbalanced quotes: validate says a list is expected
+    _fill(check, "interval", 2.0)
+    _fill(check, "timeout", 1.0)
+    check["interval"] = _try_duration(check["interval"])
+    check["timeout"] = _try_duration(check["timeout"])
+    return check
+
+
+def _canon_constraint(raw: dict[str, Any]) -> dict[str, Any]:
+    constraint = dict(raw)
+    _fill(constraint, "operator", "=")
+    _fill(constraint, "attribute", "")
+    _fill(constraint, "value", "")
+    if constraint["operator"] == "==":
+        constraint["operator"] = "="
+    attribute = constraint["attribute"]
+    if isinstance(attribute, str):
+        if re.match(r"(?:node|meta|attr)\.", attribute):
+            attribute = "${" + attribute + "}"  # the braces are easy to forget
+        for alias, canonical in _ATTRIBUTE_ALIASES:
+            if attribute.startswith(alias):
+                attribute = canonical + attribute[len(alias) :]
+        constraint["attribute"] = attribute
+    constraint["value"] = _scalar_str(constraint["value"])
+    return constraint
+
+
+# --------------------------------------------------------------- validate
+
+
+def _show(value: object) -> str:
+    """A value as it appears in a message: short, and safe for any input."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value) if value.bit_length() <= 64 else "an integer too large to use"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        short = value if len(value) <= 60 else value[:57] + "..."
+        try:
+            short.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: escape so the message stays printable
+            return json.dumps(short)
+        return json.dumps(short, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _at(path: str, key: object) -> str:
+    """`path.key` for plain names, `path[0]` for list indexes, `path["odd key"]` otherwise."""
+    if isinstance(key, str) and _PLAIN_KEY.fullmatch(key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{_show(key)}]"
+
+
+def _valid_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_Rule = Callable[["_Checker", Any, str], object]
+
+
+class _Checker:
+    """Collects problems; each method checks one value and says whether it passed."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message))
+
+    def expect(self, path: str, what: str, got: object) -> bool:
+        self.add(path, f"expected {what}, got {_show(got)}")
+        return False
+
+    def struct(
+        self,
+        value: object,
+        path: str,
+        kind: type[msgspec.Struct],
+        rules: dict[str, _Rule],
+        *,
+        required: tuple[str, ...] = (),
+        extra: tuple[str, ...] = (),
+    ) -> dict[str, Any] | None:
+        """Check a mapping for a struct: unknown fields, required ones, then each rule."""
+        if not isinstance(value, dict):
+            self.expect(path, "a mapping", value)
+            return None
+        valid = kind.__struct_fields__
+        for key in value:
+            if not isinstance(key, str) or (key not in valid and key not in extra):
+                self.add(_at(path, key), _unknown_field(key, valid))
+        for key in required:
+            if key not in value:
+                self.add(_at(path, key), "required field is missing")
+        for key, rule in rules.items():
+            if key in value:
+                rule(self, value[key], _at(path, key))
+        return value
+
+    def integer(self, value: object, path: str, lo: int, hi: int, unit: str = "") -> bool:
+        suffix = f" ({unit})" if unit else ""
+        if isinstance(value, bool) or not isinstance(value, int):
+            what = {0: "a non-negative integer", 1: "a positive integer"}.get(lo, "an integer")
+            return self.expect(path, what + suffix, value)
+        if not lo <= value <= hi:
+            return self.expect(path, f"an integer from {lo} to {hi}{suffix}", value)
+        return True
+
+    def string(self, value: object, path: str, *, nonempty: bool = False) -> bool:
+        if not isinstance(value, str):
+            return self.expect(path, "a string", value)
+        if nonempty and not value.strip():
+            return self.expect(path, "a non-empty string", value)
+        if not _valid_utf8(value):
+            self.add(path, "contains invalid unicode (a lone surrogate)")
+            return False
+        return True
+
+    def exec_string(self, value: object, path: str, *, nonempty: bool = False) -> bool:
+        """A string handed to the OS (argv, env): NUL cannot pass through exec."""
+        if not self.string(value, path, nonempty=nonempty):
+            return False
+        if "\x00" in cast(str, value):
+            self.add(path, "must not contain a NUL character")
+            return False
+        return True
+
+    def name(self, value: object, path: str, what: str) -> bool:
+        if isinstance(value, str) and _NAME.fullmatch(value):
+            return True
+        return self.expect(path, f"{what} {_NAME_RULE}", value)
+
+    def choice(self, value: object, path: str, options: tuple[str, ...]) -> bool:
+        if isinstance(value, str) and value in options:
+            return True
+        return self.expect(path, "one of " + ", ".join(f'"{o}"' for o in options), value)
+
+    def boolean(self, value: object, path: str) -> bool:
+        return isinstance(value, bool) or self.expect(path, "true or false", value)
+
+    def duration(self, value: object, path: str, *, positive: bool) -> float | None:
+        try:
+            seconds = parse_duration(value)
+        except ValueError as e:
+            self.add(path, str(e))
+            return None
+        if positive and seconds <= 0:
+            self.expect(path, "a duration greater than 0", value)
+            return None
+        return seconds
+
+    def items(self, value: object, path: str, what: str) -> list[Any] | None:
+        if not isinstance(value, list):
+            self.expect(path, f"a list of {what}", value)
+            return None
+        if len(value) > MAX_ITEMS:
+            self.add(path, f"expected at most {MAX_ITEMS} {what}, got {len(value)}")
+            return None
+        return value
+
+    def strings(self, value: object, path: str, what: str, *, exec_safe: bool = False) -> bool:
+        values = self.items(value, path, what)
+        if values is None:
+            return False
+        check = self.exec_string if exec_safe else self.string
+        return all([check(v, _at(path, i)) for i, v in enumerate(values)])
+
+    def str_map(self, value: object, path: str, *, env: bool = False) -> None:
+        if not isinstance(value, dict):
+            self.expect(path, "a mapping of strings to strings", value)
+            return
+        if len(value) > MAX_ITEMS:
+            self.add(path, f"expected at most {MAX_ITEMS} entries, got {len(value)}")
+            return
+        for key, item in value.items():
+            key_path = _at(path, key)
+            if env and not (isinstance(key, str) and _ENV_KEY.fullmatch(key)):
+                self.expect(key_path, "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)", key)
+            elif not isinstance(key, str) or not key or not _valid_utf8(key):
+                self.expect(key_path, "a non-empty string as key", key)
+            elif env:
+                self.exec_string(item, key_path)
+            else:
+                self.string(item, key_path)
+
+
+def _unknown_field(key: object, valid: tuple[str, ...]) -> str:
+    shown = [f for f in valid if f not in SERVER_FIELDS]
+    hint = ""
+    if isinstance(key, str) and len(key) <= 64:
+        close = difflib.get_close_matches(key, shown, n=1, cutoff=0.7)
+        hint = f' (did you mean "{close[0]}"?)' if close else ""
+    return f"unknown field{hint}; valid fields are: {', '.join(shown)}"
+
+
+def _int(lo: int, hi: int, unit: str = "") -> _Rule:
+    return lambda c, v, p: c.integer(v, p, lo, hi, unit)
+
+
+def _dur(*, positive: bool) -> _Rule:
+    return lambda c, v, p: c.duration(v, p, positive=positive)
+
+
+def _one_of(*options: str) -> _Rule:
+    return lambda c, v, p: c.choice(v, p, options)
+
+
+def _named(what: str) -> _Rule:
+    return lambda c, v, p: c.name(v, p, what)
+
+
+def _bool(c: _Checker, value: object, path: str) -> object:
+    return c.boolean(value, path)
+
+
+def _str_map(c: _Checker, value: object, path: str) -> object:
+    c.str_map(value, path)
+    return None
+
+
+def _non_negative_number(c: _Checker, value: object, path: str) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        return c.expect(path, "a non-negative number", value)
+    return True
+
+
+_RESTART_RULES: dict[str, _Rule] = {
+    "attempts": _int(0, 1000),
+    "interval": _dur(positive=True),
+    "delay": _dur(positive=False),
+    "mode": _one_of("fail", "delay"),
+}
+_RESCHEDULE_RULES: dict[str, _Rule] = {
+    "attempts": _int(0, 1000),
+    "interval": _dur(positive=False),
+    "delay": _dur(positive=False),
+    "max_delay": _dur(positive=False),
+    "delay_function": _one_of("constant", "exponential"),
+    "unlimited": _bool,
+}
+_UPDATE_RULES: dict[str, _Rule] = {
+    "max_parallel": _int(0, 10_000),
+    "min_healthy_time": _dur(positive=False),
+    "healthy_deadline": _dur(positive=True),
+    "auto_revert": _bool,
+    "auto_promote": _bool,
+    "canary": _int(0, 10_000),
+}
+_RESOURCE_RULES: dict[str, _Rule] = {
+    "cpu": _int(1, 1_000_000, "MHz"),
+    "memory": _int(1, 10_000_000, "MB"),
+}
+_JOB_RULES: dict[str, _Rule] = {
+    "name": _named("a job name"),
+    "namespace": _named("a namespace name"),
+    "type": _one_of(*JOB_TYPES),
+    "priority": _int(1, 100),
+    "meta": _str_map,
+    "version": _int(0, 2**63 - 1),
+    "revision": _int(0, 2**63 - 1),
+    "stop": _bool,
+    "submit_time": _non_negative_number,
+}
+_GROUP_RULES: dict[str, _Rule] = {
+    "name": _named("a group name"),
+    "count": _int(0, 10_000),
+    "spread": _bool,
+    "meta": _str_map,
+}
+
+
+def validate(doc: dict[str, Any]) -> Job:
+    """The Job in a canonical document, or ValidationError listing every problem with its path."""
+    c = _Checker()
+    job = c.struct(doc, "", Job, _JOB_RULES, required=("name",), extra=SERVER_FIELDS)
+    if job is not None:
+        _check_job(c, job)
+    if c.problems:
+        raise ValidationError(c.problems)
+    try:
+        return msgspec.convert(doc, type=Job)
+    except msgspec.ValidationError as e:
+        # A safety net for rules this module does not know yet (a field new in types.py).
+        message, _, at = str(e).partition(" - at `$")
+        raise ValidationError([Problem(at.rstrip("`").lstrip("."), message)]) from None
+
+
+def _check_job(c: _Checker, job: dict[str, Any]) -> None:
+    kind = job.get("type", "service")
+    schedule = job.get("schedule", "")
+    if kind == "cron":
+        if not (isinstance(schedule, str) and _cron_ok(schedule)):
+            c.expect(
+                "schedule",
+                "a cron schedule of 5 fields (minute hour day month weekday) "
+                'such as "*/5 * * * *", '
+                "or one of " + ", ".join(_CRON_MACROS),
+                schedule,
+            )
+    elif schedule != "":
+        c.expect("schedule", 'nothing: only a "cron" job takes a schedule', schedule)
+    if "constraints" in job:
+        _check_constraints(c, job["constraints"], "constraints")
+    groups = c.items(job.get("groups", []), "groups", "groups")
+    if groups is None:
+        return
+    if not groups:
+        c.add("groups", "a job needs at least one group")
+    seen: dict[str, str] = {}
+    for i, group in enumerate(groups):
+        path = _at("groups", i)
+        checked = _check_group(c, group, path)
+        _unique(c, checked, path, seen, "group name")
+
+
+def _unique(
+    c: _Checker, item: dict[str, Any] | None, path: str, seen: dict[str, str], what: str
+) -> None:
+    """Report a second use of a name; `seen` maps names to where they were first used."""
+    if item is None or not isinstance(item.get("name"), str):
+        return
+    name = item["name"]
+    if name in seen:
+        c.add(_at(path, "name"), f"duplicate {what} {_show(name)}: also used by {seen[name]}")
+    else:
+        seen[name] = path
+
+
+def _check_group(c: _Checker, value: object, path: str) -> dict[str, Any] | None:
+    group = c.struct(value, path, Group, _GROUP_RULES, required=("name",))
+    if group is None:
+        return None
+    if "constraints" in group:
+        _check_constraints(c, group["constraints"], _at(path, "constraints"))
+    for key, kind, rules in (
+        ("restart", RestartPolicy, _RESTART_RULES),
+        ("reschedule", ReschedulePolicy, _RESCHEDULE_RULES),
+        ("update", UpdateStrategy, _UPDATE_RULES),
+    ):
+        if key in group:
+            c.struct(group[key], _at(path, key), kind, rules)
+    _check_policy_ranges(c, group, path)
+    labels = _check_network(c, group.get("network", {}), _at(path, "network"))
+    _check_services(c, group.get("services", []), _at(path, "services"), labels)
+    tasks = c.items(group.get("tasks", []), _at(path, "tasks"), "tasks")
+    if tasks is None:
+        return group
+    if not tasks:
+        c.add(_at(path, "tasks"), "a group needs at least one task")
+    seen: dict[str, str] = {}
+    for i, task in enumerate(tasks):
+        task_path = _at(_at(path, "tasks"), i)
+        checked = _check_task(c, task, task_path, labels, group.get("restart"))
+        _unique(c, checked, task_path, seen, "task name")
+    return group
+
+
+def _check_policy_ranges(c: _Checker, group: dict[str, Any], path: str) -> None:
+    """Cross-field rules of the reschedule and update policies."""
+    resched = group.get("reschedule")
+    if isinstance(resched, dict):
+        delay, top = _number(resched.get("delay")), _number(resched.get("max_delay"))
+        if delay is not None and top is not None and top < delay:
+            c.add(_at(_at(path, "reschedule"), "max_delay"), f"must be at least delay ({delay}s)")
+    update = group.get("update")
+    if isinstance(update, dict):
+        low, high = _number(update.get("min_healthy_time")), _number(update.get("healthy_deadline"))
+        if low is not None and high is not None and high <= low:
+            c.add(
+                _at(_at(path, "update"), "healthy_deadline"),
+                f"must be longer than min_healthy_time ({low}s)",
+            )
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) if isinstance(value, float) or value.bit_length() < 1000 else None
+    return None
+
+
+def _check_network(c: _Checker, value: object, path: str) -> set[str]:
+    """Check the ports; return the labels that services and drivers may name."""
+    network = c.struct(value, path, NetworkSpec, {})
+    labels: set[str] = set()
+    if network is None or "ports" not in network:
+        return labels
+    ports, path = network["ports"], _at(path, "ports")
+    if not isinstance(ports, dict):
+        c.expect(path, "a mapping of port labels to {} (dynamic) or {static: N}", ports)
+        return labels
+    env_names: dict[str, str] = {}
+    statics: dict[int, str] = {}
+    for label, spec in list(ports.items())[:MAX_ITEMS]:
+        label_path = _at(path, label)
+        if not (isinstance(label, str) and _PORT_LABEL.fullmatch(label)):
+            c.expect(
+                label_path,
+                "a port label: a letter, then letters, digits, '_' or '-' (at most 63)",
+                label,
+            )
+            continue
+        labels.add(label)
+        env = label.upper().replace("-", "_")
+        if env in env_names:
+            c.add(label_path, f"collides with {_show(env_names[env])}: both are PODIUM_PORT_{env}")
+        env_names.setdefault(env, label)
+        port = c.struct(spec, label_path, PortSpec, {})
+        static = port.get("static", 0) if port is not None else 0
+        static_path = _at(label_path, "static")
+        if isinstance(static, bool) or not isinstance(static, int) or not 0 <= static <= 65535:
+            c.expect(static_path, "a port number from 1 to 65535, or 0 for a dynamic port", static)
+        elif static and static in statics:
+            c.add(static_path, f"port {static} is also used by {_show(statics[static])}")
+        elif static:
+            statics[static] = label
+    return labels
+
+
+def _check_port_ref(
+    c: _Checker, value: object, path: str, labels: set[str], *, allow_empty: bool = True
+) -> None:
+    if not isinstance(value, str):
+        c.expect(path, "a port label of the group", value)
+    elif value == "" and allow_empty:
+        pass
+    elif value not in labels:
+        known = ", ".join(sorted(labels)) or "none; declare one under network.ports"
+        c.expect(path, f"a port label of the group (it has: {known})", value)
+
+
+def _check_services(c: _Checker, value: object, path: str, labels: set[str]) -> None:
+    services = c.items(value, path, "services")
+    if services is None:
+        return
+    service_names: dict[str, str] = {}
+    check_names: dict[str, str] = {}
+    for i, raw in enumerate(services):
+        service_path = _at(path, i)
+        service = c.struct(
+            raw, service_path, ServiceSpec, {"name": _named("a service name")}, required=("name",)
+        )
+        if service is None:
+            continue
+        _unique(c, service, service_path, service_names, "service name")
+        if "port" in service:
+            _check_port_ref(c, service["port"], _at(service_path, "port"), labels)
+        if "tags" in service:
+            c.strings(service["tags"], _at(service_path, "tags"), "tags")
+        checks = c.items(service.get("checks", []), _at(service_path, "checks"), "checks")
+        for j, check in enumerate(checks or []):
+            check_path = _at(_at(service_path, "checks"), j)
+            checked = _check_check(c, check, check_path, labels, service.get("port", ""))
+            _unique(c, checked, check_path, check_names, "check name")
+
+
+def _check_check(
+    c: _Checker, value: object, path: str, labels: set[str], service_port: object
+) -> dict[str, Any] | None:
+    check = c.struct(value, path, Check, {"type": _one_of(*CHECK_TYPES)})
+    if check is None:
+        return None
+    kind = check.get("type", "http")
+    if "name" in check:
+        c.string(check["name"], _at(path, "name"), nonempty=True)
+    port = check.get("port", "")
+    if kind in ("http", "tcp") and port == "":
+        article = "an" if kind == "http" else "a"
+        c.add(
+            _at(path, "port"), f"{article} {kind} check needs a port: set it here or on the service"
+        )
+    elif "port" in check and port != service_port:  # an inherited port was checked on the service
+        _check_port_ref(c, port, _at(path, "port"), labels)
+    path_ok = "path" in check and c.string(check["path"], _at(path, "path"))
+    if path_ok and kind == "http" and not check["path"].startswith("/"):
+        c.expect(_at(path, "path"), 'a URL path starting with "/"', check["path"])
+    if "method" in check:
+        c.choice(check["method"], _at(path, "method"), HTTP_METHODS)
+    command = check.get("command", [])
+    command_ok = c.strings(command, _at(path, "command"), "strings", exec_safe=True)
+    if command_ok and kind == "command" and not command:
+        c.add(_at(path, "command"), "a command check needs a command: a non-empty list")
+    interval = c.duration(check.get("interval", 2.0), _at(path, "interval"), positive=True)
+    timeout = c.duration(check.get("timeout", 1.0), _at(path, "timeout"), positive=True)
+    if interval is not None and timeout is not None and timeout > interval:
+        c.add(_at(path, "timeout"), f"must not be longer than the interval ({interval}s)")
+    return check
+
+
+def _check_task(
+    c: _Checker, value: object, path: str, labels: set[str], group_restart: object
+) -> dict[str, Any] | None:
+    task = c.struct(
+        value,
+        path,
+        Task,
+        {"name": _named("a task name"), "kill_timeout": _dur(positive=False)},
+        required=("name",),
+    )
+    if task is None:
+        return None
+    driver = task.get("driver", "process")
+    c.string(driver, _at(path, "driver"), nonempty=True)
+    if "config" in task:
+        _check_config(c, task["config"], _at(path, "config"), driver, labels)
+    if "resources" in task:
+        c.struct(task["resources"], _at(path, "resources"), Resources, _RESOURCE_RULES)
+    if "env" in task:
+        c.str_map(task["env"], _at(path, "env"), env=True)
+    restart = task.get("restart")
+    # Inherited from the group: any problem in it was reported there already.
+    if restart is not None and restart != group_restart:
+        c.struct(restart, _at(path, "restart"), RestartPolicy, _RESTART_RULES)
+    signal_name = task.get("kill_signal", "SIGTERM")
+    if not (isinstance(signal_name, str) and signal_name in SIGNALS):
+        c.expect(
+            _at(path, "kill_signal"), 'a signal name such as "SIGTERM" or "SIGINT"', signal_name
+        )
+    return task
+
+
+def _check_config(c: _Checker, value: object, path: str, driver: object, labels: set[str]) -> None:
+    """Any JSON-like mapping; the drivers podium ships get their required keys checked here.
+
+    Other keys stay open: the driver owns its config and rejects the rest at start.
+    """
+    if not isinstance(value, dict):
+        c.expect(path, "a mapping", value)
+        return
+    if not _json_like(c, value, path):
+        return
+    if driver == "process":
+        if "command" not in value:
+            c.add(_at(path, "command"), "required field is missing: the process driver runs it")
+        else:
+            c.exec_string(value["command"], _at(path, "command"), nonempty=True)
+        if "args" in value:
+            c.strings(value["args"], _at(path, "args"), "strings", exec_safe=True)
+    elif driver == "docker":
+        if "image" not in value:
+            c.add(_at(path, "image"), "required field is missing: the docker driver runs it")
+        else:
+            c.string(value["image"], _at(path, "image"), nonempty=True)
+        if "ports" in value and c.strings(value["ports"], _at(path, "ports"), "port labels"):
+            for i, label in enumerate(value["ports"]):
+                _check_port_ref(c, label, _at(_at(path, "ports"), i), labels, allow_empty=False)
+
+
+def _json_like(c: _Checker, value: object, path: str) -> bool:
+    """Only values that survive a JSON round trip through the store; bounded in size."""
+    stack: list[tuple[object, str, int]] = [(value, path, 0)]
+    count = 0
+    while stack:
+        item, item_path, depth = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            c.add(path, f"expected at most {MAX_CONFIG_VALUES} values, got more")
+            return False
+        if depth > MAX_CONFIG_DEPTH:
+            c.add(item_path, f"nested more than {MAX_CONFIG_DEPTH} levels deep")
+            return False
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                if not isinstance(key, str) or not _valid_utf8(key):
+                    return c.expect(_at(item_path, key), "a string key", key)
+                stack.append((sub, _at(item_path, key), depth + 1))
+        elif isinstance(item, list):
+            stack.extend((sub, _at(item_path, i), depth + 1) for i, sub in enumerate(item))
+        elif isinstance(item, str):
+            if not c.string(item, item_path):
+                return False
+        elif isinstance(item, bool) or item is None:
+            pass
+        elif isinstance(item, int):
+            if not -(2**63) <= item < 2**64:
+                return c.expect(item_path, "an integer that fits in 64 bits", item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return c.expect(item_path, "a finite number", item)
+        else:
+            return c.expect(item_path, "a string, number, boolean, null, list or mapping", item)
+    return True
+
+
+def _check_constraints(c: _Checker, value: object, path: str) -> None:
+    constraints = c.items(value, path, "constraints")
+    for i, raw in enumerate(constraints or []):
+        item_path = _at(path, i)
+        constraint = c.struct(
+            raw, item_path, Constraint, {"operator": _one_of(*OPERATORS), "value": _str_value}
+        )
+        if constraint is None:
+            continue
+        operator = constraint.get("operator", "=")
+        attribute = constraint.get("attribute", "")
+        attribute_path = _at(item_path, "attribute")
+        if operator == "distinct_hosts" and attribute == "":
+            pass  # distinct_hosts compares allocs, not a node attribute
+        elif not (isinstance(attribute, str) and _ATTRIBUTE.fullmatch(attribute)):
+            c.expect(
+                attribute_path,
+                "an attribute such as ${node.name}, ${node.datacenter}, ${node.labels.X} "
+                "or ${node.attributes.X}",
+                attribute,
+            )
+        text = constraint.get("value", "")
+        if isinstance(text, str):
+            _check_constraint_value(c, operator, text, _at(item_path, "value"))
+
+
+def _str_value(c: _Checker, value: object, path: str) -> object:
+    return c.string(value, path)
+
+
+def _check_constraint_value(c: _Checker, operator: object, text: str, path: str) -> None:
+    if operator == "regexp":
+        try:
+            re.compile(text)
+        except (re.error, OverflowError, RecursionError, ValueError) as e:
+            c.add(path, f"expected a regular expression, got {_show(text)}: {e}")
+    elif operator == "version":
+        clauses = text.split(",")
+        if not text.strip() or not all(_VERSION_CLAUSE.fullmatch(x) for x in clauses):
+            c.expect(path, 'a version constraint such as ">= 1.2, < 2"', text)
+    elif operator == "set_contains" and not all(x.strip() for x in text.split(",")):
+        c.expect(path, 'a comma-separated list of values such as "a,b"', text)
+
+
+def _cron_ok(schedule: str) -> bool:
+    text = schedule.strip()
+    if text in _CRON_MACROS:
+        return True
+    fields = text.split()
+    return len(fields) == 5 and all(_CRON_FIELD.fullmatch(f) for f in fields)
+
+
+# -------------------------------------------------------------- load / dump
+
+
+def load_job(text: str, *, filename: str = "") -> Job:
+    """Parse, canonicalize and validate a job file in one step."""
+    return validate(canonicalize(parse_job_text(text, filename=filename)))
+
+
+def job_to_dict(job: Job) -> dict[str, Any]:
+    """The job as plain data, for display and for editing and re-submitting."""
+    return cast(dict[str, Any], msgspec.to_builtins(job))

@@ -50,7 +50,9 @@ def pure(nodes: list[Node], jobs: list[Job]) -> tuple[int, float]:
 async def load_nodes(store: Store, nodes: list[Node]) -> None:
     enc = msgspec.json.Encoder()
     for i in range(0, len(nodes), 1000):
-        await store.txn_many([([], [Put(keys.node(n.id), enc.encode(n))]) for n in nodes[i:i + 1000]])
+        await store.txn_many(
+            [([], [Put(keys.node(n.id), enc.encode(n))]) for n in nodes[i : i + 1000]]
+        )
 
 
 async def committed(store: Store, nodes: list[Node], jobs: list[Job]) -> tuple[int, float, int]:
@@ -90,7 +92,9 @@ async def committed(store: Store, nodes: list[Node], jobs: list[Job]) -> tuple[i
 async def raw_commit(store: Store, sample: bytes, n: int) -> float:
     t0 = time.perf_counter()
     for i in range(0, n, 1000):
-        await store.txn_many([([], [Put(f"/raw/{j:08d}", sample)]) for j in range(i, min(n, i + 1000))])
+        await store.txn_many(
+            [([], [Put(f"/raw/{j:08d}", sample)]) for j in range(i, min(n, i + 1000))]
+        )
     return n / (time.perf_counter() - t0)
 
 
@@ -103,15 +107,19 @@ def store_url(kind: str, tmp: str, name: str) -> str:
 
 
 async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--nodes", type=int, default=5000)
     ap.add_argument("--allocs", type=int, default=100_000)
     ap.add_argument("--store", default="sqlite")
     args = ap.parse_args()
     nodes = simulated_cluster(args.nodes, seed=1)
     jobs = simulated_jobs(args.allocs, seed=2)
-    print(f"cluster: {len(nodes)} simulated nodes; {len(jobs)} jobs, "
-          f"{sum(g.count for j in jobs for g in j.groups)} allocs requested")
+    print(
+        f"cluster: {len(nodes)} simulated nodes; {len(jobs)} jobs, "
+        f"{sum(g.count for j in jobs for g in j.groups)} allocs requested"
+    )
 
     n, secs = pure(nodes, jobs)
     print(f"pure scheduler:      {n} placements in {secs:.2f}s = {n / secs:,.0f} placements/s")
@@ -126,22 +134,36 @@ async def main() -> None:
         finally:
             await store.close()
         rate = placed / secs
-        print(f"committed ({args.store}): {placed} placements in {secs:.2f}s = {rate:,.0f} placements/s"
-              f" ({rejected} rejected by the applier)")
+        print(
+            f"committed ({args.store}): {placed} placements in {secs:.2f}s = {rate:,.0f} placements/s"
+            f" ({rejected} rejected by the applier)"
+        )
 
         store = open_store(store_url(args.store, tmp, "raw"))
         start = getattr(store, "start", None)
         if start is not None:
             await start()
-        sample = msgspec.json.encode(Allocation(
-            id=str(uuid.uuid4()), namespace="default", job="bench-job-0001", job_version=0,
-            group="g", index=1, node_id=nodes[0].id, node_name=nodes[0].name, ports={"http": 21000}))
+        sample = msgspec.json.encode(
+            Allocation(
+                id=str(uuid.uuid4()),
+                namespace="default",
+                job="bench-job-0001",
+                job_version=0,
+                group="g",
+                index=1,
+                node_id=nodes[0].id,
+                node_name=nodes[0].name,
+                ports={"http": 21000},
+            )
+        )
         try:
             ceiling = await raw_commit(store, sample, min(args.allocs, 100_000))
         finally:
             await store.close()
-        print(f"raw {args.store} commits:  {ceiling:,.0f} alloc rows/s in batches of 1,000 (ceiling); "
-              f"committed placements reach {rate / ceiling:.0%} of it")
+        print(
+            f"raw {args.store} commits:  {ceiling:,.0f} alloc rows/s in batches of 1,000 (ceiling); "
+            f"committed placements reach {rate / ceiling:.0%} of it"
+        )
     print(f"placements_per_s={rate:.0f}")
 
 

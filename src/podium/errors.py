@@ -1,15 +1,15 @@
 """One error hierarchy for podium; `server.app` maps it to HTTP status codes.
 
-    PodiumError
-    ├── ValidationError      bad input (400); carries every problem with its path
-    ├── NotFound             no such object (404)
-    ├── Conflict             a revision guard failed or the object exists (409)
-    ├── PlacementError       the scheduler could not place work (422 from `job run`)
-    ├── StoreError           the store failed (503); retryable
-    │   └── Compacted        a watch asked for history the store no longer keeps: re-list
-    ├── Unavailable          a dependency is down (503); retryable
-    └── DriverError          a driver could not start/stop a task
-        └── TaskNotFound     the task's process or container is gone
+PodiumError
+├── ValidationError      bad input (400); carries every problem with its path
+├── NotFound             no such object (404)
+├── Conflict             a revision guard failed or the object exists (409)
+├── PlacementError       the scheduler could not place work (422 from `job run`)
+├── StoreError           the store failed (503); retryable
+│   └── Compacted        a watch asked for history the store no longer keeps: re-list
+├── Unavailable          a dependency is down (503); retryable
+└── DriverError          a driver could not start/stop a task
+    └── TaskNotFound     the task's process or container is gone
 """
 
 from __future__ import annotations

@@ -78,6 +78,17 @@ class ReschedulePolicy(Struct):
     unlimited: bool = True
 
 
+class UpdateStrategy(Struct):
+    """How a new job version rolls out over a group's allocs (a deployment)."""
+
+    max_parallel: int = 1  # allocs replaced at once; 0 = no deployment, replace all at once
+    min_healthy_time: float = 5.0  # an alloc must stay healthy this long to count as healthy
+    healthy_deadline: float = 300.0  # ...or be marked unhealthy after this long
+    auto_revert: bool = False  # a failed deployment rolls back to the last good version
+    auto_promote: bool = False  # promote canaries once they are all healthy
+    canary: int = 0  # new-version allocs started beside the old ones before the rollout
+
+
 class Task(Struct):
     name: str
     driver: str = "process"
@@ -95,6 +106,7 @@ class Group(Struct):
     constraints: list[Constraint] = msgspec.field(default_factory=list)
     restart: RestartPolicy = msgspec.field(default_factory=RestartPolicy)
     reschedule: ReschedulePolicy = msgspec.field(default_factory=ReschedulePolicy)
+    update: UpdateStrategy = msgspec.field(default_factory=UpdateStrategy)
     network: NetworkSpec = msgspec.field(default_factory=NetworkSpec)
     services: list[ServiceSpec] = msgspec.field(default_factory=list)
     tasks: list[Task] = msgspec.field(default_factory=list)
@@ -113,6 +125,7 @@ class Job(Struct):
     namespace: str = "default"
     type: JobType = "service"
     priority: int = 50
+    schedule: str = ""  # cron jobs only: when to launch, e.g. "*/5 * * * *"
     constraints: list[Constraint] = msgspec.field(default_factory=list)
     groups: list[Group] = msgspec.field(default_factory=list)
     meta: dict[str, str] = msgspec.field(default_factory=dict)
@@ -204,6 +217,9 @@ class Allocation(Struct):
     index: int
     node_id: str
     node_name: str = ""
+    # The scheduler's hash of the group spec this copy runs (count excluded): when a new
+    # job version keeps it, the copy is updated in place instead of replaced.
+    group_hash: str = ""
     resources: Resources = msgspec.field(default_factory=Resources)
     ports: dict[str, int] = msgspec.field(default_factory=dict)
     desired_status: DesiredStatus = "run"

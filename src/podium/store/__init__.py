@@ -11,5 +11,35 @@ Nothing above the store knows which backend it runs on. `open_store(url)` picks 
 from podium.store.base import Compare, Delete, Get, KeyValue, Op, Put, Store, TxnResult, WatchEvent
 
 __all__ = [
-    "Compare", "Delete", "Get", "KeyValue", "Op", "Put", "Store", "TxnResult", "WatchEvent",
+    "Compare",
+    "Delete",
+    "Get",
+    "KeyValue",
+    "Op",
+    "Put",
+    "Store",
+    "TxnResult",
+    "WatchEvent",
+    "open_store",
 ]
+
+
+def open_store(url: str) -> Store:
+    """`memory://` -> MemoryStore; `sqlite:///abs/file.db`, `sqlite://rel/file.db` or a
+    plain path -> SQLiteStore (the file and its folder are created if missing)."""
+    # Imported here so that importing the interface never drags in a backend.
+    from podium.store.memory import MemoryStore
+    from podium.store.sqlite import SQLiteStore
+
+    if url.startswith("memory://"):
+        return MemoryStore()
+    if url.startswith("sqlite://"):
+        path = url.removeprefix("sqlite://")
+        if path:
+            return SQLiteStore(path)
+    elif url and "://" not in url:
+        return SQLiteStore(url)
+    raise ValueError(
+        f"unsupported store url {url!r}: expected memory://, sqlite:///path/to/file.db "
+        "or a plain file path"
+    )

@@ -13,6 +13,7 @@ must re-list. Leases expire keys that were attached to them.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
@@ -107,7 +108,7 @@ class Store(Protocol):
         ...
 
     async def txn_many(self, txns: Sequence[tuple[Sequence[Compare], Sequence[Op]]]
-                       ) -> list[TxnResult]:
+                       ) -> builtins.list[TxnResult]:  # `list` is a method here
         """Several independent guarded transactions, committed together (few fsyncs).
         Each is judged on its own, in order, seeing the writes of those before it."""
         ...

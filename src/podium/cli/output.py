@@ -10,8 +10,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Piped output (scripts, tests) gets wide lines instead of Rich's 80-column default.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 240)
 
 
 def print_json(data: Any) -> None:

@@ -26,7 +26,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(pred: Any, *, timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
+def wait_until(
+    pred: Any, *, timeout: float, interval: float = 0.05, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -57,7 +59,9 @@ class DevCluster:
         log = open(self.log_path, "wb")  # noqa: SIM115 - owned by the subprocess
         self.proc = subprocess.Popen(
             [*PODIUM, "dev", "--data-dir", str(self.data_dir), "--addr", f"127.0.0.1:{self.port}"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
         wait_until(self._ready, timeout=timeout, what="podium dev to serve with a ready node")
         return self
@@ -77,13 +81,17 @@ class DevCluster:
         r.raise_for_status()
         return r.json()
 
-    def cli(self, *args: str, timeout: float = 60.0, check: bool = False) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, timeout: float = 60.0, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "PODIUM_ADDR": self.addr, "COLUMNS": "200"}
-        res = subprocess.run([*PODIUM, *args], capture_output=True, text=True, env=env, cwd=ROOT,
-                             timeout=timeout)
+        res = subprocess.run(
+            [*PODIUM, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout
+        )
         if check and res.returncode != 0:
-            raise AssertionError(f"podium {' '.join(args)} exited {res.returncode}:\n"
-                                 f"{res.stdout}\n{res.stderr}")
+            raise AssertionError(
+                f"podium {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
+            )
         return res
 
     def cli_json(self, *args: str) -> Any:

@@ -20,8 +20,11 @@ WEB = str(ROOT / "examples" / "web.yaml")
 
 def _running(c: DevCluster, job: str) -> list[dict]:
     s = c.cli_json("job", "status", job)
-    return [a for a in s["allocations"]
-            if a["desired_status"] == "run" and a["client_status"] == "running"]
+    return [
+        a
+        for a in s["allocations"]
+        if a["desired_status"] == "run" and a["client_status"] == "running"
+    ]
 
 
 def test_job_run_waits_until_healthy_and_each_copy_serves(dev_cluster: DevCluster) -> None:
@@ -58,10 +61,12 @@ def test_killed_task_is_restarted_within_two_seconds(dev_cluster: DevCluster) ->
 
 
 def test_job_stop_kills_every_process_including_grandchildren(
-        dev_cluster: DevCluster, tmp_path: Path) -> None:
+    dev_cluster: DevCluster, tmp_path: Path
+) -> None:
     spec = tmp_path / "forky.yaml"
     # Each task leaves a grandchild in its own session that ignores SIGTERM.
-    spec.write_text(textwrap.dedent("""
+    spec.write_text(
+        textwrap.dedent("""
         name: forky
         groups:
           - name: g
@@ -73,23 +78,32 @@ def test_job_stop_kills_every_process_including_grandchildren(
                 config:
                   command: sh
                   args: ["-c", "setsid sh -c 'trap \\"\\" TERM; sleep 1000' & sleep 1000 & trap '' TERM; sleep 1000"]
-    """))
+    """)
+    )
     dev_cluster.cli("job", "run", str(spec), check=True, timeout=60)
-    wait_until(lambda: len(dev_cluster.task_processes()) >= 2 * 4, timeout=10,
-               what="tasks and their grandchildren to start")
+    wait_until(
+        lambda: len(dev_cluster.task_processes()) >= 2 * 4,
+        timeout=10,
+        what="tasks and their grandchildren to start",
+    )
     procs = dev_cluster.task_processes()
     t0 = time.monotonic()
     res = dev_cluster.cli("job", "stop", "forky", timeout=30)
     assert res.returncode == 0, res.stdout + res.stderr
-    wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs),
-               timeout=5, what="every process of the job to be gone")
+    wait_until(
+        lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs),
+        timeout=5,
+        what="every process of the job to be gone",
+    )
     assert time.monotonic() - t0 < 2.0 + 2.5, "gone within the grace period (plus reporting)"
 
 
 def test_unplaceable_job_fails_with_reason_and_server_survives(
-        dev_cluster: DevCluster, tmp_path: Path) -> None:
+    dev_cluster: DevCluster, tmp_path: Path
+) -> None:
     spec = tmp_path / "huge.yaml"
-    spec.write_text(textwrap.dedent("""
+    spec.write_text(
+        textwrap.dedent("""
         name: huge
         groups:
           - name: g
@@ -97,7 +111,8 @@ def test_unplaceable_job_fails_with_reason_and_server_survives(
               - name: t
                 config: {command: sleep, args: ["100"]}
                 resources: {cpu: 100, memory: 9000000}
-    """))
+    """)
+    )
     res = dev_cluster.cli("job", "run", str(spec), timeout=30)
     assert res.returncode != 0
     assert "Traceback" not in res.stderr
@@ -115,8 +130,11 @@ def test_restart_on_same_data_dir_keeps_jobs_and_never_duplicates(tmp_path: Path
         c.kill9()
         c.port = c.port  # same address
         c.start()
-        wait_until(lambda: len(_running(c, "web")) == 3 and all(
-            a["healthy"] for a in _running(c, "web")), timeout=30, what="3 healthy copies again")
+        wait_until(
+            lambda: len(_running(c, "web")) == 3 and all(a["healthy"] for a in _running(c, "web")),
+            timeout=30,
+            what="3 healthy copies again",
+        )
         # Never two live copies of one alloc: one process per alloc, the same ones as before.
         procs = c.task_processes()
         by_alloc: dict[str, int] = {}
@@ -132,3 +150,47 @@ def test_restart_on_same_data_dir_keeps_jobs_and_never_duplicates(tmp_path: Path
     finally:
         c.stop()
         c.kill_leftovers()
+
+
+def test_alloc_logs_exec_restart_and_stop(dev_cluster: DevCluster) -> None:
+    dev_cluster.cli("job", "run", WEB, check=True, timeout=60)
+    a = _running(dev_cluster, "web")[0]
+    short, port, pid = a["id"][:8], a["ports"]["http"], a["pids"]["server"]
+    http_get(port)
+    # http.server logs requests to stderr; the health checks alone produce some.
+    logs = wait_until(
+        lambda: dev_cluster.cli("alloc", "logs", short, "--stderr").stdout,
+        timeout=5,
+        what="stderr log lines",
+    )
+    assert '"GET / HTTP/1.' in logs
+    res = dev_cluster.cli("alloc", "exec", short, "--", "sh", "-c", "echo $PODIUM_PORT_HTTP")
+    assert res.returncode == 0 and res.stdout.strip() == str(port), res.stdout + res.stderr
+    assert dev_cluster.cli("alloc", "exec", short, "--", "sh", "-c", "exit 3").returncode == 3
+    # Restart in place: same alloc, new process, counted once, and it stays up.
+    dev_cluster.cli("alloc", "restart", short, check=True)
+    wait_until(
+        lambda: (
+            next(x for x in _running(dev_cluster, "web") if x["id"] == a["id"])["pids"]["server"]
+            not in (pid, 0)
+        ),
+        timeout=10,
+        what="a new process",
+    )
+    time.sleep(1.5)
+    after = dev_cluster.cli_json("alloc", "status", short)
+    assert after["task_states"]["server"]["restarts"] == 1, after["task_states"]
+    assert after["client_status"] == "running"
+    assert http_get(port) == 200
+    # Stop: the alloc ends and a replacement takes its index.
+    dev_cluster.cli("alloc", "stop", short, check=True)
+    wait_until(
+        lambda: (
+            len(_running(dev_cluster, "web")) == 3
+            and a["id"] not in {x["id"] for x in _running(dev_cluster, "web")}
+        ),
+        timeout=15,
+        what="a replacement alloc",
+    )
+    stopped = dev_cluster.cli_json("alloc", "status", short)
+    assert stopped["desired_status"] == "stop" and stopped["client_status"] == "complete"

@@ -71,6 +71,7 @@ class TaskRunner:
         self.handle: TaskHandle | None = recovered
         self._stopping = False
         self._restart_now = asyncio.Event()
+        self._restart_stopped = asyncio.Event()
         self._restart_times: list[float] = []
 
     @property
@@ -106,6 +107,10 @@ class TaskRunner:
             if self._stopping:
                 break
             if self._restart_now.is_set():
+                # Let restart()'s stop finish its sweep of the task's cgroup first, or it
+                # would kill the new process, which reuses that cgroup.
+                await self._restart_stopped.wait()
+                self._restart_stopped.clear()
                 self._restart_now.clear()
                 self._set(
                     restarts=self.state.restarts + 1, last_restart=time.time(), state="pending"
@@ -213,10 +218,13 @@ class TaskRunner:
 
     async def restart(self) -> None:
         """Restart in place now (a user's `alloc restart`)."""
+        self._restart_stopped.clear()
         self._restart_now.set()
         handle = self.handle
-        if handle is not None:
-            try:
+        try:
+            if handle is not None:
                 await self.driver.stop(handle, signal=self.kill_signal, timeout=self.kill_timeout)
-            except DriverError as e:
-                log.warning("restarting task %s: %s", self.name, e)
+        except DriverError as e:
+            log.warning("restarting task %s: %s", self.name, e)
+        finally:
+            self._restart_stopped.set()

@@ -29,19 +29,50 @@ from podium.store.memory import MemoryStore
 
 
 def make_job(name: str = "web", count: int = 2, memory: int = 64) -> Job:
-    return Job(name=name, groups=[Group(name="g", count=count, tasks=[
-        Task(name="t", config={"command": "true"}, resources=Resources(cpu=100, memory=memory))])])
+    return Job(
+        name=name,
+        groups=[
+            Group(
+                name="g",
+                count=count,
+                tasks=[
+                    Task(
+                        name="t",
+                        config={"command": "true"},
+                        resources=Resources(cpu=100, memory=memory),
+                    )
+                ],
+            )
+        ],
+    )
 
 
-def make_node(id_: str = "n1", *, cpu: int = 1000, memory: int = 1000, status: str = "ready") -> Node:
+def make_node(
+    id_: str = "n1", *, cpu: int = 1000, memory: int = 1000, status: str = "ready"
+) -> Node:
     return Node(id=id_, name=id_, resources=NodeResources(cpu=cpu, memory=memory), status=status)  # type: ignore[arg-type]
 
 
-def make_alloc(id_: str, node: str = "n1", *, memory: int = 100, ports: dict[str, int] | None = None,
-               index: int = 0) -> Allocation:
-    return Allocation(id=id_, namespace="default", job="web", job_version=0, group="g", index=index,
-                      node_id=node, node_name=node, resources=Resources(cpu=100, memory=memory),
-                      ports=ports or {})
+def make_alloc(
+    id_: str,
+    node: str = "n1",
+    *,
+    memory: int = 100,
+    ports: dict[str, int] | None = None,
+    index: int = 0,
+) -> Allocation:
+    return Allocation(
+        id=id_,
+        namespace="default",
+        job="web",
+        job_version=0,
+        group="g",
+        index=index,
+        node_id=node,
+        node_name=node,
+        resources=Resources(cpu=100, memory=memory),
+        ports=ports or {},
+    )
 
 
 @pytest.fixture
@@ -92,16 +123,23 @@ async def _put_node(state: ClusterState, node: Node) -> None:
     await state.wait_for(rev)
 
 
-async def test_applier_commits_placements_and_rejects_what_no_longer_fits(state: ClusterState) -> None:
+async def test_applier_commits_placements_and_rejects_what_no_longer_fits(
+    state: ClusterState,
+) -> None:
     await _put_node(state, make_node("n1", memory=250))
     await _put_node(state, make_node("down", status="down"))
     applier = PlanApplier(state)
-    plan = Plan(namespace="default", job="web", job_version=0, placements=[
-        make_alloc("a1", memory=100, index=0),
-        make_alloc("a2", memory=100, index=1),
-        make_alloc("a3", memory=100, index=2),  # 300 > 250: exhausted
-        make_alloc("a4", node="down", index=3),  # node down
-    ])
+    plan = Plan(
+        namespace="default",
+        job="web",
+        job_version=0,
+        placements=[
+            make_alloc("a1", memory=100, index=0),
+            make_alloc("a2", memory=100, index=1),
+            make_alloc("a3", memory=100, index=2),  # 300 > 250: exhausted
+            make_alloc("a4", node="down", index=3),  # node down
+        ],
+    )
     res = await applier.apply([plan], now=10.0)
     assert res.placed == 2
     assert sorted(why for _, why in res.rejected) == ["memory exhausted", "node is down"]
@@ -112,12 +150,20 @@ async def test_applier_commits_placements_and_rejects_what_no_longer_fits(state:
 async def test_applier_rejects_port_collisions_and_applies_stops(state: ClusterState) -> None:
     await _put_node(state, make_node("n1"))
     applier = PlanApplier(state)
-    first = Plan(namespace="default", job="web", job_version=0,
-                 placements=[make_alloc("a1", ports={"http": 20001})])
+    first = Plan(
+        namespace="default",
+        job="web",
+        job_version=0,
+        placements=[make_alloc("a1", ports={"http": 20001})],
+    )
     await state.wait_for((await applier.apply([first], now=1.0)).revision)
-    second = Plan(namespace="default", job="web", job_version=0,
-                  placements=[make_alloc("a2", ports={"http": 20001}, index=1)],
-                  stops=[StopRequest(alloc_id="a1", reason="count lowered")])
+    second = Plan(
+        namespace="default",
+        job="web",
+        job_version=0,
+        placements=[make_alloc("a2", ports={"http": 20001}, index=1)],
+        stops=[StopRequest(alloc_id="a1", reason="count lowered")],
+    )
     res = await applier.apply([second], now=2.0)
     assert [why for _, why in res.rejected] == ["port collision"]
     await state.wait_for(res.revision)
@@ -128,9 +174,18 @@ async def test_applier_rejects_port_collisions_and_applies_stops(state: ClusterS
 async def test_applier_guards_updates_by_revision(state: ClusterState) -> None:
     await _put_node(state, make_node("n1"))
     applier = PlanApplier(state)
-    await state.wait_for((await applier.apply(
-        [Plan(namespace="default", job="web", job_version=0, placements=[make_alloc("a1")])],
-        now=1.0)).revision)
+    await state.wait_for(
+        (
+            await applier.apply(
+                [
+                    Plan(
+                        namespace="default", job="web", job_version=0, placements=[make_alloc("a1")]
+                    )
+                ],
+                now=1.0,
+            )
+        ).revision
+    )
     stale = state.allocs["a1"]
     # Someone else (an agent report) writes the alloc first.
     newer = msgspec.structs.replace(stale, client_status="running", revision=0)

@@ -91,8 +91,9 @@ class Store(Protocol):
         """Every key under prefix, sorted by key, and the revision it was read at."""
         ...
 
-    async def put(self, key: str, value: bytes, *, expect_rev: int | None = None,
-                  lease: int = 0) -> int:
+    async def put(
+        self, key: str, value: bytes, *, expect_rev: int | None = None, lease: int = 0
+    ) -> int:
         """Write; with expect_rev, only if the key's mod_rev equals it (0 = absent).
         Returns the new revision. Raises Conflict when the guard fails."""
         ...
@@ -102,13 +103,15 @@ class Store(Protocol):
         without a guard (returns the current revision)."""
         ...
 
-    async def txn(self, compares: Sequence[Compare], success: Sequence[Op],
-                  failure: Sequence[Op] = ()) -> TxnResult:
+    async def txn(
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
+    ) -> TxnResult:
         """All compares hold -> run `success`, else `failure`; atomically."""
         ...
 
-    async def txn_many(self, txns: Sequence[tuple[Sequence[Compare], Sequence[Op]]]
-                       ) -> builtins.list[TxnResult]:  # `list` is a method here
+    async def txn_many(
+        self, txns: Sequence[tuple[Sequence[Compare], Sequence[Op]]]
+    ) -> builtins.list[TxnResult]:  # `list` is a method here
         """Several independent guarded transactions, committed together (few fsyncs).
         Each is judged on its own, in order, seeing the writes of those before it."""
         ...

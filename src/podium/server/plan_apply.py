@@ -101,7 +101,7 @@ class PlanApplier:
                 )
         txns: list[tuple[list[Compare], list[Op]]] = []
         for a in creates:
-            a = msgspec.structs.replace(a, modify_time=now, revision=0)
+            a.modify_time = now  # fresh objects of this plan: no copy needed
             txns.append(
                 ([Compare(keys.alloc(a.id), "mod_rev", "=", 0)], [Put(keys.alloc(a.id), encode(a))])
             )

@@ -12,6 +12,7 @@ the writer read, and come back here through the watch.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -62,8 +63,11 @@ class ClusterState:
         # Last placement failures per job key, set by the placement controller.
         self.placement_failures: dict[str, list[PlacementFailure]] = {}
         self.ready = asyncio.Event()
-        self._changed = asyncio.Condition()
         self._listeners: list[Listener] = []
+        # Waiters are futures resolved from the feed: no lock taken per event.
+        self._rev_waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap by revision
+        self._node_waiters: dict[str, list[asyncio.Future[None]]] = defaultdict(list)
+        self._seq = 0
 
     # ----------------------------------------------------------------- reads
 
@@ -99,16 +103,27 @@ class ClusterState:
         """Return once the cache has seen `revision` (read-your-writes for the API)."""
         if self.revision >= revision:
             return
-        async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(lambda: self.revision >= revision)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heapq.heappush(self._rev_waiters, (revision, self._seq, fut))
+        async with asyncio.timeout(timeout):
+            await fut
 
     async def wait_node(self, node_id: str, index: int, *, timeout: float) -> int:
         """Block until the node's alloc index passes `index` or the timeout; return the index."""
+        if self.node_index[node_id] > index:
+            return self.node_index[node_id]
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._node_waiters[node_id]
+        waiters.append(fut)
         try:
-            async with asyncio.timeout(timeout), self._changed:
-                await self._changed.wait_for(lambda: self.node_index[node_id] > index)
+            async with asyncio.timeout(timeout):
+                await fut
         except TimeoutError:
             pass
+        finally:
+            if fut in waiters:
+                waiters.remove(fut)
         return self.node_index[node_id]
 
     # ------------------------------------------------------------------ feed
@@ -120,7 +135,7 @@ class ClusterState:
             self.ready.set()
             try:
                 async for ev in self.store.watch("/", start_rev=rev + 1):
-                    await self._apply(ev)
+                    self._apply(ev)
             except Compacted:
                 log.warning("state watch compacted; re-listing")
 
@@ -141,9 +156,9 @@ class ClusterState:
             self.by_node[a.node_id].add(a.id)
             self.by_job[f"{a.namespace}/{a.job}"].add(a.id)
             self.node_index[a.node_id] = max(self.node_index[a.node_id], a.revision)
-        async with self._changed:
-            self.revision = max(self.revision, rev)
-            self._changed.notify_all()
+        for node_id in list(self._node_waiters):
+            self._wake_node(node_id)
+        self._advance(rev)
         # Tell listeners about everything that differs from before (all of it on first load).
         for prefix, old, new in (
             (keys.JOBS, old_jobs, self.jobs),
@@ -156,13 +171,13 @@ class ClusterState:
                     self._notify(prefix, o, n)
         return rev
 
-    async def _apply(self, ev: WatchEvent) -> None:
+    def _apply(self, ev: WatchEvent) -> None:
         key = ev.kv.key
         for prefix in (keys.JOBS, keys.NODES, keys.ALLOCS):
             if key.startswith(prefix):
                 break
         else:
-            await self._advance(ev.kv.mod_rev)
+            self._advance(ev.kv.mod_rev)
             return
         name = key[len(prefix) :]
         table: dict[str, object] = {
@@ -179,24 +194,35 @@ class ClusterState:
         if prefix == keys.ALLOCS:
             self._index_alloc(old, new, ev.kv.mod_rev)  # type: ignore[arg-type]
         self._notify(prefix, old, new)
-        await self._advance(ev.kv.mod_rev)
+        self._advance(ev.kv.mod_rev)
 
     def _index_alloc(self, old: Allocation | None, new: Allocation | None, rev: int) -> None:
         if old is not None and (new is None or new.node_id != old.node_id):
             self.by_node[old.node_id].discard(old.id)
             self.node_index[old.node_id] = rev
+            self._wake_node(old.node_id)
         if old is not None and new is None:
             self.by_job[f"{old.namespace}/{old.job}"].discard(old.id)
         if new is not None:
             self.by_node[new.node_id].add(new.id)
             self.by_job[f"{new.namespace}/{new.job}"].add(new.id)
             self.node_index[new.node_id] = rev
+            self._wake_node(new.node_id)
 
-    async def _advance(self, rev: int) -> None:
-        async with self._changed:
-            if rev > self.revision:
-                self.revision = rev
-            self._changed.notify_all()
+    def _wake_node(self, node_id: str) -> None:
+        waiters = self._node_waiters.pop(node_id, None)
+        for fut in waiters or ():
+            if not fut.done():
+                fut.set_result(None)
+
+    def _advance(self, rev: int) -> None:
+        if rev > self.revision:
+            self.revision = rev
+        heap = self._rev_waiters
+        while heap and heap[0][0] <= self.revision:
+            fut = heapq.heappop(heap)[2]
+            if not fut.done():
+                fut.set_result(None)
 
     def _notify(self, prefix: str, old: object | None, new: object | None) -> None:
         for fn in self._listeners:

@@ -441,7 +441,7 @@ class Api:
             return json_response(evs[-limit:] if limit > 0 else evs)
 
         async def stream() -> AsyncIterator[bytes]:
-            for e in evs[-limit:]:
+            for e in evs[-limit:] if limit > 0 else []:
                 yield b"data: " + msgspec.json.encode(e) + b"\n\n"
             try:
                 async for w in self.state.store.watch(keys.EVENTS, start_rev=rev + 1):

@@ -54,11 +54,15 @@ class PlanApplier:
     def __init__(self, state: ClusterState, *, max_ops: int = 5000) -> None:
         self.state = state
         self.max_ops = max_ops
+        self._last_revision = 0
 
     async def apply(
         self, plans: list[Plan], updates: Iterable[Allocation] = (), *, now: float
     ) -> ApplyResult:
         """Re-check and commit `plans` plus server-side alloc `updates` (e.g. marked lost)."""
+        # Re-check against a cache that includes our own previous commit; callers may then
+        # overlap scheduling the next plans with this commit instead of waiting for it.
+        await self.state.wait_for(self._last_revision, timeout=60)
         result = ApplyResult()
         usage: dict[str, _Usage] = {}
         # Merge every change to an existing alloc by id so one txn writes each alloc once.
@@ -119,6 +123,7 @@ class PlanApplier:
                 if not r.succeeded:
                     result.conflicts += 1
         result.updated = len(changed)
+        self._last_revision = max(self._last_revision, result.revision)
         return result
 
     def _recheck(self, a: Allocation, usage: dict[str, _Usage]) -> str:

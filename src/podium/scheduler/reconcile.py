@@ -1,0 +1,356 @@
+"""The reconciler: what should change for one job, decided as data (no placement).
+
+    reconcile(job, allocs, nodes, now)
+      lost        non-terminal allocs on down or unknown nodes -> client_status lost
+      stop        job stopped/purged, group removed, count lowered (highest index
+                  first), duplicate indexes (newest kept), old version (destructive),
+                  migrations off draining nodes
+      in_place    old-version allocs whose group spec is unchanged (e.g. only count
+                  changed): job_version bumped, nothing restarted
+      place       missing indexes, each with the alloc it replaces and why
+      reschedule / reschedule_later / exhausted   failed allocs, by the group's policy
+      updates     every alloc the caller should write (lost, in-place, reschedule_after)
+
+Indexes name the copies of a group (`web.frontend[2]`). Only live allocs of the
+current job version (or with the current group spec hash) satisfy an index.
+System jobs want one copy per schedulable node, so their placements are pinned
+to a node. Cron jobs place nothing themselves: their runs are batch jobs.
+The new alloc's id is not known here: the plan applier links `next_alloc`
+from `previous_alloc` (or see `Reconciliation.links`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import msgspec
+
+from podium.model.types import (
+    Allocation,
+    Group,
+    Job,
+    Node,
+    Plan,
+    ReschedulePolicy,
+    StopRequest,
+    UpdateStrategy,
+)
+from podium.runtime.backoff import exponential
+
+
+class Placement(msgspec.Struct, frozen=True, kw_only=True):
+    """One copy to place: `group[index]`, replacing `previous` if set."""
+
+    group: str
+    index: int
+    reason: str = "missing"  # missing | lost | reschedule | update | migrate
+    previous: Allocation | None = None
+    reschedule_count: int = 0
+    node_id: str = ""  # pinned to this node (system jobs); "" lets the scheduler choose
+
+
+@dataclass
+class Reconciliation:
+    place: list[Placement] = field(default_factory=list)
+    stop: list[StopRequest] = field(default_factory=list)
+    lost: list[Allocation] = field(default_factory=list)  # updated copies
+    in_place: list[Allocation] = field(default_factory=list)  # updated copies
+    reschedule: list[Allocation] = field(default_factory=list)  # failed, replaced now
+    reschedule_later: dict[str, float] = field(default_factory=dict)  # alloc id -> when
+    exhausted: list[Allocation] = field(default_factory=list)  # failed, out of attempts
+    _updates: dict[str, Allocation] = field(default_factory=dict)
+
+    @property
+    def updates(self) -> list[Allocation]:
+        """Allocs to write as they are (one copy per alloc, changes merged)."""
+        return list(self._updates.values())
+
+    @property
+    def empty(self) -> bool:
+        return not (self.place or self.stop or self._updates)
+
+    def update(self, alloc: Allocation) -> None:
+        self._updates[alloc.id] = alloc
+
+    def current(self, alloc: Allocation) -> Allocation:
+        """The alloc with this reconciliation's changes, if any."""
+        return self._updates.get(alloc.id, alloc)
+
+    def stop_plan(self, namespace: str, job: str) -> Plan:
+        """The plan for a job that is gone: only stops, nothing to schedule."""
+        return Plan(namespace=namespace, job=job, job_version=0, stops=list(self.stop))
+
+    def links(self, plan: Plan) -> list[Allocation]:
+        """Replaced allocs with `next_alloc` set to their replacement in `plan`."""
+        by_id = {p.previous.id: p.previous for p in self.place if p.previous is not None}
+        out = []
+        for a in plan.placements:
+            prev = by_id.get(a.previous_alloc)
+            if prev is not None:
+                out.append(msgspec.structs.replace(self.current(prev), next_alloc=a.id))
+        return out
+
+
+def group_hash(job: Job, group: Group) -> str:
+    """What a running copy depends on: the group minus its count, rollout and
+    reschedule settings (the server's business, not the copy's). Equal hashes across
+    versions mean an alloc can be updated in place instead of replaced."""
+    spec = (
+        msgspec.structs.replace(
+            group, count=0, update=UpdateStrategy(), reschedule=ReschedulePolicy()
+        ),
+        job.type,
+        job.constraints,
+        job.meta,
+    )
+    return hashlib.sha1(msgspec.json.encode(spec, order="sorted")).hexdigest()[:16]
+
+
+def reschedule_delay(group: Group, attempt: int) -> float:
+    """Delay before reschedule number `attempt + 1` under the group's policy."""
+    pol = group.reschedule
+    if pol.delay_function == "constant":
+        return pol.delay
+    return exponential(attempt, base=pol.delay, cap=max(pol.max_delay, pol.delay))
+
+
+def reconcile(
+    job: Job | None, allocs: list[Allocation], nodes: Mapping[str, Node], *, now: float
+) -> Reconciliation:
+    rec = Reconciliation()
+    # A canonical order: the same allocs in any order give the same decisions.
+    allocs = sorted(allocs, key=lambda a: a.id)
+    lost: dict[str, Allocation] = {}
+    for a in allocs:
+        if a.terminal:
+            continue
+        node = nodes.get(a.node_id)
+        if node is None or node.status == "down":
+            why = f"node {a.node_name or a.node_id} is {'down' if node else 'gone'}"
+            copy = msgspec.structs.replace(
+                a,
+                client_status="lost",
+                client_description=why,
+                desired_status="stop",
+                desired_reason=a.desired_reason or "alloc lost",
+            )
+            rec.lost.append(copy)
+            rec.update(copy)
+            if a.desired_status == "run":
+                lost[a.id] = copy
+
+    if job is None or job.stop:
+        why = "job purged" if job is None else "job stopped"
+        for a in allocs:
+            if a.live and a.id not in lost:
+                rec.stop.append(StopRequest(alloc_id=a.id, reason=why))
+        return rec
+    if job.type == "cron":
+        return rec
+
+    by_group: dict[str, list[Allocation]] = {}
+    for a in allocs:
+        by_group.setdefault(a.group, []).append(a)
+    for name in sorted(by_group):
+        if job.group(name) is None:
+            for a in by_group[name]:
+                if a.live and a.id not in lost:
+                    rec.stop.append(StopRequest(alloc_id=a.id, reason="group removed from job"))
+    for g in job.groups:
+        grp = _Group(rec, job, g, nodes, now, lost)
+        mine = by_group.get(g.name, [])
+        if job.type == "system":
+            grp.system(mine)
+        else:
+            grp.counted(mine)
+    return rec
+
+
+def _newest_first(allocs: list[Allocation]) -> list[Allocation]:
+    return sorted(allocs, key=lambda a: (a.create_time, a.id), reverse=True)
+
+
+class _Group:
+    """The decisions for one group of the job."""
+
+    def __init__(
+        self,
+        rec: Reconciliation,
+        job: Job,
+        group: Group,
+        nodes: Mapping[str, Node],
+        now: float,
+        lost: dict[str, Allocation],
+    ) -> None:
+        self.rec, self.job, self.group, self.nodes, self.now = rec, job, group, nodes, now
+        self.lost = lost
+        self.hash = group_hash(job, group)
+
+    def is_current(self, a: Allocation) -> bool:
+        return a.job_version == self.job.version or (
+            bool(a.group_hash) and a.group_hash == self.hash
+        )
+
+    def split(self, allocs: list[Allocation]) -> tuple[list[Allocation], list[Allocation]]:
+        """(live allocs, predecessors): a predecessor is a terminal alloc not yet replaced
+        that still wanted to run (or was just lost), i.e. one a new copy would replace."""
+        live, heads = [], []
+        for a in allocs:
+            if a.id in self.lost:
+                heads.append(self.lost[a.id])
+            elif a.live:
+                live.append(a)
+            elif (
+                a.terminal
+                and not a.next_alloc
+                and (a.desired_status == "run" or a.client_status == "lost")
+            ):
+                heads.append(a)
+        return live, heads
+
+    def stop(self, a: Allocation, reason: str) -> None:
+        self.rec.stop.append(StopRequest(alloc_id=a.id, reason=reason))
+
+    def place(
+        self,
+        index: int,
+        reason: str,
+        previous: Allocation | None = None,
+        *,
+        reschedule_count: int = 0,
+        node_id: str = "",
+    ) -> None:
+        self.rec.place.append(Placement(
+            group=self.group.name, index=index, reason=reason, previous=previous,
+            reschedule_count=reschedule_count, node_id=node_id,
+        ))  # fmt: skip
+
+    def keep_one(self, live: list[Allocation], what: str) -> Allocation:
+        """Keep the best copy (current version, then newest); stop the others."""
+        ranked = sorted(live, key=lambda a: (self.is_current(a), a.create_time, a.id), reverse=True)
+        for dup in ranked[1:]:
+            self.stop(dup, f"duplicate of {what}")
+        return ranked[0]
+
+    def update(self, keep: Allocation, *, node_id: str = "") -> bool:
+        """Bring `keep` to the job's version. True when it stays (in place or current)."""
+        if keep.job_version == self.job.version:
+            return True
+        if self.is_current(keep):
+            copy = msgspec.structs.replace(keep, job_version=self.job.version)
+            self.rec.in_place.append(copy)
+            self.rec.update(copy)
+            return True
+        self.stop(keep, f"replaced by job version {self.job.version}")
+        self.place(keep.index, "update", keep, node_id=node_id)
+        return False
+
+    def replace(self, index: int, prev: Allocation | None, *, node_id: str = "") -> None:
+        """Decide about an index with no live copy, given its latest predecessor."""
+        if prev is None:
+            self.place(index, "missing", node_id=node_id)
+        elif prev.client_status == "lost":
+            self.place(index, "lost", prev, reschedule_count=prev.reschedule_count,
+                       node_id=node_id)  # fmt: skip
+        elif prev.client_status == "complete":
+            if self.job.type == "batch" and self.is_current(prev):
+                return  # done: a batch copy that succeeded never runs again
+            self.place(index, "missing", prev, node_id=node_id)
+        elif not self.is_current(prev):
+            # A failure of an old version says nothing about the new one.
+            self.place(index, "update", prev, node_id=node_id)
+        else:
+            self.reschedule(index, prev, node_id=node_id)
+
+    def reschedule(self, index: int, prev: Allocation, *, node_id: str) -> None:
+        pol = self.group.reschedule
+        attempts = prev.reschedule_count
+        if not pol.unlimited and attempts >= pol.attempts:
+            self.rec.exhausted.append(prev)
+            return
+        when = prev.reschedule_after
+        if not when:
+            when = _failed_at(prev, self.now) + reschedule_delay(self.group, attempts)
+        if self.now >= when:
+            self.rec.reschedule.append(prev)
+            self.place(index, "reschedule", prev, reschedule_count=attempts + 1,
+                       node_id=node_id)  # fmt: skip
+            return
+        self.rec.reschedule_later[prev.id] = when
+        if prev.reschedule_after != when:
+            # Stored, so the time does not drift with each evaluation.
+            self.rec.update(msgspec.structs.replace(prev, reschedule_after=when))
+
+    # ------------------------------------------------------------- job types
+
+    def counted(self, allocs: list[Allocation]) -> None:
+        """service and batch: copies 0..count-1, anywhere."""
+        count = self.group.count
+        live, heads = self.split(allocs)
+        live_at: dict[int, list[Allocation]] = {}
+        for a in live:
+            live_at.setdefault(a.index, []).append(a)
+        heads_at: dict[int, list[Allocation]] = {}
+        for a in heads:
+            heads_at.setdefault(a.index, []).append(a)
+        for index in sorted(live_at, reverse=True):  # count lowered: highest first
+            if not 0 <= index < count:
+                for a in _newest_first(live_at[index]):
+                    self.stop(a, f"count lowered to {count}")
+        for index in range(count):
+            here = live_at.get(index)
+            if here:
+                keep = self.keep_one(here, f"index {index}")
+                if not self.update(keep):
+                    continue
+                node = self.nodes.get(keep.node_id)
+                if node is not None and node.drain and self.job.type != "batch":
+                    # Batch copies are left to finish; service copies move now.
+                    self.stop(keep, "node draining")
+                    self.place(index, "migrate", keep, reschedule_count=keep.reschedule_count)
+                continue
+            prev = _newest_first(heads_at.get(index, []))
+            self.replace(index, prev[0] if prev else None)
+
+    def system(self, allocs: list[Allocation]) -> None:
+        """system: one copy on every schedulable node; count is ignored."""
+        live, heads = self.split(allocs)
+        live_on: dict[str, list[Allocation]] = {}
+        for a in live:
+            live_on.setdefault(a.node_id, []).append(a)
+        heads_on: dict[str, list[Allocation]] = {}
+        for a in heads:
+            heads_on.setdefault(a.node_id, []).append(a)
+        used: set[int] = set()  # indexes of the copies that stay
+        covered: set[str] = set()
+        for node_id in sorted(live_on):
+            keep = self.keep_one(live_on[node_id], f"node {node_id}")
+            node = self.nodes.get(node_id)
+            if node is not None and node.drain:
+                self.stop(keep, "node draining")
+                continue
+            covered.add(node_id)
+            used.add(keep.index)
+            self.update(keep, node_id=node_id)
+        next_index = 0
+        for node_id in sorted(self.nodes):
+            node = self.nodes[node_id]
+            if node_id in covered or not node.schedulable:
+                continue
+            prev_list = _newest_first(heads_on.get(node_id, []))
+            prev = prev_list[0] if prev_list else None
+            if prev is not None and prev.index not in used:
+                index = prev.index
+            else:
+                while next_index in used:
+                    next_index += 1
+                index = next_index
+            used.add(index)
+            self.replace(index, prev, node_id=node_id)
+
+
+def _failed_at(a: Allocation, now: float) -> float:
+    finished = max((t.finished_at for t in a.task_states.values()), default=0.0)
+    return finished or a.modify_time or now

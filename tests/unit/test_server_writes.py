@@ -148,6 +148,7 @@ async def test_applier_commits_placements_and_rejects_what_no_longer_fits(
 
 
 async def test_applier_rejects_port_collisions_and_applies_stops(state: ClusterState) -> None:
+    """A stop in the same batch frees memory at once, but not the port: it is still bound."""
     await _put_node(state, make_node("n1"))
     applier = PlanApplier(state)
     first = Plan(
@@ -195,3 +196,32 @@ async def test_applier_guards_updates_by_revision(state: ClusterState) -> None:
     assert res.conflicts == 1
     await state.wait_for(max(rev, res.revision))
     assert state.allocs["a1"].client_status == "running", "the newer write was not overwritten"
+
+
+async def test_stop_in_the_same_batch_frees_memory_for_its_replacement(state: ClusterState) -> None:
+    await _put_node(state, make_node("n1", memory=150))
+    applier = PlanApplier(state)
+    await state.wait_for(
+        (
+            await applier.apply(
+                [
+                    Plan(
+                        namespace="default",
+                        job="web",
+                        job_version=0,
+                        placements=[make_alloc("old")],
+                    )
+                ],
+                now=1.0,
+            )
+        ).revision
+    )
+    swap = Plan(
+        namespace="default",
+        job="web",
+        job_version=1,
+        placements=[make_alloc("new", memory=100)],
+        stops=[StopRequest(alloc_id="old", reason="update")],
+    )
+    res = await applier.apply([swap], now=2.0)
+    assert res.placed == 1 and not res.rejected

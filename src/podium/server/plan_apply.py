@@ -36,12 +36,18 @@ class ApplyResult:
 class _Usage:
     """cpu, memory and ports in use on one node, from the state plus this batch's placements."""
 
-    def __init__(self, allocs: Iterable[Allocation]) -> None:
+    def __init__(self, allocs: Iterable[Allocation], freed: set[str]) -> None:
         self.cpu = 0
         self.memory = 0
         self.ports: set[int] = set()
         for a in allocs:
-            if a.live:
+            if not a.live:
+                continue
+            if a.id in freed:
+                # Stopping frees cpu and memory for the plan, but its port stays bound
+                # until the old task has actually exited.
+                self.ports.update(a.ports.values())
+            else:
                 self.add(a)
 
     def add(self, a: Allocation) -> None:
@@ -69,6 +75,9 @@ class PlanApplier:
         changed: dict[str, Allocation] = {a.id: a for a in updates}
         creates: list[Allocation] = []
         events: list[Op] = []
+        # What this batch stops frees its room for what this batch places (a replacement
+        # on a full node reuses the space of the alloc it replaces).
+        freed = {s.alloc_id for plan in plans for s in plan.stops}
         for plan in plans:
             for stop in plan.stops:
                 cur = changed.get(stop.alloc_id) or self.state.allocs.get(stop.alloc_id)
@@ -80,7 +89,7 @@ class PlanApplier:
                 result.stopped += 1
             placed = 0
             for a in plan.placements:
-                why = self._recheck(a, usage)
+                why = self._recheck(a, usage, freed)
                 if why:
                     result.rejected.append((a, why))
                     continue
@@ -126,7 +135,7 @@ class PlanApplier:
         self._last_revision = max(self._last_revision, result.revision)
         return result
 
-    def _recheck(self, a: Allocation, usage: dict[str, _Usage]) -> str:
+    def _recheck(self, a: Allocation, usage: dict[str, _Usage], freed: set[str]) -> str:
         node = self.state.nodes.get(a.node_id)
         if node is None:
             return "node is gone"
@@ -134,7 +143,7 @@ class PlanApplier:
             return f"node is {node.status}{'' if node.eligible else ', ineligible'}"
         u = usage.get(a.node_id)
         if u is None:
-            u = usage[a.node_id] = _Usage(self.state.allocs_of_node(a.node_id))
+            u = usage[a.node_id] = _Usage(self.state.allocs_of_node(a.node_id), freed)
         r = node.resources
         if u.cpu + a.resources.cpu > r.cpu:
             return "cpu exhausted"

@@ -578,3 +578,44 @@ def test_open_store_picks_the_backend(tmp_path: Path) -> None:
     for bad in ("etcd://localhost:2379", "", "sqlite://", "http://x"):
         with pytest.raises(ValueError, match="memory://"):
             open_store(bad)
+
+
+# ------------------------------------------------------------------ SQLite only: reopening
+
+
+async def test_sqlite_reopen_keeps_keys_history_and_leases(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = SQLiteStore(tmp_path / "re.db", clock=clock, lease_check_interval=3600)
+    lease = await store.lease_grant(10)
+    await store.put("/o/a", b"1")
+    await store.put("/o/a", b"2")
+    await store.put("/o/b", b"x", lease=lease)
+    await store.delete("/o/a")
+    await store.put("/o/a", b"3")
+    before = await take(store.watch("/o/", start_rev=1), 5)
+    await store.close()
+
+    store = SQLiteStore(tmp_path / "re.db", clock=clock, lease_check_interval=3600)
+    try:
+        assert await store.revision() == 5
+        assert await take(store.watch("/o/", start_rev=1), 5) == before
+        clock.advance(9)  # a reopen gives every lease its full ttl again
+        await store.lease_keepalive(lease)
+        clock.advance(11)
+        assert await store.expire_leases() == 1
+        assert await store.get("/o/b") is None
+        assert await store.put("/o/c", b"y") == 7
+        assert await store.lease_grant(5) != lease
+    finally:
+        await store.close()
+
+
+async def test_sqlite_file_has_one_owner(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "one.db")
+    try:
+        with pytest.raises(StoreError, match="in use"):
+            SQLiteStore(tmp_path / "one.db")
+    finally:
+        await store.close()
+    again = SQLiteStore(tmp_path / "one.db")  # free once closed
+    await again.close()

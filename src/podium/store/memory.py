@@ -11,6 +11,8 @@ The rest of this module is shared by every backend that judges transactions itse
     TxnFrontend    put / delete / txn / txn_many in terms of one `_run_txns`
     WatchHub       in-process fan-out of committed events to each watcher's queue
     follow         a watch: catch-up from the backend's history, then live events
+    make_kv        build a KeyValue at a third of the dataclass __init__'s cost
+    LeaseDeadline, lease_expiry_loop   the in-memory side of leases
 
 Leases (both backends): `start()` starts the expiry loop that reaps expired leases
 every `lease_check_interval` seconds of real time, judged by the `clock` seam; the
@@ -336,7 +338,7 @@ async def follow(
 
 
 @dataclass(slots=True)
-class _Lease:
+class LeaseDeadline:
     ttl: float
     deadline: float
 
@@ -378,7 +380,7 @@ class MemoryStore(TxnFrontend):
         self._log: deque[WatchEvent] = deque()
         self._oldest = 1  # the oldest revision whose changes `_log` still holds
         self._history = history
-        self._leases: dict[int, _Lease] = {}
+        self._leases: dict[int, LeaseDeadline] = {}
         self._lease_seq = 0
         self._clock = clock
         self._interval = lease_check_interval
@@ -458,7 +460,7 @@ class MemoryStore(TxnFrontend):
         if not ttl > 0:
             raise ValueError(f"lease ttl must be > 0 seconds, got {ttl!r}")
         self._lease_seq += 1
-        self._leases[self._lease_seq] = _Lease(ttl, self._clock() + ttl)
+        self._leases[self._lease_seq] = LeaseDeadline(ttl, self._clock() + ttl)
         return self._lease_seq
 
     async def lease_keepalive(self, lease: int) -> None:

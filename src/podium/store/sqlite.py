@@ -6,9 +6,11 @@
     caller's future ◄── resolved after COMMIT ◄┘ └──► WatchHub: each watcher's queue
     get/list/watch catch-up ──► reader thread, its own connection (WAL: never waits)
 
-Tables: `kv` (the keys), `meta` (rev, oldest change kept, lease counter), `leases`,
-and `changes`, a log of the last `history` changes that watches catch up from; a
-watch from before it gets `Compacted`.
+Tables: `kv` (the keys), `meta` (rev, oldest revision the log keeps, lease counter),
+`leases` (id, ttl, expires_at as of the grant), and `changes`, the log of the last
+`history` changes (one row per commit, see `_Change`) that watches catch up from; a
+watch from before it gets `Compacted`. A watcher whose queue holds more than
+`max_watch_pending` events is cut off with `Compacted` too, and re-lists.
 
 Durability: a write is acknowledged only after its COMMIT returned. With
 synchronous=FULL (the default; NORMAL is allowed) the WAL is fsynced on every commit,
@@ -45,6 +47,7 @@ import msgspec
 from podium.errors import Compacted, NotFound, StoreError
 from podium.store.base import Delete, KeyValue, Op, Put, TxnResult, WatchEvent
 from podium.store.memory import (
+    LeaseDeadline,
     Txn,
     TxnFrontend,
     WatchHub,
@@ -193,12 +196,6 @@ class _BatchView:
         self.dirty[key] = None
 
 
-@dataclass(slots=True)
-class _Lease:
-    ttl: float
-    deadline: float
-
-
 class SQLiteStore(TxnFrontend):
     """The store in one SQLite file. See the module docstring for the moving parts."""
 
@@ -237,7 +234,7 @@ class SQLiteStore(TxnFrontend):
         # Owned by the event loop.
         self._rev: int = meta["rev"]
         now = clock()
-        self._leases = {lid: _Lease(ttl, now + ttl) for lid, ttl in leases}
+        self._leases = {lid: LeaseDeadline(ttl, now + ttl) for lid, ttl in leases}
         self._queue: deque[_Req] = deque()
         self._wake = asyncio.Event()
         self._writer_exec = ThreadPoolExecutor(1, thread_name_prefix="podium-sqlite-writer")
@@ -461,7 +458,7 @@ class SQLiteStore(TxnFrontend):
             self._rev = done.rev
             now = self._clock()
             for lid, ttl in done.granted.items():
-                self._leases[lid] = _Lease(ttl, now + ttl)
+                self._leases[lid] = LeaseDeadline(ttl, now + ttl)
             for lid in done.revoked:
                 self._leases.pop(lid, None)
             self._hub.publish(done.events)

@@ -11,6 +11,7 @@ job stays dirty and the next evaluation places it on fresh data.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -33,27 +34,25 @@ class ApplyResult:
     revision: int = 0
 
 
-class _Usage:
-    """cpu, memory and ports in use on one node, from the state plus this batch's placements."""
+class _Batch:
+    """What this batch adds to (and frees from) each node, over the state's usage."""
 
-    def __init__(self, allocs: Iterable[Allocation], freed: set[str]) -> None:
-        self.cpu = 0
-        self.memory = 0
-        self.ports: set[int] = set()
-        for a in allocs:
-            if not a.live:
-                continue
-            if a.id in freed:
-                # Stopping frees cpu and memory for the plan, but its port stays bound
-                # until the old task has actually exited.
-                self.ports.update(a.ports.values())
-            else:
-                self.add(a)
+    def __init__(self, state: ClusterState, freed: set[str]) -> None:
+        self.cpu: dict[str, int] = defaultdict(int)
+        self.memory: dict[str, int] = defaultdict(int)
+        self.ports: dict[str, set[int]] = defaultdict(set)
+        # Stopping frees cpu and memory for the plan at once; ports stay bound until
+        # the old task has actually exited, so those are not freed.
+        for alloc_id in freed:
+            a = state.allocs.get(alloc_id)
+            if a is not None and a.live:
+                self.cpu[a.node_id] -= a.resources.cpu
+                self.memory[a.node_id] -= a.resources.memory
 
     def add(self, a: Allocation) -> None:
-        self.cpu += a.resources.cpu
-        self.memory += a.resources.memory
-        self.ports.update(a.ports.values())
+        self.cpu[a.node_id] += a.resources.cpu
+        self.memory[a.node_id] += a.resources.memory
+        self.ports[a.node_id].update(a.ports.values())
 
 
 class PlanApplier:
@@ -70,7 +69,6 @@ class PlanApplier:
         # overlap scheduling the next plans with this commit instead of waiting for it.
         await self.state.wait_for(self._last_revision, timeout=60)
         result = ApplyResult()
-        usage: dict[str, _Usage] = {}
         # Merge every change to an existing alloc by id so one txn writes each alloc once.
         changed: dict[str, Allocation] = {a.id: a for a in updates}
         creates: list[Allocation] = []
@@ -78,6 +76,7 @@ class PlanApplier:
         # What this batch stops frees its room for what this batch places (a replacement
         # on a full node reuses the space of the alloc it replaces).
         freed = {s.alloc_id for plan in plans for s in plan.stops}
+        batch = _Batch(self.state, freed)
         for plan in plans:
             for stop in plan.stops:
                 cur = changed.get(stop.alloc_id) or self.state.allocs.get(stop.alloc_id)
@@ -89,11 +88,11 @@ class PlanApplier:
                 result.stopped += 1
             placed = 0
             for a in plan.placements:
-                why = self._recheck(a, usage, freed)
+                why = self._recheck(a, batch)
                 if why:
                     result.rejected.append((a, why))
                     continue
-                usage[a.node_id].add(a)
+                batch.add(a)
                 creates.append(a)
                 placed += 1
                 if a.previous_alloc:
@@ -112,43 +111,80 @@ class PlanApplier:
                         now=now,
                     )
                 )
+        store = self.state.store
+        # New allocs have fresh ids, so a clash is all but impossible: guard a whole chunk
+        # in one transaction (one revision, little overhead) and redo a chunk one by one
+        # only if it does clash.
+        chunks = [creates[i : i + 1000] for i in range(0, len(creates), 1000)]
         txns: list[tuple[list[Compare], list[Op]]] = []
-        for a in creates:
-            a.modify_time = now  # fresh objects of this plan: no copy needed
+        for chunk in chunks:
+            for a in chunk:
+                a.modify_time = now  # fresh objects of this plan: no copy needed
             txns.append(
-                ([Compare(keys.alloc(a.id), "mod_rev", "=", 0)], [Put(keys.alloc(a.id), encode(a))])
+                (
+                    [Compare(keys.alloc(a.id), "mod_rev", "=", 0) for a in chunk],
+                    [Put(keys.alloc(a.id), encode(a)) for a in chunk],
+                )
             )
-        for a in changed.values():
-            rev = self.state.allocs[a.id].revision if a.id in self.state.allocs else a.revision
-            body = encode(msgspec.structs.replace(a, modify_time=now, revision=0))
+        updated = [msgspec.structs.replace(a, modify_time=now) for a in changed.values()]
+        for a in updated:
+            cur = self.state.allocs.get(a.id)
+            rev = cur.revision if cur is not None else a.revision
             txns.append(
-                ([Compare(keys.alloc(a.id), "mod_rev", "=", rev)], [Put(keys.alloc(a.id), body)])
+                (
+                    [Compare(keys.alloc(a.id), "mod_rev", "=", rev)],
+                    [Put(keys.alloc(a.id), encode(a))],
+                )
             )
         if events:
             txns.append(([], events))
+        results = []
         for i in range(0, len(txns), self.max_ops):
-            for r in await self.state.store.txn_many(txns[i : i + self.max_ops]):
-                result.revision = max(result.revision, r.revision)
-                if not r.succeeded:
-                    result.conflicts += 1
+            results.extend(await store.txn_many(txns[i : i + self.max_ops]))
+        retry: list[Allocation] = []
+        for chunk, r in zip(chunks, results, strict=False):
+            if r.succeeded:
+                self.state.absorb(chunk, r.revision)
+            else:
+                retry.extend(chunk)
+        for a, r in zip(updated, results[len(chunks) :], strict=False):
+            if r.succeeded:
+                self.state.absorb([a], r.revision)
+            else:
+                result.conflicts += 1
+        for a in retry:
+            r = await store.txn(
+                [Compare(keys.alloc(a.id), "mod_rev", "=", 0)], [Put(keys.alloc(a.id), encode(a))]
+            )
+            results.append(r)
+            if r.succeeded:
+                self.state.absorb([a], r.revision)
+            else:
+                result.conflicts += 1
+                result.placed -= 1
+        result.revision = max((r.revision for r in results), default=0)
         result.updated = len(changed)
         self._last_revision = max(self._last_revision, result.revision)
         return result
 
-    def _recheck(self, a: Allocation, usage: dict[str, _Usage], freed: set[str]) -> str:
+    def _recheck(self, a: Allocation, batch: _Batch) -> str:
         node = self.state.nodes.get(a.node_id)
         if node is None:
             return "node is gone"
         if not node.schedulable:
             return f"node is {node.status}{'' if node.eligible else ', ineligible'}"
-        u = usage.get(a.node_id)
-        if u is None:
-            u = usage[a.node_id] = _Usage(self.state.allocs_of_node(a.node_id), freed)
+        held = self.state.usage.get(a.node_id)
         r = node.resources
-        if u.cpu + a.resources.cpu > r.cpu:
+        res = a.resources
+        cpu = (held.cpu if held else 0) + batch.cpu.get(a.node_id, 0)
+        if cpu + res.cpu > r.cpu:
             return "cpu exhausted"
-        if u.memory + a.resources.memory > r.memory:
+        memory = (held.memory if held else 0) + batch.memory.get(a.node_id, 0)
+        if memory + res.memory > r.memory:
             return "memory exhausted"
-        if u.ports.intersection(a.ports.values()):
-            return "port collision"
+        if a.ports:
+            mine = batch.ports.get(a.node_id, ())
+            for p in a.ports.values():
+                if (held and p in held.ports) or p in mine:
+                    return "port collision"
         return ""

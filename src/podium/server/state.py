@@ -44,6 +44,27 @@ def decode(kind: type[T], kv: KeyValue) -> T:
     return obj
 
 
+class NodeUsage:
+    """cpu, memory and ports held by a node's live allocs, kept as allocs change."""
+
+    __slots__ = ("cpu", "memory", "ports")
+
+    def __init__(self) -> None:
+        self.cpu = 0
+        self.memory = 0
+        self.ports: dict[int, int] = {}  # port -> live allocs holding it
+
+    def add(self, a: Allocation, sign: int) -> None:
+        self.cpu += sign * a.resources.cpu
+        self.memory += sign * a.resources.memory
+        for p in a.ports.values():
+            n = self.ports.get(p, 0) + sign
+            if n > 0:
+                self.ports[p] = n
+            else:
+                self.ports.pop(p, None)
+
+
 Listener = Callable[[str, object | None, object | None], None]
 
 
@@ -60,6 +81,7 @@ class ClusterState:
         self.revision = 0
         # Per node, the revision of the last change to one of its allocs (blocking queries).
         self.node_index: dict[str, int] = defaultdict(int)
+        self.usage: dict[str, NodeUsage] = defaultdict(NodeUsage)
         # Last placement failures per job key, set by the placement controller.
         self.placement_failures: dict[str, list[PlacementFailure]] = {}
         self.ready = asyncio.Event()
@@ -126,6 +148,22 @@ class ClusterState:
                 waiters.remove(fut)
         return self.node_index[node_id]
 
+    def absorb(self, allocs: list[Allocation], revision: int) -> None:
+        """Install allocs this server itself just committed at `revision`.
+
+        The watch will deliver the same writes; seeing the revision already cached, the
+        feed skips decoding them again. The cache's revision still moves only with the
+        feed, so `wait_for` keeps its meaning.
+        """
+        for a in allocs:
+            old = self.allocs.get(a.id)
+            if old is not None and old.revision >= revision:
+                continue
+            a.revision = revision
+            self.allocs[a.id] = a
+            self._index_alloc(old, a, revision)
+            self._notify(keys.ALLOCS, old, a)
+
     # ------------------------------------------------------------------ feed
 
     async def run(self) -> None:
@@ -152,7 +190,10 @@ class ClusterState:
         self.allocs = {k[len(keys.ALLOCS) :]: v for k, v in fresh[keys.ALLOCS].items()}  # type: ignore[misc]
         self.by_node.clear()
         self.by_job.clear()
+        self.usage.clear()
         for a in self.allocs.values():
+            if a.live:
+                self.usage[a.node_id].add(a, 1)
             self.by_node[a.node_id].add(a.id)
             self.by_job[f"{a.namespace}/{a.job}"].add(a.id)
             self.node_index[a.node_id] = max(self.node_index[a.node_id], a.revision)
@@ -180,6 +221,11 @@ class ClusterState:
             self._advance(ev.kv.mod_rev)
             return
         name = key[len(prefix) :]
+        if prefix == keys.ALLOCS and ev.type == "put":
+            cached = self.allocs.get(name)
+            if cached is not None and cached.revision == ev.kv.mod_rev:
+                self._advance(ev.kv.mod_rev)  # absorbed already: nothing new
+                return
         table: dict[str, object] = {
             keys.JOBS: self.jobs,
             keys.NODES: self.nodes,
@@ -197,6 +243,10 @@ class ClusterState:
         self._advance(ev.kv.mod_rev)
 
     def _index_alloc(self, old: Allocation | None, new: Allocation | None, rev: int) -> None:
+        if old is not None and old.live:
+            self.usage[old.node_id].add(old, -1)
+        if new is not None and new.live:
+            self.usage[new.node_id].add(new, 1)
         if old is not None and (new is None or new.node_id != old.node_id):
             self.by_node[old.node_id].discard(old.id)
             self.node_index[old.node_id] = rev

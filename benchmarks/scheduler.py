@@ -32,6 +32,7 @@ from podium.store import keys, open_store
 from podium.store.base import Put, Store
 
 NOW = 1_700_000_000.0
+BATCH = int(os.environ.get("PODIUM_BENCH_BATCH", "2000"))
 
 
 def pure(nodes: list[Node], jobs: list[Job]) -> tuple[int, float]:
@@ -77,7 +78,7 @@ async def committed(store: Store, nodes: list[Node], jobs: list[Job]) -> tuple[i
             # Not overlapped with scheduling: the SQLite writer thread re-takes the GIL
             # at every row step, and a busy event-loop thread makes each take wait for
             # the switch interval (measured: overlapping was ~25% slower).
-            if batch_allocs >= 2000 or job is jobs[-1]:
+            if batch_allocs >= BATCH or job is jobs[-1]:
                 res = await applier.apply(batch, now=NOW)
                 placed, rejected = placed + res.placed, rejected + len(res.rejected)
                 await state.wait_for(res.revision, timeout=60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -62,7 +63,9 @@ def run_until_signal(main: Coroutine[Any, Any, None]) -> None:
         try:
             await main
         except asyncio.CancelledError:
-            pass
+            # Requests still open (agents' blocking queries) are cancelled as the loop
+            # closes; that is the shutdown we asked for, not an error worth a traceback.
+            logging.getLogger("uvicorn.error").disabled = True
 
     uvloop.run(wrapper())
 

@@ -520,9 +520,13 @@ def test_reconcile_old_version_failure_is_not_a_reschedule() -> None:
 def test_reconcile_draining_node_migrates_services_not_batch() -> None:
     draining = make_node("d", drain=True)
     service = make_job()
-    rec = reconcile(service, [make_alloc(service, node=draining, id="s")], nodes_map(draining),
+    marked = make_alloc(service, node=draining, id="s")
+    marked.migrate = True
+    assert reconcile(service, [make_alloc(service, node=draining)], nodes_map(draining),
+                     now=NOW).empty, "unmarked copies wait for the drain controller"  # fmt: skip
+    rec = reconcile(service, [marked], nodes_map(draining),
                     now=NOW)  # fmt: skip
-    assert [s.reason for s in rec.stop] == ["node draining"]
+    assert rec.stop == [], "the old copy runs until its replacement is healthy"
     assert [(p.reason, p.previous and p.previous.id) for p in rec.place] == [("migrate", "s")]
     batch = make_job(type="batch")
     rec = reconcile(batch, [make_alloc(batch, node=draining)], nodes_map(draining), now=NOW)

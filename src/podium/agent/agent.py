@@ -14,19 +14,32 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
 from podium.agent import fingerprint
 from podium.agent.alloc_runner import AllocHooks, AllocRunner
+from podium.agent.disconnect import Contact, DisconnectWatch
 from podium.agent.local_state import LocalState
 from podium.api.client import AsyncClient
 from podium.drivers.base import Driver, TaskHandle
 from podium.errors import NotFound, PodiumError
-from podium.model.types import Allocation, AllocUpdate, Job, Node
+from podium.model.types import Allocation, AllocUpdate, DriverInfo, Job, Node
 from podium.runtime.backoff import exponential
+from podium.runtime.clock import SystemClock
 
 log = logging.getLogger(__name__)
+
+FINGERPRINT_EVERY = 10.0  # seconds between driver health checks (an engine may come or go)
+
+
+@runtime_checkable
+class ListingDriver(Protocol):
+    """A driver that can list the tasks it runs for a node by itself (containers, by label),
+    so tasks survive the loss of the agent's state file without being duplicated or leaked."""
+
+    async def list_handles(self, node_id: str) -> list[TaskHandle]: ...
 
 
 @dataclass
@@ -62,6 +75,7 @@ class Agent:
         self._report_wake = asyncio.Event()
         self._jobs: dict[tuple[str, str, int], Job] = {}
         self._tg: asyncio.TaskGroup | None = None
+        self.contact = Contact(SystemClock())  # when a server last answered
 
     # -------------------------------------------------------------- identity
 
@@ -118,6 +132,11 @@ class Agent:
                 tg.create_task(self._heartbeat_loop(), name="heartbeat")
                 tg.create_task(self._reporter_loop(), name="reporter")
                 tg.create_task(self._watch_loop(), name="watch")
+                tg.create_task(self._fingerprint_loop(), name="fingerprint")
+                tg.create_task(
+                    DisconnectWatch(self.contact, self.runners, self._spawn).run(),
+                    name="disconnect",
+                )
         finally:
             await self.client.close()
 
@@ -127,6 +146,7 @@ class Agent:
         while True:
             try:
                 resp = await self.client.register_node(self.node)
+                self.contact.heard()
                 self.heartbeat_ttl = float(resp.get("heartbeat_ttl", self.heartbeat_ttl))
                 log.info(
                     "node %s (%s) registered with %s",
@@ -147,12 +167,38 @@ class Agent:
         while True:
             await asyncio.sleep(self.heartbeat_ttl / 3)
             try:
-                resp = await self.client.heartbeat(self.node.id)
+                # A heartbeat stuck longer than the TTL is worth nothing: give up and
+                # send a fresh one rather than wait out the client's default timeout.
+                resp = await self.client.heartbeat(
+                    self.node.id, timeout=max(1.0, self.heartbeat_ttl / 2)
+                )
+                self.contact.heard()
                 self.heartbeat_ttl = float(resp.get("heartbeat_ttl", self.heartbeat_ttl))
             except NotFound:
                 await self._register()
             except PodiumError as e:
                 log.warning("heartbeat failed: %s", e)
+
+    async def _fingerprint_loop(self) -> None:
+        """Re-register when a driver's health changed: an engine that went away takes no new
+        placements; what already runs is left alone. Apart from the heartbeat, so a hung
+        engine never delays one."""
+        assert self.node is not None
+        while True:
+            await asyncio.sleep(FINGERPRINT_EVERY)
+            infos, attrs = await fingerprint.drivers(self.drivers)
+            if infos != self.node.drivers:
+                await self._refingerprint(infos, attrs)
+
+    async def _refingerprint(self, infos: dict[str, DriverInfo], attrs: dict[str, str]) -> None:
+        assert self.node is not None
+        log.warning(
+            "driver health changed: %s",
+            ", ".join(f"{n}={'healthy' if i.healthy else 'unhealthy'}" for n, i in infos.items()),
+        )
+        self.node.drivers = infos
+        self.node.attributes = {**fingerprint.attributes(), **attrs}
+        await self._register()
 
     async def _watch_loop(self) -> None:
         assert self.node is not None
@@ -162,6 +208,7 @@ class Agent:
                 new_index, allocs = await self.client.node_allocs(
                     self.node.id, index=index, wait=self.config.watch_wait if index else 0
                 )
+                self.contact.heard()
                 attempt = 0
             except PodiumError as e:
                 delay = exponential(attempt, base=0.2, cap=5.0)
@@ -199,6 +246,7 @@ class Agent:
             for alloc_id, handles in list(self.local.allocs.items()):
                 if alloc_id not in self.runners:
                     self._spawn(self._stop_orphan(alloc_id, handles))
+            self._spawn(self._sweep_listed())
             self.synced.set()
 
     async def _start_runner(self, a: Allocation) -> None:
@@ -258,6 +306,25 @@ class Agent:
                     await driver.stop(handle, timeout=5.0)
                 await driver.destroy(handle)
         self.local.set_alloc(alloc_id, {})
+
+    async def _sweep_listed(self) -> None:
+        """Stop the tasks a driver lists for this node that belong to no live alloc (e.g.
+        containers whose handles were lost with the state file)."""
+        assert self.node is not None
+        for name, driver in self.drivers.items():
+            if not isinstance(driver, ListingDriver):
+                continue
+            try:
+                handles = await driver.list_handles(self.node.id)
+            except (PodiumError, OSError) as e:
+                log.warning("listing %s tasks failed: %s", name, e)
+                continue
+            orphans: dict[str, dict[str, TaskHandle]] = {}
+            for h in handles:
+                if h.alloc_id not in self.runners and h.alloc_id not in self.local.allocs:
+                    orphans.setdefault(h.alloc_id, {})[h.task or h.state.get("id", "")] = h
+            for alloc_id, by_task in orphans.items():
+                await self._stop_orphan(alloc_id, by_task)
 
     async def _job(self, a: Allocation) -> Job:
         key = (a.namespace, a.job, a.job_version)

@@ -88,10 +88,16 @@ class TaskRunner:
 
     async def run(self) -> None:
         handle = self.handle
+        # A task that ended while the agent was down goes through the restart policy like
+        # any other exit (counted once), instead of being started afresh unnoticed.
+        lost: ExitResult | None = None
         if handle is not None and not await self._recover(handle):
             handle = None
+            lost = ExitResult(error="exited while the agent was down")
         while not self._stopping:
-            if handle is None:
+            if lost is not None:
+                res, lost = lost, None
+            elif handle is None:
                 handle = await self._start()
                 if handle is None:
                     res = ExitResult(error=self.state.message)

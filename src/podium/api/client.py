@@ -144,6 +144,12 @@ class Client:
     def node(self, node_id: str) -> Any:
         return self.request("GET", f"/v1/node/{node_id}")
 
+    def drain_node(self, node_id: str, *, enable: bool = True, deadline: str | None = None) -> Any:
+        body: dict[str, Any] = {"enable": enable}
+        if deadline is not None:
+            body["deadline"] = deadline
+        return self.request("POST", f"/v1/node/{node_id}/drain", json=body)
+
     def events(self, **params: Any) -> Any:
         return self.request("GET", "/v1/events", params=params)
 
@@ -171,7 +177,9 @@ class AsyncClient:
         for _ in range(len(self.addresses)):
             try:
                 return _check(await self._http.request(method, self.address + path, **kw))
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as e:
+            except httpx.TransportError as e:
+                # Refused, reset, or silent past the timeout (a partition, a stopped
+                # server): all mean "try the next server", never a crash of the caller.
                 last = e
                 self._i = (self._i + 1) % len(self.addresses)
         raise Unavailable(f"no podium server answers at {', '.join(self.addresses)} ({last})")
@@ -184,8 +192,9 @@ class AsyncClient:
             headers={"content-type": "application/json"},
         )
 
-    async def heartbeat(self, node_id: str) -> Any:
-        return await self.request("POST", f"/v1/node/{node_id}/heartbeat")
+    async def heartbeat(self, node_id: str, *, timeout: float | None = None) -> Any:
+        kw: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        return await self.request("POST", f"/v1/node/{node_id}/heartbeat", **kw)
 
     async def node_allocs(
         self, node_id: str, *, index: int, wait: float

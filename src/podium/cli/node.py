@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import click
 
 from podium.api.client import Client
@@ -76,3 +78,54 @@ def eligibility(node_id: str, enable: bool, addr: str | None) -> None:
     """Allow or refuse new placements on a node (running work stays)."""
     n = Client(addr).request("POST", f"/v1/node/{node_id}/eligibility", json={"eligible": enable})
     console.print(f"node {n['name']} is now {'eligible' if enable else 'ineligible'}")
+
+
+@node.command()
+@click.argument("node_id")
+@click.option("--deadline", default=None, help="After this long (e.g. 10m), force the rest away")
+@click.option("--detach", is_flag=True, help="Return once the drain has started")
+@click.option("--disable", is_flag=True, help="Cancel a drain in progress")
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to follow progress")
+@addr_option
+def drain(
+    node_id: str,
+    deadline: str | None,
+    detach: bool,
+    disable: bool,
+    timeout: float,
+    addr: str | None,
+) -> None:
+    """Move every alloc off a node, each group's `migrate.max_parallel` at a time.
+
+    When nothing is left the node becomes ineligible; `podium node eligibility
+    NODE --enable` lets work back onto it.
+    """
+    c = Client(addr)
+    n = c.drain_node(node_id, enable=not disable, deadline=deadline)
+    if disable:
+        console.print(f"node {n['name']}: drain cancelled")
+        return
+    console.print(f"node {n['name']} draining: {n['allocations']} allocs to move")
+    if detach:
+        return
+    end = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < end:
+        n = c.node(n["id"])
+        if not n["drain"]:
+            console.print(f"node {n['name']} drained: no allocs left; it is now ineligible")
+            return
+        mine = c.allocs(node=n["id"])
+        moving = sorted(
+            a["name"]
+            for a in mine
+            if a["desired_status"] == "stop" and a["client_status"] in ("pending", "running")
+        )
+        line = f"{n['allocations']} allocs left" + (
+            f"; stopping {', '.join(moving)}" if moving else ""
+        )
+        if line != last:
+            console.print(line, markup=False)
+            last = line
+        time.sleep(0.5)
+    raise click.ClickException(f"node {n['name']} still draining after {timeout:g}s")

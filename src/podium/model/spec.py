@@ -25,6 +25,7 @@ import datetime
 import difflib
 import json
 import math
+import posixpath
 import re
 import shlex
 import signal
@@ -38,8 +39,10 @@ from podium.errors import Problem, ValidationError
 from podium.model.types import (
     Check,
     Constraint,
+    DisconnectPolicy,
     Group,
     Job,
+    MigrateStrategy,
     NetworkSpec,
     PortSpec,
     ReschedulePolicy,
@@ -89,6 +92,7 @@ _SIZE_MB = {"m": 1, "g": 1024, "t": 1024 * 1024}
 _RESTART_DURATIONS = ("interval", "delay")
 _RESCHEDULE_DURATIONS = ("interval", "delay", "max_delay")
 _UPDATE_DURATIONS = ("min_healthy_time", "healthy_deadline")
+_DISCONNECT_DURATIONS = ("stop_after_disconnect", "lost_after")
 
 
 # ----------------------------------------------------------------- parsing
@@ -287,6 +291,8 @@ def canonicalize(raw: dict[str, Any]) -> dict[str, Any]:
       {1 attempt in 24h, delay 5s, constant}.
     - update: max_parallel 1, min_healthy_time 5s, healthy_deadline 5m, canary 0,
       auto_revert and auto_promote false.
+    - migrate (drains): max_parallel 1. disconnect: stop_after_disconnect 0 (never),
+      lost_after 0 (replace copies on a down node at once).
     - task: driver "process", config {}, resources {cpu 100, memory 64},
       kill_signal SIGTERM, kill_timeout 5s. Env and meta numbers/booleans become strings;
       memory may be written "512MB" or "2GB".
@@ -374,6 +380,12 @@ def _canon_group(raw: dict[str, Any], kind: str) -> dict[str, Any]:
         _reschedule_defaults(kind), group.get("reschedule"), _RESCHEDULE_DURATIONS
     )
     group["update"] = _merged(_update_defaults(), group.get("update"), _UPDATE_DURATIONS)
+    group["migrate"] = _merged({"max_parallel": 1}, group.get("migrate"), ())
+    group["disconnect"] = _merged(
+        {"stop_after_disconnect": 0.0, "lost_after": 0.0},
+        group.get("disconnect"),
+        _DISCONNECT_DURATIONS,
+    )
     group["network"] = _canon_network(group.get("network"))
     group["services"] = _canon_list(group.get("services"), _canon_service)
     restart = group["restart"]
@@ -728,6 +740,11 @@ _UPDATE_RULES: dict[str, _Rule] = {
     "auto_promote": _bool,
     "canary": _int(0, 10_000),
 }
+_MIGRATE_RULES: dict[str, _Rule] = {"max_parallel": _int(1, 10_000)}
+_DISCONNECT_RULES: dict[str, _Rule] = {
+    "stop_after_disconnect": _dur(positive=False),
+    "lost_after": _dur(positive=False),
+}
 _RESOURCE_RULES: dict[str, _Rule] = {
     "cpu": _int(1, 1_000_000, "MHz"),
     "memory": _int(1, 10_000_000, "MB"),
@@ -818,6 +835,8 @@ def _check_group(c: _Checker, value: object, path: str) -> dict[str, Any] | None
         ("restart", RestartPolicy, _RESTART_RULES),
         ("reschedule", ReschedulePolicy, _RESCHEDULE_RULES),
         ("update", UpdateStrategy, _UPDATE_RULES),
+        ("migrate", MigrateStrategy, _MIGRATE_RULES),
+        ("disconnect", DisconnectPolicy, _DISCONNECT_RULES),
     ):
         if key in group:
             c.struct(group[key], _at(path, key), kind, rules)
@@ -1025,6 +1044,48 @@ def _check_config(c: _Checker, value: object, path: str, driver: object, labels:
         if "ports" in value and c.strings(value["ports"], _at(path, "ports"), "port labels"):
             for i, label in enumerate(value["ports"]):
                 _check_port_ref(c, label, _at(_at(path, "ports"), i), labels, allow_empty=False)
+        _check_docker_config(c, value, path)
+
+
+def _check_docker_config(c: _Checker, value: dict[str, Any], path: str) -> None:
+    """The docker driver's fields. Host paths are checked again on the node, against its
+    host volumes and after resolving symlinks; here only what is wrong on any node."""
+    for key in ("image_archive", "command", "user", "work_dir"):
+        if key in value:
+            c.exec_string(value[key], _at(path, key), nonempty=True)
+    for key in ("args", "entrypoint"):
+        if key in value:
+            c.strings(value[key], _at(path, key), "strings", exec_safe=True)
+    if "labels" in value:
+        c.str_map(value["labels"], _at(path, "labels"))
+        if isinstance(value["labels"], dict) and any(
+            isinstance(k, str) and k.startswith("podium.") for k in value["labels"]
+        ):
+            c.add(_at(path, "labels"), 'keys starting with "podium." are podium\'s own')
+    if "init" in value:
+        c.boolean(value["init"], _at(path, "init"))
+    if "network_mode" in value:
+        c.choice(value["network_mode"], _at(path, "network_mode"), ("bridge", "host", "none"))
+    volumes = value.get("volumes", [])
+    if "volumes" in value and c.strings(volumes, _at(path, "volumes"), '"SOURCE:TARGET[:ro]"'):
+        for i, vol in enumerate(volumes):
+            problem = _volume_problem(vol)
+            if problem:
+                c.add(_at(_at(path, "volumes"), i), problem)
+
+
+def _volume_problem(volume: str) -> str:
+    parts = volume.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        return f'expected "SOURCE:TARGET" or "SOURCE:TARGET:ro", got {volume!r}'
+    source, target = parts[0], parts[1]
+    if len(parts) == 3 and parts[2] not in ("ro", "rw"):
+        return f"mode must be ro or rw, got {parts[2]!r}"
+    if not target.startswith("/"):
+        return f"target {target!r} must be an absolute path inside the container"
+    if not source.startswith("/") and posixpath.normpath(source).split("/")[0] == "..":
+        return f"{source!r} escapes the alloc dir (relative sources must stay inside it)"
+    return ""
 
 
 def _json_like(c: _Checker, value: object, path: str) -> bool:

@@ -89,6 +89,22 @@ class UpdateStrategy(Struct):
     canary: int = 0  # new-version allocs started beside the old ones before the rollout
 
 
+class MigrateStrategy(Struct):
+    """How a drain moves a group's copies off a node."""
+
+    max_parallel: int = 1  # copies of the group migrating (not yet healthy elsewhere) at once
+
+
+class DisconnectPolicy(Struct):
+    """What a copy does when its node loses the servers (a partition, not a crash)."""
+
+    # The agent stops the copy after this long without any server answering; 0 = never.
+    stop_after_disconnect: float = 0.0
+    # The server waits this long after the node goes down before it marks the copy
+    # lost and replaces it; 0 = replace at once.
+    lost_after: float = 0.0
+
+
 class Task(Struct):
     name: str
     driver: str = "process"
@@ -112,6 +128,8 @@ class Group(Struct):
     tasks: list[Task] = msgspec.field(default_factory=list)
     spread: bool = False  # prefer the emptiest node instead of binpacking
     meta: dict[str, str] = msgspec.field(default_factory=dict)
+    migrate: MigrateStrategy = msgspec.field(default_factory=MigrateStrategy)
+    disconnect: DisconnectPolicy = msgspec.field(default_factory=DisconnectPolicy)
 
     def resources(self) -> Resources:
         return Resources(
@@ -176,10 +194,13 @@ class Node(Struct):
     status: NodeStatus = "ready"
     eligible: bool = True
     drain: bool = False
+    drain_deadline: float = 0.0  # wall time after which a drain stops whatever is left; 0 none
+    drain_started: float = 0.0
     heartbeat_ttl: float = 3.0
     last_heartbeat: float = 0.0
     register_time: float = 0.0
     status_description: str = ""
+    status_time: float = 0.0  # wall time of the last status change
     revision: int = 0
 
     @property
@@ -234,6 +255,7 @@ class Allocation(Struct):
     reschedule_count: int = 0
     reschedule_after: float = 0.0  # do not replace before this time
     restart_seq: int = 0  # bumped by `alloc restart`; the agent restarts tasks when it grows
+    migrate: bool = False  # set by the drain controller: move this copy off its draining node
     create_time: float = 0.0
     modify_time: float = 0.0
     revision: int = 0

@@ -2,9 +2,11 @@
 
     reconcile(job, allocs, nodes, now)
       lost        non-terminal allocs on down or unknown nodes -> client_status lost
+                  (on a down node only after the group's disconnect.lost_after)
       stop        job stopped/purged, group removed, count lowered (highest index
                   first), duplicate indexes (newest kept), old version (destructive),
-                  migrations off draining nodes
+                  migrations off draining nodes (copies the drain controller marked:
+                  replacement first, the old copy stops once it is healthy)
       in_place    old-version allocs whose group spec is unchanged (e.g. only count
                   changed): job_version bumped, nothing restarted
       place       missing indexes, each with the alloc it replaces and why
@@ -29,8 +31,10 @@ import msgspec
 
 from podium.model.types import (
     Allocation,
+    DisconnectPolicy,
     Group,
     Job,
+    MigrateStrategy,
     Node,
     Plan,
     ReschedulePolicy,
@@ -94,12 +98,17 @@ class Reconciliation:
 
 
 def group_hash(job: Job, group: Group) -> str:
-    """What a running copy depends on: the group minus its count, rollout and
-    reschedule settings (the server's business, not the copy's). Equal hashes across
-    versions mean an alloc can be updated in place instead of replaced."""
+    """What a running copy depends on: the group minus its count, rollout, reschedule,
+    migrate and disconnect settings (the server's and agent's business, not the copy's).
+    Equal hashes across versions mean an alloc can be updated in place instead of replaced."""
     spec = (
         msgspec.structs.replace(
-            group, count=0, update=UpdateStrategy(), reschedule=ReschedulePolicy()
+            group,
+            count=0,
+            update=UpdateStrategy(),
+            reschedule=ReschedulePolicy(),
+            migrate=MigrateStrategy(),
+            disconnect=DisconnectPolicy(),
         ),
         job.type,
         job.constraints,
@@ -127,6 +136,12 @@ def reconcile(
         if a.terminal:
             continue
         node = nodes.get(a.node_id)
+        if node is not None and node.status == "down" and a.desired_status == "run":
+            wait = _lost_after(job, a)
+            if wait and now < node.status_time + wait:
+                # The group waits for its node to come back: the copy still counts.
+                rec.reschedule_later[a.id] = node.status_time + wait
+                continue
         if node is None or node.status == "down":
             why = f"node {a.node_name or a.node_id} is {'down' if node else 'gone'}"
             copy = msgspec.structs.replace(
@@ -301,18 +316,51 @@ class _Group:
                     self.stop(a, f"count lowered to {count}")
         for index in range(count):
             here = live_at.get(index)
-            if here:
-                keep = self.keep_one(here, f"index {index}")
-                if not self.update(keep):
-                    continue
-                node = self.nodes.get(keep.node_id)
-                if node is not None and node.drain and self.job.type != "batch":
-                    # Batch copies are left to finish; service copies move now.
-                    self.stop(keep, "node draining")
-                    self.place(index, "migrate", keep, reschedule_count=keep.reschedule_count)
-                continue
             prev = _newest_first(heads_at.get(index, []))
+            if here:
+                moving = [a for a in here if self.migrating(a)]
+                if moving:
+                    others = [a for a in here if not self.migrating(a)]
+                    self.migrate(index, moving, others, prev[0] if prev else None)
+                    continue
+                keep = self.keep_one(here, f"index {index}")
+                self.update(keep)
+                continue
             self.replace(index, prev[0] if prev else None)
+
+    def migrating(self, a: Allocation) -> bool:
+        """Marked by the drain controller (a few at a time: the group's migrate.max_parallel)."""
+        node = self.nodes.get(a.node_id)
+        return a.migrate and node is not None and node.drain
+
+    def migrate(
+        self,
+        index: int,
+        moving: list[Allocation],
+        others: list[Allocation],
+        prev: Allocation | None,
+    ) -> None:
+        """Move copy `index` off its draining node: the replacement starts first, and the
+        old copy stops once the replacement runs healthy. Past the drain deadline, and for
+        batch copies (marked only then), the old copy stops at once."""
+        old = self.keep_one(moving, f"index {index}")
+        node = self.nodes[old.node_id]
+        forced = self.job.type == "batch" or bool(
+            node.drain_deadline and self.now >= node.drain_deadline
+        )
+        if others:
+            new = self.keep_one(others, f"index {index}")
+            stays = self.update(new)
+            if forced or (stays and new.client_status == "running" and new.healthy is True):
+                self.stop(old, "migrated off draining node")
+            return
+        if forced:
+            self.stop(old, "node draining")
+        if old.next_alloc and prev is not None and prev.id == old.next_alloc:
+            # Its replacement failed: the group's reschedule policy paces the next try.
+            self.replace(index, prev)
+            return
+        self.place(index, "migrate", old, reschedule_count=old.reschedule_count)
 
     def system(self, allocs: list[Allocation]) -> None:
         """system: one copy on every schedulable node; count is ignored."""
@@ -349,6 +397,13 @@ class _Group:
                 index = next_index
             used.add(index)
             self.replace(index, prev, node_id=node_id)
+
+
+def _lost_after(job: Job | None, a: Allocation) -> float:
+    if job is None or job.stop:
+        return 0.0
+    group = job.group(a.group)
+    return group.disconnect.lost_after if group is not None else 0.0
 
 
 def _failed_at(a: Allocation, now: float) -> float:

@@ -399,6 +399,27 @@ class Api:
         )
         return json_response(self._node_row(node))
 
+    async def node_drain(self, req: Request) -> Response:
+        """{"enable": bool, "deadline": seconds | "1m" | null}; progress: GET the node."""
+        data = await _json_body(req)
+        if not isinstance(data, dict) or not isinstance(data.get("enable"), bool):
+            raise ValidationError([Problem("enable", "expected true or false")])
+        raw = data.get("deadline")
+        deadline: float | None = None
+        if raw is not None:
+            try:
+                deadline = float(jobspec.parse_duration(raw))
+            except (ValueError, ValidationError):
+                raise ValidationError(
+                    [Problem("deadline", f"expected a duration such as 5m, got {raw!r}")]
+                ) from None
+            if deadline <= 0:
+                raise ValidationError([Problem("deadline", "expected a positive duration")])
+        node = await node_ops.set_drain(
+            self.state, self._node(req).id, enable=data["enable"], deadline=deadline, now=self.now()
+        )
+        return json_response(self._node_row(node))
+
     async def node_allocs(self, req: Request) -> Response:
         """Blocking query: returns when the node's allocs change past `index`, or after `wait`."""
         node_id = req.path_params["id"]
@@ -481,6 +502,7 @@ ROUTES: list[tuple[str, str, str, str]] = [
     ("GET", "/v1/node/{id}", "get_node", "One node"),
     ("POST", "/v1/node/{id}/heartbeat", "heartbeat", "Heartbeat (agents)"),
     ("POST", "/v1/node/{id}/eligibility", "node_eligibility", "Enable or disable placement"),
+    ("POST", "/v1/node/{id}/drain", "node_drain", "Start or cancel a drain (progress: GET node)"),
     ("GET", "/v1/node/{id}/allocations", "node_allocs", "A node's allocations (blocking query)"),
     (
         "POST",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
-from podium.errors import NotFound
+from podium.errors import Conflict, NotFound
 from podium.model.types import Node
 from podium.runtime.clock import Clock
 from podium.server.events import event_put
@@ -20,17 +20,29 @@ from podium.store.base import Compare, Put
 
 
 class Heartbeats:
-    def __init__(self, clock: Clock) -> None:
+    """When each node was last heard from; every node counts as heard from at start.
+
+    `startup_grace` extends that: for this long after the server starts, no node is
+    older than the start plus the grace, so agents that were busy retrying a dead
+    server have time to find the new one before anyone is declared down.
+    """
+
+    def __init__(self, clock: Clock, *, startup_grace: float = 0.0) -> None:
         self.clock = clock
         self.started = clock.monotonic()
+        self.startup_grace = startup_grace
         self._seen: dict[str, float] = {}
+
+    def restart_grace(self) -> None:
+        """Count everyone as just heard from again (after this server itself stalled)."""
+        self.started = self.clock.monotonic()
 
     def beat(self, node_id: str) -> None:
         self._seen[node_id] = self.clock.monotonic()
 
     def last(self, node_id: str) -> float:
-        """Monotonic time the node was last heard from (server start if never)."""
-        return self._seen.get(node_id, self.started)
+        """Monotonic time the node was last heard from (server start + grace at the least)."""
+        return max(self._seen.get(node_id, self.started), self.started + self.startup_grace)
 
     def forget(self, node_id: str) -> None:
         self._seen.pop(node_id, None)
@@ -40,14 +52,18 @@ async def register(state: ClusterState, hb: Heartbeats, node: Node, *, now: floa
     """Create or refresh a node record; the node is `ready` from now on."""
     for _ in range(5):
         current = state.nodes.get(node.id)
+        since = current.status_time if current and current.status == "ready" else now
         new = msgspec.structs.replace(
             node,
             status="ready",
             eligible=current.eligible if current else node.eligible,
             drain=current.drain if current else node.drain,
+            drain_deadline=current.drain_deadline if current else 0.0,
+            drain_started=current.drain_started if current else 0.0,
             register_time=current.register_time if current else now,
             last_heartbeat=now,
             status_description="registered",
+            status_time=since,
             revision=0,
         )
         what = "registered" if current is None else "re-registered"
@@ -73,7 +89,9 @@ async def set_status(
     current = state.nodes.get(node_id)
     if current is None or current.status == status:
         return False
-    new = msgspec.structs.replace(current, status=status, status_description=reason, revision=0)
+    new = msgspec.structs.replace(
+        current, status=status, status_description=reason, status_time=now, revision=0
+    )
     res = await state.store.txn(
         [Compare(keys.node(node_id), "mod_rev", "=", current.revision)],
         [
@@ -106,6 +124,57 @@ async def set_eligibility(state: ClusterState, node_id: str, eligible: bool, *, 
         if res.succeeded:
             return state.nodes[node_id]
     raise NotFound(f"node {node_id} changed too often to update; retry")
+
+
+async def set_drain(
+    state: ClusterState,
+    node_id: str,
+    *,
+    enable: bool,
+    deadline: float | None,
+    now: float,
+    complete: bool = False,
+) -> Node:
+    """Start a drain (the node takes no new work; its allocs move away), or end one.
+
+    `deadline` is in seconds from now (None: no deadline). A completed drain leaves
+    the node ineligible, so nothing lands on it until an operator says so.
+    """
+    for _ in range(5):
+        current = state.nodes.get(node_id)
+        if current is None:
+            raise NotFound(f"no node {node_id!r}")
+        if enable:
+            new = msgspec.structs.replace(
+                current,
+                drain=True,
+                drain_deadline=now + deadline if deadline else 0.0,
+                drain_started=current.drain_started if current.drain else now,
+                revision=0,
+            )
+            until = f" (deadline {deadline:g}s)" if deadline else ""
+            kind, msg = "node.drain", f"node {current.name} draining{until}"
+        else:
+            new = msgspec.structs.replace(
+                current,
+                drain=False,
+                drain_deadline=0.0,
+                drain_started=0.0,
+                eligible=False if complete else current.eligible,
+                revision=0,
+            )
+            kind = "node.drain_complete" if complete else "node.drain_cancelled"
+            msg = f"node {current.name} " + (
+                "drained: nothing left, ineligible" if complete else "drain cancelled"
+            )
+        res = await state.store.txn(
+            [Compare(keys.node(node_id), "mod_rev", "=", current.revision)],
+            [_put(new, encode(new)), event_put(kind, msg, node=node_id, now=now)],
+        )
+        await state.wait_for(res.revision)
+        if res.succeeded:
+            return state.nodes[node_id]
+    raise Conflict(f"node {node_id} changed too often to update; retry")
 
 
 def _put(node: Node, body: bytes) -> Put:

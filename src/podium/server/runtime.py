@@ -2,7 +2,8 @@
 
 Server.run()
   TaskGroup: ClusterState.run (store watch) | uvicorn (HTTP API)
-             | PlacementController | NodeLivenessController | GarbageCollector
+             | PlacementController | NodeLivenessController | DrainController
+             | GarbageCollector
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 4646
     heartbeat_ttl: float = 3.0  # a node silent this long is down
+    # After a server start no node is declared down for this long on top of the TTL.
+    startup_grace: float | None = None  # None: one heartbeat TTL
     clock: Clock = field(default_factory=SystemClock)
 
 
@@ -51,6 +54,7 @@ class Server:
 
     async def run(self) -> None:
         from podium.server.app import create_app
+        from podium.server.controllers.drain import DrainController
         from podium.server.controllers.gc import GarbageCollector
         from podium.server.controllers.node_liveness import NodeLivenessController
         from podium.server.controllers.placement import PlacementController
@@ -63,7 +67,8 @@ class Server:
         if start is not None:
             await start()
         state = ClusterState(store)
-        hb = Heartbeats(cfg.clock)
+        grace = cfg.heartbeat_ttl if cfg.startup_grace is None else cfg.startup_grace
+        hb = Heartbeats(cfg.clock, startup_grace=grace)
         self.ctx = ServerContext(
             state=state,
             heartbeats=hb,
@@ -78,6 +83,7 @@ class Server:
                 await state.ready.wait()
                 tg.create_task(PlacementController(state, cfg.clock).run(), name="placement")
                 tg.create_task(NodeLivenessController(state, hb, cfg.clock).run(), name="liveness")
+                tg.create_task(DrainController(state, cfg.clock).run(), name="drain")
                 tg.create_task(GarbageCollector(state, cfg.clock).run(), name="gc")
                 tg.create_task(api.serve(sockets=[sock]), name="http")
                 while not api.started:

@@ -2,6 +2,10 @@
 
 The placement controller then sees its allocs on a down node, marks them lost
 and replaces them. A heartbeat from a down node brings it back to `ready`.
+
+Silence is only evidence when this server was listening: after the server starts,
+or after its own loop stalled (the process was stopped, or blocked for seconds),
+every node gets a fresh TTL plus grace before it can be declared down.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ log = logging.getLogger(__name__)
 class LivenessSettings:
     check_interval: float = 0.25
     grace: float = 0.0  # extra seconds past the TTL before a node is declared down
+    stall: float = 1.0  # a gap this long between checks means the server was not listening
 
 
 class NodeLivenessController:
@@ -34,6 +39,7 @@ class NodeLivenessController:
         self.heartbeats = heartbeats
         self.clock = clock
         self.settings = settings or LivenessSettings()
+        self._last_check: float | None = None
 
     async def run(self) -> None:
         await self.state.ready.wait()
@@ -43,6 +49,13 @@ class NodeLivenessController:
 
     async def check(self) -> None:
         mono = self.clock.monotonic()
+        last, self._last_check = self._last_check, mono
+        if last is not None and mono - last > self.settings.check_interval + self.settings.stall:
+            log.warning(
+                "liveness checks stalled for %.1fs: every node gets a fresh TTL", mono - last
+            )
+            self.heartbeats.restart_grace()
+            return
         for node in list(self.state.nodes.values()):
             silent = mono - self.heartbeats.last(node.id)
             if node.status == "ready" and silent > node.heartbeat_ttl + self.settings.grace:

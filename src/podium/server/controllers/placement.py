@@ -59,6 +59,10 @@ class PlacementController:
             # New capacity may unblock jobs that could not be placed.
             for key in self.state.placement_failures:
                 self._mark(key)
+            # A node that joins (or becomes schedulable) is owed a copy of each system job.
+            for job in self.state.jobs.values():
+                if job.type == "system":
+                    self._mark(job.key)
 
     def _mark(self, job_key: str) -> None:
         self._dirty.add(job_key)

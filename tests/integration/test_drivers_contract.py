@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
+from integration.docker_image import IMAGE, ensure_image, remove_containers, require_docker
 from podium.drivers.base import Driver, TaskConfig, TaskHandle
+from podium.drivers.docker import DockerDriver
 from podium.drivers.mock import MockDriver
 from podium.drivers.process import ProcessDriver
 from podium.errors import DriverError
@@ -83,15 +85,31 @@ def _mock_kit(tmp: Path) -> Kit:
     )
 
 
+def _docker_kit(tmp: Path) -> Kit:
+    require_docker()
+    ensure_image()
+    return Kit(
+        driver=DockerDriver(),
+        new_driver=DockerDriver,
+        tmp=tmp,
+        forever={"image": IMAGE, "command": "sleep", "args": ["1000"]},
+        exit_3={"image": IMAGE, "command": "sh", "args": ["-c", "exit 3"]},
+        start_error={"image": "podium-test-absent/nothing:never"},  # no such image anywhere
+    )
+
+
+KITS = {"process": _process_kit, "mock": _mock_kit, "docker": _docker_kit}
+
+
 def remove_test_cgroups(parent: str = CGROUP_PARENT) -> None:
     for d in ("memory", "cpu", ""):
         with contextlib.suppress(OSError):
             os.rmdir(os.path.join("/sys/fs/cgroup", d, parent))
 
 
-@pytest.fixture(params=["process", "mock"])
+@pytest.fixture(params=list(KITS))
 async def kit(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Kit]:
-    k = _process_kit(tmp_path) if request.param == "process" else _mock_kit(tmp_path)
+    k = KITS[request.param](tmp_path)
     try:
         yield k
     finally:
@@ -100,6 +118,9 @@ async def kit(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[K
                 await d.stop(h, timeout=0.5)
             await d.destroy(h)
         remove_test_cgroups()
+        if request.param == "docker":  # and anything a failed test left behind
+            for _, h in k.handles:
+                remove_containers(f"podium.alloc_id={h.alloc_id}")
 
 
 def roundtrip(h: TaskHandle) -> TaskHandle:

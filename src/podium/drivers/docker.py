@@ -1,0 +1,585 @@
+"""The `docker` driver: one container per task, through the Docker Engine API.
+
+    start ─ image (local │ `docker load` of image_archive │ pull) ─ create (named, labelled)
+          ─ start       (a container of that name already running: adopted, never a 2nd copy)
+    wait  ─ follow the container's logs into the task's log files until the stream ends,
+            then read the exit code (logs resume after an agent restart, or a broken
+            stream, from a cursor file, so no line is written twice)
+    stop  ─ kill with the task's signal ─ grace ─ SIGKILL
+    destroy ─ remove the container (force)
+    recover ─ by container id: a container that still exists is re-adopted, running or not
+            (an exited one reports its real exit code to the restart policy)
+
+Every container is named `podium-<task>-<alloc id>` and labelled with the alloc id, job,
+group, task and node id, so an agent that lost its state file finds its containers again.
+Ports: each label in `ports` is published on the node address as the alloc's port, with the
+same number inside the container (tasks read it from PODIUM_PORT_<LABEL>, as processes do).
+`network_mode: host` puts the container on the node's network instead (no NAT, no proxy; the
+task binds PODIUM_ADDR_<LABEL> itself, as a process does, and starts faster); `none` has none.
+Mounts: the alloc's shared dir at /alloc, the task dir at /local, plus `volumes`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import re
+import time
+from typing import Any
+
+from podium.drivers import docker_volumes
+from podium.drivers.base import (
+    ExitResult,
+    Fingerprint,
+    TaskConfig,
+    TaskHandle,
+    TaskStats,
+    parse_signal,
+)
+from podium.drivers.docker_engine import DEFAULT_SOCKET, Demux, Engine, EngineError
+from podium.errors import DriverError, TaskNotFound
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+CONFIG_FIELDS = (
+    "image",
+    "image_archive",
+    "command",
+    "args",
+    "entrypoint",
+    "labels",
+    "ports",
+    "volumes",
+    "user",
+    "work_dir",
+    "init",
+    "network_mode",
+)
+NETWORK_MODES = ("bridge", "host", "none")
+KILL_DEADLINE = 10.0
+CURSOR_EVERY = 0.5  # seconds between saves of the log cursor
+EXEC_OUTPUT_LIMIT = 4 * MIB
+LABEL_PREFIX = "podium."
+
+
+def container_name(alloc_id: str, task: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_.-]", "_", f"podium-{task}-{alloc_id}")
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _since(ts: bytes) -> str:
+    """Docker's `since` (unix seconds.nanos) for an RFC3339Nano log timestamp."""
+    text = ts.decode()
+    secs = dt.datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.UTC)
+    frac = text[20:].rstrip("Z").split("+")[0] if len(text) > 20 and text[19] == "." else "0"
+    return f"{int(secs.timestamp())}.{frac}"
+
+
+class DockerDriver:
+    name = "docker"
+
+    def __init__(
+        self,
+        *,
+        socket_path: str = DEFAULT_SOCKET,
+        host_volumes: dict[str, str] | None = None,
+    ) -> None:
+        self.engine = Engine(socket_path)
+        self.host_volumes = dict(host_volumes or {})
+
+    # ── fingerprint and config ─────────────────────────────────────────────────────────
+
+    async def fingerprint(self) -> Fingerprint:
+        if not _exists(self.engine.socket_path):
+            return Fingerprint(
+                detected=False,
+                healthy=False,
+                description=f"no docker engine: {self.engine.socket_path} does not exist",
+            )
+        try:
+            async with asyncio.timeout(3):
+                version = await self.engine.request("GET", "/version", timeout=3)
+        except (DriverError, TimeoutError) as e:
+            return Fingerprint(
+                detected=True, healthy=False, description=f"docker engine unhealthy: {e}"
+            )
+        v = str(version.get("Version", "?"))
+        return Fingerprint(
+            detected=True,
+            healthy=True,
+            description=f"docker engine {v} (API {version.get('ApiVersion', '?')})",
+            attributes={
+                "driver.docker.version": v,
+                "driver.docker.host_volumes": ",".join(sorted(self.host_volumes)),
+            },
+        )
+
+    def validate_config(self, config: dict[str, Any]) -> list[str]:
+        problems = []
+        image = config.get("image")
+        if not isinstance(image, str) or not image.strip():
+            problems.append("image: expected a non-empty string")
+        for k in ("image_archive", "command", "user", "work_dir"):
+            if k in config and (not isinstance(config[k], str) or not config[k]):
+                problems.append(f"{k}: expected a non-empty string")
+        for k in ("args", "entrypoint", "ports", "volumes"):
+            if k in config and not _strings(config[k]):
+                problems.append(f"{k}: expected a list of strings")
+        labels = config.get("labels", {})
+        if not isinstance(labels, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+        ):
+            problems.append("labels: expected a mapping of strings to strings")
+        elif any(k.startswith(LABEL_PREFIX) for k in labels):
+            problems.append(f"labels: keys starting with {LABEL_PREFIX!r} are podium's own")
+        if config.get("network_mode", "bridge") not in NETWORK_MODES:
+            problems.append(f"network_mode: expected one of {', '.join(NETWORK_MODES)}")
+        if "init" in config and not isinstance(config["init"], bool):
+            problems.append("init: expected true or false")
+        if _strings(config.get("volumes", [])):
+            for i, vol in enumerate(config.get("volumes", [])):
+                parsed = docker_volumes.parse(vol)
+                if isinstance(parsed, str):
+                    problems.append(f"volumes[{i}]: {parsed}")
+        problems += [
+            f"{k}: unknown field (expected one of {', '.join(CONFIG_FIELDS)})"
+            for k in config
+            if k not in CONFIG_FIELDS
+        ]
+        return problems
+
+    # ── start ──────────────────────────────────────────────────────────────────────────
+
+    async def start(self, cfg: TaskConfig) -> TaskHandle:
+        c = cfg.driver_config
+        problems = self.validate_config(c)
+        if problems:
+            raise DriverError("; ".join(problems))
+        await self._ensure_image(c["image"], c.get("image_archive"))
+        name = container_name(cfg.alloc_id, cfg.task)
+        body = self._create_body(cfg)
+        for _ in range(3):
+            try:
+                created = await self.engine.request(
+                    "POST", "/containers/create", params={"name": name}, body=body
+                )
+                cid = str(created["Id"])
+                break
+            except EngineError as e:
+                if e.status != 409:
+                    raise DriverError(f"image {c['image']!r}: could not create: {e}") from e
+            adopted = await self._adopt(name, cfg)
+            if adopted is not None:
+                return adopted
+        else:
+            raise DriverError(f"container {name} exists and could not be replaced")
+        try:
+            await self.engine.request("POST", f"/containers/{cid}/start")
+        except EngineError as e:
+            with contextlib.suppress(EngineError):
+                await self.engine.request(
+                    "DELETE", f"/containers/{cid}", params={"force": "1", "v": "1"}
+                )
+            raise DriverError(f"image {c['image']!r}: could not start: {e}") from e
+        return await self._handle(cid, cfg, name)
+
+    async def _adopt(self, name: str, cfg: TaskConfig) -> TaskHandle | None:
+        """A container of this task already exists (the agent lost its state): adopt it if
+        it runs; otherwise remove it so a fresh one can be made. Never two copies."""
+        try:
+            info = await self.engine.request("GET", f"/containers/{name}/json")
+        except EngineError as e:
+            if e.status == 404:
+                return None
+            raise
+        labels = info.get("Config", {}).get("Labels") or {}
+        if info.get("State", {}).get("Running") and labels.get("podium.alloc_id") == cfg.alloc_id:
+            log.warning("task %s: adopting its running container %s", cfg.task, info["Id"][:12])
+            return await self._handle(str(info["Id"]), cfg, name)
+        await self.engine.request(
+            "DELETE", f"/containers/{info['Id']}", params={"force": "1", "v": "1"}
+        )
+        return None
+
+    async def _handle(self, cid: str, cfg: TaskConfig, name: str) -> TaskHandle:
+        pid = 0
+        with contextlib.suppress(EngineError):
+            info = await self.engine.request("GET", f"/containers/{cid}/json")
+            pid = int(info.get("State", {}).get("Pid") or 0)
+        return TaskHandle(
+            driver=self.name,
+            alloc_id=cfg.alloc_id,
+            task=cfg.task,
+            state={
+                "id": cid,
+                "name": name,
+                "pid": pid,
+                "stdout": cfg.stdout_path,
+                "stderr": cfg.stderr_path,
+            },
+            started_at=time.time(),
+        )
+
+    async def _ensure_image(self, image: str, archive: str | None) -> None:
+        try:
+            await self.engine.request("GET", f"/images/{image}/json")
+            return
+        except EngineError as e:
+            if e.status != 404:
+                raise
+        if archive:
+            try:
+                data = await asyncio.to_thread(_read_bytes, archive)
+            except OSError as e:
+                raise DriverError(f"image_archive: cannot read {archive}: {e}") from e
+            await self.engine.request(
+                "POST", "/images/load", params={"quiet": "1"}, content=data, timeout=300
+            )
+            try:
+                await self.engine.request("GET", f"/images/{image}/json")
+                return
+            except EngineError as e:
+                raise DriverError(
+                    f"image_archive: {archive} was loaded but holds no image {image!r}"
+                ) from e
+        repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
+        try:
+            # A pull reports failure in its body stream, so check for the image afterwards.
+            await self.engine.request(
+                "POST",
+                "/images/create",
+                params={"fromImage": repo, "tag": tag or "latest"},
+                timeout=300,
+            )
+            await self.engine.request("GET", f"/images/{image}/json")
+        except EngineError as e:
+            raise DriverError(
+                f"image: {image!r} is not present locally and could not be pulled ({e}); "
+                "load it first or set image_archive"
+            ) from e
+
+    def _create_body(self, cfg: TaskConfig) -> dict[str, Any]:
+        c = cfg.driver_config
+        env = dict(cfg.env)
+        if env.get("PATH") == os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"):
+            del env["PATH"]  # the agent's own PATH, not the user's: let the image's win
+        env["PODIUM_ALLOC_DIR"], env["PODIUM_TASK_DIR"] = "/alloc", "/local"
+        alloc_root = os.path.dirname(cfg.alloc_dir.rstrip("/"))
+        os.makedirs(cfg.alloc_dir, exist_ok=True)
+        os.makedirs(cfg.task_dir, exist_ok=True)
+        binds = [f"{cfg.alloc_dir}:/alloc:rw", f"{cfg.task_dir}:/local:rw"]
+        binds += docker_volumes.resolve(
+            list(c.get("volumes", [])),
+            task_dir=cfg.task_dir,
+            alloc_root=alloc_root,
+            host_volumes=self.host_volumes,
+        )
+        mode = c.get("network_mode", "bridge")
+        address = cfg.env.get("PODIUM_IP", "127.0.0.1")
+        exposed: dict[str, Any] = {}
+        bindings: dict[str, Any] = {}
+        for label in c.get("ports", []):
+            key = f"PODIUM_PORT_{label.upper().replace('-', '_')}"
+            if key not in cfg.env:
+                raise DriverError(f"ports: the group's network declares no port {label!r}")
+            port = cfg.env[key]
+            if mode == "bridge":  # on the host's network the task binds the node port itself
+                exposed[f"{port}/tcp"] = {}
+                bindings[f"{port}/tcp"] = [{"HostIp": address, "HostPort": port}]
+        labels = {
+            **c.get("labels", {}),
+            **cfg.labels,
+            "podium.node_id": cfg.env.get("PODIUM_NODE_ID", ""),
+            "podium.stdout": cfg.stdout_path,
+            "podium.stderr": cfg.stderr_path,
+        }
+        body: dict[str, Any] = {
+            "Image": c["image"],
+            "Env": [f"{k}={v}" for k, v in env.items()],
+            "Labels": labels,
+            "ExposedPorts": exposed,
+            "HostConfig": {
+                "NetworkMode": mode,
+                "Binds": binds,
+                "PortBindings": bindings,
+                "Memory": cfg.memory_mb * MIB,
+                "MemorySwap": cfg.memory_mb * MIB,  # no swap beyond the limit
+                "CpuShares": max(2, cfg.cpu),
+                "Init": bool(c.get("init", True)),  # signals forwarded, zombies reaped
+                "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "2"}},
+            },
+        }
+        if "command" in c:
+            body["Cmd"] = [c["command"], *c.get("args", [])]
+        elif "args" in c:
+            body["Cmd"] = list(c["args"])
+        if "entrypoint" in c:
+            body["Entrypoint"] = list(c["entrypoint"])
+        if "user" in c:
+            body["User"] = c["user"]
+        if "work_dir" in c:
+            body["WorkingDir"] = c["work_dir"]
+        return body
+
+    # ── wait, logs ─────────────────────────────────────────────────────────────────────
+
+    async def wait(self, handle: TaskHandle) -> ExitResult:
+        # The log stream ends when the container stops, so following it is the wait: one
+        # connection per running container. A stream that broke off while the container
+        # runs (engine restarting, unreachable) is resumed from the cursor; the engine
+        # being away never fails the task, which keeps running without us.
+        attempt = 0
+        while True:
+            await self._pump_logs(handle)
+            try:
+                st = await self._state(handle)
+            except EngineError as e:
+                delay = min(5.0, 0.2 * 2**attempt)
+                attempt += 1
+                log.warning("task %s: %s; retrying in %.1fs", handle.task, e, delay)
+                await asyncio.sleep(delay)
+                continue
+            if st is None:
+                return ExitResult(error="container is gone")
+            if not (st.get("Running") or st.get("Restarting")):
+                break
+            attempt = 0
+            await asyncio.sleep(0.05)
+        code = int(st.get("ExitCode", -1))
+        sig = code - 128 if 128 < code <= 128 + 64 else None
+        return ExitResult(exit_code=code, signal=sig, oom_killed=bool(st.get("OOMKilled")))
+
+    async def _pump_logs(self, handle: TaskHandle) -> None:
+        """Copy the container's stdout/stderr into the task's files, from the saved cursor on."""
+        st = handle.state
+        out_path, err_path = str(st.get("stdout", "")), str(st.get("stderr", ""))
+        if not out_path or not err_path:
+            return
+        cursor_path = out_path + ".cursor"
+        last = _read_cursor(cursor_path)
+        params = {"follow": "1", "stdout": "1", "stderr": "1", "timestamps": "1"}
+        if last:
+            with contextlib.suppress(ValueError):
+                params["since"] = _since(last)
+        fds = {1: _open_log(out_path), 2: _open_log(err_path)}
+        saved, saved_at = last, time.monotonic()
+        try:
+            async with self.engine.stream(
+                "GET", f"/containers/{_cid(handle)}/logs", params=params
+            ) as r:
+                demux = Demux()
+                async for chunk in r.aiter_raw():
+                    for kind, payload in demux.feed(chunk):
+                        ts, _, line = payload.partition(b" ")
+                        if last and ts <= last:
+                            continue  # written before the agent restarted
+                        os.write(fds.get(kind, fds[1]), line)
+                        last = ts
+                    if last != saved and time.monotonic() - saved_at > CURSOR_EVERY:
+                        _save_cursor(cursor_path, last)
+                        saved, saved_at = last, time.monotonic()
+        except EngineError as e:
+            if e.status != 404:
+                log.warning("task %s: log stream ended: %s", handle.task, e)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+            if last != saved:
+                _save_cursor(cursor_path, last)
+
+    # ── stop, destroy, inspect, recover ────────────────────────────────────────────────
+
+    async def stop(
+        self, handle: TaskHandle, *, signal: str = "SIGTERM", timeout: float = 5.0
+    ) -> None:
+        sig = parse_signal(signal)
+        cid = _cid(handle)
+        if not await self._kill(cid, str(sig)):
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._wait_stopped(cid, timeout)
+            return
+        except TimeoutError:
+            pass
+        await self._kill(cid, "SIGKILL")
+        try:
+            async with asyncio.timeout(KILL_DEADLINE):
+                await self._wait_stopped(cid, KILL_DEADLINE)
+        except TimeoutError:
+            raise DriverError(
+                f"container {cid[:12]} survived SIGKILL for {KILL_DEADLINE:g}s"
+            ) from None
+
+    async def _kill(self, cid: str, sig: str) -> bool:
+        """False when there is nothing left to signal."""
+        try:
+            await self.engine.request("POST", f"/containers/{cid}/kill", params={"signal": sig})
+            return True
+        except EngineError as e:
+            if e.status in (404, 409):  # gone, or not running
+                return False
+            raise
+
+    async def _wait_stopped(self, cid: str, timeout: float) -> None:
+        with contextlib.suppress(EngineError):
+            await self.engine.request(
+                "POST",
+                f"/containers/{cid}/wait",
+                params={"condition": "not-running"},
+                timeout=timeout + 1,
+            )
+
+    async def destroy(self, handle: TaskHandle) -> None:
+        try:
+            await self.engine.request(
+                "DELETE", f"/containers/{_cid(handle)}", params={"force": "1", "v": "1"}
+            )
+        except EngineError as e:
+            if e.status not in (404, 409):  # 409: removal already in progress
+                raise
+
+    async def _state(self, handle: TaskHandle) -> dict[str, Any] | None:
+        try:
+            info = await self.engine.request("GET", f"/containers/{_cid(handle)}/json")
+        except EngineError as e:
+            if e.status == 404:
+                return None
+            raise
+        return dict(info.get("State") or {})
+
+    async def inspect(self, handle: TaskHandle) -> bool:
+        st = await self._state(handle)
+        return bool(st and st.get("Running"))
+
+    async def recover(self, handle: TaskHandle) -> bool:
+        # An exited container is still re-adopted: wait() then reports how it ended.
+        return await self._state(handle) is not None
+
+    async def list_handles(self, node_id: str) -> list[TaskHandle]:
+        """Every podium container of this node, as handles (for the agent's orphan sweep)."""
+        filters = json.dumps({"label": [f"podium.node_id={node_id}"]})
+        found = await self.engine.request(
+            "GET", "/containers/json", params={"all": "1", "filters": filters}
+        )
+        out = []
+        for c in found or []:
+            lb = c.get("Labels") or {}
+            out.append(
+                TaskHandle(
+                    driver=self.name,
+                    alloc_id=lb.get("podium.alloc_id", ""),
+                    task=lb.get("podium.task", ""),
+                    state={
+                        "id": c["Id"],
+                        "name": (c.get("Names") or [""])[0].lstrip("/"),
+                        "stdout": lb.get("podium.stdout", ""),
+                        "stderr": lb.get("podium.stderr", ""),
+                    },
+                )
+            )
+        return out
+
+    # ── stats, exec ────────────────────────────────────────────────────────────────────
+
+    async def stats(self, handle: TaskHandle) -> TaskStats:
+        try:
+            s = await self.engine.request(
+                "GET", f"/containers/{_cid(handle)}/stats", params={"stream": "false"}
+            )
+        except EngineError as e:
+            if e.status == 404:
+                raise TaskNotFound(f"task {handle.task}: container is gone") from e
+            raise
+        cpu, pre = s.get("cpu_stats") or {}, s.get("precpu_stats") or {}
+        cpu_delta = (cpu.get("cpu_usage", {}).get("total_usage", 0) or 0) - (
+            pre.get("cpu_usage", {}).get("total_usage", 0) or 0
+        )
+        sys_delta = (cpu.get("system_cpu_usage") or 0) - (pre.get("system_cpu_usage") or 0)
+        cpus = cpu.get("online_cpus") or len(cpu.get("cpu_usage", {}).get("percpu_usage") or [1])
+        percent = cpu_delta / sys_delta * cpus * 100 if sys_delta > 0 and cpu_delta > 0 else 0.0
+        mem = s.get("memory_stats") or {}
+        stat = mem.get("stats") or {}
+        cache = stat.get("total_inactive_file", stat.get("inactive_file", 0)) or 0
+        used = max(0, int(mem.get("usage", 0) or 0) - int(cache))
+        pids = int((s.get("pids_stats") or {}).get("current", 0) or 0)
+        return TaskStats(cpu_percent=round(percent, 2), memory_bytes=used, pids=pids)
+
+    async def exec(
+        self, handle: TaskHandle, command: list[str], *, timeout: float = 30.0
+    ) -> tuple[int, bytes]:
+        if not command:
+            raise DriverError("command: expected a non-empty list of strings")
+        cid = _cid(handle)
+        try:
+            created = await self.engine.request(
+                "POST",
+                f"/containers/{cid}/exec",
+                body={"Cmd": command, "AttachStdout": True, "AttachStderr": True},
+            )
+        except EngineError as e:
+            if e.status in (404, 409):
+                raise TaskNotFound(f"task {handle.task} is not running") from e
+            raise
+        eid = created["Id"]
+        buf = bytearray()
+        try:
+            async with asyncio.timeout(timeout):
+                async with self.engine.stream(
+                    "POST", f"/exec/{eid}/start", body={"Detach": False, "Tty": False}
+                ) as r:
+                    demux = Demux()
+                    async for chunk in r.aiter_raw():
+                        for _, payload in demux.feed(chunk):
+                            if len(buf) < EXEC_OUTPUT_LIMIT:
+                                buf += payload[: EXEC_OUTPUT_LIMIT - len(buf)]
+        except TimeoutError:
+            raise DriverError(f"exec: {command[0]} timed out after {timeout:g}s") from None
+        info = await self.engine.request("GET", f"/exec/{eid}/json")
+        code = info.get("ExitCode")
+        return (int(code) if code is not None else -1), bytes(buf)
+
+
+def _cid(handle: TaskHandle) -> str:
+    cid = handle.state.get("id")
+    if not isinstance(cid, str) or not cid:
+        raise DriverError(f"docker handle: bad state {handle.state!r}")
+    return cid
+
+
+def _open_log(path: str) -> int:
+    # O_APPEND, as the process driver: the rotator truncates the file in place.
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+
+
+def _save_cursor(path: str, ts: bytes) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(ts)
+    os.replace(tmp, path)
+
+
+def _exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _read_cursor(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read().strip()
+    except OSError:
+        return b""

@@ -464,7 +464,7 @@ def test_docker_job_on_a_node_without_engine_is_not_placed(tmp_path: Path) -> No
         res = c.cli("job", "run", str(spec), timeout=30)
         out = res.stdout + res.stderr
         assert res.returncode != 0, out
-        assert "filtered by driver" in out and "Traceback" not in out, out
+        assert "filtered by driver (driver docker" in out and "Traceback" not in out, out
         assert "0/1 nodes fit" in out, out
     finally:
         c.stop()

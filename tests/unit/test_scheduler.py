@@ -105,7 +105,7 @@ def test_node_status_filter() -> None:
     assert nodes_of(plan) == ["ok", "ok"] and not plan.failures
     [f] = plan_for(bad, make_job(count=2)).failures
     assert (f.unplaced, f.nodes_evaluated, f.nodes_filtered) == (2, 4, {"node-status": 4})
-    assert f.message == "0/4 nodes fit: 4 filtered by node-status"
+    assert f.message == "0/4 nodes fit: 4 filtered by node-status (e.g. node is down)"
 
 
 def test_driver_filter_needs_detected_and_healthy() -> None:
@@ -137,7 +137,10 @@ def test_failure_message_orders_reasons_by_count() -> None:
     nodes.append(make_node("z", labels={"zone": "b"}))
     job = make_job(memory=500, constraints=[c("${node.labels.zone}", "!=", "b")])
     [f] = plan_for(nodes, job).failures
-    assert f.message == "0/5 nodes fit: 4 exhausted on memory, 1 filtered by constraints"
+    assert f.message == (
+        "0/5 nodes fit: 4 exhausted on memory, "
+        "1 filtered by constraints (constraint ${node.labels.zone} != b failed)"
+    )
     assert (f.nodes_exhausted, f.nodes_filtered) == ({"memory": 4}, {"constraints": 1})
 
 

@@ -204,12 +204,13 @@ class Registry:
 class Stats:
     """Why nodes were rejected during one pass over the cluster."""
 
-    __slots__ = ("evaluated", "exhausted", "filtered")
+    __slots__ = ("evaluated", "exhausted", "filtered", "reasons")
 
     def __init__(self) -> None:
         self.evaluated = 0
         self.filtered: dict[str, int] = {}  # filter name -> nodes
         self.exhausted: dict[str, int] = {}  # resource -> nodes
+        self.reasons: dict[str, str] = {}  # filter name -> the first reason it gave
 
     def reject(self, plugin: str, status: Status) -> None:
         if status.code is Code.EXHAUSTED:
@@ -217,6 +218,12 @@ class Stats:
             self.exhausted[key] = self.exhausted.get(key, 0) + 1
         else:
             self.filtered[plugin] = self.filtered.get(plugin, 0) + 1
+            if status.reason:
+                seen = self.reasons.get(plugin)
+                if seen is None:
+                    self.reasons[plugin] = status.reason
+                elif seen != status.reason and not seen.startswith("e.g. "):
+                    self.reasons[plugin] = "e.g. " + seen  # nodes failed it differently
 
     def merge(self, other: Stats) -> None:
         self.evaluated += other.evaluated
@@ -224,13 +231,18 @@ class Stats:
             self.filtered[k] = self.filtered.get(k, 0) + v
         for k, v in other.exhausted.items():
             self.exhausted[k] = self.exhausted.get(k, 0) + v
+        for k, why in other.reasons.items():
+            self.reasons.setdefault(k, why)
 
     def message(self, fit: int) -> str:
         """E.g. "0/5000 nodes fit: 4990 exhausted on memory, 10 filtered by constraints"."""
         if not self.evaluated:
             return "no nodes in the cluster"
         parts = [(n, f"{n} exhausted on {r}") for r, n in self.exhausted.items()]
-        parts += [(n, f"{n} filtered by {f}") for f, n in self.filtered.items()]
+        parts += [
+            (n, f"{n} filtered by {f}" + (f" ({self.reasons[f]})" if f in self.reasons else ""))
+            for f, n in self.filtered.items()
+        ]
         parts.sort(key=lambda p: (-p[0], p[1]))
         why = ", ".join(text for _, text in parts)
         return f"{fit}/{self.evaluated} nodes fit" + (f": {why}" if why else "")

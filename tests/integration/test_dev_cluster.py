@@ -194,3 +194,29 @@ def test_alloc_logs_exec_restart_and_stop(dev_cluster: DevCluster) -> None:
     )
     stopped = dev_cluster.cli_json("alloc", "status", short)
     assert stopped["desired_status"] == "stop" and stopped["client_status"] == "complete"
+
+
+def test_lost_agent_state_adopts_running_processes(tmp_path: Path) -> None:
+    """kill -9, then the agent's state file is lost too: the processes still running are
+    found by their identity and adopted, none started twice."""
+    c = DevCluster(tmp_path / "dev").start()
+    try:
+        c.cli("job", "run", WEB, check=True, timeout=60)
+        before = {a["id"]: a["pids"]["server"] for a in _running(c, "web")}
+        c.kill9()
+        state_file = c.data_dir / "agent" / "agent-state.json"
+        assert state_file.exists()
+        state_file.unlink()
+        c.start()
+        wait_until(
+            lambda: len(_running(c, "web")) == 3 and all(a["healthy"] for a in _running(c, "web")),
+            timeout=30,
+            what="3 healthy copies again",
+        )
+        after = {a["id"]: a["pids"]["server"] for a in _running(c, "web")}
+        assert after == before, "the same processes, adopted"
+        live = [p for p in c.task_processes() if p.status() != psutil.STATUS_ZOMBIE]
+        assert sorted(p.pid for p in live) == sorted(before.values())
+    finally:
+        c.stop()
+        c.kill_leftovers()

@@ -318,3 +318,32 @@ async def test_v2_membership_and_kill() -> None:
                 break
             await asyncio.sleep(0.02)
     assert removed
+
+
+async def test_lost_handle_start_adopts_the_running_process(hx: Harness) -> None:
+    """An agent that lost its state file starts the task again: the driver must adopt the
+    process still running, never run a second copy."""
+    cfg, h = await hx.start({"command": "sleep", "args": ["1000"]})
+    pid = int(h.state["pid"])
+    fresh = ProcessDriver(
+        cgroup_parent=CGROUP_PARENT, use_cgroups=hx.driver.cgroups().version != "none"
+    )
+    again = await fresh.start(cfg)
+    hx.handles.append((fresh, again))
+    assert int(again.state["pid"]) == pid
+    same_task = [
+        p
+        for p in psutil.process_iter()
+        if _env(p).get("PODIUM_ALLOC_ID") == cfg.alloc_id and p.status() != psutil.STATUS_ZOMBIE
+    ]
+    assert [p.pid for p in same_task] == [pid]
+    assert await fresh.inspect(again)
+    await fresh.stop(again, timeout=1)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def _env(p: psutil.Process) -> dict[str, str]:
+    try:
+        return p.environ()
+    except (psutil.Error, OSError):
+        return {}

@@ -454,6 +454,12 @@ class ProcessDriver:
         args: list[str] = list(cfg.driver_config.get("args", []))
         cwd = _work_dir(cfg)
         env = _task_env(cfg.env)
+        # The task's identity rides in its environment: how a lost task is found again.
+        env.setdefault("PODIUM_ALLOC_ID", cfg.alloc_id)
+        env.setdefault("PODIUM_TASK", cfg.task)
+        adopted = self._adopt(cfg, cwd)
+        if adopted is not None:
+            return adopted
         cg = self._make_cgroup(cfg)
         data_limit = None if cg else _data_limit(cfg.memory_mb)
         oom_base = cg.oom_kills() if cg else 0  # before the task can run: a reused cgroup counts on
@@ -492,7 +498,49 @@ class ProcessDriver:
         self._tasks[_key(handle)] = _Task(proc=proc, env=env)
         return handle
 
-    def _make_cgroup(self, cfg: TaskConfig) -> TaskCgroup | None:
+    def _adopt(self, cfg: TaskConfig, cwd: str) -> TaskHandle | None:
+        """A live process of this very task (an agent that lost its state file starts it
+        again): adopt it rather than run a second copy. It is found in the task's cgroup,
+        or, without cgroups, by the alloc and task in its environment; of those, the one
+        leading its own process group whose parent is not one of them is the task."""
+        cg = self._make_cgroup(cfg, kill_leftovers=False)
+        pids = cg.procs() if cg is not None else psutil.pids()
+        mine: dict[int, psutil.Process] = {}
+        for pid in pids:
+            try:
+                p = psutil.Process(pid)
+                env = p.environ()
+            except (psutil.Error, OSError):
+                continue
+            if env.get("PODIUM_ALLOC_ID") == cfg.alloc_id and env.get("PODIUM_TASK") == cfg.task:
+                mine[pid] = p
+        leaders = []
+        for pid, p in mine.items():
+            try:
+                if os.getpgid(pid) == pid and p.ppid() not in mine and p.is_running():
+                    leaders.append((p.create_time(), pid))
+            except (psutil.Error, OSError):
+                continue
+        if not leaders:
+            if cg is not None and cg.procs():
+                cg.kill_members()  # leftovers of an earlier run that was never destroyed
+            return None
+        create_time, pid = min(leaders)
+        log.warning(
+            "task %s of alloc %s: adopting its running process %d", cfg.task, cfg.alloc_id[:8], pid
+        )
+        state = _State(pid, pid, create_time, cwd, cg, cg.oom_kills() if cg else 0)
+        handle = TaskHandle(
+            driver=self.name,
+            alloc_id=cfg.alloc_id,
+            task=cfg.task,
+            state=state.dump(),
+            started_at=create_time,
+        )
+        self._tasks[_key(handle)] = _Task(proc=None, env=None)
+        return handle
+
+    def _make_cgroup(self, cfg: TaskConfig, *, kill_leftovers: bool = True) -> TaskCgroup | None:
         cgroups = self.cgroups()
         if cgroups.version == "none":
             return None
@@ -502,7 +550,7 @@ class ProcessDriver:
         except OSError as e:
             log.warning("task %s: no cgroup (%s); limiting memory with rlimits", cfg.task, e)
             return None
-        if cg.procs():  # leftovers of an earlier run that was never destroyed
+        if kill_leftovers and cg.procs():  # leftovers of an earlier run never destroyed
             cg.kill_members()
         return cg
 

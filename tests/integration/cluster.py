@@ -42,8 +42,37 @@ def wait_until(
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+class ApiAndCli:
+    """Calls to a running cluster's API and CLI; the cluster class provides `addr`."""
+
+    @property
+    def addr(self) -> str:
+        raise NotImplementedError
+
+    def api(self, method: str, path: str, **kw: Any) -> Any:
+        r = httpx.request(method, self.addr + path, timeout=10, **kw)
+        r.raise_for_status()
+        return r.json()
+
+    def cli(
+        self, *args: str, timeout: float = 60.0, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PODIUM_ADDR": self.addr, "COLUMNS": "200"}
+        res = subprocess.run(
+            [*PODIUM, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(
+                f"podium {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
+            )
+        return res
+
+    def cli_json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--json", check=True).stdout)
+
+
 @dataclass
-class DevCluster:
+class DevCluster(ApiAndCli):
     data_dir: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -75,27 +104,6 @@ class DevCluster:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
-
-    def api(self, method: str, path: str, **kw: Any) -> Any:
-        r = httpx.request(method, self.addr + path, timeout=10, **kw)
-        r.raise_for_status()
-        return r.json()
-
-    def cli(
-        self, *args: str, timeout: float = 60.0, check: bool = False
-    ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PODIUM_ADDR": self.addr, "COLUMNS": "200"}
-        res = subprocess.run(
-            [*PODIUM, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout
-        )
-        if check and res.returncode != 0:
-            raise AssertionError(
-                f"podium {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
-            )
-        return res
-
-    def cli_json(self, *args: str) -> Any:
-        return json.loads(self.cli(*args, "--json", check=True).stdout)
 
     def kill9(self) -> None:
         assert self.proc is not None

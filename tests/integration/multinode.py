@@ -13,7 +13,6 @@ every process the cluster started, tasks included.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -25,7 +24,7 @@ from typing import Any
 import httpx
 import psutil
 
-from integration.cluster import PODIUM, ROOT, free_port, wait_until
+from integration.cluster import PODIUM, ROOT, ApiAndCli, free_port, wait_until
 
 
 def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -131,7 +130,7 @@ class AgentProc:
 
 
 @dataclass
-class MultiNodeCluster:
+class MultiNodeCluster(ApiAndCli):
     base_dir: Path
     heartbeat_ttl: float = 2.0
     port: int = field(default_factory=free_port)
@@ -228,27 +227,6 @@ class MultiNodeCluster:
         for a in self.agents:
             out += f"\n----- {a.name} -----\n" + a.logs()[-4000:]
         return out[-20000:]
-
-    def api(self, method: str, path: str, **kw: Any) -> Any:
-        r = httpx.request(method, self.addr + path, timeout=10, **kw)
-        r.raise_for_status()
-        return r.json()
-
-    def cli(
-        self, *args: str, timeout: float = 60.0, check: bool = False
-    ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PODIUM_ADDR": self.addr, "COLUMNS": "200"}
-        res = subprocess.run(
-            [*PODIUM, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout
-        )
-        if check and res.returncode != 0:
-            raise AssertionError(
-                f"podium {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
-            )
-        return res
-
-    def cli_json(self, *args: str) -> Any:
-        return json.loads(self.cli(*args, "--json", check=True).stdout)
 
     def node_addresses(self) -> dict[str, str]:
         return {n["id"]: n["address"] for n in self.api("GET", "/v1/nodes")}

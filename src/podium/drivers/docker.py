@@ -39,6 +39,8 @@ from podium.drivers.base import (
     TaskHandle,
     TaskStats,
     parse_signal,
+    refuse_invalid,
+    unknown_fields,
 )
 from podium.drivers.docker_engine import DEFAULT_SOCKET, Demux, Engine, EngineError
 from podium.errors import DriverError, TaskNotFound
@@ -149,20 +151,14 @@ class DockerDriver:
                 parsed = docker_volumes.parse(vol)
                 if isinstance(parsed, str):
                     problems.append(f"volumes[{i}]: {parsed}")
-        problems += [
-            f"{k}: unknown field (expected one of {', '.join(CONFIG_FIELDS)})"
-            for k in config
-            if k not in CONFIG_FIELDS
-        ]
+        problems += unknown_fields(config, CONFIG_FIELDS)
         return problems
 
     # ── start ──────────────────────────────────────────────────────────────────────────
 
     async def start(self, cfg: TaskConfig) -> TaskHandle:
         c = cfg.driver_config
-        problems = self.validate_config(c)
-        if problems:
-            raise DriverError("; ".join(problems))
+        refuse_invalid(self, c)
         await self._ensure_image(c["image"], c.get("image_archive"))
         name = container_name(cfg.alloc_id, cfg.task)
         body = self._create_body(cfg)

@@ -25,6 +25,8 @@ from podium.drivers.base import (
     TaskHandle,
     TaskStats,
     parse_signal,
+    refuse_invalid,
+    unknown_fields,
 )
 from podium.errors import DriverError, TaskNotFound
 
@@ -86,18 +88,12 @@ class MockDriver:
                 problems.append(f"{k}: expected a string")
         if not isinstance(config.get("fail_stop", False), bool):
             problems.append("fail_stop: expected true or false")
-        problems += [
-            f"{k}: unknown field (expected one of {', '.join(CONFIG_FIELDS)})"
-            for k in config
-            if k not in CONFIG_FIELDS
-        ]
+        problems += unknown_fields(config, CONFIG_FIELDS)
         return problems
 
     async def start(self, cfg: TaskConfig) -> TaskHandle:
         c = cfg.driver_config
-        problems = self.validate_config(c)
-        if problems:
-            raise DriverError("; ".join(problems))
+        refuse_invalid(self, c)
         if c.get("start_error"):
             raise DriverError(str(c["start_error"]))
         if c.get("stdout"):

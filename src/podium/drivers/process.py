@@ -34,6 +34,8 @@ from podium.drivers.base import (
     TaskHandle,
     TaskStats,
     parse_signal,
+    refuse_invalid,
+    unknown_fields,
 )
 from podium.errors import DriverError, TaskNotFound
 
@@ -439,17 +441,11 @@ class ProcessDriver:
         wd = config.get("work_dir")
         if wd is not None and (not isinstance(wd, str) or not wd):
             problems.append("work_dir: expected a non-empty string")
-        problems += [
-            f"{k}: unknown field (expected one of {', '.join(CONFIG_FIELDS)})"
-            for k in config
-            if k not in CONFIG_FIELDS
-        ]
+        problems += unknown_fields(config, CONFIG_FIELDS)
         return problems
 
     async def start(self, cfg: TaskConfig) -> TaskHandle:
-        problems = self.validate_config(cfg.driver_config)
-        if problems:
-            raise DriverError("; ".join(problems))
+        refuse_invalid(self, cfg.driver_config)
         command: str = cfg.driver_config["command"]
         args: list[str] = list(cfg.driver_config.get("args", []))
         cwd = _work_dir(cfg)

@@ -1,0 +1,70 @@
+"""What the proxy is told: endpoints of a service, how to balance to them, ingress routes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from podium.errors import Problem
+
+Mode = Literal["tcp", "http"]
+Policy = Literal["round_robin", "weighted", "least_conn"]
+
+MODES: tuple[str, ...] = ("tcp", "http")
+POLICIES: tuple[str, ...] = ("round_robin", "weighted", "least_conn")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One healthy copy of a service."""
+
+    id: str  # alloc id: stable identity across updates
+    host: str
+    port: int
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    mode: Mode = "tcp"
+    policy: Policy = "round_robin"
+    connect_timeout: float = 1.0
+    request_timeout: float = 30.0  # http: the whole response; tcp: idle time
+    retries: int = 2  # connect failures always; http idempotent requests on 502/503/504
+    retry_budget: float = 0.2  # retries at most this share of requests (plus a small floor)
+    breaker_failures: int = 5  # consecutive transport failures open an endpoint's breaker
+    breaker_open_for: float = 5.0  # then one half-open probe
+    outlier_max_ejected: float = 0.5  # never eject more than this share (never all)
+    outlier_failures: int = 5  # consecutive 5xx responses eject an endpoint (http)
+    outlier_eject_for: float = 10.0  # first ejection; doubles on each repeat, up to 10x
+
+    def problems(self) -> list[Problem]:
+        """Every problem with this config, each naming its field."""
+        out: list[Problem] = []
+        if self.mode not in MODES:
+            out.append(Problem("mode", f"expected one of {', '.join(MODES)}, got {self.mode!r}"))
+        if self.policy not in POLICIES:
+            out.append(
+                Problem("policy", f"expected one of {', '.join(POLICIES)}, got {self.policy!r}")
+            )
+        for name in ("connect_timeout", "request_timeout", "breaker_open_for", "outlier_eject_for"):
+            if not getattr(self, name) > 0:
+                out.append(Problem(name, "expected a positive number of seconds"))
+        for name in ("retries", "breaker_failures", "outlier_failures"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < (0 if name == "retries" else 1):
+                out.append(Problem(name, f"expected an integer >= {0 if name == 'retries' else 1}"))
+        if not 0 <= self.retry_budget <= 1:
+            out.append(Problem("retry_budget", "expected a share between 0 and 1"))
+        if not 0 <= self.outlier_max_ejected < 1:
+            out.append(Problem("outlier_max_ejected", "expected a share in [0, 1)"))
+        return out
+
+
+@dataclass(frozen=True)
+class Route:
+    """Ingress: the longest matching path prefix wins; a named host beats any host."""
+
+    service: str
+    host: str = ""  # "" = any host (compared without port, case-insensitive)
+    path_prefix: str = "/"

@@ -1,0 +1,718 @@
+"""L7: HTTP/1.1 framing over asyncio Protocols, pooled kept-alive upstream connections.
+
+Bytes pass through untouched: a request or response head is searched (a few
+`bytes.find` calls on its lowered copy) only for what framing needs
+(Content-Length, Transfer-Encoding: chunked, Connection, and Host for ingress),
+never parsed into objects or re-encoded. One exchange per client connection at a
+time: pipelined requests wait in the buffer and go out one after another.
+
+    HTTPDownstream ── request ──► Balancer.pick ─► EndpointState.idle (pool) or connect
+          ▲                                            │
+          └──────────── response bytes ◄── HTTPUpstream ┘ (back to the pool when framed)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+
+from podium.proxy.balancer import Balancer, EndpointState
+from podium.proxy.listener import Listener
+
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+MAX_HEAD = 64 * 1024
+BUFFER_BODY = 1024 * 1024  # request bodies up to this are buffered whole, so they can be retried
+PIPELINE_MAX = 256 * 1024  # read-ahead while a request is in flight, before pausing the client
+POOL_MAX = 512  # idle connections kept per endpoint
+
+# HTTPUpstream states
+IDLE, HEAD, LENGTH, CHUNKED, UNTIL_CLOSE, TUNNEL = range(6)
+
+REASONS = {
+    400: b"Bad Request",
+    404: b"Not Found",
+    431: b"Request Header Fields Too Large",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+class ProtocolError(Exception):
+    pass
+
+
+def error_response(status: int, message: str, *, close: bool) -> bytes:
+    body = (message + "\n").encode()
+    head = b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n" % (
+        status,
+        REASONS[status],
+        len(body),
+    )
+    return head + (b"connection: close\r\n\r\n" if close else b"\r\n") + body
+
+
+def header_value(lower: bytes, name: bytes) -> bytes | None:
+    """The value of header `name` (given as b'\\r\\nname:') in a lowered head, or None."""
+    i = lower.find(name)
+    if i < 0:
+        return None
+    j = lower.find(b"\r\n", i + 2)
+    return lower[i + len(name) : j].strip()
+
+
+class ChunkScanner:
+    """Finds where a chunked body ends, across reads, without copying the data."""
+
+    __slots__ = ("line", "remaining", "state")
+
+    SIZE, DATA, DATA_CRLF, TRAILER = range(4)
+
+    def __init__(self) -> None:
+        self.state = self.SIZE
+        self.remaining = 0
+        self.line = b""
+
+    def feed(self, data: bytes, start: int) -> int:
+        """Index just past the end of the body in `data`, or -1 if it goes on."""
+        i, n = start, len(data)
+        while i < n:
+            state = self.state
+            if state == self.DATA or state == self.DATA_CRLF:
+                take = min(self.remaining, n - i)
+                i += take
+                self.remaining -= take
+                if self.remaining == 0:
+                    if state == self.DATA:
+                        self.state, self.remaining = self.DATA_CRLF, 2
+                    else:
+                        self.state = self.SIZE
+                continue
+            j = data.find(b"\n", i)
+            if j < 0:
+                self.line += data[i:]
+                if len(self.line) > 8192:
+                    raise ProtocolError("chunk line too long")
+                return -1
+            line = self.line + data[i:j] if self.line else data[i:j]
+            self.line = b""
+            i = j + 1
+            if state == self.SIZE:
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise ProtocolError("bad chunk size") from None
+                if size < 0:
+                    raise ProtocolError("bad chunk size")
+                if size == 0:
+                    self.state = self.TRAILER
+                else:
+                    self.state, self.remaining = self.DATA, size
+            elif not line.strip():
+                return i  # the empty line after the (possibly empty) trailer
+        return -1
+
+
+class HTTPUpstream(asyncio.Protocol):
+    """One connection to an endpoint; serves one exchange at a time, then waits in the pool."""
+
+    __slots__ = ("buf", "chunks", "down", "ep", "keep", "remaining", "state", "transport")
+
+    def __init__(self, ep: EndpointState) -> None:
+        self.ep = ep
+        self.down: HTTPDownstream | None = None
+        self.state = IDLE
+        self.buf = b""
+        self.remaining = 0
+        self.chunks: ChunkScanner | None = None
+        self.keep = True
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def send(self, down: HTTPDownstream, data: bytes) -> None:
+        self.down = down
+        self.state = HEAD
+        self.keep = True
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        d = self.down
+        if d is None:
+            # nothing was asked: a broken server; this connection cannot be trusted
+            self.abort()
+            return
+        state = self.state
+        if state == LENGTH:
+            n = len(data)
+            remaining = self.remaining
+            if n < remaining:
+                self.remaining = remaining - n
+                d.transport.write(data)
+                return
+            self.remaining = 0
+            if n == remaining:
+                d.transport.write(data)
+            else:
+                d.transport.write(data[:remaining])
+                self.keep = False  # the server said more than it framed
+            self._done(d)
+            return
+        if state == HEAD:
+            self._head(d, self.buf + data if self.buf else data)
+            return
+        if state == CHUNKED:
+            assert self.chunks is not None
+            try:
+                end = self.chunks.feed(data, 0)
+            except ProtocolError:
+                d.abort_exchange(self)
+                return
+            if end < 0:
+                d.transport.write(data)
+                return
+            if end < len(data):
+                d.transport.write(data[:end])
+                self.keep = False
+            else:
+                d.transport.write(data)
+            self._done(d)
+            return
+        d.transport.write(data)  # UNTIL_CLOSE or TUNNEL
+
+    def _head(self, d: HTTPDownstream, buf: bytes) -> None:
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_HEAD:
+                d.abort_exchange(self)
+                return
+            self.buf = buf
+            return
+        self.buf = b""
+        if buf[:5] != b"HTTP/":
+            d.abort_exchange(self)
+            return
+        try:
+            status = int(buf[9:12])
+        except ValueError:
+            d.abort_exchange(self)
+            return
+        head_end = end + 4
+        if status < 200:
+            d.sent = True
+            if status == 101:
+                self.state = TUNNEL
+                self.keep = False
+                d.transport.write(buf)
+                d.tunnel = True
+                return
+            d.transport.write(buf[:head_end])  # 100 Continue and friends; the real head follows
+            if len(buf) > head_end:
+                self._head(d, buf[head_end:])
+            return
+        if 502 <= status <= 504 and d.retry_on_status(self, status):
+            return
+        lower = buf[12 : end + 2].lower()
+        conn = header_value(lower, b"\r\nconnection:")
+        if buf[5:8] == b"1.1":
+            keep = conn is None or b"close" not in conn
+        else:
+            keep = conn is not None and b"keep-alive" in conn
+        d.response_started(self, status)
+        if d.head_req or status == 204 or status == 304:
+            length = 0
+        else:
+            te = header_value(lower, b"\r\ntransfer-encoding:")
+            if te is not None and b"chunked" in te:
+                self.keep = keep
+                self.state = CHUNKED
+                self.chunks = chunks = ChunkScanner()
+                try:
+                    stop = chunks.feed(buf, head_end)
+                except ProtocolError:
+                    d.abort_exchange(self)
+                    return
+                if stop < 0:
+                    d.transport.write(buf)
+                    return
+                if stop < len(buf):
+                    d.transport.write(buf[:stop])
+                    self.keep = False
+                else:
+                    d.transport.write(buf)
+                self._done(d)
+                return
+            cl = header_value(lower, b"\r\ncontent-length:")
+            if cl is None:
+                self.state = UNTIL_CLOSE  # framed by the server closing
+                self.keep = False
+                d.close_after = True
+                d.transport.write(buf)
+                return
+            try:
+                length = int(cl)
+            except ValueError:
+                d.abort_exchange(self)
+                return
+        self.keep = keep
+        total = head_end + length
+        have = len(buf)
+        if have == total:
+            d.transport.write(buf)
+        elif have < total:
+            d.transport.write(buf)
+            self.state = LENGTH
+            self.remaining = total - have
+            return
+        else:
+            d.transport.write(buf[:total])
+            self.keep = False
+        self._done(d)
+
+    def _done(self, d: HTTPDownstream) -> None:
+        self.down = None
+        self.state = IDLE
+        d.exchange_done(self, self.keep)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.keep = False
+        d = self.down
+        if d is None:
+            try:
+                self.ep.idle.remove(self)
+            except ValueError:
+                pass
+            return
+        self.down = None
+        state = self.state
+        self.state = IDLE
+        if state == UNTIL_CLOSE:
+            d.exchange_done(self, False)
+        elif state == TUNNEL:
+            d.transport.close()
+        else:
+            d.upstream_lost(self, state == HEAD and not self.buf)
+
+    def pause_writing(self) -> None:
+        if self.down is not None:
+            self.down.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.down is not None:
+            self.down.transport.resume_reading()
+
+    def abort(self) -> None:
+        self.down = None
+        self.keep = False
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class HTTPDownstream(asyncio.Protocol):
+    """A client connection: frames requests, sends each to an endpoint, relays the answer."""
+
+    __slots__ = (
+        "attempts",
+        "balancer",
+        "buf",
+        "busy",
+        "chunks",
+        "close_after",
+        "closed",
+        "deadline",
+        "ep",
+        "head_req",
+        "idempotent",
+        "listener",
+        "loop",
+        "paused",
+        "req",
+        "req_more",
+        "sent",
+        "status",
+        "t0",
+        "transport",
+        "tried",
+        "tunnel",
+        "up",
+    )
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.loop = listener.loop
+        self.balancer: Balancer | None = listener.balancer
+        self.buf = b""
+        self.busy = False
+        self.closed = False
+        self.paused = False
+        self.close_after = False
+        self.tunnel = False
+        self.up: HTTPUpstream | None = None
+        self.ep: EndpointState | None = None
+        self.req = b""
+        self.req_more = 0  # body bytes still to come: n, or -1 for chunked
+        self.chunks: ChunkScanner | None = None
+        self.idempotent = False
+        self.head_req = False
+        self.sent = False  # response bytes went to the client: no retry after that
+        self.status = 0
+        self.attempts = 0
+        self.tried: list[EndpointState] | None = None
+        self.t0 = 0.0
+        self.deadline = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.listener.conns.add(self)
+        if self.balancer is not None:
+            m = self.balancer.service.metrics
+            m.connections += 1
+            m.active += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.listener.conns.discard(self)
+        if self.listener.balancer is not None:
+            self.listener.balancer.service.metrics.active -= 1
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.abort()  # mid-exchange: the connection cannot go back to the pool
+        if self.ep is not None:
+            self.ep.active -= 1
+            self.ep = None
+
+    def pause_writing(self) -> None:
+        if self.up is not None and self.up.transport is not None:
+            self.up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.up is not None and self.up.transport is not None:
+            self.up.transport.resume_reading()
+
+    # -- requests ---------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.busy:
+            if self.tunnel:
+                if self.up is not None and self.up.transport is not None:
+                    self.up.transport.write(data)
+                return
+            if self.req_more:
+                data = self._body_more(data)
+                if not data:
+                    return
+            self.buf += data
+            if len(self.buf) > PIPELINE_MAX and not self.paused:
+                self.paused = True
+                self.transport.pause_reading()
+            return
+        self.buf = self.buf + data if self.buf else data
+        self._next()
+
+    def _next(self) -> None:
+        buf = self.buf
+        while buf[:2] == b"\r\n":  # stray empty lines between requests are allowed
+            buf = buf[2:]
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            self.buf = buf
+            if len(buf) > MAX_HEAD:
+                self._reject(431, "request head too large")
+            return
+        line_end = buf.find(b"\r\n")
+        sp1 = buf.find(b" ", 0, line_end)
+        sp2 = buf.find(b" ", sp1 + 1, line_end)
+        if sp1 <= 0 or sp2 < 0:
+            self._reject(400, "malformed request line")
+            return
+        version = buf[sp2 + 1 : line_end]
+        lower = buf[line_end : end + 2].lower()
+        conn = header_value(lower, b"\r\nconnection:") if b"\r\nconnection:" in lower else None
+        if version == b"HTTP/1.1":
+            self.close_after = conn is not None and b"close" in conn
+        elif version == b"HTTP/1.0":
+            self.close_after = conn is None or b"keep-alive" not in conn
+        else:
+            self._reject(400, "unsupported HTTP version")
+            return
+        head_end = end + 4
+        balancer = self.balancer
+        router = self.listener.router
+        if router is not None:
+            host = header_value(lower, b"\r\nhost:") or b""
+            service = router.match(host, buf[sp1 + 1 : sp2])
+            if service is None:
+                self._reject(404, "no route", close=True)
+                return
+            balancer = self.listener.balancer_for(service)
+        assert balancer is not None
+        cl = header_value(lower, b"\r\ncontent-length:") if b"\r\ncontent-l" in lower else None
+        te = header_value(lower, b"\r\ntransfer-encoding:") if b"\r\ntransfer-e" in lower else None
+        req_more = 0
+        if te is not None:
+            if cl is not None or not te.endswith(b"chunked"):
+                self._reject(400, "bad transfer-encoding")  # refuse what smuggling needs
+                return
+            self.chunks = chunks = ChunkScanner()
+            try:
+                stop = chunks.feed(buf, head_end)
+            except ProtocolError:
+                self._reject(400, "bad chunked body")
+                return
+            if stop < 0:
+                req, rest, req_more = buf, b"", -1
+            else:
+                req, rest = buf[:stop], buf[stop:]
+        elif cl is not None:
+            try:
+                length = int(cl)
+                if length < 0:
+                    raise ValueError
+            except ValueError:
+                self._reject(400, "bad content-length")
+                return
+            total = head_end + length
+            have = len(buf)
+            if have >= total:
+                req, rest = (buf, b"") if have == total else (buf[:total], buf[total:])
+            elif length <= BUFFER_BODY:
+                self.buf = buf  # wait for the whole body: small bodies can be retried
+                return
+            else:
+                req, rest, req_more = buf, b"", total - have
+        else:
+            req, rest = (buf, b"") if len(buf) == head_end else (buf[:head_end], buf[head_end:])
+        method = buf[:sp1]
+        self.buf = rest
+        self.req = req
+        self.req_more = req_more
+        self.idempotent = req_more == 0 and method in IDEMPOTENT
+        self.head_req = method == b"HEAD"
+        self.balancer = balancer
+        self.busy = True
+        self.sent = False
+        self.attempts = 0
+        self.tried = None
+        self.status = 0
+        self.t0 = t0 = self.loop.time()
+        self.deadline = t0 + balancer.config.request_timeout
+        balancer.budget.on_request()
+        self._dispatch(balancer, t0)
+
+    def _body_more(self, data: bytes) -> bytes:
+        """Stream more of a large or chunked request body; return what follows it."""
+        if self.req_more > 0:
+            if len(data) <= self.req_more:
+                part, rest = data, b""
+            else:
+                part, rest = data[: self.req_more], data[self.req_more :]
+            self.req_more -= len(part)
+        else:
+            assert self.chunks is not None
+            try:
+                stop = self.chunks.feed(data, 0)
+            except ProtocolError:
+                self.transport.abort()
+                return b""
+            if stop < 0:
+                part, rest = data, b""
+            else:
+                part, rest = data[:stop], data[stop:]
+                self.req_more = 0
+        up = self.up
+        if up is not None and up.transport is not None:
+            up.transport.write(part)
+        else:
+            self.req += part
+        return rest
+
+    def _dispatch(self, balancer: Balancer, now: float) -> None:
+        ep = balancer.pick(now, self.tried or ())
+        if ep is None:
+            self._answer(503, "no healthy endpoint")
+            return
+        ep.active += 1
+        self.ep = ep
+        idle = ep.idle
+        while idle:
+            up = idle.pop()
+            t = up.transport
+            if t is not None and not t.is_closing():
+                self.up = up
+                up.send(self, self.req)
+                return
+        self.listener.spawn(self._connect(balancer, ep))
+
+    async def _connect(self, balancer: Balancer, ep: EndpointState) -> None:
+        up = HTTPUpstream(ep)
+        try:
+            async with asyncio.timeout(balancer.config.connect_timeout):
+                await self.loop.create_connection(lambda: up, ep.endpoint.host, ep.endpoint.port)
+        except (OSError, TimeoutError):
+            balancer.failure(ep, self.loop.time())
+            if self.ep is ep:
+                self._attempt_failed(ep, 502, "connect failed", connect=True)
+            return
+        if self.ep is not ep or self.closed:
+            up.abort()  # the client left (or timed out) while we connected
+            return
+        self.up = up
+        up.send(self, self.req)
+
+    def _attempt_failed(self, ep: EndpointState, status: int, why: str, *, connect: bool) -> None:
+        ep.active -= 1
+        self.ep = None
+        self.up = None
+        balancer = self.balancer
+        assert balancer is not None
+        self.attempts += 1
+        now = self.loop.time()
+        if (
+            not self.sent
+            and self.attempts <= balancer.config.retries
+            and (connect or (self.idempotent and balancer.budget.try_spend(now)))
+        ):
+            balancer.service.metrics.retries += 1
+            if self.tried is None:
+                self.tried = [ep]
+            else:
+                self.tried.append(ep)
+            self._dispatch(balancer, now)
+            return
+        self._answer(status, why)
+
+    def retry_on_status(self, up: HTTPUpstream, status: int) -> bool:
+        """A 502/503/504 head arrived: retry elsewhere if allowed (the answer is dropped)."""
+        balancer = self.balancer
+        assert balancer is not None
+        if (
+            not self.idempotent
+            or self.attempts >= balancer.config.retries
+            or not balancer.budget.try_spend(self.loop.time())
+        ):
+            return False
+        ep = self.ep
+        assert ep is not None
+        balancer.response(ep, status, self.loop.time())
+        up.abort()  # its body is unread: cheaper to drop than to drain
+        self.up = None
+        ep.active -= 1
+        self.ep = None
+        self.attempts += 1
+        balancer.service.metrics.retries += 1
+        if self.tried is None:
+            self.tried = [ep]
+        else:
+            self.tried.append(ep)
+        self._dispatch(balancer, self.loop.time())
+        return True
+
+    def response_started(self, up: HTTPUpstream, status: int) -> None:
+        self.sent = True
+        self.status = status
+        if self.ep is not None and self.balancer is not None:
+            self.balancer.response(self.ep, status, self.loop.time())
+
+    def exchange_done(self, up: HTTPUpstream, keep: bool) -> None:
+        ep = self.ep
+        self.up = None
+        self.ep = None
+        balancer = self.balancer
+        assert balancer is not None
+        balancer.service.metrics.observe(self.loop.time() - self.t0, self.status >= 500)
+        if ep is not None:
+            ep.active -= 1
+            idle = ep.idle
+            if keep and not ep.removed and len(idle) < POOL_MAX:
+                idle.append(up)
+            else:
+                up.abort()
+        else:
+            up.abort()
+        self._finish()
+
+    def _finish(self) -> None:
+        self.busy = False
+        if self.req_more:
+            self.close_after = True  # the rest of the request body would read as a request
+        if self.close_after:
+            self.transport.close()
+            return
+        if self.listener.router is not None:
+            self.balancer = None
+        if self.paused:
+            self.paused = False
+            self.transport.resume_reading()
+        if self.buf:
+            self._next()
+
+    def upstream_lost(self, up: HTTPUpstream, before_response: bool) -> None:
+        ep = self.ep
+        if ep is None:
+            return
+        balancer = self.balancer
+        assert balancer is not None
+        if before_response and not self.sent:
+            balancer.failure(ep, self.loop.time())
+            self._attempt_failed(ep, 502, "endpoint closed the connection", connect=False)
+            return
+        self.abort_exchange(up)
+
+    def abort_exchange(self, up: HTTPUpstream) -> None:
+        """The endpoint broke the response: there is no honest way to go on with this client."""
+        up.abort()
+        ep = self.ep
+        if ep is not None and self.balancer is not None:
+            self.balancer.failure(ep, self.loop.time())
+        if not self.sent and ep is not None:
+            self._attempt_failed(ep, 502, "bad response from endpoint", connect=False)
+            return
+        if self.balancer is not None:
+            self.balancer.service.metrics.observe(self.loop.time() - self.t0, True)
+        self.transport.abort()
+
+    # -- answers of our own ------------------------------------------------------
+
+    def _answer(self, status: int, message: str) -> None:
+        """Answer the request in flight ourselves (no endpoint, failed, timed out)."""
+        balancer = self.balancer
+        assert balancer is not None
+        self.status = status
+        balancer.service.metrics.observe(self.loop.time() - self.t0, True)
+        self.transport.write(error_response(status, message, close=self.close_after))
+        self._finish()
+
+    def _reject(self, status: int, message: str, *, close: bool = True) -> None:
+        """A request we will not forward: answer and close (its body would be misread)."""
+        self.buf = b""
+        self.transport.write(error_response(status, message, close=close))
+        self.transport.close()
+
+    # -- housekeeping ------------------------------------------------------------
+
+    def sweep(self, now: float) -> None:
+        if not self.busy or now < self.deadline or self.tunnel:
+            return
+        ep = self.ep
+        up = self.up
+        balancer = self.balancer
+        if ep is None or balancer is None:
+            return
+        if up is not None:
+            self.up = None
+            up.abort()
+        balancer.failure(ep, now)
+        if self.sent:
+            self.ep = None
+            ep.active -= 1
+            balancer.service.metrics.observe(now - self.t0, True)
+            self.transport.abort()
+            return
+        self.sent = True  # no retry after the time is up
+        self._attempt_failed(ep, 504, "endpoint timed out", connect=False)
+
+    def shut(self) -> None:
+        self.transport.abort()

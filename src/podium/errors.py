@@ -6,8 +6,10 @@ PodiumError
 ├── Conflict             a revision guard failed or the object exists (409)
 ├── PlacementError       the scheduler could not place work (422 from `job run`)
 ├── StoreError           the store failed (503); retryable
-│   └── Compacted        a watch asked for history the store no longer keeps: re-list
+│   ├── Compacted        a watch asked for history the store no longer keeps: re-list
+│   └── StoreUnavailable the store cannot be reached in time (etcd down, no leader)
 ├── Unavailable          a dependency is down (503); retryable
+│   └── NotLeader        a leader-only write from a server that no longer leads (fenced)
 └── DriverError          a driver could not start/stop a task
     └── TaskNotFound     the task's process or container is gone
 """
@@ -69,9 +71,18 @@ class Compacted(StoreError):
         super().__init__(f"revision {requested} is compacted (oldest kept is {oldest}); re-list")
 
 
+class StoreUnavailable(StoreError):
+    """The store did not answer in time. For a write the outcome is unknown: re-read
+    (or retry a guarded write) rather than assume it failed."""
+
+
 class Unavailable(PodiumError):
     status_code = 503
     retryable = True
+
+
+class NotLeader(Unavailable):
+    """This server lost (or never had) the leadership its write was fenced by."""
 
 
 class DriverError(PodiumError):

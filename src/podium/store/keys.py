@@ -7,7 +7,14 @@ JOB_VERSIONS = "/jobversions/"
 ALLOCS = "/allocs/"
 NODES = "/nodes/"
 EVENTS = "/events/"
+DEPLOYMENTS = "/deployments/"
 META = "/meta/"
+# Several servers: who leads (a key on the leader's lease), who is up, shared heartbeats,
+# and remembered results of retried writes.
+LEADER = "/leader"
+MEMBERS = "/members/"
+HEARTBEATS = "/heartbeats/"
+IDEMPOTENCY = "/idempotency/"
 
 
 def job(namespace: str, name: str) -> str:
@@ -22,6 +29,10 @@ def job_versions(namespace: str, name: str) -> str:
     return f"{JOB_VERSIONS}{namespace}/{name}/"
 
 
+def deployment(namespace: str, job: str, version: int) -> str:
+    return f"{DEPLOYMENTS}{namespace}/{job}/{version:010d}"
+
+
 def alloc(alloc_id: str) -> str:
     return f"{ALLOCS}{alloc_id}"
 
@@ -32,3 +43,15 @@ def node(node_id: str) -> str:
 
 def event(seq: int) -> str:
     return f"{EVENTS}{seq:020d}"
+
+
+def member(server_id: str) -> str:
+    return f"{MEMBERS}{server_id}"
+
+
+def heartbeat(node_id: str) -> str:
+    return f"{HEARTBEATS}{node_id}"
+
+
+def idempotency(key: str) -> str:
+    return f"{IDEMPOTENCY}{key}"

@@ -1,0 +1,99 @@
+"""Node heartbeats that every server sees: one store lease per node.
+
+With several servers an agent's heartbeats land on whichever server it reaches, but
+only the leader judges liveness. So a heartbeat renews the node's lease in the store:
+
+    agent --heartbeat--> any server --lease_keepalive--> /heartbeats/<node> (TTL = node TTL)
+    every server: watch /heartbeats/  put -> heard now;  delete (lease expired) -> silent
+
+A keepalive is cheap in etcd (no new revision), so the cost is one small call per
+heartbeat; a write happens only when a node's lease is (re)created. The leader's
+liveness check reads `last()` as before: a node whose key is present was heard just
+now; one whose key expired was last heard a TTL before it went. A new leader calls
+`restart_grace()`, so every node gets a TTL of grace before it is judged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from podium.errors import Compacted, NotFound, PodiumError
+from podium.runtime.clock import Clock
+from podium.server.nodes import Heartbeats
+from podium.store import keys
+from podium.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+class HeartbeatLeases(Heartbeats):
+    def __init__(self, store: Store, clock: Clock, *, ttl: float, startup_grace: float) -> None:
+        super().__init__(clock, startup_grace=startup_grace)
+        self.store = store
+        self.ttl = ttl
+        self._leases: dict[str, int] = {}  # node -> the lease this server renews for it
+        self._present: set[str] = set()  # nodes whose heartbeat key exists
+        self._gone: dict[str, float] = {}  # node -> monotonic time its key expired
+        self.ready = asyncio.Event()
+
+    async def record(self, node_id: str) -> None:
+        self.beat(node_id)
+        lease = self._leases.get(node_id)
+        if lease:
+            try:
+                await self.store.lease_keepalive(lease)
+                return
+            except NotFound:
+                self._leases.pop(node_id, None)
+        key = keys.heartbeat(node_id)
+        kv = await self.store.get(key)
+        if kv is not None and kv.lease:  # another server made it: renew that one
+            try:
+                await self.store.lease_keepalive(kv.lease)
+                self._leases[node_id] = kv.lease
+                return
+            except NotFound:
+                pass
+        lease = await self.store.lease_grant(self.ttl)
+        await self.store.put(key, b"", lease=lease)
+        self._leases[node_id] = lease
+
+    def last(self, node_id: str) -> float:
+        now = self.clock.monotonic()
+        if node_id in self._present:
+            heard = now
+        elif node_id in self._gone:
+            heard = self._gone[node_id] - self.ttl  # its lease ran a full TTL without a beat
+        else:
+            heard = self.started
+        return max(heard, self.started + self.startup_grace)
+
+    def forget(self, node_id: str) -> None:
+        super().forget(node_id)
+        self._leases.pop(node_id, None)
+
+    async def run(self) -> None:
+        """Follow /heartbeats/ (re-listing after a compaction or a store outage)."""
+        while True:
+            try:
+                kvs, rev = await self.store.list(keys.HEARTBEATS)
+                present = {kv.key[len(keys.HEARTBEATS) :] for kv in kvs}
+                for node_id in self._present - present:
+                    self._gone[node_id] = self.clock.monotonic()
+                self._present = present
+                self.ready.set()
+                async for ev in self.store.watch(keys.HEARTBEATS, start_rev=rev + 1):
+                    node_id = ev.kv.key[len(keys.HEARTBEATS) :]
+                    if ev.type == "put":
+                        self._present.add(node_id)
+                        self._gone.pop(node_id, None)
+                    else:
+                        self._present.discard(node_id)
+                        self._gone[node_id] = self.clock.monotonic()
+                        self._leases.pop(node_id, None)
+            except Compacted:
+                log.info("heartbeat watch compacted; re-listing")
+            except (PodiumError, OSError) as e:
+                log.warning("heartbeat watch failed (%s); retrying", e)
+                await asyncio.sleep(0.5)

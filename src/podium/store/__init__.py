@@ -3,7 +3,7 @@
     base.py    the interface (get, list, guarded put/delete, txn, watch, leases)
     memory.py  in-process backend for tests
     sqlite.py  the embedded default: one file, WAL, batched commits
-    etcd.py    (later) the HA backend
+    etcd.py    the HA backend: an etcd v3 cluster over gRPC
 
 Nothing above the store knows which backend it runs on. `open_store(url)` picks one.
 """
@@ -26,11 +26,16 @@ __all__ = [
 
 def open_store(url: str) -> Store:
     """`memory://` -> MemoryStore; `sqlite:///abs/file.db`, `sqlite://rel/file.db` or a
-    plain path -> SQLiteStore (the file and its folder are created if missing)."""
+    plain path -> SQLiteStore (the file and its folder are created if missing);
+    `etcd://h1:p1,h2:p2[/prefix]` -> EtcdStore (keys under /podium unless a prefix)."""
     # Imported here so that importing the interface never drags in a backend.
     from podium.store.memory import MemoryStore
     from podium.store.sqlite import SQLiteStore
 
+    if url.startswith("etcd://"):
+        from podium.store.etcd import EtcdStore
+
+        return EtcdStore.from_url(url)
     if url.startswith("memory://"):
         return MemoryStore()
     if url.startswith("sqlite://"):
@@ -40,6 +45,6 @@ def open_store(url: str) -> Store:
     elif url and "://" not in url:
         return SQLiteStore(url)
     raise ValueError(
-        f"unsupported store url {url!r}: expected memory://, sqlite:///path/to/file.db "
-        "or a plain file path"
+        f"unsupported store url {url!r}: expected memory://, sqlite:///path/to/file.db, "
+        "etcd://host:port[,host:port...] or a plain file path"
     )

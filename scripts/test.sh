@@ -15,6 +15,11 @@ echo "==> docker engine"
 if bash scripts/ensure-docker.sh; then
   export PODIUM_REQUIRE_DOCKER=1
 fi
+echo "==> etcd"
+# Installs etcd-server where we are root; once `etcd` runs, the etcd tests must run.
+if bash scripts/ensure-etcd.sh; then
+  export PODIUM_REQUIRE_ETCD=1
+fi
 echo "==> pytest"
 set +e
 .venv/bin/pytest -q -p no:cacheprovider "$@"

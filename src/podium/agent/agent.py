@@ -3,6 +3,7 @@
 Agent.run()
   TaskGroup: heartbeat | watch (blocking query -> sync) | reporter (batched updates)
              | log rotation | agent HTTP (logs, exec) | one AllocRunner per alloc
+             | ProxyManager (upstream listeners, ingress, service watches)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from podium.agent import fingerprint
 from podium.agent.alloc_runner import AllocHooks, AllocRunner
 from podium.agent.disconnect import Contact, DisconnectWatch
 from podium.agent.local_state import LocalState
+from podium.agent.proxy_manager import ProxyManager
 from podium.api.client import AsyncClient
 from podium.drivers.base import Driver, TaskHandle
 from podium.errors import NotFound, PodiumError
@@ -57,6 +59,8 @@ class AgentConfig:
     port_max: int = 32000
     watch_wait: float = 30.0
     report_interval: float = 0.05
+    ingress_addr: str = ""  # HOST:PORT of the HTTP ingress; "" = none
+    ingress_fallback: bool = False  # a taken ingress port: take a free one instead of failing
 
 
 class Agent:
@@ -76,6 +80,12 @@ class Agent:
         self._jobs: dict[tuple[str, str, int], Job] = {}
         self._tg: asyncio.TaskGroup | None = None
         self.contact = Contact(SystemClock())  # when a server last answered
+        self.proxies = ProxyManager(
+            self.client,
+            ingress_addr=config.ingress_addr,
+            ingress_fallback=config.ingress_fallback,
+            watch_wait=config.watch_wait,
+        )
 
     # -------------------------------------------------------------- identity
 
@@ -128,6 +138,7 @@ class Agent:
                 )
                 self.node = await self._fingerprint(await http_ready)
                 tg.create_task(self.logs.run(), name="log-rotation")
+                tg.create_task(self.proxies.run(), name="proxy")
                 await self._register()
                 tg.create_task(self._heartbeat_loop(), name="heartbeat")
                 tg.create_task(self._reporter_loop(), name="reporter")
@@ -231,7 +242,7 @@ class Agent:
                     await self._start_runner(a)
                 continue
             if a.desired_status == "stop":
-                self._spawn(runner.stop(reason=a.desired_reason or "stop requested"))
+                self._spawn(runner.stop(reason=a.desired_reason or "stop requested", drain=True))
             elif a.restart_seq > runner.restart_seq:
                 runner.restart_seq = a.restart_seq
                 self._spawn(runner.restart())
@@ -262,6 +273,8 @@ class Agent:
                 AllocHooks(report=self._report, save=self.local.set_alloc),
                 recovered=self.local.allocs.get(a.id),
             )
+            upstreams = [u for t in runner.group.tasks for u in t.upstreams]
+            await self.proxies.ensure(a.id, a.namespace, upstreams)
         except (PodiumError, ValueError, OSError) as e:
             log.error("cannot run alloc %s: %s", a.id[:8], e)
             self._report(
@@ -294,6 +307,7 @@ class Agent:
             for t in runner.tasks.values():
                 self.logs.remove(t.cfg.stdout_path)
                 self.logs.remove(t.cfg.stderr_path)
+            await self.proxies.release(runner.alloc.id)
 
     async def _stop_orphan(self, alloc_id: str, handles: dict[str, TaskHandle]) -> None:
         for handle in handles.values():

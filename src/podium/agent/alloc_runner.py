@@ -273,10 +273,16 @@ class AllocRunner:
             for c in self.checks:
                 tg.create_task(c.run())
 
-    async def stop(self, *, reason: str = "stop requested") -> None:
+    async def stop(self, *, reason: str = "stop requested", drain: bool = False) -> None:
+        """Stop every task. With `drain` (the server stopped the alloc, so it has left the
+        catalog already) wait the group's shutdown_delay first: clients move away."""
         if self._stop_requested:
             return
         self._stop_requested = True
+        delay = self.group.shutdown_delay
+        if drain and delay > 0 and self.client_status == "running":
+            log.info("alloc %s: shutdown_delay %.1fs before stopping", self.alloc.id[:8], delay)
+            await asyncio.sleep(delay)
         log.info("stopping alloc %s (%s): %s", self.alloc.id[:8], self.alloc.name, reason)
         await asyncio.gather(*(r.stop() for r in self.tasks.values()), return_exceptions=True)
 

@@ -101,8 +101,14 @@ def create_agent_app(agent: Agent) -> Starlette:
     async def health(req: Request) -> Response:
         return _json({"node": agent.node.id if agent.node else "", "allocs": len(agent.runners)})
 
+    async def metrics(req: Request) -> Response:
+        # Prometheus text: the proxy's per-service requests, errors, latency, retries.
+        text = agent.proxies.proxy.metrics_text()
+        return Response(text, media_type="text/plain; version=0.0.4")
+
     return Starlette(
         routes=[
+            Route("/v1/metrics", metrics),
             Route("/v1/agent/health", health),
             Route("/v1/agent/alloc/{id}/logs", logs),
             Route("/v1/agent/alloc/{id}/exec", exec_, methods=["POST"]),

@@ -153,6 +153,15 @@ class Client:
     def events(self, **params: Any) -> Any:
         return self.request("GET", "/v1/events", params=params)
 
+    # services
+    def services(self, *, namespace: str | None = None) -> Any:
+        params = {"namespace": namespace} if namespace else {}
+        return self.request("GET", "/v1/services", params=params)
+
+    def service(self, name: str, *, namespace: str = "default", tag: str = "") -> Any:
+        params = {"namespace": namespace, **({"tag": tag} if tag else {})}
+        return self.request("GET", f"/v1/service/{name}", params=params)
+
     def status(self) -> Any:
         return self.request("GET", "/v1/status")
 
@@ -213,6 +222,21 @@ class AsyncClient:
             f"/v1/node/{node_id}/allocations/status",
             content=msgspec.json.encode(updates),
             headers={"content-type": "application/json"},
+        )
+
+    async def services(self, *, index: int, wait: float) -> Any:
+        """Blocking query on the service listing: {"index", "services": [...]}."""
+        return await self.request(
+            "GET", "/v1/services", params={"index": index, "wait": f"{wait}s"}, timeout=wait + 10
+        )
+
+    async def service(self, namespace: str, name: str, *, index: int, wait: float) -> Any:
+        """Blocking query on one service: {"index", "endpoints": [...]}."""
+        return await self.request(
+            "GET",
+            f"/v1/service/{name}",
+            params={"namespace": namespace, "index": index, "wait": f"{wait}s"},
+            timeout=wait + 10,
         )
 
     async def job_version(self, namespace: str, name: str, version: int) -> Any:

@@ -41,6 +41,7 @@ from podium.model.types import (
     Constraint,
     DisconnectPolicy,
     Group,
+    Ingress,
     Job,
     MigrateStrategy,
     NetworkSpec,
@@ -51,6 +52,7 @@ from podium.model.types import (
     ServiceSpec,
     Task,
     UpdateStrategy,
+    Upstream,
 )
 
 JOB_TYPES = ("service", "batch", "system", "cron")
@@ -67,6 +69,8 @@ SIGNALS = frozenset(s.name for s in signal.Signals)
 SERVER_FIELDS = ("version", "stop", "submit_time", "revision")  # set by the server; accepted
 
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
 _NAME_RULE = "of 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit"
 _PORT_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -292,11 +296,13 @@ def canonicalize(raw: dict[str, Any]) -> dict[str, Any]:
     - update: max_parallel 1, min_healthy_time 5s, healthy_deadline 5m, canary 0,
       auto_revert and auto_promote false.
     - migrate (drains): max_parallel 1. disconnect: stop_after_disconnect 0 (never),
-      lost_after 0 (replace copies on a down node at once).
+      lost_after 0 (replace copies on a down node at once). shutdown_delay 0.
     - task: driver "process", config {}, resources {cpu 100, memory 64},
       kill_signal SIGTERM, kill_timeout 5s. Env and meta numbers/booleans become strings;
-      memory may be written "512MB" or "2GB".
-    - service: port "", no tags. check: type http, port = the service's port,
+      memory may be written "512MB" or "2GB". No upstreams; an upstream: mode tcp,
+      policy round_robin.
+    - service: port "", no tags, no meta, no ingress; an ingress: host "" (any), path "/".
+      check: type http, port = the service's port,
       name "<service>-<type>-<i>", path "/", method GET, interval 2s, timeout 1s;
       a command given as one string is split like a shell would.
     - constraint: operator "=" ("==" accepted), attribute aliases rewritten.
@@ -386,6 +392,8 @@ def _canon_group(raw: dict[str, Any], kind: str) -> dict[str, Any]:
         group.get("disconnect"),
         _DISCONNECT_DURATIONS,
     )
+    _fill(group, "shutdown_delay", 0.0)
+    group["shutdown_delay"] = _try_duration(group["shutdown_delay"])
     group["network"] = _canon_network(group.get("network"))
     group["services"] = _canon_list(group.get("services"), _canon_service)
     restart = group["restart"]
@@ -436,6 +444,9 @@ def _canon_task(raw: dict[str, Any], group_restart: dict[str, Any]) -> dict[str,
             task["kill_signal"] = name
     _fill(task, "kill_timeout", 5.0)
     task["kill_timeout"] = _try_duration(task["kill_timeout"])
+    task["upstreams"] = _canon_list(
+        task.get("upstreams"), lambda u: _merged({"mode": "tcp", "policy": "round_robin"}, u)
+    )
     return task
 
 
@@ -452,6 +463,9 @@ def _canon_service(raw: dict[str, Any]) -> dict[str, Any]:
     service = dict(raw)
     _fill(service, "port", "")
     _fill(service, "tags", [])
+    service["meta"] = _canon_str_map(service.get("meta"))
+    if service.get("ingress") is not None:
+        service["ingress"] = _merged({"host": "", "path": "/"}, service["ingress"])
     checks = service.get("checks")
     if checks is None:
         checks = []
@@ -678,6 +692,11 @@ class _Checker:
                 self.string(item, key_path)
 
 
+def is_name(value: object) -> bool:
+    """Whether `value` is a valid job, group, service or namespace name."""
+    return isinstance(value, str) and _NAME.fullmatch(value) is not None
+
+
 def _unknown_field(key: object, valid: tuple[str, ...]) -> str:
     shown = [f for f in valid if f not in SERVER_FIELDS]
     hint = ""
@@ -765,6 +784,7 @@ _GROUP_RULES: dict[str, _Rule] = {
     "count": _int(0, 10_000),
     "spread": _bool,
     "meta": _str_map,
+    "shutdown_delay": _dur(positive=False),
 }
 
 
@@ -849,10 +869,14 @@ def _check_group(c: _Checker, value: object, path: str) -> dict[str, Any] | None
     if not tasks:
         c.add(_at(path, "tasks"), "a group needs at least one task")
     seen: dict[str, str] = {}
+    local_ports: dict[int, str] = {}
     for i, task in enumerate(tasks):
         task_path = _at(_at(path, "tasks"), i)
         checked = _check_task(c, task, task_path, labels, group.get("restart"))
         _unique(c, checked, task_path, seen, "task name")
+        if checked is not None and "upstreams" in checked:
+            upstreams_path = _at(task_path, "upstreams")
+            _check_upstreams(c, checked["upstreams"], upstreams_path, local_ports)
     return group
 
 
@@ -947,11 +971,53 @@ def _check_services(c: _Checker, value: object, path: str, labels: set[str]) -> 
             _check_port_ref(c, service["port"], _at(service_path, "port"), labels)
         if "tags" in service:
             c.strings(service["tags"], _at(service_path, "tags"), "tags")
+        if "meta" in service:
+            c.str_map(service["meta"], _at(service_path, "meta"))
+        if service.get("ingress") is not None:
+            _check_ingress(c, service["ingress"], _at(service_path, "ingress"))
         checks = c.items(service.get("checks", []), _at(service_path, "checks"), "checks")
         for j, check in enumerate(checks or []):
             check_path = _at(_at(service_path, "checks"), j)
             checked = _check_check(c, check, check_path, labels, service.get("port", ""))
             _unique(c, checked, check_path, check_names, "check name")
+
+
+def _check_ingress(c: _Checker, value: object, path: str) -> None:
+    ingress = c.struct(value, path, Ingress, {})
+    if ingress is None:
+        return
+    host = ingress.get("host", "")
+    if c.string(host, _at(path, "host")) and host and not _HOST.fullmatch(host):
+        c.expect(_at(path, "host"), "a host name such as api.example.com (no port)", host)
+    prefix = ingress.get("path", "/")
+    if c.string(prefix, _at(path, "path")) and not prefix.startswith("/"):
+        c.expect(_at(path, "path"), 'a URL path prefix starting with "/"', prefix)
+
+
+def _check_upstreams(c: _Checker, value: object, path: str, ports: dict[int, str]) -> None:
+    """Each upstream; `ports` maps local ports already taken in the group to where."""
+    for i, raw in enumerate(c.items(value, path, "upstreams") or []):
+        item_path = _at(path, i)
+        upstream = c.struct(
+            raw,
+            item_path,
+            Upstream,
+            {
+                "service": _named("a service name"),
+                "mode": _one_of("tcp", "http"),
+                "policy": _one_of("round_robin", "weighted", "least_conn"),
+            },
+            required=("service", "local_port"),
+        )
+        if upstream is None or "local_port" not in upstream:
+            continue
+        port, port_path = upstream["local_port"], _at(item_path, "local_port")
+        if not c.integer(port, port_path, 1, 65535, "a port on 127.0.0.1"):
+            continue
+        if port in ports:
+            c.add(port_path, f"port {port} is also used by {ports[port]}")
+        else:
+            ports[port] = item_path
 
 
 def _check_check(

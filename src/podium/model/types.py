@@ -49,11 +49,29 @@ class Check(Struct):
     timeout: float = 1.0
 
 
+class Ingress(Struct):
+    """Route outside HTTP traffic to a service through the agents' ingress listener."""
+
+    host: str = ""  # "" = any host
+    path: str = "/"  # path prefix
+
+
 class ServiceSpec(Struct):
     name: str
     port: str = ""
     tags: list[str] = msgspec.field(default_factory=list)
     checks: list[Check] = msgspec.field(default_factory=list)
+    meta: dict[str, str] = msgspec.field(default_factory=dict)
+    ingress: Ingress | None = None
+
+
+class Upstream(Struct):
+    """A service a task reaches through the node's proxy at 127.0.0.1:local_port."""
+
+    service: str
+    local_port: int
+    mode: Literal["tcp", "http"] = "tcp"
+    policy: Literal["round_robin", "weighted", "least_conn"] = "round_robin"
 
 
 class Constraint(Struct):
@@ -114,6 +132,7 @@ class Task(Struct):
     restart: RestartPolicy | None = None  # None: the group's policy
     kill_signal: str = "SIGTERM"
     kill_timeout: float = 5.0
+    upstreams: list[Upstream] = msgspec.field(default_factory=list)
 
 
 class Group(Struct):
@@ -130,6 +149,9 @@ class Group(Struct):
     meta: dict[str, str] = msgspec.field(default_factory=dict)
     migrate: MigrateStrategy = msgspec.field(default_factory=MigrateStrategy)
     disconnect: DisconnectPolicy = msgspec.field(default_factory=DisconnectPolicy)
+    # On stop, the copy leaves the catalog at once; its tasks get the kill signal this
+    # much later, so clients and proxies stop sending to it first (drain).
+    shutdown_delay: float = 0.0
 
     def resources(self) -> Resources:
         return Resources(

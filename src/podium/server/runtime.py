@@ -3,7 +3,7 @@
 Server.run()
   TaskGroup: ClusterState.run (store watch) | uvicorn (HTTP API)
              | PlacementController | NodeLivenessController | DrainController
-             | GarbageCollector
+             | GarbageCollector | Catalog (service endpoints) | DnsServer (udp+tcp)
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from podium.runtime import http
 from podium.runtime.clock import Clock, SystemClock
+from podium.server.catalog import Catalog
+from podium.server.dns import DnsConfig, DnsServer
 from podium.server.nodes import Heartbeats
 from podium.server.state import ClusterState
 from podium.store import Store, open_store
@@ -30,6 +32,10 @@ class ServerConfig:
     # After a server start no node is declared down for this long on top of the TTL.
     startup_grace: float | None = None  # None: one heartbeat TTL
     clock: Clock = field(default_factory=SystemClock)
+    dns: DnsConfig | None = None  # None: no DNS server
+    # When the DNS port is taken, listen on a free one instead (with a warning): for the
+    # default address, which several clusters on one machine would fight over.
+    dns_fallback: bool = False
 
 
 @dataclass
@@ -39,6 +45,7 @@ class ServerContext:
     clock: Clock
     store_url: str
     heartbeat_ttl: float
+    catalog: Catalog | None = None
 
 
 class Server:
@@ -47,6 +54,7 @@ class Server:
         self.store = store
         self.started = asyncio.Event()
         self.ctx: ServerContext | None = None
+        self.dns: DnsServer | None = None
 
     @property
     def address(self) -> str:
@@ -75,6 +83,7 @@ class Server:
             clock=cfg.clock,
             store_url=cfg.store_url,
             heartbeat_ttl=cfg.heartbeat_ttl,
+            catalog=Catalog(state),
         )
         api = http.server(create_app(self.ctx))
         try:
@@ -85,6 +94,12 @@ class Server:
                 tg.create_task(NodeLivenessController(state, hb, cfg.clock).run(), name="liveness")
                 tg.create_task(DrainController(state, cfg.clock).run(), name="drain")
                 tg.create_task(GarbageCollector(state, cfg.clock).run(), name="gc")
+                assert self.ctx.catalog is not None
+                tg.create_task(self.ctx.catalog.run(), name="catalog")
+                if cfg.dns is not None:
+                    self.dns = DnsServer(self.ctx.catalog, cfg.dns, fallback=cfg.dns_fallback)
+                    tg.create_task(self.dns.run(), name="dns")
+                    await self.dns.started.wait()
                 tg.create_task(api.serve(sockets=[sock]), name="http")
                 while not api.started:
                     await asyncio.sleep(0.01)

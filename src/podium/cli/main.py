@@ -42,12 +42,32 @@ def addr_option(f: Any) -> Any:
     )(f)
 
 
-def _split_addr(addr: str) -> tuple[str, int]:
+def _split_addr(addr: str, option: str = "--addr") -> tuple[str, int]:
     addr = addr.removeprefix("http://")
     host, _, port = addr.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise click.BadParameter(f"expected HOST:PORT, got {addr!r}", param_hint="--addr")
+        raise click.BadParameter(f"expected HOST:PORT, got {addr!r}", param_hint=option)
     return host, int(port)
+
+
+def _dns_config(ctx: click.Context, dns_addr: str) -> tuple[Any, bool]:
+    """(DnsConfig or None for "off", whether a taken default port may fall back to a free one)."""
+    from podium.server.dns import DnsConfig
+
+    if dns_addr in ("", "off"):
+        return None, False
+    host, port = _split_addr(dns_addr, "--dns-addr")
+    explicit = ctx.get_parameter_source("dns_addr") != click.core.ParameterSource.DEFAULT
+    return DnsConfig(host=host, port=port), not explicit
+
+
+def _ingress_addr(ctx: click.Context, ingress_addr: str) -> tuple[str, bool]:
+    """("HOST:PORT" or "" for off, whether a taken default port may fall back to a free one)."""
+    if ingress_addr in ("", "off"):
+        return "", False
+    host, port = _split_addr(ingress_addr, "--ingress-addr")
+    explicit = ctx.get_parameter_source("ingress_addr") != click.core.ParameterSource.DEFAULT
+    return f"{host}:{port}", not explicit
 
 
 def run_until_signal(main: Coroutine[Any, Any, None]) -> None:
@@ -85,8 +105,28 @@ def _data_dir(path: str | None, default: str) -> str:
 @cli.command()
 @click.option("--data-dir", default=None, help="Where state lives (default ./.podium/dev)")
 @click.option("--addr", default="127.0.0.1:4646", show_default=True, help="API listen address")
+@click.option(
+    "--dns-addr",
+    default="127.0.0.1:8600",
+    show_default=True,
+    help="Service DNS (udp+tcp) address; off to disable; the default falls back to a free port",
+)
+@click.option(
+    "--ingress-addr",
+    default="127.0.0.1:8080",
+    show_default=True,
+    help="HTTP ingress address; off to disable; the default falls back to a free port",
+)
 @click.option("--log-level", default="info", show_default=True)
-def dev(data_dir: str | None, addr: str, log_level: str) -> None:
+@click.pass_context
+def dev(
+    ctx: click.Context,
+    data_dir: str | None,
+    addr: str,
+    dns_addr: str,
+    ingress_addr: str,
+    log_level: str,
+) -> None:
     """A real single-node cluster: server and agent in one process, on SQLite."""
     from podium.agent.agent import Agent, AgentConfig
     from podium.drivers import builtin_drivers
@@ -96,7 +136,17 @@ def dev(data_dir: str | None, addr: str, log_level: str) -> None:
     setup(log_level)
     host, port = _split_addr(addr)
     ddir = _data_dir(data_dir, ".podium/dev")
-    server = Server(ServerConfig(store_url=f"sqlite:///{ddir}/podium.db", host=host, port=port))
+    dns, dns_fallback = _dns_config(ctx, dns_addr)
+    ingress, ingress_fallback = _ingress_addr(ctx, ingress_addr)
+    server = Server(
+        ServerConfig(
+            store_url=f"sqlite:///{ddir}/podium.db",
+            host=host,
+            port=port,
+            dns=dns,
+            dns_fallback=dns_fallback,
+        )
+    )
 
     async def main() -> None:
         async with asyncio.TaskGroup() as tg:
@@ -108,12 +158,19 @@ def dev(data_dir: str | None, addr: str, log_level: str) -> None:
                     data_dir=os.path.join(ddir, "agent"),
                     name="dev",
                     address=host,
+                    ingress_addr=ingress,
+                    ingress_fallback=ingress_fallback,
                 ),
                 builtin_drivers(),
             )
             tg.create_task(agent.run())
             await agent.registered.wait()
             click.echo(f"podium dev: API at {server.address} (data in {ddir})", err=True)
+            if server.dns is not None:
+                dns_at = f"{server.dns.config.host}:{server.dns.port}"
+                click.echo(f"  service DNS at {dns_at} (udp+tcp, NAME.service.podium)", err=True)
+            if agent.proxies.ingress_at:
+                click.echo(f"  ingress at http://{agent.proxies.ingress_at}", err=True)
             click.echo(
                 f"  try: PODIUM_ADDR={server.address} podium job run examples/web.yaml", err=True
             )
@@ -133,9 +190,22 @@ def dev(data_dir: str | None, addr: str, log_level: str) -> None:
 @click.option(
     "--heartbeat-ttl", default=3.0, show_default=True, help="Seconds before a silent node is down"
 )
+@click.option(
+    "--dns-addr",
+    default="127.0.0.1:8600",
+    show_default=True,
+    help="Service DNS (udp+tcp) address; off to disable; the default falls back to a free port",
+)
 @click.option("--log-level", default="info", show_default=True)
+@click.pass_context
 def server(
-    data_dir: str | None, addr: str, store_url: str | None, heartbeat_ttl: float, log_level: str
+    ctx: click.Context,
+    data_dir: str | None,
+    addr: str,
+    store_url: str | None,
+    heartbeat_ttl: float,
+    dns_addr: str,
+    log_level: str,
 ) -> None:
     """Run a server (API, scheduler, controllers)."""
     from podium.runtime.logging import setup
@@ -144,7 +214,17 @@ def server(
     setup(log_level)
     host, port = _split_addr(addr)
     url = store_url or f"sqlite:///{_data_dir(data_dir, '.podium/server')}/podium.db"
-    srv = Server(ServerConfig(store_url=url, host=host, port=port, heartbeat_ttl=heartbeat_ttl))
+    dns, dns_fallback = _dns_config(ctx, dns_addr)
+    srv = Server(
+        ServerConfig(
+            store_url=url,
+            host=host,
+            port=port,
+            heartbeat_ttl=heartbeat_ttl,
+            dns=dns,
+            dns_fallback=dns_fallback,
+        )
+    )
     run_until_signal(srv.run())
 
 
@@ -169,8 +249,13 @@ def server(
 @click.option("--label", "labels", multiple=True, help="KEY=VALUE node label; repeat")
 @click.option("--cpu", default=0, help="cpu to offer (MHz shares); 0 = fingerprint")
 @click.option("--memory", default=0, help="memory to offer (MB); 0 = fingerprint")
+@click.option(
+    "--ingress-addr", default="off", show_default=True, help="HTTP ingress HOST:PORT, or off"
+)
 @click.option("--log-level", default="info", show_default=True)
+@click.pass_context
 def agent(
+    ctx: click.Context,
     servers: tuple[str, ...],
     data_dir: str | None,
     name: str | None,
@@ -179,6 +264,7 @@ def agent(
     labels: tuple[str, ...],
     cpu: int,
     memory: int,
+    ingress_addr: str,
     log_level: str,
 ) -> None:
     """Run an agent on this machine (a node of the cluster)."""
@@ -205,16 +291,18 @@ def agent(
         labels=parsed,
         cpu=cpu,
         memory=memory,
+        ingress_addr=_ingress_addr(ctx, ingress_addr)[0],
     )
     run_until_signal(Agent(cfg, builtin_drivers()).run())
 
 
 def main() -> None:
-    from podium.cli import alloc, job, node, operator
+    from podium.cli import alloc, job, node, operator, service
 
     cli.add_command(job.job)
     cli.add_command(alloc.alloc)
     cli.add_command(node.node)
+    cli.add_command(service.service)
     cli.add_command(operator.operator)
     cli(prog_name="podium")
 

@@ -29,6 +29,7 @@ from podium.scheduler import ClusterSnapshot, reconcile, schedule
 from podium.server import allocs as alloc_ops
 from podium.server import jobs as job_ops
 from podium.server import nodes as node_ops
+from podium.server.catalog import Catalog
 from podium.server.events import decode_event
 from podium.server.openapi import openapi_document
 from podium.server.runtime import ServerContext
@@ -441,6 +442,42 @@ class Api:
         n = await alloc_ops.apply_updates(self.state, node_id, updates, now=self.now())
         return json_response({"applied": n})
 
+    # ------------------------------------------------------------ services
+
+    def _catalog(self) -> Catalog:
+        assert self.ctx.catalog is not None
+        return self.ctx.catalog
+
+    async def list_services(self, req: Request) -> Response:
+        """Services with healthy/total counts, tags and ingress; a blocking query on any change."""
+        catalog = self._catalog()
+        index = _int_param(req, "index", 0)
+        wait = min(_float_param(req, "wait", 0.0), 300.0)
+        if wait > 0:
+            await catalog.wait_service(None, index, timeout=wait)
+        ns = req.query_params.get("namespace") or None
+        return json_response({"index": catalog.last_index, "services": catalog.listing(ns)})
+
+    async def get_service(self, req: Request) -> Response:
+        """A service's healthy endpoints; a blocking query until they change past `index`."""
+        catalog = self._catalog()
+        ns, name = _namespace(req), req.path_params["name"]
+        if not jobspec.is_name(name):
+            raise ValidationError([Problem("name", f"expected a service name, got {name!r}")])
+        index = _int_param(req, "index", 0)
+        wait = min(_float_param(req, "wait", 0.0), 300.0)
+        if wait > 0:
+            await catalog.wait_service((ns, name), index, timeout=wait)
+        return json_response(
+            {
+                "name": name,
+                "namespace": ns,
+                "index": catalog.index.get((ns, name), 0),
+                "known": catalog.known(ns, name),
+                "endpoints": catalog.endpoints(ns, name, tag=req.query_params.get("tag", "")),
+            }
+        )
+
     # -------------------------------------------------------------- events
 
     async def events(self, req: Request) -> Response:
@@ -525,6 +562,13 @@ ROUTES: list[tuple[str, str, str, str]] = [
     ("GET", "/v1/events", "events", "Events; follow=true streams them (SSE)"),
     ("GET", "/v1/operator/snapshot", "snapshot_save", "The whole store as a snapshot file"),
     ("PUT", "/v1/operator/snapshot", "snapshot_restore", "Restore a snapshot (force=true)"),
+    ("GET", "/v1/services", "list_services", "Services (blocking query: index, wait)"),
+    (
+        "GET",
+        "/v1/service/{name}",
+        "get_service",
+        "A service's healthy endpoints (blocking query: index, wait; tag filters)",
+    ),
 ]
 
 

@@ -8,6 +8,8 @@ Several server addresses may be given; a connection failure moves to the next.
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,6 +67,16 @@ def _check(resp: httpx.Response) -> Any:
     raise PodiumError(f"server error {code}: {msg}")
 
 
+FAILOVER_ROUNDS = 2  # the CLI tries every server this many times before giving up
+FAILOVER_PAUSE = 0.5  # seconds between rounds (a leader change, a store blip)
+
+
+def _unavailable(addresses: list[str], last: Exception | None) -> Unavailable:
+    if isinstance(last, Unavailable):  # every server answered 503: say why
+        return Unavailable(f"{last} (tried {', '.join(addresses)})")
+    return Unavailable(f"no podium server answers at {', '.join(addresses)} ({last})")
+
+
 class Client:
     """Synchronous client for the CLI and tests."""
 
@@ -81,14 +93,23 @@ class Client:
         self._http.close()
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
+        """Send to the current server; on no answer or a 503 try the next ones (two rounds).
+
+        A write carries one Idempotency-Key across its retries: if a server applied it
+        but died before answering, the retry gets that first answer, not a second write.
+        """
+        if method != "GET":
+            kw["headers"] = {"Idempotency-Key": uuid.uuid4().hex, **(kw.get("headers") or {})}
         last: Exception | None = None
-        for _ in range(len(self.addresses)):
+        for attempt in range(FAILOVER_ROUNDS * len(self.addresses)):
+            if attempt and attempt % len(self.addresses) == 0:
+                time.sleep(FAILOVER_PAUSE)
             try:
                 return _check(self._http.request(method, self.address + path, **kw))
-            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            except (httpx.TransportError, Unavailable) as e:
                 last = e
                 self._i = (self._i + 1) % len(self.addresses)
-        raise Unavailable(f"no podium server answers at {', '.join(self.addresses)} ({last})")
+        raise _unavailable(self.addresses, last)
 
     def stream_lines(self, path: str, **kw: Any) -> Iterator[str]:
         with self._http.stream("GET", self.address + path, timeout=None, **kw) as resp:
@@ -186,12 +207,13 @@ class AsyncClient:
         for _ in range(len(self.addresses)):
             try:
                 return _check(await self._http.request(method, self.address + path, **kw))
-            except httpx.TransportError as e:
-                # Refused, reset, or silent past the timeout (a partition, a stopped
-                # server): all mean "try the next server", never a crash of the caller.
+            except (httpx.TransportError, Unavailable) as e:
+                # Refused, reset, silent past the timeout (a partition, a stopped server)
+                # or 503 (its store is down): all mean "try the next server", never a
+                # crash of the caller. The agent's own loops retry after a full round.
                 last = e
                 self._i = (self._i + 1) % len(self.addresses)
-        raise Unavailable(f"no podium server answers at {', '.join(self.addresses)} ({last})")
+        raise _unavailable(self.addresses, last)
 
     async def register_node(self, node: Node) -> Any:
         return await self.request(

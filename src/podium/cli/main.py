@@ -36,9 +36,12 @@ class PodiumGroup(click.Group):
 def addr_option(f: Any) -> Any:
     return click.option(
         "--addr",
+        "--address",
+        "addr",
         envvar="PODIUM_ADDR",
         default=None,
-        help="Server address (or PODIUM_ADDR); default http://127.0.0.1:4646",
+        help="Server address(es), comma-separated: the next is tried when one does not "
+        "answer (or PODIUM_ADDR); default http://127.0.0.1:4646",
     )(f)
 
 
@@ -178,14 +181,21 @@ def dev(
     run_until_signal(main())
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @click.option("--data-dir", default=None, help="Where state lives (default ./.podium/server)")
 @click.option("--addr", default="127.0.0.1:4646", show_default=True, help="API listen address")
 @click.option(
     "--store",
     "store_url",
     default=None,
-    help="Store URL: sqlite:///PATH (default: podium.db in the data dir)",
+    help="Store URL: sqlite:///PATH (default: podium.db in the data dir), or "
+    "etcd://HOST:PORT[,HOST:PORT...] for several servers (one leads, elected)",
+)
+@click.option(
+    "--leader-ttl",
+    default=5.0,
+    show_default=True,
+    help="Seconds a silent leader keeps the lead (etcd store)",
 )
 @click.option(
     "--heartbeat-ttl", default=3.0, show_default=True, help="Seconds before a silent node is down"
@@ -206,8 +216,11 @@ def server(
     heartbeat_ttl: float,
     dns_addr: str,
     log_level: str,
+    leader_ttl: float,
 ) -> None:
-    """Run a server (API, scheduler, controllers)."""
+    """Run a server (API, scheduler, controllers); `podium server members` lists them."""
+    if ctx.invoked_subcommand is not None:
+        return
     from podium.runtime.logging import setup
     from podium.server.runtime import Server, ServerConfig
 
@@ -223,6 +236,7 @@ def server(
             heartbeat_ttl=heartbeat_ttl,
             dns=dns,
             dns_fallback=dns_fallback,
+            leader_ttl=leader_ttl,
         )
     )
     run_until_signal(srv.run())
@@ -231,11 +245,12 @@ def server(
 @cli.command()
 @click.option(
     "--server",
+    "--servers",
     "servers",
     multiple=True,
     envvar="PODIUM_ADDR",
     required=True,
-    help="Server address; repeat for several",
+    help="Server address(es): comma-separated or repeated; the next is tried when one fails",
 )
 @click.option("--data-dir", default=None, help="Where the agent keeps its state and alloc dirs")
 @click.option("--name", default=None, help="Node name (default: hostname)")
@@ -297,7 +312,9 @@ def agent(
 
 
 def main() -> None:
-    from podium.cli import alloc, job, node, operator, service
+    from podium.cli import alloc, job, node, operator, server_ops, service
+
+    server.add_command(server_ops.members)
 
     cli.add_command(job.job)
     cli.add_command(alloc.alloc)

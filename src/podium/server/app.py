@@ -31,6 +31,7 @@ from podium.server import jobs as job_ops
 from podium.server import nodes as node_ops
 from podium.server.catalog import Catalog
 from podium.server.events import decode_event
+from podium.server.idempotency import Idempotency
 from podium.server.openapi import openapi_document
 from podium.server.runtime import ServerContext
 from podium.store import keys
@@ -157,10 +158,12 @@ class Api:
     # ---------------------------------------------------------------- meta
 
     async def status(self, req: Request) -> Response:
+        lead = self.ctx.leadership
         return json_response(
             {
                 "version": __version__,
-                "leader": True,
+                "leader": lead.is_leader if lead else True,
+                "leader_address": lead.leader.address if lead and lead.leader else None,
                 "revision": self.state.revision,
                 "nodes": len(self.state.nodes),
                 "jobs": len(self.state.jobs),
@@ -171,6 +174,10 @@ class Api:
 
     async def openapi(self, req: Request) -> Response:
         return json_response(openapi_document(ROUTES))
+
+    async def members(self, req: Request) -> Response:
+        lead = self.ctx.leadership
+        return json_response(await lead.members() if lead else [])
 
     # ---------------------------------------------------------------- jobs
 
@@ -377,6 +384,7 @@ class Api:
             raise ValidationError([Problem("node.id", "expected a non-empty id and name")])
         node = msgspec.structs.replace(node, heartbeat_ttl=self.ctx.heartbeat_ttl)
         stored = await node_ops.register(self.state, self.ctx.heartbeats, node, now=self.now())
+        await self.ctx.heartbeats.record(node.id)
         return json_response({"node": stored, "heartbeat_ttl": self.ctx.heartbeat_ttl})
 
     async def heartbeat(self, req: Request) -> Response:
@@ -385,7 +393,7 @@ class Api:
         if node is None:
             # The server lost it (purged, or a fresh store): tell the agent to register again.
             raise NotFound(f"node {node_id} is not registered")
-        self.ctx.heartbeats.beat(node_id)
+        await self.ctx.heartbeats.record(node_id)
         if node.status == "down":
             await node_ops.set_status(
                 self.state, node_id, "ready", "heartbeat resumed", now=self.now()
@@ -528,6 +536,7 @@ class Api:
 ROUTES: list[tuple[str, str, str, str]] = [
     # (method, path, handler name, summary) — also the source of the OpenAPI document
     ("GET", "/v1/status", "status", "Server status"),
+    ("GET", "/v1/status/members", "members", "Servers: which one leads, since when"),
     ("GET", "/v1/openapi.json", "openapi", "This document"),
     ("GET", "/v1/jobs", "list_jobs", "List jobs"),
     ("POST", "/v1/jobs", "register_job", "Submit a job (new version if it changed)"),
@@ -586,8 +595,15 @@ def _wrap(fn: Handler) -> Handler:
 
 def create_app(ctx: ServerContext) -> Starlette:
     api = Api(ctx)
+    # A write sent with an Idempotency-Key is applied once, however often it is retried.
+    once = Idempotency(ctx.state.store)
     routes = [
-        Route(path, _wrap(getattr(api, name)), methods=[method]) for method, path, name, _ in ROUTES
+        Route(
+            path,
+            _wrap(getattr(api, name) if method == "GET" else once.wrap(getattr(api, name))),
+            methods=[method],
+        )
+        for method, path, name, _ in ROUTES
     ]
 
     async def not_found(req: Request, exc: Exception) -> Response:

@@ -123,6 +123,10 @@ class Leadership:
                 raise _Lost(self._lost_why)
         except* (_Lost, NotLeader):
             pass
+        except* PodiumError as group:
+            # A controller gave up on the store (it is down): step down; whoever can
+            # reach it next leads, us again perhaps, with fresh controllers.
+            self._lost_why = f"leader work failed: {group.exceptions[0]}"
         finally:
             term.ended = True
             self.fenced.term = None
@@ -251,7 +255,7 @@ class Leadership:
                 continue
             except _STORE_TROUBLE as e:
                 silent = self._mono() - self._renewed
-                log.warning("lease keepalive failed (%s); not renewed for %.1fs", e, silent)
+                log.warning("lease keepalive failed (%r); not renewed for %.1fs", e, silent)
                 if silent >= ttl:
                     self._lose(f"the lease was not renewed for {silent:.1f}s")
                 continue
@@ -269,7 +273,7 @@ class Leadership:
                 async with asyncio.timeout(self.config.ttl / 4):
                     await self.store.lease_revoke(lease)
             except _STORE_TROUBLE as e:
-                log.info("could not revoke the old lease (%s); it will expire", e)
+                log.info("could not revoke the old lease (%r); it will expire", e)
         await self._ensure_lease()
 
     async def close(self) -> None:

@@ -40,6 +40,10 @@ class Heartbeats:
     def beat(self, node_id: str) -> None:
         self._seen[node_id] = self.clock.monotonic()
 
+    async def record(self, node_id: str) -> None:
+        """A heartbeat arrived at this server (HeartbeatLeases also tells the store)."""
+        self.beat(node_id)
+
     def last(self, node_id: str) -> float:
         """Monotonic time the node was last heard from (server start + grace at the least)."""
         return max(self._seen.get(node_id, self.started), self.started + self.startup_grace)

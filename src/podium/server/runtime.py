@@ -2,20 +2,23 @@
 
 Server.run()
   TaskGroup: ClusterState.run (store watch) | uvicorn (HTTP API)
-             | PlacementController | NodeLivenessController | DrainController
-             | GarbageCollector | Catalog (service endpoints) | DnsServer (udp+tcp)
+             | Catalog (service endpoints) | DnsServer (udp+tcp)
+             | Leadership (leader.py) -> each term: Server.leader_work (leader-only controllers)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass, field
 
 from podium.runtime import http
 from podium.runtime.clock import Clock, SystemClock
 from podium.server.catalog import Catalog
 from podium.server.dns import DnsConfig, DnsServer
+from podium.server.heartbeat_leases import HeartbeatLeases
+from podium.server.leader import Leadership, LeadershipConfig
 from podium.server.nodes import Heartbeats
 from podium.server.state import ClusterState
 from podium.store import Store, open_store
@@ -36,6 +39,11 @@ class ServerConfig:
     # When the DNS port is taken, listen on a free one instead (with a warning): for the
     # default address, which several clusters on one machine would fight over.
     dns_fallback: bool = False
+    # Several servers on one store elect a leader through a lease of this TTL; None:
+    # elect when the store is etcd (one SQLite server simply leads).
+    elect: bool | None = None
+    leader_ttl: float = 5.0
+    server_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
 @dataclass
@@ -46,6 +54,7 @@ class ServerContext:
     store_url: str
     heartbeat_ttl: float
     catalog: Catalog | None = None
+    leadership: Leadership | None = None
 
 
 class Server:
@@ -60,12 +69,28 @@ class Server:
     def address(self) -> str:
         return f"http://{self.config.host}:{self.config.port}"
 
-    async def run(self) -> None:
-        from podium.server.app import create_app
+    async def leader_work(self, state: ClusterState) -> None:
+        """Leader-only controllers: started when this server wins, cancelled when it loses.
+
+        `state` is the shared cache whose store is fenced by this term (fencing.py), so
+        whatever runs here writes only while this server leads. Add controllers here.
+        """
         from podium.server.controllers.drain import DrainController
         from podium.server.controllers.gc import GarbageCollector
         from podium.server.controllers.node_liveness import NodeLivenessController
         from podium.server.controllers.placement import PlacementController
+
+        assert self.ctx is not None
+        cfg, hb = self.config, self.ctx.heartbeats
+        hb.restart_grace()  # a new leader gives every node a TTL before judging it
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(PlacementController(state, cfg.clock).run(), name="placement")
+            tg.create_task(NodeLivenessController(state, hb, cfg.clock).run(), name="liveness")
+            tg.create_task(DrainController(state, cfg.clock).run(), name="drain")
+            tg.create_task(GarbageCollector(state, cfg.clock).run(), name="gc")
+
+    async def run(self) -> None:
+        from podium.server.app import create_app
 
         cfg = self.config
         sock = http.bind(cfg.host, cfg.port)
@@ -76,7 +101,18 @@ class Server:
             await start()
         state = ClusterState(store)
         grace = cfg.heartbeat_ttl if cfg.startup_grace is None else cfg.startup_grace
-        hb = Heartbeats(cfg.clock, startup_grace=grace)
+        elect = cfg.store_url.startswith("etcd://") if cfg.elect is None else cfg.elect
+        hb = (
+            HeartbeatLeases(store, cfg.clock, ttl=cfg.heartbeat_ttl, startup_grace=grace)
+            if elect
+            else Heartbeats(cfg.clock, startup_grace=grace)
+        )
+        leadership = Leadership(
+            store,
+            state,
+            LeadershipConfig(cfg.server_id, self.address, ttl=cfg.leader_ttl, elect=elect),
+            clock=cfg.clock,
+        )
         self.ctx = ServerContext(
             state=state,
             heartbeats=hb,
@@ -84,16 +120,16 @@ class Server:
             store_url=cfg.store_url,
             heartbeat_ttl=cfg.heartbeat_ttl,
             catalog=Catalog(state),
+            leadership=leadership,
         )
         api = http.server(create_app(self.ctx))
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(state.run(), name="state")
                 await state.ready.wait()
-                tg.create_task(PlacementController(state, cfg.clock).run(), name="placement")
-                tg.create_task(NodeLivenessController(state, hb, cfg.clock).run(), name="liveness")
-                tg.create_task(DrainController(state, cfg.clock).run(), name="drain")
-                tg.create_task(GarbageCollector(state, cfg.clock).run(), name="gc")
+                if isinstance(hb, HeartbeatLeases):
+                    tg.create_task(hb.run(), name="heartbeats")
+                tg.create_task(leadership.run(self.leader_work), name="leadership")
                 assert self.ctx.catalog is not None
                 tg.create_task(self.ctx.catalog.run(), name="catalog")
                 if cfg.dns is not None:
@@ -106,4 +142,5 @@ class Server:
                 log.info("server listening on %s (store %s)", self.address, cfg.store_url)
                 self.started.set()
         finally:
+            await leadership.close()
             await store.close()

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from podium.errors import Compacted
+from podium.errors import Compacted, StoreError
 from podium.model.types import Allocation, Job, Node, PlacementFailure
 from podium.store import keys
 from podium.store.base import KeyValue, Store, WatchEvent
@@ -167,15 +167,19 @@ class ClusterState:
     # ------------------------------------------------------------------ feed
 
     async def run(self) -> None:
-        """Load everything, then follow the store; re-list whenever the watch is compacted."""
+        """Load everything, then follow the store; re-list whenever the watch is compacted,
+        or broke because the store is down (the cache then serves what it last saw)."""
         while True:
-            rev = await self._load()
-            self.ready.set()
             try:
+                rev = await self._load()
+                self.ready.set()
                 async for ev in self.store.watch("/", start_rev=rev + 1):
                     self._apply(ev)
             except Compacted:
                 log.warning("state watch compacted; re-listing")
+            except StoreError as e:
+                log.warning("state watch failed (%s); re-listing in 0.5s", e)
+                await asyncio.sleep(0.5)
 
     async def _load(self) -> int:
         rev = 0

@@ -169,6 +169,15 @@ class EtcdStore(TxnFrontend):
         while True:
             try:
                 return await fn()
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._closed or task is None or task.cancelling():
+                    raise  # our caller cancelled us: unwind
+                # grpc.aio raises CancelledError for an RPC cancelled under us (seen when
+                # etcd loses quorum); for the caller that is "the store did not answer".
+                raise StoreUnavailable(
+                    f"etcd {','.join(self.endpoints)}: {what}: the call was cancelled"
+                ) from None
             except grpc.aio.AioRpcError as e:
                 if self._closed:
                     raise StoreError("store is closed") from None

@@ -1,0 +1,206 @@
+"""A real highly available control plane for tests: etcd members, podium servers, agents.
+
+    ControlPlane.start(etcd_members=3, servers=3, agents=3)
+      etcd       3 members on loopback ports (tests/support/etcd.py)
+      server i   127.0.0.1:PORT_i, --store etcd://all members, short lease and heartbeat TTLs
+      agent i    node-i on 127.0.0.(i+1), --servers with every server address
+
+Every process is real and in its own process group, so `kill9`, `pause` (SIGSTOP)
+and `resume` act on it alone. `stop()` ends everything it started, tasks included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from integration.cluster import ApiAndCli, free_port, wait_until
+from integration.multinode import AgentProc, _end, _spawn
+from support.etcd import EtcdCluster, start_etcd_cluster
+
+
+@dataclass
+class ServerProc:
+    port: int
+    store_url: str
+    data_dir: Path
+    heartbeat_ttl: float
+    leader_ttl: float
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def addr(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.parent / f"server-{self.port}.log"
+
+    def start(self) -> ServerProc:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = _spawn(
+            [
+                "server",
+                "--addr",
+                f"127.0.0.1:{self.port}",
+                "--store",
+                self.store_url,
+                "--data-dir",
+                str(self.data_dir),
+                "--heartbeat-ttl",
+                str(self.heartbeat_ttl),
+                "--leader-ttl",
+                str(self.leader_ttl),
+            ],
+            self.log_path,
+        )
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def status(self, timeout: float = 0.5) -> dict[str, Any] | None:
+        """/v1/status, or None when it does not answer."""
+        try:
+            r = httpx.get(self.addr + "/v1/status", timeout=timeout)
+            return r.json() if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    def is_leader(self) -> bool:
+        st = self.status()
+        return bool(st and st["leader"])
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        _end(self.proc)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class ControlPlane(ApiAndCli):
+    base_dir: Path
+    heartbeat_ttl: float = 2.0
+    leader_ttl: float = 2.0
+    etcd: EtcdCluster | None = None
+    servers: list[ServerProc] = field(default_factory=list)
+    agents: list[AgentProc] = field(default_factory=list)
+
+    @property
+    def addr(self) -> str:
+        """Every server, comma-separated: what the CLI and agents are given."""
+        return ",".join(s.addr for s in self.servers)
+
+    def api(self, method: str, path: str, **kw: Any) -> Any:
+        """Ask the first live server that answers (the test's own failover)."""
+        last: Exception | None = None
+        for s in self.servers:
+            if not s.alive:
+                continue
+            try:
+                r = httpx.request(method, s.addr + path, timeout=3, **kw)
+                r.raise_for_status()
+                return r.json()
+            except httpx.HTTPError as e:
+                last = e
+        raise AssertionError(f"no server answered {method} {path}: {last}")
+
+    # ------------------------------------------------------------- lifecycle
+
+    def start(self, *, etcd_members: int = 3, servers: int = 3, agents: int = 3) -> ControlPlane:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.etcd = start_etcd_cluster(self.base_dir, members=etcd_members)
+        url = self.etcd.url("/podium-cp")
+        for i in range(servers):
+            self.servers.append(
+                ServerProc(
+                    free_port(),
+                    url,
+                    self.base_dir / f"server-{i}",
+                    self.heartbeat_ttl,
+                    self.leader_ttl,
+                ).start()
+            )
+        wait_until(lambda: self.leader() is not None, timeout=30, what="a leader")
+        for i in range(agents):
+            self.agents.append(
+                AgentProc(
+                    name=f"node-{i + 1}",
+                    address=f"127.0.0.{i + 1}",
+                    data_dir=self.base_dir / f"node-{i + 1}",
+                    server=self.addr,
+                ).start()
+            )
+        wait_until(lambda: self.ready_nodes() >= agents, timeout=30, what=f"{agents} nodes")
+        return self
+
+    def leader(self) -> ServerProc | None:
+        leaders = [s for s in self.servers if s.alive and s.is_leader()]
+        assert len(leaders) <= 1, f"two servers think they lead: {[s.addr for s in leaders]}"
+        return leaders[0] if leaders else None
+
+    def wait_new_leader(self, old: ServerProc, *, timeout: float) -> tuple[ServerProc, float]:
+        """The next leader other than `old`, and seconds waited for it."""
+        t0 = time.monotonic()
+        found: list[ServerProc] = []
+
+        def elected() -> bool:
+            for s in self.servers:
+                if s is not old and s.alive and s.is_leader():
+                    found.append(s)
+                    return True
+            return False
+
+        wait_until(elected, timeout=timeout, interval=0.05, what="a new leader")
+        return found[0], time.monotonic() - t0
+
+    def ready_nodes(self) -> int:
+        try:
+            nodes = self.api("GET", "/v1/nodes")
+        except AssertionError:
+            return 0
+        return sum(1 for n in nodes if n["status"] == "ready")
+
+    def stop(self) -> None:
+        for a in self.agents:
+            a.stop()
+        for s in self.servers:
+            s.stop()
+        for a in self.agents:
+            for p in a.task_processes():
+                with contextlib.suppress(Exception):
+                    p.kill()
+        if self.etcd is not None:
+            self.etcd.stop()
+
+    def logs(self) -> str:
+        out = ""
+        for s in self.servers:
+            out += f"\n----- server {s.port} -----\n" + s.logs()[-5000:]
+        for a in self.agents:
+            out += f"\n----- {a.name} -----\n" + a.logs()[-3000:]
+        return out[-30000:]

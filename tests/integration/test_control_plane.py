@@ -1,0 +1,209 @@
+"""Several servers on etcd: leader failover, fencing of a paused leader, etcd member loss.
+
+One real control plane for the module (control_plane.py): 3 etcd members, 3 podium
+servers (lease TTL 2 s), 3 agents; a `steady` service whose tasks must never restart
+while the control plane fails around it. The tests run in order on the same cluster
+and leave it whole for the next one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from integration.cluster import wait_until
+from integration.control_plane import ControlPlane
+from podium.api.client import Client
+from podium.errors import PodiumError
+
+pytestmark = pytest.mark.integration
+
+LEADER_TTL = 2.0
+
+
+def job(name: str, *, count: int, env: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "service",
+        "groups": [
+            {
+                "name": "g",
+                "count": count,
+                "spread": True,
+                "tasks": [
+                    {
+                        "name": "t",
+                        "driver": "process",
+                        "config": {"command": "sleep", "args": ["3600"]},
+                        "resources": {"cpu": 50, "memory": 16},
+                        "env": env or {},
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def running(cp: ControlPlane, name: str) -> dict[str, tuple[int, int]]:
+    """alloc id -> (pid, restarts) of the job's running allocs."""
+    out = {}
+    for a in cp.api("GET", f"/v1/job/{name}")["allocations"]:
+        if a["desired_status"] == "run" and a["client_status"] == "running":
+            out[a["id"]] = (a["pids"].get("t", 0), a["restarts"])
+    return out
+
+
+def wait_running(cp: ControlPlane, name: str, n: int, *, timeout: float = 30) -> None:
+    wait_until(lambda: len(running(cp, name)) == n, timeout=timeout, what=f"{n} running {name}")
+
+
+@pytest.fixture(scope="module")
+def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    c = ControlPlane(Path(tmp_path_factory.mktemp("cp")), leader_ttl=LEADER_TTL)
+    try:
+        c.start(etcd_members=3, servers=3, agents=3)
+        c.api("POST", "/v1/jobs", json={"job": job("steady", count=3)})
+        wait_running(c, "steady", 3)
+        yield c
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.stop()
+
+
+class Writer:
+    """Submits and updates jobs at a steady rate through the failing-over client."""
+
+    def __init__(self, cp: ControlPlane, *, jobs: int = 3, interval: float = 0.1) -> None:
+        self.client = Client(cp.addr, timeout=3.0)
+        self.jobs, self.interval = jobs, interval
+        self.acked: dict[str, set[str]] = defaultdict(set)  # job -> marks acknowledged
+        self.tried: dict[str, int] = defaultdict(int)
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        seq = 0
+        while not self._stop.is_set() and seq < 2000:  # bounded however slow the box is
+            name, mark = f"load-{seq % self.jobs}", str(seq)
+            seq += 1
+            self.tried[name] += 1
+            try:
+                self.client.register_job(job(name, count=0, env={"MARK": mark}))
+                self.acked[name].add(mark)
+            except PodiumError as e:
+                self.failed.append(f"{name}#{mark}: {e}")
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        self.client.close()
+
+
+def stored_marks(cp: ControlPlane, name: str) -> list[str]:
+    versions = cp.api("GET", f"/v1/job/{name}/versions")
+    return [v["job"]["groups"][0]["tasks"][0]["env"].get("MARK", "") for v in versions]
+
+
+def test_leader_kill9_under_load_loses_no_acknowledged_write(cp: ControlPlane) -> None:
+    before = running(cp, "steady")
+    old = cp.leader()
+    assert old is not None
+    with Writer(cp) as w:
+        time.sleep(1.5)
+        old.kill9()
+        new, took = cp.wait_new_leader(old, timeout=15)
+        time.sleep(2.0)  # keep writing under the new leader
+    print(f"new leader after {took:.2f}s; {sum(map(len, w.acked.values()))} writes acked")
+    assert took <= 5.0, f"new leader took {took:.1f}s"
+    assert sum(map(len, w.acked.values())) >= 20
+    assert not w.failed, w.failed[:5]
+    for name, marks in w.acked.items():
+        stored = stored_marks(cp, name)
+        assert marks <= set(stored), f"{name}: acknowledged but lost: {marks - set(stored)}"
+        assert len(stored) == len(set(stored)), f"{name}: a write was applied twice"
+        assert len(stored) <= w.tried[name]
+    # Scheduling resumes under the new leader, and nothing that ran was restarted.
+    cp.api("POST", "/v1/jobs", json={"job": job("after-kill", count=2)})
+    wait_running(cp, "after-kill", 2)
+    assert running(cp, "steady") == before
+    old.start()  # back as a follower for the next tests
+    wait_until(lambda: old.status() is not None, timeout=20, what="the old leader back")
+    assert cp.leader() is new
+
+
+def test_paused_leader_is_fenced_and_steps_down(cp: ControlPlane) -> None:
+    before = running(cp, "steady")
+    old = cp.leader()
+    assert old is not None
+    old.pause()
+    try:
+        new, took = cp.wait_new_leader(old, timeout=15)
+        # Work for the new leader while the old one sleeps, and would act on when it wakes.
+        cp.api("POST", "/v1/jobs", json={"job": job("during-pause", count=2)})
+        time.sleep(max(0.0, 2 * LEADER_TTL - took))
+    finally:
+        old.resume()
+    wait_until(lambda: old.status() is not None, timeout=10, what="the old leader to answer")
+    wait_until(lambda: not old.is_leader(), timeout=5, what="the old leader to step down")
+    assert cp.leader() is new
+    wait_running(cp, "during-pause", 2)
+    time.sleep(1.0)  # a stale placement would show up as extra allocs now
+    allocs = cp.api("GET", "/v1/job/during-pause")["allocations"]
+    assert len(allocs) == 2, f"placed twice: {allocs}"
+    assert "stepped down" in old.logs()
+    assert running(cp, "steady") == before
+
+
+def test_etcd_member_loss(cp: ControlPlane) -> None:
+    assert cp.etcd is not None
+    before = running(cp, "steady")
+    cp.etcd.kill(0)
+    # One member down: the cluster works as before.
+    cp.api("POST", "/v1/jobs", json={"job": job("one-down", count=1)})
+    wait_running(cp, "one-down", 1)
+    cp.etcd.kill(1)
+    # Two down, no quorum: a write fails fast with a clear 503 on every server.
+    server = next(s for s in cp.servers if s.alive)
+    t0 = time.monotonic()
+    r = httpx.post(server.addr + "/v1/jobs", json={"job": job("no-quorum", count=1)}, timeout=30)
+    took = time.monotonic() - t0
+    assert r.status_code == 503, r.text
+    assert took < 10.0, f"the write took {took:.1f}s to fail"
+    assert "error" in r.json()
+    time.sleep(3 * cp.heartbeat_ttl)  # agents cannot report; their tasks keep running
+    for a in cp.agents:
+        assert a.alive
+    pids = {pid for pid, _ in before.values()}
+    alive = {p.pid for a in cp.agents for p in a.task_processes()}
+    assert pids <= alive, "a task stopped while the store was down"
+    cp.etcd.restart(0)
+    cp.etcd.restart(1)
+    # Everything resumes by itself: a leader, writes, scheduling, the same tasks.
+    wait_until(lambda: cp.leader() is not None, timeout=30, what="a leader after etcd is back")
+    wait_until(lambda: _try_post(cp, job("after-etcd", count=2)), timeout=30, what="writes to work")
+    wait_running(cp, "after-etcd", 2)
+    wait_until(lambda: cp.ready_nodes() == 3, timeout=20, what="3 ready nodes")
+    assert running(cp, "steady") == before
+
+
+def _try_post(cp: ControlPlane, spec: dict[str, Any]) -> bool:
+    try:
+        cp.api("POST", "/v1/jobs", json={"job": spec})
+        return True
+    except AssertionError:
+        return False

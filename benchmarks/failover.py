@@ -13,6 +13,7 @@ manager marks a worker down after missing heartbeats for 3 periods of 5 s
 (`--dispatcher-heartbeat`, default 5s), i.e. 15 s before rescheduling even starts.
 
 Run: .venv/bin/python benchmarks/failover.py   (not part of CI; about a minute)
+     .venv/bin/python benchmarks/failover.py --control-plane   (leader server failover)
 """
 
 from __future__ import annotations
@@ -84,7 +85,18 @@ def trial(base: Path, ttl: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument(
+        "--control-plane",
+        action="store_true",
+        help="kill the leader server instead of a node, next to etcd's own election "
+        "(benchmarks/cp_failover.py)",
+    )
     args = ap.parse_args()
+    if args.control_plane:
+        from cp_failover import main as control_plane
+
+        control_plane(args.trials)
+        return
     ttl = float(os.environ.get("PODIUM_BENCH_TTL", "3.0"))
     times = []
     with tempfile.TemporaryDirectory(prefix="podium-failover-") as tmp:

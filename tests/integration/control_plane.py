@@ -15,7 +15,9 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ import httpx
 
 from integration.cluster import ApiAndCli, free_port, wait_until
 from integration.multinode import AgentProc, _end, _spawn
+from podium.api.client import Client
+from podium.errors import PodiumError
 from support.etcd import EtcdCluster, start_etcd_cluster
 
 
@@ -204,3 +208,75 @@ class ControlPlane(ApiAndCli):
         for a in self.agents:
             out += f"\n----- {a.name} -----\n" + a.logs()[-3000:]
         return out[-30000:]
+
+
+def job(name: str, *, count: int, env: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "service",
+        "groups": [
+            {
+                "name": "g",
+                "count": count,
+                "spread": True,
+                "tasks": [
+                    {
+                        "name": "t",
+                        "driver": "process",
+                        "config": {"command": "sleep", "args": ["3600"]},
+                        "resources": {"cpu": 50, "memory": 16},
+                        "env": env or {},
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def running(cp: ControlPlane, name: str) -> dict[str, tuple[int, int]]:
+    """alloc id -> (pid, restarts) of the job's running allocs."""
+    out = {}
+    for a in cp.api("GET", f"/v1/job/{name}")["allocations"]:
+        if a["desired_status"] == "run" and a["client_status"] == "running":
+            out[a["id"]] = (a["pids"].get("t", 0), a["restarts"])
+    return out
+
+
+class Writer:
+    """Submits and updates jobs at a steady rate through the failing-over client."""
+
+    def __init__(self, cp: ControlPlane, *, jobs: int = 3, interval: float = 0.1) -> None:
+        self.client = Client(cp.addr, timeout=3.0)
+        self.jobs, self.interval = jobs, interval
+        self.acked: dict[str, set[str]] = defaultdict(set)  # job -> marks acknowledged
+        self.tried: dict[str, int] = defaultdict(int)
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        seq = 0
+        while not self._stop.is_set() and seq < 2000:  # bounded however slow the box is
+            name, mark = f"load-{seq % self.jobs}", str(seq)
+            seq += 1
+            self.tried[name] += 1
+            try:
+                self.client.register_job(job(name, count=0, env={"MARK": mark}))
+                self.acked[name].add(mark)
+            except PodiumError as e:
+                self.failed.append(f"{name}#{mark}: {e}")
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        self.client.close()
+
+
+def stored_marks(cp: ControlPlane, name: str) -> list[str]:
+    versions = cp.api("GET", f"/v1/job/{name}/versions")
+    return [v["job"]["groups"][0]["tasks"][0]["env"].get("MARK", "") for v in versions]

@@ -193,7 +193,7 @@ def dev(
 )
 @click.option(
     "--leader-ttl",
-    default=5.0,
+    default=3.0,
     show_default=True,
     help="Seconds a silent leader keeps the lead (etcd store)",
 )

@@ -54,7 +54,7 @@ class LeaderInfo(msgspec.Struct):
 class LeadershipConfig:
     server_id: str
     address: str
-    ttl: float = 5.0  # seconds a silent leader keeps the lead
+    ttl: float = 3.0  # seconds a silent leader keeps the lead
     elect: bool = True  # False: the only server, leader from the start (SQLite)
 
 

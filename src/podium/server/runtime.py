@@ -42,7 +42,7 @@ class ServerConfig:
     # Several servers on one store elect a leader through a lease of this TTL; None:
     # elect when the store is etcd (one SQLite server simply leads).
     elect: bool | None = None
-    leader_ttl: float = 5.0
+    leader_ttl: float = 3.0
     server_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 

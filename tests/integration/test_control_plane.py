@@ -53,6 +53,10 @@ def test_leader_kill9_under_load_loses_no_acknowledged_write(cp: ControlPlane) -
         new, took = cp.wait_new_leader(old, timeout=15)
         time.sleep(2.0)  # keep writing under the new leader
     print(f"new leader after {took:.2f}s; {sum(map(len, w.acked.values()))} writes acked")
+    # The killed leader's member key went with its lease; the CLI skips the dead address.
+    members = cp.cli_json("server", "members")
+    assert [(m["address"], m["leader"]) for m in members if m["leader"]] == [(new.addr, True)]
+    assert old.addr not in {m["address"] for m in members}
     assert took <= 5.0, f"new leader took {took:.1f}s"
     assert sum(map(len, w.acked.values())) >= 20
     assert not w.failed, w.failed[:5]

@@ -30,8 +30,8 @@ from podium.store.base import Compare, Get, Put, Store
 
 HEADER = "idempotency-key"
 RECORD_TTL = 600.0  # a retry within 10 minutes gets the first answer
-CLAIM_TTL = 15.0  # a claim outlives a slow write, not a dead server by much
-WAIT = 10.0  # how long a retry waits for the first attempt to finish
+CLAIM_TTL = 6.0  # a claim outlives a slow write (3 s at the least), not a dead server
+WAIT = 8.0  # a retry waits this long for the first attempt: past a dead claimant's claim
 _VALID = re.compile(r"^[A-Za-z0-9_.:-]{8,128}$")
 
 Handler = Callable[[Request], Awaitable[Response]]

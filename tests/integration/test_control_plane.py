@@ -8,6 +8,8 @@ and leave it whole for the next one.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,15 @@ import pytest
 
 from integration.cluster import wait_until
 from integration.control_plane import ControlPlane, Writer, job, running, stored_marks
+from podium.errors import NotLeader
+from podium.runtime.clock import SystemClock
+from podium.server.leader import Leadership, LeadershipConfig
+from podium.server.state import ClusterState
+from podium.store import keys
+from podium.store.etcd import EtcdStore
+from support.etcd import EtcdCluster, etcd_server
+
+__all__ = ["etcd_server"]  # the session's etcd, a fixture
 
 pytestmark = pytest.mark.integration
 
@@ -135,3 +146,45 @@ def _try_post(cp: ControlPlane, spec: dict[str, Any]) -> bool:
         return True
     except AssertionError:
         return False
+
+
+async def test_fencing_on_etcd_rejects_a_deposed_leaders_writes(etcd_server: EtcdCluster) -> None:
+    """The fence on a real etcd: once another server holds /leader, nothing of ours lands."""
+    store = EtcdStore(etcd_server.endpoints, prefix="/fencing-test")
+    await store.start()
+    state = ClusterState(store)
+    lead = Leadership(store, state, LeadershipConfig("a", "http://a", ttl=2.0), clock=SystemClock())
+    views: list[ClusterState] = []
+
+    async def work(view: ClusterState) -> None:
+        views.append(view)
+        await asyncio.Event().wait()
+
+    task = asyncio.get_running_loop().create_task(lead.run(work))
+    try:
+        async with asyncio.timeout(10):
+            while not views:
+                await asyncio.sleep(0.02)
+        view = views[0]
+        await view.store.put("/jobs/ours", b"1")
+        # Deposed: our lease is revoked behind our back and another server takes the key.
+        kv = await store.get(keys.LEADER)
+        assert kv is not None
+        await store.lease_revoke(kv.lease)
+        other = await store.lease_grant(30)
+        await store.put(keys.LEADER, b'{"id":"b","address":"http://b","since":0}', lease=other)
+        with pytest.raises(NotLeader):
+            await view.store.put("/jobs/ours", b"stale")
+        with pytest.raises(NotLeader):
+            await view.store.txn_many([([], [])])
+        got = await store.get("/jobs/ours")
+        assert got is not None and got.value == b"1"
+        async with asyncio.timeout(5):  # it steps down and follows b
+            while lead.is_leader or lead.leader is None or lead.leader.id != "b":
+                await asyncio.sleep(0.02)
+        await store.lease_revoke(other)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await store.close()

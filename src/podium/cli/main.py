@@ -195,6 +195,7 @@ def dev(
     "--leader-ttl",
     default=3.0,
     show_default=True,
+    type=click.FloatRange(min=0.5),
     help="Seconds a silent leader keeps the lead (etcd store)",
 )
 @click.option(
@@ -227,6 +228,13 @@ def server(
     setup(log_level)
     host, port = _split_addr(addr)
     url = store_url or f"sqlite:///{_data_dir(data_dir, '.podium/server')}/podium.db"
+    if url.startswith("etcd://"):
+        from podium.store.etcd import EtcdStore
+
+        try:
+            EtcdStore.from_url(url)  # parses the url only; it connects on first use
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--store") from None
     dns, dns_fallback = _dns_config(ctx, dns_addr)
     srv = Server(
         ServerConfig(

@@ -238,8 +238,12 @@ class Leadership:
 
     async def _keepalive(self) -> None:
         ttl = self.config.ttl
+        pause = ttl / 4
         while True:
-            await asyncio.sleep(ttl / 4)
+            await asyncio.sleep(pause)
+            # After a failure try again soon: an etcd election stalls renewals for a
+            # second or so, and every moment lost to waiting eats into the TTL.
+            pause = min(ttl / 4, 0.1)
             lease = self._lease
             if not lease:
                 await self._ensure_lease()
@@ -259,6 +263,7 @@ class Leadership:
                 if silent >= ttl:
                     self._lose(f"the lease was not renewed for {silent:.1f}s")
                 continue
+            pause = ttl / 4
             if self._lease == lease:
                 self._renewed = started
                 term = self._term

@@ -108,6 +108,23 @@ def test_paused_leader_is_fenced_and_steps_down(cp: ControlPlane) -> None:
     assert running(cp, "steady") == before
 
 
+def test_a_write_retried_on_another_server_is_applied_once(cp: ControlPlane) -> None:
+    """A restart request is not idempotent by itself (each one restarts the tasks again);
+    the Idempotency-Key makes the retry, sent to another server, return the first answer."""
+    cp.api("POST", "/v1/jobs", json={"job": job("restart-me", count=1)})
+    wait_running(cp, "restart-me", 1)
+    (alloc_id,) = running(cp, "restart-me")
+    first, second = [s for s in cp.servers if s.alive][:2]
+    key = {"Idempotency-Key": "retry-test-0001"}
+    r1 = httpx.post(f"{first.addr}/v1/allocation/{alloc_id}/restart", headers=key, timeout=10)
+    r2 = httpx.post(f"{second.addr}/v1/allocation/{alloc_id}/restart", headers=key, timeout=10)
+    assert r1.status_code == r2.status_code == 200
+    assert r1.json() == r2.json()
+    assert cp.api("GET", f"/v1/allocation/{alloc_id}")["restart_seq"] == 1
+    r3 = httpx.post(f"{second.addr}/v1/allocation/{alloc_id}/restart", timeout=10)
+    assert r3.json()["restart_seq"] == 2  # no key: a new request
+
+
 def test_etcd_member_loss(cp: ControlPlane) -> None:
     assert cp.etcd is not None
     before = running(cp, "steady")

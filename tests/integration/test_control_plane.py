@@ -125,6 +125,24 @@ def test_a_write_retried_on_another_server_is_applied_once(cp: ControlPlane) -> 
     assert r3.json()["restart_seq"] == 2  # no key: a new request
 
 
+def test_every_server_tells_why_a_job_cannot_be_placed(cp: ControlPlane) -> None:
+    """The leader's placement failures reach the followers, and go when the job fits."""
+    spec = job("too-big", count=1)
+    spec["groups"][0]["tasks"][0]["resources"]["memory"] = 10_000_000
+    cp.api("POST", "/v1/jobs", json={"job": spec})
+
+    def failures(s: Any) -> list[Any]:
+        return list(httpx.get(f"{s.addr}/v1/job/too-big", timeout=5).json()["placement_failures"])
+
+    live = [s for s in cp.servers if s.alive]
+    wait_until(lambda: all(failures(s) for s in live), timeout=10, what="failures everywhere")
+    assert all(failures(s)[0]["nodes_exhausted"] for s in live)
+    spec["groups"][0]["tasks"][0]["resources"]["memory"] = 16
+    cp.api("POST", "/v1/jobs", json={"job": spec})
+    wait_until(lambda: not any(failures(s) for s in live), timeout=10, what="failures cleared")
+    wait_running(cp, "too-big", 1)
+
+
 def test_etcd_member_loss(cp: ControlPlane) -> None:
     assert cp.etcd is not None
     before = running(cp, "steady")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from podium.runtime import http
 from podium.runtime.clock import Clock, SystemClock
+from podium.server import failures_mirror
 from podium.server.catalog import Catalog
 from podium.server.dns import DnsConfig, DnsServer
 from podium.server.heartbeat_leases import HeartbeatLeases
@@ -88,6 +89,8 @@ class Server:
             tg.create_task(NodeLivenessController(state, hb, cfg.clock).run(), name="liveness")
             tg.create_task(DrainController(state, cfg.clock).run(), name="drain")
             tg.create_task(GarbageCollector(state, cfg.clock).run(), name="gc")
+            if self.ctx.leadership is not None and self.ctx.leadership.config.elect:
+                tg.create_task(failures_mirror.publish(state), name="failures-publish")
 
     async def run(self) -> None:
         from podium.server.app import create_app
@@ -129,6 +132,11 @@ class Server:
                 await state.ready.wait()
                 if isinstance(hb, HeartbeatLeases):
                     tg.create_task(hb.run(), name="heartbeats")
+                if elect:
+                    tg.create_task(
+                        failures_mirror.follow(state, lambda: leadership.is_leader),
+                        name="failures-follow",
+                    )
                 tg.create_task(leadership.run(self.leader_work), name="leadership")
                 assert self.ctx.catalog is not None
                 tg.create_task(self.ctx.catalog.run(), name="catalog")

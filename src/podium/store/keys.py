@@ -15,6 +15,7 @@ LEADER = "/leader"
 MEMBERS = "/members/"
 HEARTBEATS = "/heartbeats/"
 IDEMPOTENCY = "/idempotency/"
+PLACEMENT_FAILURES = "/placementfailures/"  # the leader's, for the other servers
 
 
 def job(namespace: str, name: str) -> str:
@@ -55,3 +56,7 @@ def heartbeat(node_id: str) -> str:
 
 def idempotency(key: str) -> str:
     return f"{IDEMPOTENCY}{key}"
+
+
+def placement_failures(job_key: str) -> str:
+    return f"{PLACEMENT_FAILURES}{job_key}"

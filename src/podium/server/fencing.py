@@ -24,7 +24,17 @@ from typing import Any
 from podium.errors import Conflict, NotLeader
 from podium.server.state import ClusterState, Listener
 from podium.store import keys
-from podium.store.base import Compare, Delete, Get, Op, Put, Store, TxnResult, WatchEvent
+from podium.store.base import (
+    Compare,
+    Delete,
+    Get,
+    KeyValue,
+    Op,
+    Put,
+    Store,
+    TxnResult,
+    WatchEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +125,10 @@ class FencedStore:
 
     # ----------------------------------------------------------------- reads
 
-    async def get(self, key: str) -> Any:
+    async def get(self, key: str) -> KeyValue | None:
         return await self.inner.get(key)
 
-    async def list(self, prefix: str) -> Any:
+    async def list(self, prefix: str) -> tuple[builtins.list[KeyValue], int]:
         return await self.inner.list(prefix)
 
     async def revision(self) -> int:

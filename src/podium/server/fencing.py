@@ -73,6 +73,7 @@ class FencedStore:
         return term
 
     def _lost(self, why: str) -> None:
+        log.warning("fenced: a leader write was refused (%s)", why)
         self._on_lost(why)
         raise NotLeader(f"this server no longer leads: {why}")
 

@@ -23,6 +23,14 @@ ttl. On reopen every lease gets its full ttl again (as etcd does on a leader cha
 
 One process owns the file at a time (an flock on `<file>.lock`): the writer trusts
 its in-memory revision, so a second writer would corrupt history.
+
+Staying small: the change log is trimmed to `history` changes as it grows (watchers
+from before get Compacted and re-list). Every `maintenance_interval` seconds,
+`maintain()` (on the writer thread, between batches) gives free pages back to the file
+system once they are over a quarter of the file and `_VACUUM_MIN_FREE` bytes
+(`incremental_vacuum`; a file made before auto_vacuum was set gets one full VACUUM), and
+logs a warning while the disk holding the file has less than `min_free_disk` (fraction)
+or `min_free_disk_bytes` free.
 """
 
 from __future__ import annotations
@@ -91,6 +99,20 @@ _PUT, _DELETE = 0, 1
 _encode_changes = msgspec.msgpack.Encoder().encode
 _decode_changes = msgspec.msgpack.Decoder(builtins.list[_Change]).decode
 _MAX_BATCH_TXNS = 20_000  # bounds one commit's latency, memory and log row
+_VACUUM_MIN_FREE = 4 * 1024 * 1024  # bytes of free pages worth giving back
+
+
+@dataclass(slots=True)
+class Maintenance:
+    """What one `maintain()` pass found and did."""
+
+    pages_before: int
+    pages_after: int
+    page_size: int
+    vacuumed: Literal["", "incremental", "full"]
+    disk_free: int  # bytes free on the file system holding the file
+    disk_total: int
+    disk_low: bool
 
 
 # ------------------------------------------------------------------ writer requests
@@ -208,9 +230,16 @@ class SQLiteStore(TxnFrontend):
         lease_check_interval: float = 0.5,
         max_watch_pending: int = 10_000,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        maintenance_interval: float = 300.0,
+        min_free_disk: float = 0.05,
+        min_free_disk_bytes: int = 500 * 1024 * 1024,
     ) -> None:
         self.path = Path(path)
         self._history = history
+        self._maintenance_interval = maintenance_interval
+        self._min_free_disk = min_free_disk
+        self._min_free_disk_bytes = min_free_disk_bytes
+        self._disk_was_low = False
         self._clock = clock
         self._interval = lease_check_interval
         self._hub = WatchHub(max_watch_pending)
@@ -241,6 +270,7 @@ class SQLiteStore(TxnFrontend):
         self._reader_exec = ThreadPoolExecutor(1, thread_name_prefix="podium-sqlite-reader")
         self._writer: asyncio.Task[None] | None = None
         self._expiry: asyncio.Task[None] | None = None
+        self._maintainer: asyncio.Task[None] | None = None
         self._closed = False
 
     # ------------------------------------------------------------ lifecycle
@@ -258,6 +288,7 @@ class SQLiteStore(TxnFrontend):
             self._expiry = loop.create_task(
                 lease_expiry_loop(self.expire_leases, self._interval), name="sqlite-store-leases"
             )
+            self._maintainer = loop.create_task(self._maintain_loop(), name="sqlite-store-maint")
 
     async def close(self) -> None:
         """Commit what is queued, stop the tasks, end every watch, close the file."""
@@ -265,10 +296,11 @@ class SQLiteStore(TxnFrontend):
             return
         self._closed = True
         self._hub.close()
-        if self._expiry is not None:
-            self._expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry
+        for task in (self._expiry, self._maintainer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._writer is not None:
             self._wake.set()
             await self._writer  # it drains the queue, then returns
@@ -470,6 +502,61 @@ class SQLiteStore(TxnFrontend):
                 else:
                     req.fut.set_result(outcome)
 
+    # ------------------------------------------------------------ staying small
+
+    async def _maintain_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._maintenance_interval)
+            try:
+                await self.maintain()
+            except StoreError:
+                log.warning("store %s: maintenance failed; next pass retries", self.path)
+
+    async def maintain(self) -> Maintenance:
+        """Give free pages back to the file system if many, and check the disk's free space.
+        Runs on the writer thread, so it never overlaps a commit."""
+        self._ensure_started()
+        loop = asyncio.get_running_loop()
+        try:
+            done = await loop.run_in_executor(self._writer_exec, self._w_maintain)
+        except (sqlite3.Error, OSError) as e:
+            raise StoreError(f"store {self.path}: maintenance failed: {e}") from e
+        if done.disk_low and not self._disk_was_low:
+            log.warning(
+                "store %s: the disk holding it is nearly full: %d MiB free of %d MiB; "
+                "free space before writes fail",
+                self.path,
+                done.disk_free >> 20,
+                done.disk_total >> 20,
+            )
+        elif self._disk_was_low and not done.disk_low:
+            log.info("store %s: disk space is back (%d MiB free)", self.path, done.disk_free >> 20)
+        self._disk_was_low = done.disk_low
+        return done
+
+    def _w_maintain(self) -> Maintenance:
+        c = self._wconn
+        (page_size,) = c.execute("PRAGMA page_size").fetchone()
+        (before,) = c.execute("PRAGMA page_count").fetchone()
+        (free,) = c.execute("PRAGMA freelist_count").fetchone()
+        vacuumed: Literal["", "incremental", "full"] = ""
+        if free * 4 > before and free * page_size >= _VACUUM_MIN_FREE:
+            (mode,) = c.execute("PRAGMA auto_vacuum").fetchone()
+            if mode == 2:  # INCREMENTAL
+                # executescript steps it to the end; execute() would free one page per call
+                c.executescript("PRAGMA incremental_vacuum;")
+                vacuumed = "incremental"
+            else:  # an older file: one full VACUUM, which also switches it to INCREMENTAL
+                c.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                c.execute("VACUUM")
+                vacuumed = "full"
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the file shrinks at a checkpoint
+        (after,) = c.execute("PRAGMA page_count").fetchone()
+        disk = os.statvfs(self.path.parent)
+        disk_free, disk_total = disk.f_bavail * disk.f_frsize, disk.f_blocks * disk.f_frsize
+        low = disk_free < self._min_free_disk_bytes or disk_free < self._min_free_disk * disk_total
+        return Maintenance(before, after, page_size, vacuumed, disk_free, disk_total, low)
+
     # ------------------------------------------------------------ the writer thread
 
     def _commit_batch(self, batch: builtins.list[_Req]) -> _Committed:
@@ -623,6 +710,7 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     # each connection is created here but then used only by its own executor thread.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA page_size = 8192")  # new files only; measured faster than 4 KiB
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # new files only; see maintain()
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if mode != "wal":
         raise sqlite3.OperationalError(f"cannot switch to WAL (journal_mode is {mode})")

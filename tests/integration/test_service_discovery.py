@@ -99,6 +99,7 @@ def service_job(
     tags: list[str] | None = None,
     ingress: dict[str, str] | None = None,
     restart_delay: str = "1s",
+    shutdown_delay: str = "0s",
 ) -> dict[str, Any]:
     service: dict[str, Any] = {
         "name": name,
@@ -114,6 +115,7 @@ def service_job(
             {
                 "name": "main",
                 "count": count,
+                "shutdown_delay": shutdown_delay,
                 "restart": {"attempts": 10, "delay": restart_delay, "mode": "delay"},
                 "network": {"ports": {"http": {}}},
                 "services": [service],
@@ -262,6 +264,33 @@ def test_blocking_query_wakes_on_change(cluster: ServiceCluster) -> None:
     bad = httpx.get(f"{cluster.addr}/v1/service/Bad_Name", timeout=5)
     assert bad.status_code == 400 and "name" in bad.text
     cluster.api("DELETE", "/v1/job/block")
+
+
+def test_shutdown_delay_leaves_the_catalog_before_the_signal(cluster: ServiceCluster) -> None:
+    cluster.run_job(service_job("drain", 1, shutdown_delay="2s"))
+    endpoint = wait_until(
+        lambda: cluster.api("GET", "/v1/service/drain")["endpoints"],
+        timeout=20,
+        what="an endpoint of drain",
+    )[0]
+    process = psutil.Process(cluster.task_pid(endpoint["alloc_id"]))
+    cluster.api("POST", f"/v1/allocation/{endpoint['alloc_id']}/stop")
+    t0 = time.monotonic()
+    wait_until(
+        lambda: (
+            endpoint["alloc_id"]
+            not in {e["alloc_id"] for e in cluster.api("GET", "/v1/service/drain")["endpoints"]}
+        ),
+        timeout=5,
+        what="the stopped copy to leave the catalog",
+    )
+    assert time.monotonic() - t0 < 1.0
+    assert process.is_running(), "the task was signalled before shutdown_delay"
+    time.sleep(max(0.0, t0 + 1.0 - time.monotonic()))
+    assert process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    process.wait(10)  # then it is stopped
+    assert time.monotonic() - t0 >= 1.9
+    cluster.api("DELETE", "/v1/job/drain")
 
 
 # --------------------------------------------------------------- upstreams, ingress
@@ -419,6 +448,10 @@ def test_proxy_under_load_while_copies_are_killed(cluster: ServiceCluster) -> No
     sent, failures = asyncio.run(_load(local_port, rate=500, seconds=30, workers=25))
     t.join()
     print(f"sent {sent}, failed {len(failures)}: {failures[:5]}")
+    for alloc_id, pid in zip(victims, pids, strict=True):
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        state = next(iter(cluster.api("GET", f"/v1/allocation/{alloc_id}")["task_states"].values()))
+        assert state["pid"] != pid, "the killed copy was not noticed"
     assert sent > 500 * 30 * 0.8, f"the load generator fell behind: {sent} sent"
     assert len(failures) < sent * 0.001, failures[:10]
     cluster.api("DELETE", "/v1/job/holder")

@@ -5,7 +5,15 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from podium.model.types import Allocation, DriverInfo, Job, Node, Plan, ReschedulePolicy
+from podium.model.types import (
+    Allocation,
+    DriverInfo,
+    Job,
+    Node,
+    Plan,
+    ReschedulePolicy,
+    UpdateStrategy,
+)
 from podium.scheduler import (
     ClusterSnapshot,
     Reconciliation,
@@ -489,9 +497,11 @@ def test_reconcile_batch_complete_is_done_but_service_complete_is_replaced() -> 
 
 
 def test_reconcile_new_version_replaces_destructively() -> None:
-    v0 = make_job(count=2, cpu=100)
+    # max_parallel 0: no deployment, every copy replaced at once.
+    no_rollout = UpdateStrategy(max_parallel=0)
+    v0 = make_job(count=2, cpu=100, update=no_rollout)
     have = [make_alloc(v0, index=i, id=f"a{i}") for i in range(2)]
-    v1 = msgspec.structs.replace(make_job(count=2, cpu=200), version=1)
+    v1 = msgspec.structs.replace(make_job(count=2, cpu=200, update=no_rollout), version=1)
     rec = reconcile(v1, have, nodes_map(), now=NOW)
     assert [s.alloc_id for s in rec.stop] == ["a0", "a1"]
     assert [(p.index, p.reason, p.previous and p.previous.id) for p in rec.place] == [

@@ -14,9 +14,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from podium.agent.deploy_health import DeploymentHealth
 from podium.agent.health import CheckRunner
 from podium.agent.interpolate import render
 from podium.agent.task_runner import TaskHooks, TaskRunner
@@ -114,6 +116,11 @@ class AllocRunner:
         self.finished = asyncio.Event()
         self._stop_requested = False
         self._all_running = asyncio.Event()
+        # Judged here only while the deployment that placed this copy waits for a verdict.
+        self.deploy: DeploymentHealth | None = None
+        if alloc.deployment_id and alloc.deployment_healthy is None:
+            self.deploy = DeploymentHealth(group.update, started=alloc.create_time or time.time())
+        self._deploy_wake = asyncio.Event()
         self._build(drivers, recovered or {})
 
     def _build(self, drivers: dict[str, Driver], recovered: dict[str, TaskHandle]) -> None:
@@ -218,7 +225,38 @@ class AllocRunner:
                 if r.state.state != "running"
             )
         self.client_status = status
+        self._judge_deployment()
         self.hooks.report(self.update())
+
+    def _judge_deployment(self) -> None:
+        d = self.deploy
+        if d is None or d.verdict is not None:
+            return
+        states = [r.state for r in self.tasks.values()]
+        verdict = d.observe(
+            time.time(),
+            tasks_running=self.client_status == "running"
+            and all(s.state == "running" for s in states),
+            checks_passing=all(c.status.status == "passing" for c in self.checks),
+            failed=self.client_status == "failed",
+            restarts=sum(s.restarts for s in states),
+        )
+        if verdict is not None:
+            kind = "alloc.deployment_healthy" if verdict else "alloc.deployment_unhealthy"
+            self.events.append(TaskEvent(type=kind, message=d.why))
+        self._deploy_wake.set()
+
+    async def _watch_deployment(self) -> None:
+        """Wake for the deployment's timers (min_healthy_time, healthy_deadline)."""
+        d = self.deploy
+        while d is not None and d.verdict is None:
+            wait = d.next_check(time.time()) - time.time()
+            self._deploy_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.05, wait)):
+                    await self._deploy_wake.wait()
+            if d.verdict is None:
+                self._changed()
 
     def healthy(self) -> bool | None:
         if self.client_status != "running":
@@ -239,6 +277,8 @@ class AllocRunner:
             },
             checks=[c.status for c in self.checks],
             healthy=self.healthy(),
+            deployment_healthy=self.deploy.verdict if self.deploy else None,
+            deployment_health_time=self.deploy.decided_at if self.deploy else 0.0,
             events=events,
         )
 
@@ -251,9 +291,11 @@ class AllocRunner:
                     if r.state.state != "dead":
                         tg.create_task(r.run(), name=f"task:{self.alloc.id[:8]}:{r.name}")
                 checks = tg.create_task(self._run_checks())
+                judge = tg.create_task(self._watch_deployment())
                 self._changed()
                 await self._tasks_done()
                 checks.cancel()
+                judge.cancel()
         finally:
             self.finished.set()
         self._changed()

@@ -7,6 +7,7 @@ Several server addresses may be given; a connection failure moves to the next.
 
 from __future__ import annotations
 
+import getpass
 import os
 import time
 import uuid
@@ -77,13 +78,20 @@ def _unavailable(addresses: list[str], last: Exception | None) -> Unavailable:
     return Unavailable(f"no podium server answers at {', '.join(addresses)} ({last})")
 
 
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (e.g. in a container)
+        return f"uid:{os.getuid()}"
+
+
 class Client:
     """Synchronous client for the CLI and tests."""
 
     def __init__(self, addr: str | None = None, *, timeout: float = 30.0) -> None:
         self.addresses = default_addresses(addr)
         self._i = 0
-        self._http = httpx.Client(timeout=timeout)
+        self._http = httpx.Client(timeout=timeout, headers={"x-podium-user": _user()})
 
     @property
     def address(self) -> str:
@@ -143,6 +151,38 @@ class Client:
 
     def job_versions(self, name: str, namespace: str = "default") -> Any:
         return self.request("GET", f"/v1/job/{name}/versions", params={"namespace": namespace})
+
+    def job_version(self, name: str, version: int, namespace: str = "default") -> Any:
+        return self.request(
+            "GET", f"/v1/job/{name}/version/{version}", params={"namespace": namespace}
+        )
+
+    def revert_job(self, name: str, version: int, namespace: str = "default") -> Any:
+        return self.request(
+            "POST", f"/v1/job/{name}/revert", params={"namespace": namespace},
+            json={"version": version},
+        )  # fmt: skip
+
+    def scale_job(self, name: str, group: str, count: int, namespace: str = "default") -> Any:
+        return self.request(
+            "POST", f"/v1/job/{name}/scale", params={"namespace": namespace},
+            json={"group": group, "count": count},
+        )  # fmt: skip
+
+    # deployments
+    def deployments(self, *, job: str = "") -> Any:
+        return self.request("GET", "/v1/deployments", params={"job": job} if job else {})
+
+    def deployment(self, ref: str, namespace: str = "default") -> Any:
+        return self.request("GET", f"/v1/deployment/{ref}", params={"namespace": namespace})
+
+    def deployment_action(
+        self, ref: str, action: str, *, groups: list[str] | None = None, namespace: str = "default"
+    ) -> Any:
+        body = {"groups": groups} if groups else None
+        return self.request(
+            "POST", f"/v1/deployment/{ref}/{action}", params={"namespace": namespace}, json=body
+        )
 
     # allocs
     def allocs(self, *, job: str | None = None, node: str | None = None) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from podium.api.client import Client
+from podium.cli.deployment import follow
 from podium.cli.main import addr_option
 from podium.cli.output import ago, console, err_console, failure_lines, print_json, table
 from podium.model import spec as jobspec
@@ -64,7 +65,29 @@ def run(file: str, detach: bool, check_index: int | None, timeout: float, addr: 
     console.print(f"job {name!r} version {resp['version']} {what} (index {resp['index']})")
     if detach:
         return
+    if resp["changed"] and resp["version"] > 0:
+        dep_id = _deployment_of(c, name, resp["version"])
+        if dep_id:
+            console.print(f"deployment {dep_id[:8]} rolling out version {resp['version']}")
+            sys.exit(follow(c, dep_id, timeout=timeout))
     sys.exit(_monitor(c, name, resp["version"], timeout))
+
+
+def _deployment_of(c: Client, name: str, version: int, wait: float = 2.0) -> str:
+    """The deployment the server opens for `version` (none if nothing rolls out)."""
+    deadline = time.monotonic() + wait
+    while True:
+        for d in c.deployments(job=name):
+            if d["job_version"] == version:
+                return str(d["id"])
+        s = c.job(name)
+        if s["job"]["version"] != version or time.monotonic() > deadline:
+            return ""
+        if all(
+            a["job_version"] == version for a in s["allocations"] if a["desired_status"] == "run"
+        ):
+            return ""  # every copy already on this version: changed in place
+        time.sleep(0.1)
 
 
 def _monitor(c: Client, name: str, version: int, timeout: float) -> int:
@@ -154,8 +177,12 @@ def plan(file: str, as_json: bool, addr: str | None) -> None:
         )
         console.print(f"{sign} {d['path']}: {detail}", markup=True, highlight=False)
     console.print(
-        f"scheduler: {p['create']} to create, {p['replace']} to replace, "
-        f"{p['stop']} to stop, {p['unchanged']} unchanged"
+        f"scheduler: {p['create']} to create, {p['replace']} to replace"
+        + (f" now and {p['replace_later']} later" if p.get("replace_later") else "")
+        + ", "
+        f"{p['in_place']} to update in place, {p['stop']} to stop, {p['unchanged']} unchanged"
+        + (f"; {p['canaries']} canaries first" if p.get("canaries") else "")
+        + ("; as a deployment (rolling, auto-revert per group)" if p.get("deployment") else "")
     )
     for ln in failure_lines(p["failures"]):
         err_console.print(f"[red]would fail:[/] {ln}")
@@ -225,6 +252,14 @@ def status(name: str | None, as_json: bool, addr: str | None) -> None:
     )
     for ln in failure_lines(s["placement_failures"]):
         err_console.print(f"[red]placement failure:[/] {ln}")
+    d = s.get("deployment")
+    if d:
+        console.print(
+            f"latest deployment {d['id'][:8]} (version {d['job_version']}): {d['status']}"
+            f" — {d['status_description']}",
+            markup=False,
+            highlight=False,
+        )
     console.print()
     table(
         [
@@ -296,6 +331,73 @@ def history(name: str, as_json: bool, addr: str | None) -> None:
         print_json(vs)
         return
     for v in vs:
-        console.print(f"[bold]version {v['version']}[/]  submitted {ago(v['submit_time'])}")
+        j = v["job"]
+        who = f" by {j['submitted_by']}" if j.get("submitted_by") else ""
+        stable = "  [green]stable[/]" if j.get("stable") else ""
+        console.print(
+            f"[bold]version {v['version']}[/]  submitted {ago(v['submit_time'])}{who}{stable}"
+        )
         for d in v["diff"]:
             console.print(f"    {d['kind']:8} {d['path']}", markup=False)
+
+
+@job.command()
+@click.argument("name")
+@click.argument("version", type=click.IntRange(min=0))
+@click.option("--detach", is_flag=True, help="Return once submitted; do not follow the rollout")
+@click.option("--timeout", default=600.0, show_default=True)
+@addr_option
+def revert(name: str, version: int, detach: bool, timeout: float, addr: str | None) -> None:
+    """Run an earlier version again (as a new version, rolled out like any change)."""
+    c = Client(addr)
+    resp = c.revert_job(name, version)
+    if not resp["changed"]:
+        console.print(f"job {name!r} already runs the spec of version {version}")
+        return
+    console.print(f"job {name!r} version {resp['version']} = version {version} again")
+    if detach:
+        return
+    dep_id = _deployment_of(c, name, resp["version"])
+    if dep_id:
+        sys.exit(follow(c, dep_id, timeout=timeout))
+
+
+@job.command("diff")
+@click.argument("name")
+@click.argument("v1", type=click.IntRange(min=0))
+@click.argument("v2", type=click.IntRange(min=0))
+@click.option("--json", "as_json", is_flag=True)
+@addr_option
+def diff_(name: str, v1: int, v2: int, as_json: bool, addr: str | None) -> None:
+    """What changed between two versions of a job, field by field."""
+    from podium.model.diff import diff
+
+    c = Client(addr)
+    server = ("version", "stop", "submit_time", "submitted_by", "stable", "revision")
+    a, b = ({k: v for k, v in c.job_version(name, v).items() if k not in server} for v in (v1, v2))
+    changes = [{"path": d.path, "kind": d.kind, "old": d.old, "new": d.new} for d in diff(a, b)]
+    if as_json:
+        print_json(changes)
+        return
+    if not changes:
+        console.print(f"versions {v1} and {v2} of {name!r} are the same")
+    for d in changes:
+        sign = {"added": "+", "removed": "-", "changed": "~"}[d["kind"]]
+        detail = (
+            f"{d['old']!r} => {d['new']!r}"
+            if d["kind"] == "changed"
+            else repr(d["new"] if d["kind"] == "added" else d["old"])
+        )
+        console.print(f"{sign} {d['path']}: {detail}", markup=False, highlight=False)
+
+
+@job.command()
+@click.argument("name")
+@click.argument("group")
+@click.argument("count", type=click.IntRange(min=0, max=10_000))
+@addr_option
+def scale(name: str, group: str, count: int, addr: str | None) -> None:
+    """Set one group's count: copies are added or removed, none restarted."""
+    resp = Client(addr).scale_job(name, group, count)
+    what = f"version {resp['version']}" if resp["changed"] else "unchanged"
+    console.print(f"job {name!r} group {group!r} count {count}: {what}")

@@ -320,11 +320,12 @@ def agent(
 
 
 def main() -> None:
-    from podium.cli import alloc, job, node, operator, server_ops, service
+    from podium.cli import alloc, deployment, job, node, operator, server_ops, service
 
     server.add_command(server_ops.members)
 
     cli.add_command(job.job)
+    cli.add_command(deployment.deployment)
     cli.add_command(alloc.alloc)
     cli.add_command(node.node)
     cli.add_command(service.service)

@@ -95,7 +95,7 @@ _SIZE_MB = {"m": 1, "g": 1024, "t": 1024 * 1024}
 
 _RESTART_DURATIONS = ("interval", "delay")
 _RESCHEDULE_DURATIONS = ("interval", "delay", "max_delay")
-_UPDATE_DURATIONS = ("min_healthy_time", "healthy_deadline")
+_UPDATE_DURATIONS = ("min_healthy_time", "healthy_deadline", "progress_deadline")
 _DISCONNECT_DURATIONS = ("stop_after_disconnect", "lost_after")
 
 
@@ -274,9 +274,11 @@ def _update_defaults() -> dict[str, Any]:
         "max_parallel": 1,
         "min_healthy_time": 5.0,
         "healthy_deadline": 300.0,
-        "auto_revert": False,
+        "progress_deadline": 600.0,
+        "auto_revert": True,
         "auto_promote": False,
         "canary": 0,
+        "health_check": "checks",
     }
 
 
@@ -293,8 +295,9 @@ def canonicalize(raw: dict[str, Any]) -> dict[str, Any]:
       group's policy, field by field.
     - reschedule: service/system {unlimited, delay 1s doubling up to 60s}; batch/cron
       {1 attempt in 24h, delay 5s, constant}.
-    - update: max_parallel 1, min_healthy_time 5s, healthy_deadline 5m, canary 0,
-      auto_revert and auto_promote false.
+    - update: max_parallel 1, min_healthy_time 5s, healthy_deadline 5m,
+      progress_deadline 10m, canary 0, auto_revert true, auto_promote false,
+      health_check "checks".
     - migrate (drains): max_parallel 1. disconnect: stop_after_disconnect 0 (never),
       lost_after 0 (replace copies on a down node at once). shutdown_delay 0.
     - task: driver "process", config {}, resources {cpu 100, memory 64},
@@ -755,9 +758,11 @@ _UPDATE_RULES: dict[str, _Rule] = {
     "max_parallel": _int(0, 10_000),
     "min_healthy_time": _dur(positive=False),
     "healthy_deadline": _dur(positive=True),
+    "progress_deadline": _dur(positive=False),
     "auto_revert": _bool,
     "auto_promote": _bool,
     "canary": _int(0, 10_000),
+    "health_check": _one_of("checks", "task_states"),
 }
 _MIGRATE_RULES: dict[str, _Rule] = {"max_parallel": _int(1, 10_000)}
 _DISCONNECT_RULES: dict[str, _Rule] = {
@@ -778,6 +783,8 @@ _JOB_RULES: dict[str, _Rule] = {
     "revision": _int(0, 2**63 - 1),
     "stop": _bool,
     "submit_time": _non_negative_number,
+    "submitted_by": lambda c, v, p: c.string(v, p),
+    "stable": _bool,
 }
 _GROUP_RULES: dict[str, _Rule] = {
     "name": _named("a group name"),
@@ -894,6 +901,18 @@ def _check_policy_ranges(c: _Checker, group: dict[str, Any], path: str) -> None:
             c.add(
                 _at(_at(path, "update"), "healthy_deadline"),
                 f"must be longer than min_healthy_time ({low}s)",
+            )
+        progress = _number(update.get("progress_deadline"))
+        if progress and high is not None and progress < high:
+            c.add(
+                _at(_at(path, "update"), "progress_deadline"),
+                f"must be 0 (none) or at least healthy_deadline ({high}s)",
+            )
+        canary, count = _number(update.get("canary")), _number(group.get("count"))
+        if canary is not None and count is not None and 0 <= count < canary:
+            c.add(
+                _at(_at(path, "update"), "canary"),
+                f"must be at most the group's count ({count:g})",
             )
 
 

@@ -102,9 +102,12 @@ class UpdateStrategy(Struct):
     max_parallel: int = 1  # allocs replaced at once; 0 = no deployment, replace all at once
     min_healthy_time: float = 5.0  # an alloc must stay healthy this long to count as healthy
     healthy_deadline: float = 300.0  # ...or be marked unhealthy after this long
-    auto_revert: bool = False  # a failed deployment rolls back to the last good version
+    progress_deadline: float = 600.0  # a deployment with no new healthy alloc this long fails
+    auto_revert: bool = True  # a failed deployment rolls back to the last stable version
     auto_promote: bool = False  # promote canaries once they are all healthy
     canary: int = 0  # new-version allocs started beside the old ones before the rollout
+    # What "healthy" means: every task running and every check passing, or tasks only.
+    health_check: Literal["checks", "task_states"] = "checks"
 
 
 class MigrateStrategy(Struct):
@@ -173,6 +176,8 @@ class Job(Struct):
     version: int = 0
     stop: bool = False
     submit_time: float = 0.0
+    submitted_by: str = ""  # who submitted this version (as the client said)
+    stable: bool = False  # a deployment of this version finished healthy
     revision: int = 0  # the store revision this copy was read at
 
     @property
@@ -278,6 +283,12 @@ class Allocation(Struct):
     reschedule_after: float = 0.0  # do not replace before this time
     restart_seq: int = 0  # bumped by `alloc restart`; the agent restarts tasks when it grows
     migrate: bool = False  # set by the drain controller: move this copy off its draining node
+    deployment_id: str = ""  # the deployment that placed this copy
+    canary: bool = False  # placed beside the old version, waiting for promotion
+    # The agent's verdict for the deployment: healthy for min_healthy_time (True), or not
+    # healthy by healthy_deadline (False); None while undecided.
+    deployment_healthy: bool | None = None
+    deployment_health_time: float = 0.0
     create_time: float = 0.0
     modify_time: float = 0.0
     revision: int = 0
@@ -295,6 +306,48 @@ class Allocation(Struct):
     def live(self) -> bool:
         """The alloc holds (or may hold) resources on its node."""
         return self.desired_status == "run" and not self.terminal
+
+
+DeploymentStatus = Literal["running", "paused", "successful", "failed", "cancelled"]
+
+
+class DeploymentGroup(Struct):
+    """One group's part in a deployment; counts are kept by the deployment controller."""
+
+    desired_total: int = 0
+    desired_canaries: int = 0
+    promoted: bool = False
+    auto_promote: bool = False
+    auto_revert: bool = True
+    placed: int = 0
+    healthy: int = 0
+    unhealthy: int = 0
+    progress_deadline: float = 600.0
+    require_progress_by: float = 0.0  # wall time; 0 = no deadline
+
+
+class Deployment(Struct):
+    """The rollout of one job version: progress, and what happened to it."""
+
+    id: str
+    namespace: str
+    job: str
+    job_version: int
+    status: DeploymentStatus = "running"
+    status_description: str = ""
+    groups: dict[str, DeploymentGroup] = msgspec.field(default_factory=dict)
+    reverted_to: int = -1  # the version an automatic rollback submitted; -1 none
+    create_time: float = 0.0
+    modify_time: float = 0.0
+    revision: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("running", "paused")
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.job}"
 
 
 class Event(Struct):
@@ -360,4 +413,6 @@ class AllocUpdate(Struct):
     task_states: dict[str, TaskState] = msgspec.field(default_factory=dict)
     checks: list[CheckStatus] = msgspec.field(default_factory=list)
     healthy: bool | None = None
+    deployment_healthy: bool | None = None
+    deployment_health_time: float = 0.0
     events: list[TaskEvent] = msgspec.field(default_factory=list)

@@ -12,6 +12,16 @@
       place       missing indexes, each with the alloc it replaces and why
       reschedule / reschedule_later / exhausted   failed allocs, by the group's policy
       updates     every alloc the caller should write (lost, in-place, reschedule_after)
+      deployment  a new deployment to create for this job version (service jobs), and
+                  deployment_updates: older active deployments it supersedes (cancelled)
+
+Deployments (service groups with update.max_parallel > 0): a new version replaces old
+copies at most max_parallel at a time; the next batch waits until the copies placed
+so far report deployment-healthy. With update.canary = N, N new copies start beside
+the old ones first, and the rest wait for promotion; at promotion the old copies whose
+index a canary holds stop, and the others roll. canary = count is blue-green: the
+whole new set runs beside the old one, and promotion switches over at once. A paused
+or failed deployment replaces nothing more (copies that are missing are still placed).
 
 Indexes name the copies of a group (`web.frontend[2]`). Only live allocs of the
 current job version (or with the current group spec hash) satisfy an index.
@@ -24,6 +34,7 @@ from `previous_alloc` (or see `Reconciliation.links`).
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -31,6 +42,9 @@ import msgspec
 
 from podium.model.types import (
     Allocation,
+    Deployment,
+    DeploymentGroup,
+    DeploymentStatus,
     DisconnectPolicy,
     Group,
     Job,
@@ -49,10 +63,12 @@ class Placement(msgspec.Struct, frozen=True, kw_only=True):
 
     group: str
     index: int
-    reason: str = "missing"  # missing | lost | reschedule | update | migrate
+    reason: str = "missing"  # missing | lost | reschedule | update | migrate | canary
     previous: Allocation | None = None
     reschedule_count: int = 0
     node_id: str = ""  # pinned to this node (system jobs); "" lets the scheduler choose
+    deployment_id: str = ""
+    canary: bool = False
 
 
 @dataclass
@@ -64,6 +80,8 @@ class Reconciliation:
     reschedule: list[Allocation] = field(default_factory=list)  # failed, replaced now
     reschedule_later: dict[str, float] = field(default_factory=dict)  # alloc id -> when
     exhausted: list[Allocation] = field(default_factory=list)  # failed, out of attempts
+    deployment: Deployment | None = None  # to create
+    deployment_updates: list[Deployment] = field(default_factory=list)  # cancelled ones
     _updates: dict[str, Allocation] = field(default_factory=dict)
 
     @property
@@ -73,7 +91,9 @@ class Reconciliation:
 
     @property
     def empty(self) -> bool:
-        return not (self.place or self.stop or self._updates)
+        return not (
+            self.place or self.stop or self._updates or self.deployment or self.deployment_updates
+        )
 
     def update(self, alloc: Allocation) -> None:
         self._updates[alloc.id] = alloc
@@ -125,9 +145,34 @@ def reschedule_delay(group: Group, attempt: int) -> float:
     return exponential(attempt, base=pol.delay, cap=max(pol.max_delay, pol.delay))
 
 
+def deployment_id(job: Job) -> str:
+    """The same job version submitted at the same time always gets the same deployment id."""
+    name = f"{job.namespace}/{job.name}/{job.version}/{job.submit_time!r}"
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+
+def new_deployment(job: Job, now: float) -> Deployment:
+    return Deployment(
+        id=deployment_id(job),
+        namespace=job.namespace,
+        job=job.name,
+        job_version=job.version,
+        status="running",
+        status_description="deployment is running",
+        create_time=now,
+        modify_time=now,
+    )
+
+
 def reconcile(
-    job: Job | None, allocs: list[Allocation], nodes: Mapping[str, Node], *, now: float
+    job: Job | None,
+    allocs: list[Allocation],
+    nodes: Mapping[str, Node],
+    *,
+    now: float,
+    deployment: Deployment | None = None,
 ) -> Reconciliation:
+    """`deployment` is the job's latest deployment, if any."""
     rec = Reconciliation()
     # A canonical order: the same allocs in any order give the same decisions.
     allocs = sorted(allocs, key=lambda a: a.id)
@@ -161,9 +206,18 @@ def reconcile(
         for a in allocs:
             if a.live and a.id not in lost:
                 rec.stop.append(StopRequest(alloc_id=a.id, reason=why))
+        if deployment is not None and deployment.active:
+            rec.deployment_updates.append(_ended(deployment, "cancelled", why, now))
         return rec
     if job.type == "cron":
         return rec
+
+    # The deployment that governs this version: the stored one, or a new one (kept only
+    # if this evaluation rolls something out under it).
+    dep = deployment if deployment and deployment.job_version == job.version else None
+    fresh = None
+    if dep is None and job.type == "service":
+        fresh = dep = new_deployment(job, now)
 
     by_group: dict[str, list[Allocation]] = {}
     for a in allocs:
@@ -173,14 +227,28 @@ def reconcile(
             for a in by_group[name]:
                 if a.live and a.id not in lost:
                     rec.stop.append(StopRequest(alloc_id=a.id, reason="group removed from job"))
+    rolled_out = False
     for g in job.groups:
-        grp = _Group(rec, job, g, nodes, now, lost)
+        grp = _Group(rec, job, g, nodes, now, lost, dep)
         mine = by_group.get(g.name, [])
         if job.type == "system":
             grp.system(mine)
         else:
             grp.counted(mine)
+        rolled_out = rolled_out or grp.rolled_out
+    if fresh is not None:
+        if rolled_out:
+            rec.deployment = fresh
+        else:  # nothing to roll out: the placements (repairs) belong to no deployment
+            rec.place = [msgspec.structs.replace(p, deployment_id="") for p in rec.place]
+    if deployment is not None and deployment.active and deployment.job_version != job.version:
+        why = f"superseded by job version {job.version}"
+        rec.deployment_updates.append(_ended(deployment, "cancelled", why, now))
     return rec
+
+
+def _ended(d: Deployment, status: DeploymentStatus, why: str, now: float) -> Deployment:
+    return msgspec.structs.replace(d, status=status, status_description=why, modify_time=now)
 
 
 def _newest_first(allocs: list[Allocation]) -> list[Allocation]:
@@ -198,10 +266,16 @@ class _Group:
         nodes: Mapping[str, Node],
         now: float,
         lost: dict[str, Allocation],
+        deployment: Deployment | None = None,
     ) -> None:
         self.rec, self.job, self.group, self.nodes, self.now = rec, job, group, nodes, now
         self.lost = lost
         self.hash = group_hash(job, group)
+        self.rolls = (
+            deployment is not None and job.type == "service" and group.update.max_parallel > 0
+        )
+        self.dep = deployment if self.rolls else None
+        self.rolled_out = False  # placed or held back something under the deployment
 
     def is_current(self, a: Allocation) -> bool:
         return a.job_version == self.job.version or (
@@ -237,9 +311,13 @@ class _Group:
         reschedule_count: int = 0,
         node_id: str = "",
     ) -> None:
+        dep_id = self.dep.id if self.dep is not None else ""
+        if dep_id and reason in ("missing", "update", "canary"):
+            self.rolled_out = True
         self.rec.place.append(Placement(
             group=self.group.name, index=index, reason=reason, previous=previous,
-            reschedule_count=reschedule_count, node_id=node_id,
+            reschedule_count=reschedule_count, node_id=node_id, deployment_id=dep_id,
+            canary=reason == "canary",
         ))  # fmt: skip
 
     def keep_one(self, live: list[Allocation], what: str) -> Allocation:
@@ -314,6 +392,7 @@ class _Group:
             if not 0 <= index < count:
                 for a in _newest_first(live_at[index]):
                     self.stop(a, f"count lowered to {count}")
+        roll = _Rollout(self, live) if self.rolls else None
         for index in range(count):
             here = live_at.get(index)
             prev = _newest_first(heads_at.get(index, []))
@@ -322,6 +401,9 @@ class _Group:
                 if moving:
                     others = [a for a in here if not self.migrating(a)]
                     self.migrate(index, moving, others, prev[0] if prev else None)
+                    continue
+                if roll is not None:
+                    roll.index(index, here)
                     continue
                 keep = self.keep_one(here, f"index {index}")
                 self.update(keep)
@@ -397,6 +479,63 @@ class _Group:
                 index = next_index
             used.add(index)
             self.replace(index, prev, node_id=node_id)
+
+
+class _Rollout:
+    """A deployment's decisions for one group's indexes that have live copies."""
+
+    def __init__(self, grp: _Group, live: list[Allocation]) -> None:
+        assert grp.dep is not None
+        self.grp, self.dep = grp, grp.dep
+        g = grp.group
+        dg = self.dep.groups.get(g.name)
+        old = sum(1 for a in live if not grp.is_current(a) and 0 <= a.index < g.count)
+        if dg is None:  # a new deployment: canaries only when there is an old version
+            dg = DeploymentGroup(
+                desired_total=g.count,
+                desired_canaries=min(g.update.canary, g.count) if old else 0,
+                auto_promote=g.update.auto_promote,
+                auto_revert=g.update.auto_revert,
+                progress_deadline=g.update.progress_deadline,
+                require_progress_by=(
+                    grp.now + g.update.progress_deadline if g.update.progress_deadline else 0.0
+                ),
+            )
+            self.dep.groups[g.name] = dg
+        self.dg = dg
+        members = [a for a in live if grp.is_current(a) and a.deployment_id == self.dep.id]
+        self.canaries = sum(1 for a in members if a.canary)
+        self.canary_phase = dg.desired_canaries > 0 and not dg.promoted
+        running = self.dep.status == "running"
+        in_flight = sum(1 for a in members if a.deployment_healthy is not True)
+        self.budget = g.update.max_parallel - in_flight if running else 0
+        self.may_canary = running
+
+    def index(self, index: int, here: list[Allocation]) -> None:
+        grp = self.grp
+        current = [a for a in here if grp.is_current(a)]
+        old = [a for a in here if not grp.is_current(a)]
+        if current:
+            keep = grp.keep_one(current, f"index {index}")
+            grp.update(keep)
+            if old and not (keep.canary and self.canary_phase):
+                for a in old:
+                    grp.stop(a, f"replaced by job version {grp.job.version}")
+            return
+        keep = grp.keep_one(old, f"index {index}")
+        if self.canary_phase:
+            if self.may_canary and self.canaries < self.dg.desired_canaries:
+                self.canaries += 1
+                grp.place(index, "canary")  # beside `keep`, which stays until promotion
+            else:
+                grp.rolled_out = True
+            return
+        if self.budget > 0:
+            self.budget -= 1
+            grp.stop(keep, f"replaced by job version {grp.job.version}")
+            grp.place(index, "update", keep)
+            return
+        grp.rolled_out = True  # held back: the deployment still has work to do
 
 
 def _lost_after(job: Job | None, a: Allocation) -> float:

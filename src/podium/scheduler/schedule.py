@@ -192,6 +192,8 @@ class _Run:
             ports=ports,
             previous_alloc=p.previous.id if p.previous is not None else "",
             reschedule_count=p.reschedule_count,
+            deployment_id=p.deployment_id,
+            canary=p.canary,
             create_time=self.now,
             modify_time=self.now,
         )  # desired "run", client "pending": the defaults

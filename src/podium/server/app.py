@@ -25,8 +25,9 @@ from podium.errors import Compacted, NotFound, PodiumError, Problem, ValidationE
 from podium.model import spec as jobspec
 from podium.model.diff import diff
 from podium.model.types import AllocUpdate, Job, Node
-from podium.scheduler import ClusterSnapshot, reconcile, schedule
+from podium.scheduler import ClusterSnapshot, group_hash, reconcile, schedule
 from podium.server import allocs as alloc_ops
+from podium.server import deployments as dep_ops
 from podium.server import jobs as job_ops
 from podium.server import nodes as node_ops
 from podium.server.catalog import Catalog
@@ -113,6 +114,20 @@ def _decode_as(kind: type[Any], data: Any, what: str) -> Any:
             msg, _, at = msg.partition(" - at `$")
             path = at.rstrip("`").lstrip(".")
         raise ValidationError([Problem(f"{what}.{path}".rstrip("."), msg)]) from None
+
+
+def _user(req: Request) -> str:
+    """Who the client says is asking (recorded, not authenticated)."""
+    return req.headers.get("x-podium-user", "")[:128]
+
+
+def _body_int(body: Any, name: str, *, minimum: int = 0, maximum: int = 2**63 - 1) -> int:
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+        raise ValidationError(
+            [Problem(name, f"expected an integer from {minimum} to {maximum}, got {value!r}")]
+        )
+    return value
 
 
 async def _job_from_request(req: Request) -> tuple[Job, int | None]:
@@ -205,8 +220,12 @@ class Api:
     async def register_job(self, req: Request) -> Response:
         job, check_index = await _job_from_request(req)
         stored, changed = await job_ops.register(
-            self.state, job, now=self.now(), check_index=check_index
+            self.state, job, now=self.now(), check_index=check_index, submitted_by=_user(req)
         )
+        return self._registered(stored, changed)
+
+    def _registered(self, stored: Job, changed: bool) -> Response:
+        dep = self.state.latest_deployment(stored.namespace, stored.name)
         return json_response(
             {
                 "name": stored.name,
@@ -214,8 +233,96 @@ class Api:
                 "version": stored.version,
                 "index": stored.revision,
                 "changed": changed,
+                "deployment_id": dep.id if dep and dep.job_version == stored.version else "",
             }
         )
+
+    async def revert_job(self, req: Request) -> Response:
+        body = await _json_body(req)
+        version = _body_int(body, "version", minimum=0)
+        check = body.get("check_index") if isinstance(body, dict) else None
+        stored, changed = await job_ops.revert(
+            self.state,
+            _namespace(req),
+            req.path_params["name"],
+            version,
+            now=self.now(),
+            submitted_by=_user(req),
+            check_index=_body_int(body, "check_index", minimum=0) if check is not None else None,
+        )
+        return self._registered(stored, changed)
+
+    async def scale_job(self, req: Request) -> Response:
+        body = await _json_body(req)
+        group = body.get("group") if isinstance(body, dict) else None
+        if not isinstance(group, str) or not group:
+            raise ValidationError([Problem("group", f"expected a group name, got {group!r}")])
+        count = _body_int(body, "count", minimum=0, maximum=10_000)
+        stored, changed = await job_ops.scale(
+            self.state,
+            _namespace(req),
+            req.path_params["name"],
+            group,
+            count,
+            now=self.now(),
+            submitted_by=_user(req),
+        )
+        return self._registered(stored, changed)
+
+    # ---------------------------------------------------------- deployments
+
+    async def list_deployments(self, req: Request) -> Response:
+        ns = req.query_params.get("namespace") or None
+        job = req.query_params.get("job", "")
+        out = [d for d in dep_ops.listing(self.state, ns) if not job or d.job == job]
+        return json_response(msgspec.to_builtins(out))
+
+    async def get_deployment(self, req: Request) -> Response:
+        d = dep_ops.find(self.state, _namespace(req), req.path_params["id"])
+        return json_response(self._deployment_view(d))
+
+    def _deployment_view(self, d: Any) -> dict[str, Any]:
+        allocs = [
+            job_ops.alloc_row(a) | {"canary": a.canary, "deployment_healthy": a.deployment_healthy}
+            for a in self.state.allocs_of_job(d.namespace, d.job)
+            if a.deployment_id == d.id
+        ]
+        return {"deployment": msgspec.to_builtins(d), "allocations": allocs}
+
+    async def promote_deployment(self, req: Request) -> Response:
+        body = await _json_body(req) if await _body(req) else {}
+        groups = body.get("groups") if isinstance(body, dict) else None
+        if groups is not None and not (
+            isinstance(groups, list) and all(isinstance(g, str) for g in groups)
+        ):
+            raise ValidationError(
+                [Problem("groups", f"expected a list of group names, got {groups!r}")]
+            )
+        d = await dep_ops.promote(
+            self.state, _namespace(req), req.path_params["id"], groups=groups, now=self.now()
+        )
+        return json_response(self._deployment_view(d))
+
+    async def fail_deployment(self, req: Request) -> Response:
+        d = await dep_ops.set_status(
+            self.state, _namespace(req), req.path_params["id"], "failed",
+            why=f"failed by {_user(req) or 'an operator'}", now=self.now(),
+        )  # fmt: skip
+        return json_response(self._deployment_view(d))
+
+    async def pause_deployment(self, req: Request) -> Response:
+        d = await dep_ops.set_status(
+            self.state, _namespace(req), req.path_params["id"], "paused",
+            why=f"paused by {_user(req) or 'an operator'}", now=self.now(),
+        )  # fmt: skip
+        return json_response(self._deployment_view(d))
+
+    async def resume_deployment(self, req: Request) -> Response:
+        d = await dep_ops.set_status(
+            self.state, _namespace(req), req.path_params["id"], "running",
+            why=f"resumed by {_user(req) or 'an operator'}", now=self.now(),
+        )  # fmt: skip
+        return json_response(self._deployment_view(d))
 
     async def validate_job(self, req: Request) -> Response:
         job, _ = await _job_from_request(req)
@@ -239,11 +346,30 @@ class Api:
         snapshot = ClusterSnapshot.build(
             list(self.state.nodes.values()), (a for a in self.state.allocs.values() if a.live)
         )
-        rec = reconcile(candidate, allocs, self.state.nodes, now=self.now())
+        rec = reconcile(
+            candidate,
+            allocs,
+            self.state.nodes,
+            now=self.now(),
+            deployment=self.state.latest_deployment(job.namespace, job.name),
+        )
         plan = schedule(snapshot, candidate, rec, eval_id=f"plan:{job.key}", now=self.now())
         old = job_ops.spec_of(current) if current else {}
         replaced = {p.previous_alloc for p in plan.placements if p.previous_alloc}
         stops = {s.alloc_id for s in plan.stops}
+        in_place = {a.id for a in rec.in_place}
+        # Old copies a rolling deployment replaces in later batches (or after promotion).
+        held = [
+            a
+            for a in allocs
+            if a.live
+            and a.id not in stops
+            and a.id not in in_place
+            and a.job_version != candidate.version
+            and (g := candidate.group(a.group)) is not None
+            and a.group_hash != group_hash(candidate, g)
+        ]
+        moved = in_place | {a.id for a in held}
         return json_response(
             {
                 "index": current.revision if current else 0,
@@ -252,7 +378,13 @@ class Api:
                 "create": sum(1 for p in plan.placements if not p.previous_alloc),
                 "replace": len(replaced),
                 "stop": len(stops - replaced),
-                "unchanged": sum(1 for a in allocs if a.live and a.id not in stops),
+                "in_place": len(rec.in_place),
+                "canaries": sum(1 for p in rec.place if p.canary),
+                "deployment": rec.deployment is not None,
+                "replace_later": len(held),
+                "unchanged": sum(
+                    1 for a in allocs if a.live and a.id not in stops and a.id not in moved
+                ),
                 "placements": [
                     {
                         "group": p.group,
@@ -546,6 +678,14 @@ ROUTES: list[tuple[str, str, str, str]] = [
     ("DELETE", "/v1/job/{name}", "stop_job", "Stop a job (purge=true removes it)"),
     ("GET", "/v1/job/{name}/versions", "job_versions", "Job versions with diffs"),
     ("GET", "/v1/job/{name}/version/{version:int}", "job_version", "One job version"),
+    ("POST", "/v1/job/{name}/revert", "revert_job", "Submit an earlier version again"),
+    ("POST", "/v1/job/{name}/scale", "scale_job", "Change one group's count (in place)"),
+    ("GET", "/v1/deployments", "list_deployments", "List deployments (job=NAME filters)"),
+    ("GET", "/v1/deployment/{id}", "get_deployment", "A deployment (id, prefix or job name)"),
+    ("POST", "/v1/deployment/{id}/promote", "promote_deployment", "Promote canaries"),
+    ("POST", "/v1/deployment/{id}/fail", "fail_deployment", "Fail (and maybe roll back)"),
+    ("POST", "/v1/deployment/{id}/pause", "pause_deployment", "Pause a rollout"),
+    ("POST", "/v1/deployment/{id}/resume", "resume_deployment", "Resume a paused rollout"),
     ("GET", "/v1/allocations", "list_allocs", "List allocations"),
     ("GET", "/v1/allocation/{id}", "get_alloc", "One allocation (id or unique prefix)"),
     ("POST", "/v1/allocation/{id}/stop", "stop_alloc", "Stop an allocation (it is replaced)"),

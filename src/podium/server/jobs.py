@@ -16,7 +16,7 @@ from podium.server.state import ClusterState, encode
 from podium.store import keys
 from podium.store.base import Compare, Delete, Op, Put
 
-_SERVER_FIELDS = ("version", "stop", "submit_time", "revision")
+_SERVER_FIELDS = ("version", "stop", "submit_time", "submitted_by", "stable", "revision")
 
 
 def spec_of(job: Job) -> dict[str, Any]:
@@ -28,7 +28,13 @@ def spec_of(job: Job) -> dict[str, Any]:
 
 
 async def register(
-    state: ClusterState, job: Job, *, now: float, check_index: int | None = None
+    state: ClusterState,
+    job: Job,
+    *,
+    now: float,
+    check_index: int | None = None,
+    submitted_by: str = "",
+    why: str = "",
 ) -> tuple[Job, bool]:
     """Store `job` as a new version unless it equals the current one. Returns (job, changed)."""
     current = state.jobs.get(job.key)
@@ -41,14 +47,22 @@ async def register(
     if current is not None and not current.stop and spec_of(current) == spec_of(job):
         return current, False
     version = current.version + 1 if current is not None else 0
-    new = msgspec.structs.replace(job, version=version, stop=False, submit_time=now, revision=0)
+    new = msgspec.structs.replace(
+        job,
+        version=version,
+        stop=False,
+        submit_time=now,
+        submitted_by=submitted_by,
+        stable=False,
+        revision=0,
+    )
     body = encode(new)
     ops: list[Op] = [
         Put(keys.job(job.namespace, job.name), body),
         Put(keys.job_version(job.namespace, job.name, version), body),
         event_put(
             "job.registered",
-            f"version {version} registered",
+            f"version {version} registered" + (f": {why}" if why else ""),
             namespace=job.namespace,
             job=job.name,
             now=now,
@@ -87,6 +101,90 @@ async def stop(state: ClusterState, namespace: str, name: str, *, purge: bool, n
         raise Conflict(f"job {name!r} was changed concurrently; retry")
     await state.wait_for(res.revision)
     return res.revision
+
+
+async def revert(
+    state: ClusterState,
+    namespace: str,
+    name: str,
+    version: int,
+    *,
+    now: float,
+    submitted_by: str = "",
+    why: str = "",
+    check_index: int | None = None,
+) -> tuple[Job, bool]:
+    """Submit version `version`'s spec again, as a new version."""
+    current = state.jobs.get(f"{namespace}/{name}")
+    if current is None:
+        raise NotFound(f"no job {name!r} in namespace {namespace!r}")
+    kv = await state.store.get(keys.job_version(namespace, name, version))
+    if kv is None:
+        raise NotFound(f"job {name!r} has no version {version}")
+    old = msgspec.json.decode(kv.value, type=Job)
+    return await register(
+        state,
+        old,
+        now=now,
+        check_index=current.revision if check_index is None else check_index,
+        submitted_by=submitted_by,
+        why=why or f"revert to version {version}",
+    )
+
+
+async def scale(
+    state: ClusterState,
+    namespace: str,
+    name: str,
+    group: str,
+    count: int,
+    *,
+    now: float,
+    submitted_by: str = "",
+) -> tuple[Job, bool]:
+    """A new version with one group's count changed (applied in place: nothing restarts)."""
+    current = state.jobs.get(f"{namespace}/{name}")
+    if current is None or current.stop:
+        raise NotFound(f"no running job {name!r} in namespace {namespace!r}")
+    if current.group(group) is None:
+        names = ", ".join(g.name for g in current.groups)
+        raise NotFound(f"job {name!r} has no group {group!r} (groups: {names})")
+    groups = [
+        msgspec.structs.replace(g, count=count) if g.name == group else g for g in current.groups
+    ]
+    return await register(
+        state,
+        msgspec.structs.replace(current, groups=groups),
+        now=now,
+        check_index=current.revision,
+        submitted_by=submitted_by,
+        why=f"scale {group} to {count}",
+    )
+
+
+async def mark_stable(state: ClusterState, namespace: str, name: str, version: int) -> None:
+    """Record that `version` deployed healthy: the version an automatic rollback returns to."""
+    vkey = keys.job_version(namespace, name, version)
+    kv = await state.store.get(vkey)
+    if kv is None:
+        return
+    stored = msgspec.json.decode(kv.value, type=Job)
+    if stored.stable:
+        return
+    # Only the version record: the job's own key (and so a plan's index) does not change.
+    await state.store.txn(
+        [Compare(vkey, "mod_rev", "=", kv.mod_rev)],
+        [Put(vkey, encode(msgspec.structs.replace(stored, stable=True)))],
+    )  # lost a race: the next evaluation tries again
+
+
+async def last_stable(
+    state: ClusterState, namespace: str, name: str, *, before: int
+) -> Job | None:
+    for j in await versions(state, namespace, name):
+        if j.version < before and j.stable:
+            return j
+    return None
 
 
 async def versions(state: ClusterState, namespace: str, name: str) -> list[Job]:
@@ -133,7 +231,9 @@ def summary(state: ClusterState, job: Job) -> dict[str, Any]:
             "restarts": sum(ts.restarts for a in live for ts in a.task_states.values()),
         }
     failures = state.placement_failures.get(job.key, [])
+    dep = state.latest_deployment(job.namespace, job.name)
     return {
+        "deployment": msgspec.to_builtins(dep) if dep is not None else None,
         "job": msgspec.to_builtins(job),
         "status": status_of(job, allocs),
         "groups": groups,

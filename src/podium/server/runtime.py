@@ -76,6 +76,7 @@ class Server:
         `state` is the shared cache whose store is fenced by this term (fencing.py), so
         whatever runs here writes only while this server leads. Add controllers here.
         """
+        from podium.server.controllers.deployments import DeploymentController
         from podium.server.controllers.drain import DrainController
         from podium.server.controllers.gc import GarbageCollector
         from podium.server.controllers.node_liveness import NodeLivenessController
@@ -91,6 +92,7 @@ class Server:
             tg.create_task(GarbageCollector(state, cfg.clock).run(), name="gc")
             if self.ctx.leadership is not None and self.ctx.leadership.config.elect:
                 tg.create_task(failures_mirror.publish(state), name="failures-publish")
+            tg.create_task(DeploymentController(state, cfg.clock).run(), name="deployments")
 
     async def run(self) -> None:
         from podium.server.app import create_app

@@ -21,19 +21,21 @@ from typing import Any, TypeVar
 import msgspec
 
 from podium.errors import Compacted, StoreError
-from podium.model.types import Allocation, Job, Node, PlacementFailure
+from podium.model.types import Allocation, Deployment, Job, Node, PlacementFailure
 from podium.store import keys
 from podium.store.base import KeyValue, Store, WatchEvent
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T", Job, Node, Allocation)
+T = TypeVar("T", Job, Node, Allocation, Deployment)
 
 _DECODERS: dict[str, Any] = {
     keys.JOBS: msgspec.json.Decoder(Job),
     keys.NODES: msgspec.json.Decoder(Node),
     keys.ALLOCS: msgspec.json.Decoder(Allocation),
+    keys.DEPLOYMENTS: msgspec.json.Decoder(Deployment),
 }
+_KINDS = (keys.JOBS, keys.NODES, keys.ALLOCS, keys.DEPLOYMENTS)
 
 encode = msgspec.json.Encoder().encode
 
@@ -69,13 +71,15 @@ Listener = Callable[[str, object | None, object | None], None]
 
 
 class ClusterState:
-    """In-memory, watch-fed cache of the three kinds the controllers reason about."""
+    """In-memory, watch-fed cache of the kinds the controllers reason about."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.jobs: dict[str, Job] = {}
         self.nodes: dict[str, Node] = {}
         self.allocs: dict[str, Allocation] = {}
+        # "namespace/job/version" (zero-padded) -> the deployment of that job version
+        self.deployments: dict[str, Deployment] = {}
         self.by_node: dict[str, set[str]] = defaultdict(set)
         self.by_job: dict[str, set[str]] = defaultdict(set)
         self.revision = 0
@@ -94,7 +98,7 @@ class ClusterState:
     # ----------------------------------------------------------------- reads
 
     def add_listener(self, fn: Listener) -> None:
-        """fn(prefix, old, new) after every change to a job, node or alloc."""
+        """fn(prefix, old, new) after every change to a job, node, alloc or deployment."""
         self._listeners.append(fn)
 
     def allocs_of_job(self, namespace: str, name: str) -> list[Allocation]:
@@ -102,6 +106,16 @@ class ClusterState:
         return sorted(
             (self.allocs[i] for i in ids), key=lambda a: (a.group, a.index, a.create_time)
         )
+
+    def deployments_of_job(self, namespace: str, name: str) -> list[Deployment]:
+        """The job's deployments, newest version first."""
+        prefix = f"{namespace}/{name}/"
+        found = [d for k, d in self.deployments.items() if k.startswith(prefix)]
+        return sorted(found, key=lambda d: -d.job_version)
+
+    def latest_deployment(self, namespace: str, name: str) -> Deployment | None:
+        found = self.deployments_of_job(namespace, name)
+        return found[0] if found else None
 
     def allocs_of_node(self, node_id: str) -> list[Allocation]:
         return [self.allocs[i] for i in self.by_node.get(node_id, ())]
@@ -184,14 +198,17 @@ class ClusterState:
     async def _load(self) -> int:
         rev = 0
         fresh: dict[str, dict[str, object]] = {}
-        for prefix in (keys.JOBS, keys.NODES, keys.ALLOCS):
+        for prefix in _KINDS:
             kvs, rev_p = await self.store.list(prefix)
             rev = max(rev, rev_p)
             fresh[prefix] = {kv.key: _decode_any(prefix, kv) for kv in kvs}
         old_jobs, old_nodes, old_allocs = self.jobs, self.nodes, self.allocs
+        old_deployments = self.deployments
         self.jobs = {k[len(keys.JOBS) :]: v for k, v in fresh[keys.JOBS].items()}  # type: ignore[misc]
         self.nodes = {k[len(keys.NODES) :]: v for k, v in fresh[keys.NODES].items()}  # type: ignore[misc]
         self.allocs = {k[len(keys.ALLOCS) :]: v for k, v in fresh[keys.ALLOCS].items()}  # type: ignore[misc]
+        deps = fresh[keys.DEPLOYMENTS].items()
+        self.deployments = {k[len(keys.DEPLOYMENTS) :]: v for k, v in deps}  # type: ignore[misc]
         self.by_node.clear()
         self.by_job.clear()
         self.usage.clear()
@@ -209,6 +226,7 @@ class ClusterState:
             (keys.JOBS, old_jobs, self.jobs),
             (keys.NODES, old_nodes, self.nodes),
             (keys.ALLOCS, old_allocs, self.allocs),
+            (keys.DEPLOYMENTS, old_deployments, self.deployments),
         ):
             for k in set(old) | set(new):
                 o, n = old.get(k), new.get(k)
@@ -218,7 +236,7 @@ class ClusterState:
 
     def _apply(self, ev: WatchEvent) -> None:
         key = ev.kv.key
-        for prefix in (keys.JOBS, keys.NODES, keys.ALLOCS):
+        for prefix in _KINDS:
             if key.startswith(prefix):
                 break
         else:
@@ -234,6 +252,7 @@ class ClusterState:
             keys.JOBS: self.jobs,
             keys.NODES: self.nodes,
             keys.ALLOCS: self.allocs,
+            keys.DEPLOYMENTS: self.deployments,
         }[prefix]  # type: ignore[assignment]
         old = table.get(name)
         new = _decode_any(prefix, ev.kv) if ev.type == "put" else None

@@ -16,9 +16,10 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from podium.model.types import Allocation, Job, Node, Plan
+from podium.model.types import Allocation, Deployment, Job, Node, Plan
 from podium.runtime.clock import Clock
 from podium.scheduler import ClusterSnapshot, reconcile, schedule
+from podium.server.deployments import write_ops
 from podium.server.plan_apply import PlanApplier
 from podium.server.state import ClusterState
 from podium.store import keys
@@ -50,6 +51,8 @@ class PlacementController:
         obj = new if new is not None else old
         if prefix == keys.JOBS and isinstance(obj, Job):
             self._mark(obj.key)
+        elif prefix == keys.DEPLOYMENTS and isinstance(obj, Deployment):
+            self._mark(obj.key)  # promoted, paused, resumed, failed: the rollout moves
         elif prefix == keys.ALLOCS and isinstance(obj, Allocation):
             if _alloc_matters(old, new):  # type: ignore[arg-type]
                 self._mark(f"{obj.namespace}/{obj.job}")
@@ -119,7 +122,13 @@ class PlacementController:
             ns, _, name = key.partition("/")
             job = self.state.jobs.get(key)
             allocs = self.state.allocs_of_job(ns, name)
-            rec = reconcile(job, allocs, self.state.nodes, now=now)
+            deployment = self.state.latest_deployment(ns, name)
+            rec = reconcile(job, allocs, self.state.nodes, now=now, deployment=deployment)
+            if (
+                rec.deployment is not None or rec.deployment_updates
+            ) and not await self._write_deployments(rec.deployment, rec.deployment_updates, now):
+                self._dirty.add(key)  # lost a race: decide again on fresh data
+                continue
             updates.extend(rec.updates)
             if rec.reschedule_later:
                 self._later[key] = min(rec.reschedule_later.values())
@@ -147,6 +156,26 @@ class PlacementController:
         if result.conflicts:
             self._dirty.update(job_keys)
 
+    async def _write_deployments(
+        self, new: Deployment | None, ended: list[Deployment], now: float
+    ) -> bool:
+        """Create the job version's deployment (and cancel those it supersedes) before
+        any alloc names it. False if a guard failed."""
+        txns = [write_ops(d, d.status_description, create=False, now=now) for d in ended]
+        if new is not None:
+            groups = ", ".join(
+                f"{g}: {dg.desired_total} copies"
+                + (f", {dg.desired_canaries} canaries" if dg.desired_canaries else "")
+                for g, dg in new.groups.items()
+            )
+            msg = f"deployment {new.id[:8]} for version {new.job_version} ({groups})"
+            txns.append(write_ops(new, msg, create=True, now=now))
+        results = await self.state.store.txn_many(txns)
+        if not all(r.succeeded for r in results):
+            return False
+        await self.state.wait_for(max(r.revision for r in results))
+        return True
+
 
 def _alloc_matters(old: Allocation | None, new: Allocation | None) -> bool:
     """Only changes that can alter a decision wake the controller (not check flaps)."""
@@ -157,6 +186,7 @@ def _alloc_matters(old: Allocation | None, new: Allocation | None) -> bool:
         or old.desired_status != new.desired_status
         or old.node_id != new.node_id
         or old.next_alloc != new.next_alloc
+        or old.deployment_healthy != new.deployment_healthy
     )
 
 

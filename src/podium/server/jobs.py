@@ -178,9 +178,7 @@ async def mark_stable(state: ClusterState, namespace: str, name: str, version: i
     )  # lost a race: the next evaluation tries again
 
 
-async def last_stable(
-    state: ClusterState, namespace: str, name: str, *, before: int
-) -> Job | None:
+async def last_stable(state: ClusterState, namespace: str, name: str, *, before: int) -> Job | None:
     for j in await versions(state, namespace, name):
         if j.version < before and j.stable:
             return j

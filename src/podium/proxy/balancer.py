@@ -263,25 +263,32 @@ def _admissible(s: EndpointState, now: float) -> bool:
 
 class RetryBudget:
     """Retries may add at most `ratio` of the requests, plus `floor_per_sec` (so a quiet
-    service can still retry); tokens are capped so a calm past cannot fund a storm."""
+    service can still retry); tokens are capped so a calm past cannot fund a storm.
 
-    __slots__ = ("_cap", "_last", "_tokens", "floor_per_sec", "ratio")
+    The hot path only counts (`requests += 1`); tokens are settled when a retry asks.
+    """
+
+    __slots__ = ("_cap", "_last", "_seen", "_tokens", "floor_per_sec", "ratio", "requests")
 
     def __init__(self, ratio: float, *, floor_per_sec: float = 2.0, cap: float = 10.0) -> None:
         self.ratio = ratio
         self.floor_per_sec = floor_per_sec
+        self.requests = 0
+        self._seen = 0
         self._cap = cap
         self._tokens = cap
         self._last = -1.0
 
     def on_request(self) -> None:
-        t = self._tokens + self.ratio
-        self._tokens = t if t < self._cap else self._cap
+        self.requests += 1
 
     def try_spend(self, now: float) -> bool:
+        earned = (self.requests - self._seen) * self.ratio
+        self._seen = self.requests
         if self._last >= 0:
-            self._tokens = min(self._cap, self._tokens + (now - self._last) * self.floor_per_sec)
+            earned += (now - self._last) * self.floor_per_sec
         self._last = now
+        self._tokens = min(self._cap, self._tokens + earned)
         if self._tokens >= 1.0:
             self._tokens -= 1.0
             return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from time import monotonic
 from typing import Any
 
 from podium.errors import Problem, ValidationError
@@ -118,8 +119,7 @@ class Proxy:
         return render([s.metrics for s in services], {s.name: len(s.states) for s in services})
 
     def snapshot(self) -> dict[str, Any]:
-        loop = asyncio.get_running_loop() if self._listeners else None
-        now = loop.time() if loop is not None else 0.0
+        now = monotonic()
         return {
             "services": {
                 name: {
@@ -167,9 +167,8 @@ class Proxy:
             self._sweeper = None
 
     async def _sweep(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.sweep_interval)
-            now = loop.time()
+            now = monotonic()
             for listener in list(self._listeners.values()):
                 listener.sweep(now)

@@ -14,10 +14,13 @@ time: pipelined requests wait in the buffer and go out one after another.
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
+from time import monotonic
 from typing import cast
 
 from podium.proxy.balancer import Balancer, EndpointState
 from podium.proxy.listener import Listener
+from podium.proxy.metrics import BUCKETS
 
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 MAX_HEAD = 64 * 1024
@@ -183,6 +186,8 @@ class HTTPUpstream(asyncio.Protocol):
         d.transport.write(data)  # UNTIL_CLOSE or TUNNEL
 
     def _head(self, d: HTTPDownstream, buf: bytes) -> None:
+        # The hot path of every response: find the head's end, read the status and the
+        # framing headers from a lowered copy, write the bytes on as they came.
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             if len(buf) > MAX_HEAD:
@@ -190,85 +195,102 @@ class HTTPUpstream(asyncio.Protocol):
                 return
             self.buf = buf
             return
-        self.buf = b""
-        if buf[:5] != b"HTTP/":
-            d.abort_exchange(self)
-            return
+        if self.buf:
+            self.buf = b""
         try:
+            if buf[4] != 47:  # b"HTTP/"
+                raise ValueError
             status = int(buf[9:12])
-        except ValueError:
+        except (ValueError, IndexError):
             d.abort_exchange(self)
             return
         head_end = end + 4
         if status < 200:
-            d.sent = True
-            if status == 101:
-                self.state = TUNNEL
-                self.keep = False
-                d.transport.write(buf)
-                d.tunnel = True
-                return
-            d.transport.write(buf[:head_end])  # 100 Continue and friends; the real head follows
-            if len(buf) > head_end:
-                self._head(d, buf[head_end:])
+            self._informational(d, buf, status, head_end)
             return
         if 502 <= status <= 504 and d.retry_on_status(self, status):
             return
-        lower = buf[12 : end + 2].lower()
-        conn = header_value(lower, b"\r\nconnection:")
-        if buf[5:8] == b"1.1":
-            keep = conn is None or b"close" not in conn
+        stop = end + 2
+        have = len(buf)
+        lower = buf.lower() if have <= 4096 else buf[:stop].lower()
+        i = lower.find(b"\r\nconnection:", 12, stop)
+        if buf[7] == 49:  # HTTP/1.1
+            keep = i < 0 or lower.find(b"close", i, lower.find(b"\r\n", i + 2)) < 0
         else:
-            keep = conn is not None and b"keep-alive" in conn
-        d.response_started(self, status)
+            keep = i >= 0 and lower.find(b"keep-alive", i, lower.find(b"\r\n", i + 2)) > 0
+        # the balancer hears only of answers that can change an endpoint's state
+        d.sent = True
+        d.status = status
+        ep = self.ep
+        if status >= 500 or ep.failures or ep.fivexx or not ep.ok:
+            d.report(ep, status)
         if d.head_req or status == 204 or status == 304:
             length = 0
         else:
-            te = header_value(lower, b"\r\ntransfer-encoding:")
-            if te is not None and b"chunked" in te:
-                self.keep = keep
-                self.state = CHUNKED
-                self.chunks = chunks = ChunkScanner()
-                try:
-                    stop = chunks.feed(buf, head_end)
-                except ProtocolError:
-                    d.abort_exchange(self)
-                    return
-                if stop < 0:
-                    d.transport.write(buf)
-                    return
-                if stop < len(buf):
-                    d.transport.write(buf[:stop])
-                    self.keep = False
-                else:
-                    d.transport.write(buf)
-                self._done(d)
-                return
-            cl = header_value(lower, b"\r\ncontent-length:")
-            if cl is None:
-                self.state = UNTIL_CLOSE  # framed by the server closing
-                self.keep = False
-                d.close_after = True
-                d.transport.write(buf)
+            i = lower.find(b"\r\ncontent-length:", 12, stop)
+            if i < 0:
+                self._unframed(d, buf, lower, head_end, stop, keep)
                 return
             try:
-                length = int(cl)
+                length = int(lower[i + 17 : lower.find(b"\r\n", i + 2)])
             except ValueError:
                 d.abort_exchange(self)
                 return
-        self.keep = keep
         total = head_end + length
-        have = len(buf)
         if have == total:
             d.transport.write(buf)
         elif have < total:
             d.transport.write(buf)
+            self.keep = keep
             self.state = LENGTH
             self.remaining = total - have
             return
         else:
             d.transport.write(buf[:total])
+            keep = False  # the server said more than it framed
+        self.down = None
+        self.state = IDLE
+        d.exchange_done(self, keep)
+
+    def _informational(self, d: HTTPDownstream, buf: bytes, status: int, head_end: int) -> None:
+        d.sent = True
+        if status == 101:  # switching protocols: from now on a plain byte relay
+            self.state = TUNNEL
             self.keep = False
+            d.transport.write(buf)
+            d.tunnel = True
+            return
+        d.transport.write(buf[:head_end])  # 100 Continue and friends; the real head follows
+        if len(buf) > head_end:
+            self._head(d, buf[head_end:])
+
+    def _unframed(
+        self, d: HTTPDownstream, buf: bytes, lower: bytes, head_end: int, stop: int, keep: bool
+    ) -> None:
+        """No Content-Length: a chunked body, or one that ends when the server closes."""
+        i = lower.find(b"\r\ntransfer-encoding:", 12, stop)
+        if i < 0 or lower.find(b"chunked", i, lower.find(b"\r\n", i + 2)) < 0:
+            self.state = UNTIL_CLOSE
+            self.keep = False
+            d.close_after = True
+            d.transport.write(buf)
+            return
+        self.keep = keep
+        self.state = CHUNKED
+        self.chunks = chunks = ChunkScanner()
+        try:
+            stop_at = chunks.feed(buf, head_end)
+        except ProtocolError:
+            d.abort_exchange(self)
+            return
+        if stop_at < 0:
+            d.transport.write(buf)
+            return
+        if stop_at < len(buf):
+            d.transport.write(buf[:stop_at])
+            self.keep = False
+        else:
+            d.transport.write(buf)
         self._done(d)
 
     def _done(self, d: HTTPDownstream) -> None:
@@ -321,10 +343,8 @@ class HTTPDownstream(asyncio.Protocol):
         "chunks",
         "close_after",
         "closed",
-        "deadline",
         "ep",
         "head_req",
-        "idempotent",
         "listener",
         "loop",
         "paused",
@@ -354,14 +374,12 @@ class HTTPDownstream(asyncio.Protocol):
         self.req = b""
         self.req_more = 0  # body bytes still to come: n, or -1 for chunked
         self.chunks: ChunkScanner | None = None
-        self.idempotent = False
         self.head_req = False
         self.sent = False  # response bytes went to the client: no retry after that
         self.status = 0
         self.attempts = 0
         self.tried: list[EndpointState] | None = None
         self.t0 = 0.0
-        self.deadline = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -413,8 +431,9 @@ class HTTPDownstream(asyncio.Protocol):
         self._next()
 
     def _next(self) -> None:
+        # The hot path of every request: keep it to a few C-level bytes calls and stores.
         buf = self.buf
-        while buf[:2] == b"\r\n":  # stray empty lines between requests are allowed
+        while buf[:1] == b"\r" and buf[:2] == b"\r\n":  # empty lines between requests
             buf = buf[2:]
         end = buf.find(b"\r\n\r\n")
         if end < 0:
@@ -424,58 +443,64 @@ class HTTPDownstream(asyncio.Protocol):
             return
         line_end = buf.find(b"\r\n")
         sp1 = buf.find(b" ", 0, line_end)
-        sp2 = buf.find(b" ", sp1 + 1, line_end)
-        if sp1 <= 0 or sp2 < 0:
+        sp2 = buf.rfind(b" ", 0, line_end)
+        if sp1 <= 0 or sp2 <= sp1:
             self._reject(400, "malformed request line")
             return
+        head_end = end + 4
+        stop = end + 2  # header lines (each "\r\nname: value") lie in [line_end, stop)
+        have = len(buf)
+        lower = buf.lower() if have == head_end else buf[:stop].lower()
         version = buf[sp2 + 1 : line_end]
-        lower = buf[line_end : end + 2].lower()
-        conn = header_value(lower, b"\r\nconnection:") if b"\r\nconnection:" in lower else None
+        i = lower.find(b"\r\nconnection:", line_end, stop)
         if version == b"HTTP/1.1":
-            self.close_after = conn is not None and b"close" in conn
+            self.close_after = i >= 0 and lower.find(b"close", i, lower.find(b"\r\n", i + 2)) > 0
         elif version == b"HTTP/1.0":
-            self.close_after = conn is None or b"keep-alive" not in conn
+            self.close_after = i < 0 or lower.find(b"keep-alive", i, lower.find(b"\r\n", i + 2)) < 0
         else:
             self._reject(400, "unsupported HTTP version")
             return
-        head_end = end + 4
         balancer = self.balancer
-        router = self.listener.router
-        if router is not None:
+        listener = self.listener
+        if listener.router is not None:
             host = header_value(lower, b"\r\nhost:") or b""
-            service = router.match(host, buf[sp1 + 1 : sp2])
+            service = listener.router.match(host, buf[sp1 + 1 : sp2])
             if service is None:
                 self._reject(404, "no route", close=True)
                 return
-            balancer = self.listener.balancer_for(service)
+            balancer = listener.balancer_for(service)
         assert balancer is not None
-        cl = header_value(lower, b"\r\ncontent-length:") if b"\r\ncontent-l" in lower else None
-        te = header_value(lower, b"\r\ntransfer-encoding:") if b"\r\ntransfer-e" in lower else None
         req_more = 0
-        if te is not None:
-            if cl is not None or not te.endswith(b"chunked"):
+        i = lower.find(b"\r\ncontent-length:", line_end, stop)
+        j = lower.find(b"\r\ntransfer-encoding:", line_end, stop)
+        if j >= 0:
+            te = lower[j + 20 : lower.find(b"\r\n", j + 2)].strip()
+            if i >= 0 or not te.endswith(b"chunked"):
                 self._reject(400, "bad transfer-encoding")  # refuse what smuggling needs
                 return
             self.chunks = chunks = ChunkScanner()
             try:
-                stop = chunks.feed(buf, head_end)
+                body_end = chunks.feed(buf, head_end)
             except ProtocolError:
                 self._reject(400, "bad chunked body")
                 return
-            if stop < 0:
+            if body_end < 0:
                 req, rest, req_more = buf, b"", -1
             else:
-                req, rest = buf[:stop], buf[stop:]
-        elif cl is not None:
+                req, rest = buf[:body_end], buf[body_end:]
+        elif i >= 0:
+            eol = lower.find(b"\r\n", i + 2)
+            if lower.find(b"\r\ncontent-length:", eol, stop) >= 0:
+                self._reject(400, "more than one content-length")
+                return
             try:
-                length = int(cl)
+                length = int(lower[i + 17 : eol])  # int() allows the surrounding spaces
                 if length < 0:
                     raise ValueError
             except ValueError:
                 self._reject(400, "bad content-length")
                 return
             total = head_end + length
-            have = len(buf)
             if have >= total:
                 req, rest = (buf, b"") if have == total else (buf[:total], buf[total:])
             elif length <= BUFFER_BODY:
@@ -483,24 +508,24 @@ class HTTPDownstream(asyncio.Protocol):
                 return
             else:
                 req, rest, req_more = buf, b"", total - have
+        elif have == head_end:
+            req, rest = buf, b""
         else:
-            req, rest = (buf, b"") if len(buf) == head_end else (buf[:head_end], buf[head_end:])
-        method = buf[:sp1]
+            req, rest = buf[:head_end], buf[head_end:]
         self.buf = rest
         self.req = req
         self.req_more = req_more
-        self.idempotent = req_more == 0 and method in IDEMPOTENT
-        self.head_req = method == b"HEAD"
+        self.head_req = buf[0] == 72 and buf[:5] == b"HEAD "
         self.balancer = balancer
         self.busy = True
         self.sent = False
-        self.attempts = 0
-        self.tried = None
-        self.status = 0
-        self.t0 = t0 = self.loop.time()
-        self.deadline = t0 + balancer.config.request_timeout
-        balancer.budget.on_request()
+        self.t0 = t0 = monotonic()
+        balancer.budget.requests += 1
         self._dispatch(balancer, t0)
+
+    def _idempotent(self) -> bool:
+        """Whether the request in flight may be sent twice (only whole, buffered requests)."""
+        return self.req_more == 0 and self.req[: self.req.find(b" ")] in IDEMPOTENT
 
     def _body_more(self, data: bytes) -> bytes:
         """Stream more of a large or chunked request body; return what follows it."""
@@ -552,7 +577,7 @@ class HTTPDownstream(asyncio.Protocol):
             async with asyncio.timeout(balancer.config.connect_timeout):
                 await self.loop.create_connection(lambda: up, ep.endpoint.host, ep.endpoint.port)
         except (OSError, TimeoutError):
-            balancer.failure(ep, self.loop.time())
+            balancer.failure(ep, monotonic())
             if self.ep is ep:
                 self._attempt_failed(ep, 502, "connect failed", connect=True)
             return
@@ -569,11 +594,11 @@ class HTTPDownstream(asyncio.Protocol):
         balancer = self.balancer
         assert balancer is not None
         self.attempts += 1
-        now = self.loop.time()
+        now = monotonic()
         if (
             not self.sent
             and self.attempts <= balancer.config.retries
-            and (connect or (self.idempotent and balancer.budget.try_spend(now)))
+            and (connect or (self._idempotent() and balancer.budget.try_spend(now)))
         ):
             balancer.service.metrics.retries += 1
             if self.tried is None:
@@ -589,14 +614,14 @@ class HTTPDownstream(asyncio.Protocol):
         balancer = self.balancer
         assert balancer is not None
         if (
-            not self.idempotent
-            or self.attempts >= balancer.config.retries
-            or not balancer.budget.try_spend(self.loop.time())
+            self.attempts >= balancer.config.retries
+            or not self._idempotent()
+            or not balancer.budget.try_spend(monotonic())
         ):
             return False
         ep = self.ep
         assert ep is not None
-        balancer.response(ep, status, self.loop.time())
+        balancer.response(ep, status, monotonic())
         up.abort()  # its body is unread: cheaper to drop than to drain
         self.up = None
         ep.active -= 1
@@ -607,14 +632,13 @@ class HTTPDownstream(asyncio.Protocol):
             self.tried = [ep]
         else:
             self.tried.append(ep)
-        self._dispatch(balancer, self.loop.time())
+        self._dispatch(balancer, monotonic())
         return True
 
-    def response_started(self, up: HTTPUpstream, status: int) -> None:
-        self.sent = True
-        self.status = status
-        if self.ep is not None and self.balancer is not None:
-            self.balancer.response(self.ep, status, self.loop.time())
+    def report(self, ep: EndpointState, status: int) -> None:
+        """Tell the balancer about a response that may move a breaker or an ejection."""
+        if self.balancer is not None:
+            self.balancer.response(ep, status, monotonic())
 
     def exchange_done(self, up: HTTPUpstream, keep: bool) -> None:
         ep = self.ep
@@ -622,7 +646,13 @@ class HTTPDownstream(asyncio.Protocol):
         self.ep = None
         balancer = self.balancer
         assert balancer is not None
-        balancer.service.metrics.observe(self.loop.time() - self.t0, self.status >= 500)
+        m = balancer.service.metrics
+        took = monotonic() - self.t0
+        m.requests += 1
+        if self.status >= 500:
+            m.errors += 1
+        m.buckets[bisect_left(BUCKETS, took)] += 1
+        m.latency_sum += took
         if ep is not None:
             ep.active -= 1
             idle = ep.idle
@@ -636,6 +666,9 @@ class HTTPDownstream(asyncio.Protocol):
 
     def _finish(self) -> None:
         self.busy = False
+        if self.attempts:
+            self.attempts = 0
+            self.tried = None
         if self.req_more:
             self.close_after = True  # the rest of the request body would read as a request
         if self.close_after:
@@ -656,7 +689,7 @@ class HTTPDownstream(asyncio.Protocol):
         balancer = self.balancer
         assert balancer is not None
         if before_response and not self.sent:
-            balancer.failure(ep, self.loop.time())
+            balancer.failure(ep, monotonic())
             self._attempt_failed(ep, 502, "endpoint closed the connection", connect=False)
             return
         self.abort_exchange(up)
@@ -666,12 +699,12 @@ class HTTPDownstream(asyncio.Protocol):
         up.abort()
         ep = self.ep
         if ep is not None and self.balancer is not None:
-            self.balancer.failure(ep, self.loop.time())
+            self.balancer.failure(ep, monotonic())
         if not self.sent and ep is not None:
             self._attempt_failed(ep, 502, "bad response from endpoint", connect=False)
             return
         if self.balancer is not None:
-            self.balancer.service.metrics.observe(self.loop.time() - self.t0, True)
+            self.balancer.service.metrics.observe(monotonic() - self.t0, True)
         self.transport.abort()
 
     # -- answers of our own ------------------------------------------------------
@@ -681,7 +714,7 @@ class HTTPDownstream(asyncio.Protocol):
         balancer = self.balancer
         assert balancer is not None
         self.status = status
-        balancer.service.metrics.observe(self.loop.time() - self.t0, True)
+        balancer.service.metrics.observe(monotonic() - self.t0, True)
         self.transport.write(error_response(status, message, close=self.close_after))
         self._finish()
 
@@ -694,12 +727,12 @@ class HTTPDownstream(asyncio.Protocol):
     # -- housekeeping ------------------------------------------------------------
 
     def sweep(self, now: float) -> None:
-        if not self.busy or now < self.deadline or self.tunnel:
+        if not self.busy or self.tunnel:
             return
         ep = self.ep
         up = self.up
         balancer = self.balancer
-        if ep is None or balancer is None:
+        if ep is None or balancer is None or now < self.t0 + balancer.config.request_timeout:
             return
         if up is not None:
             self.up = None

@@ -8,6 +8,7 @@ sends at once when the socket is writable (uvloop) and buffers otherwise.
 from __future__ import annotations
 
 import asyncio
+from time import monotonic
 from typing import cast
 
 from podium.proxy.balancer import Balancer, EndpointState
@@ -92,7 +93,7 @@ class TCPDownstream(asyncio.Protocol):
         m = self.balancer.service.metrics
         m.connections += 1
         m.active += 1
-        self.t0 = self.listener.loop.time()
+        self.t0 = monotonic()
         self._attempt()
 
     def data_received(self, data: bytes) -> None:
@@ -126,7 +127,7 @@ class TCPDownstream(asyncio.Protocol):
         if self.ep is not None:
             self.ep.active -= 1
             self.ep = None
-            m.observe(self.listener.loop.time() - self.t0, False)
+            m.observe(monotonic() - self.t0, False)
         up = self.up
         if up is not None and up.transport is not None:
             up.transport.close()  # flushes what the client sent last
@@ -144,10 +145,9 @@ class TCPDownstream(asyncio.Protocol):
     # -- upstream side -----------------------------------------------------------
 
     def _attempt(self) -> None:
-        loop = self.listener.loop
-        ep = self.balancer.pick(loop.time(), self.tried)
+        ep = self.balancer.pick(monotonic(), self.tried)
         if ep is None:
-            self.balancer.service.metrics.observe(loop.time() - self.t0, True)
+            self.balancer.service.metrics.observe(monotonic() - self.t0, True)
             self.transport.abort()
             return
         ep.active += 1
@@ -162,7 +162,7 @@ class TCPDownstream(asyncio.Protocol):
             async with asyncio.timeout(cfg.connect_timeout):
                 await loop.create_connection(lambda: up, ep.endpoint.host, ep.endpoint.port)
         except (OSError, TimeoutError):
-            self.balancer.failure(ep, loop.time())
+            self.balancer.failure(ep, monotonic())
             if self.closed:
                 return
             ep.active -= 1
@@ -173,7 +173,7 @@ class TCPDownstream(asyncio.Protocol):
                 self.tried.append(ep)
                 self._attempt()
             else:
-                self.balancer.service.metrics.observe(loop.time() - self.t0, True)
+                self.balancer.service.metrics.observe(monotonic() - self.t0, True)
                 self.transport.abort()
             return
         self.balancer.success(ep)

@@ -76,6 +76,8 @@ class ProxyManager:
                     log.info("ingress listening on http://%s", self.ingress_at)
                     tg.create_task(self._watch_ingress(host, port), name="ingress-routes")
                 self.ready.set()
+                # Watches start later, as allocs need them: keep the group open until then.
+                await asyncio.Future()
         finally:
             await self.proxy.close()
 

@@ -115,7 +115,7 @@ class DnsServer:
             query = dns.message.from_wire(wire)
         except dns.exception.DNSException:
             return _formerr(wire)
-        response = dns.message.make_response(query)
+        response = dns.message.make_response(query, our_payload=4096)
         response.flags &= ~dns.flags.RA
         if query.opcode() != dns.opcode.QUERY:
             response.set_rcode(dns.rcode.NOTIMP)

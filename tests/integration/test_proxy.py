@@ -416,6 +416,16 @@ async def test_no_endpoints_answers_503(proxy: Proxy) -> None:
     assert (await get(port))[0] == 503
 
 
+async def test_many_pipelined_requests_answered_by_the_proxy_itself(proxy: Proxy) -> None:
+    port = await upstream(proxy, [])
+    c = await Client.open(port)
+    for _ in range(3000):  # deeper than the recursion limit if answers chained calls
+        c.send()
+    answers = [await c.read() for _ in range(3000)]
+    await c.close()
+    assert {s for s, _ in answers} == {503}
+
+
 # -- metrics, validation, standalone ---------------------------------------------------
 
 SAMPLE = re.compile(

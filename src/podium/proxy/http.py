@@ -664,7 +664,9 @@ class HTTPDownstream(asyncio.Protocol):
             up.abort()
         self._finish()
 
-    def _finish(self) -> None:
+    def _finish(self, *, soon: bool = False) -> None:
+        """The exchange is over: take the next pipelined request (on the next loop turn when
+        `soon`, so answers of our own to many pipelined requests cannot recurse deeply)."""
         self.busy = False
         if self.attempts:
             self.attempts = 0
@@ -680,6 +682,13 @@ class HTTPDownstream(asyncio.Protocol):
             self.paused = False
             self.transport.resume_reading()
         if self.buf:
+            if soon:
+                self.loop.call_soon(self._resume)
+            else:
+                self._next()
+
+    def _resume(self) -> None:
+        if not self.busy and not self.closed and self.buf:
             self._next()
 
     def upstream_lost(self, up: HTTPUpstream, before_response: bool) -> None:
@@ -716,7 +725,7 @@ class HTTPDownstream(asyncio.Protocol):
         self.status = status
         balancer.service.metrics.observe(monotonic() - self.t0, True)
         self.transport.write(error_response(status, message, close=self.close_after))
-        self._finish()
+        self._finish(soon=True)
 
     def _reject(self, status: int, message: str, *, close: bool = True) -> None:
         """A request we will not forward: answer and close (its body would be misread)."""

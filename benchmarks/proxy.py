@@ -10,10 +10,12 @@ with `taskset`; wrk and nginx are pinned to the other core.
 Printed per proxy and mode: requests per second, the CPU seconds the proxy process
 spent per 10,000 requests (utime+stime from /proc/PID/stat around the run: on 2 cores
 the load generator can cap both proxies, so CPU per request is the fairer figure)
-and the p99 latency it adds over going direct. Last line: `ratio_vs_haproxy=R`, R =
-HAProxy's CPU per request / podium's, for L7 (higher is better; 1.0 = as lean).
+and the p99 latency it adds over going direct; each figure is the median of
+`--rounds` measurements, haproxy and podium interleaved. Last line:
+`ratio_vs_haproxy=R`, R = HAProxy's CPU per request / podium's, for L7 (higher is
+better; 1.0 = as lean).
 
-Run: .venv/bin/python benchmarks/proxy.py [--duration 10] [--connections 50]
+Run: .venv/bin/python benchmarks/proxy.py [--duration 10] [--connections 50] [--rounds 3]
 (not part of CI; installs nginx, haproxy and wrk with apt-get when missing and root).
 """
 
@@ -80,6 +82,18 @@ class Result:
     @property
     def cpu_per_10k(self) -> float:
         return self.cpu_s / self.requests * 10_000 if self.requests else float("nan")
+
+
+def median(rs: list[Result]) -> Result:
+    """The median of each figure across rounds (CPU per request taken as a whole)."""
+    mid = len(rs) // 2
+    by_cpu = sorted(rs, key=lambda r: r.cpu_per_10k)[mid]
+    return Result(
+        rps=sorted(r.rps for r in rs)[mid],
+        requests=by_cpu.requests,
+        p99_ms=sorted(r.p99_ms for r in rs)[mid],
+        cpu_s=by_cpu.cpu_s,
+    )
 
 
 def ensure_tools() -> None:
@@ -207,6 +221,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description="podium proxy vs HAProxy")
     p.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     p.add_argument("--connections", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=3, help="measurements per proxy; medians shown")
     p.add_argument("--proxy-cpu", default="0", help="core the proxy under test runs on")
     p.add_argument("--load-cpu", default="1", help="core wrk and nginx run on")
     args = p.parse_args()
@@ -227,16 +242,18 @@ def main() -> int:
             print(f"direct (nginx):   {direct.rps:10.0f} rps  p99 {direct.p99_ms:7.3f} ms")
             results: dict[tuple[str, str], Result] = {}
             for mode, label in (("tcp", "L4"), ("http", "L7")):
-                for name in ("haproxy", "podium"):
-                    if name == "haproxy":
-                        r = bench_haproxy(mode, a, b, work, args)
-                    else:
-                        r = bench_podium(mode, a, b, args)
-                    results[(name, mode)] = r
+                runs: dict[str, list[Result]] = {"haproxy": [], "podium": []}
+                for _ in range(args.rounds):  # interleaved, so both meet the same noise
+                    runs["haproxy"].append(bench_haproxy(mode, a, b, work, args))
+                    runs["podium"].append(bench_podium(mode, a, b, args))
+                for name, rs in runs.items():
+                    r = results[(name, mode)] = median(rs)
                     print(
                         f"{label} {name:8s} {r.rps:10.0f} rps  "
                         f"cpu {r.cpu_per_10k:6.3f} s/10k req ({r.cpu_per_10k * 100:5.1f} us/req)  "
-                        f"p99 {r.p99_ms:7.3f} ms (+{r.p99_ms - direct.p99_ms:.3f} ms over direct)",
+                        f"p99 {r.p99_ms:7.3f} ms (+{r.p99_ms - direct.p99_ms:.3f} ms over direct)"
+                        f"  [cpu us/req per round: "
+                        f"{', '.join(f'{x.cpu_per_10k * 100:.1f}' for x in rs)}]",
                         flush=True,
                     )
         finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import pytest
 
@@ -12,6 +14,7 @@ from podium.model.types import (
     Node,
     Plan,
     ReschedulePolicy,
+    Spread,
     UpdateStrategy,
 )
 from podium.scheduler import (
@@ -605,3 +608,82 @@ def test_simulated_workload_places_everything_within_capacity() -> None:
     for state in snap.node_states():
         assert state.cpu_used <= state.cpu_total and state.memory_used <= state.memory_total
         assert state.node.schedulable or not state.groups
+
+
+# ------------------------------------------------------------- spread over values
+
+
+def _zone_nodes(per_zone: dict[str, int]) -> list[Node]:
+    return [
+        make_node(f"{zone}-{i}", labels={"zone": zone})
+        for zone, n in per_zone.items()
+        for i in range(n)
+    ]
+
+
+def _zones_of(plan: Plan, nodes: list[Node]) -> dict[str, int]:
+    zone = {n.id: n.labels["zone"] for n in nodes}
+    out: dict[str, int] = {}
+    for a in plan.placements:
+        out[zone[a.node_id]] = out.get(zone[a.node_id], 0) + 1
+    return out
+
+
+def _spread_plan(nodes: list[Node], count: int, **spread: Any) -> Plan:
+    job = make_job(count=count, spreads=[Spread(attribute="${node.labels.zone}", **spread)])
+    snap = ClusterSnapshot.build(nodes, [])
+    rec = reconcile(job, [], {n.id: n for n in nodes}, now=0.0)
+    return schedule(snap, job, rec, eval_id="spread", now=0.0)
+
+
+def test_spread_with_targets_places_copies_in_those_shares() -> None:
+    nodes = _zone_nodes({"a": 2, "b": 2})
+    plan = _spread_plan(nodes, 10, targets={"a": 70, "b": 30})
+    assert _zones_of(plan, nodes) == {"a": 7, "b": 3}
+    # The bigger zone does not win by size: three nodes in b, one in a, 50/50.
+    nodes = _zone_nodes({"a": 1, "b": 3})
+    assert _zones_of(_spread_plan(nodes, 8, targets={"a": 50, "b": 50}), nodes) == {
+        "a": 4,
+        "b": 4,
+    }
+
+
+def test_spread_without_targets_is_even_over_the_values() -> None:
+    nodes = _zone_nodes({"a": 1, "b": 2, "c": 3})
+    assert _zones_of(_spread_plan(nodes, 9), nodes) == {"a": 3, "b": 3, "c": 3}
+
+
+def test_spread_counts_the_copies_already_running() -> None:
+    nodes = _zone_nodes({"a": 2, "b": 2})
+    job = make_job(
+        count=4,
+        spreads=[Spread(attribute="${node.labels.zone}", targets={"a": 50, "b": 50})],
+    )
+    have = [make_alloc(job, index=i, node=nodes[0], id=f"x{i}") for i in range(2)]  # both in a
+    snap = ClusterSnapshot.build(nodes, have)
+    rec = reconcile(job, have, {n.id: n for n in nodes}, now=0.0)
+    plan = schedule(snap, job, rec, eval_id="spread2", now=0.0)
+    assert _zones_of(plan, nodes) == {"b": 2}
+
+
+def test_spread_spec_errors_name_the_field() -> None:
+    from podium.errors import ValidationError
+    from podium.model import spec
+
+    doc = {
+        "name": "x",
+        "groups": [
+            {
+                "name": "g",
+                "spread": [{"attribute": "zone", "targets": {"a": 80, "b": 30}, "weight": 0}],
+                "tasks": [{"name": "t", "config": {"command": "sleep"}}],
+            }
+        ],
+    }
+    with pytest.raises(ValidationError) as e:
+        spec.validate(spec.canonicalize(doc))
+    assert sorted(p.path for p in e.value.problems) == [
+        "groups[0].spread[0].attribute",
+        "groups[0].spread[0].targets",
+        "groups[0].spread[0].weight",
+    ]

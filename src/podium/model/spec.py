@@ -50,6 +50,7 @@ from podium.model.types import (
     Resources,
     RestartPolicy,
     ServiceSpec,
+    Spread,
     Task,
     UpdateStrategy,
     Upstream,
@@ -379,10 +380,26 @@ def _canon_str_map(value: object) -> object:
     return value
 
 
+def _canon_spread(raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        return raw
+    out = dict(raw)
+    _fill(out, "weight", 50)
+    targets = out.get("targets", out.pop("target", None))
+    out["targets"] = {} if targets is None else targets
+    if isinstance(out["targets"], dict):
+        out["targets"] = {str(k): v for k, v in out["targets"].items()}
+    return out
+
+
 def _canon_group(raw: dict[str, Any], kind: str) -> dict[str, Any]:
     group = dict(raw)
     _fill(group, "count", 1)
+    if isinstance(group.get("spread"), list):
+        # `spread: [{attribute, targets, weight}]`: spread over an attribute's values.
+        group["spreads"], group["spread"] = group["spread"], False
     _fill(group, "spread", False)
+    group["spreads"] = _canon_list(group.get("spreads"), _canon_spread)
     group["constraints"] = _canon_list(group.get("constraints"), _canon_constraint)
     group["restart"] = _merged(_restart_defaults(kind), group.get("restart"), _RESTART_DURATIONS)
     group["reschedule"] = _merged(
@@ -858,6 +875,8 @@ def _check_group(c: _Checker, value: object, path: str) -> dict[str, Any] | None
         return None
     if "constraints" in group:
         _check_constraints(c, group["constraints"], _at(path, "constraints"))
+    if "spreads" in group:
+        _check_spreads(c, group["spreads"], _at(path, "spread"))
     for key, kind, rules in (
         ("restart", RestartPolicy, _RESTART_RULES),
         ("reschedule", ReschedulePolicy, _RESCHEDULE_RULES),
@@ -1233,6 +1252,38 @@ def _check_constraints(c: _Checker, value: object, path: str) -> None:
         text = constraint.get("value", "")
         if isinstance(text, str):
             _check_constraint_value(c, operator, text, _at(item_path, "value"))
+
+
+def _check_spreads(c: _Checker, value: object, path: str) -> None:
+    spreads = c.items(value, path, "spreads")
+    for i, raw in enumerate(spreads or []):
+        item_path = _at(path, i)
+        spread = c.struct(
+            raw, item_path, Spread, {"weight": _int(1, 100)}, required=("attribute",)
+        )
+        if spread is None:
+            continue
+        attribute = spread.get("attribute")
+        if not (isinstance(attribute, str) and _ATTRIBUTE.fullmatch(attribute)):
+            c.expect(
+                _at(item_path, "attribute"),
+                "an attribute such as ${node.datacenter}, ${node.labels.X} "
+                "or ${node.attributes.X}",
+                attribute,
+            )
+        targets = spread.get("targets")
+        targets_path = _at(item_path, "targets")
+        if not isinstance(targets, dict):
+            c.expect(targets_path, "a mapping of attribute values to percentages", targets)
+            continue
+        total = 0.0
+        for k, pct in targets.items():
+            if isinstance(pct, bool) or not isinstance(pct, int | float) or not 0 <= pct <= 100:
+                c.expect(_at(targets_path, k), "a percentage from 0 to 100", pct)
+            else:
+                total += pct
+        if total > 100:
+            c.add(targets_path, f"the percentages add up to {total:g}, more than 100")
 
 
 def _str_value(c: _Checker, value: object, path: str) -> object:

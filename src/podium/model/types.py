@@ -80,6 +80,17 @@ class Constraint(Struct):
     value: str = ""
 
 
+class Spread(Struct):
+    """Spread a group's copies over the values of a node attribute, toward target shares
+    (Nomad's `spread`): e.g. 70% of the copies in zone a and 30% in zone b."""
+
+    attribute: str  # e.g. "${node.datacenter}" or "${node.labels.zone}"
+    weight: int = 50  # 1..100: its say against the group's other spreads
+    # value -> percent of the copies; values not named share what is left evenly.
+    # None named: an even share for every value the nodes have.
+    targets: dict[str, float] = msgspec.field(default_factory=dict)
+
+
 class RestartPolicy(Struct):
     attempts: int = 3
     interval: float = 300.0
@@ -149,6 +160,7 @@ class Group(Struct):
     services: list[ServiceSpec] = msgspec.field(default_factory=list)
     tasks: list[Task] = msgspec.field(default_factory=list)
     spread: bool = False  # prefer the emptiest node instead of binpacking
+    spreads: list[Spread] = msgspec.field(default_factory=list)  # `spread: [...]` in a job file
     meta: dict[str, str] = msgspec.field(default_factory=dict)
     migrate: MigrateStrategy = msgspec.field(default_factory=MigrateStrategy)
     disconnect: DisconnectPolicy = msgspec.field(default_factory=DisconnectPolicy)

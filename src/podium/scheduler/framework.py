@@ -59,6 +59,7 @@ def _rejection(plugin: str, status: Status) -> tuple[str, Status]:
 
 
 _MEMO_LIMIT = 256  # static answers remembered per node
+_GLOBAL_WINDOW = 128  # candidates scored at once when a scorer compares groups of nodes
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,8 @@ class CycleContext:
     request: Request
     node_count: int
     data: dict[str, object] = field(default_factory=dict)
+    # Every node's state as the cycle sees it (scorers that compare nodes read it).
+    nodes: Sequence[NodeState] = ()
 
 
 class FilterPlugin(Protocol):
@@ -126,7 +129,11 @@ class FilterPlugin(Protocol):
 
 
 class ScorePlugin(Protocol):
-    """Preference among feasible nodes: a score in [0, 1], higher is better."""
+    """Preference among feasible nodes: a score in [0, 1], higher is better.
+
+    A scorer whose scores depend on where earlier copies of the cycle went (not only on
+    the node itself) sets `rescore_all = True` and defines `placed(ctx, node)`: the
+    cycle then calls it after each placement and re-scores every candidate."""
 
     name: str
 
@@ -288,6 +295,9 @@ class Cycle:
         )
         n = ctx.node_count
         self.limit = profile.candidate_limit(n)
+        self._global = [s for s, _ in self.scorers if getattr(s, "rescore_all", False)]
+        if self._global:  # a wider window: such scores compare groups of nodes
+            self.limit = min(n, max(self.limit, _GLOBAL_WINDOW))
         # Per node: None until checked, then _PASS or (filter name, its rejection).
         self._static_seen: list[tuple[str, Status] | None] = [None] * n
         self._cursor, self._stride = seeded_order(seed, n)
@@ -365,6 +375,12 @@ class Cycle:
                 scores[pos] = total / self.weight
         if not self._saturated and len(self._window) >= self.limit:
             del scores[self._window.popleft()]
+        if self._global:
+            ctx = self.ctx
+            for s in self._global:
+                s.placed(ctx, nodes[pos])  # type: ignore[attr-defined]
+            for p in self._window:
+                scores[p] = self.score(nodes[p])
 
     def _refill(self, nodes: Sequence[NodeState]) -> None:
         n = len(nodes)

@@ -118,13 +118,14 @@ class Reconciliation:
 
 
 def group_hash(job: Job, group: Group) -> str:
-    """What a running copy depends on: the group minus its count, rollout, reschedule,
-    migrate and disconnect settings (the server's and agent's business, not the copy's).
+    """What a running copy depends on: the group minus its count, spreads, rollout,
+    reschedule, migrate and disconnect settings (the server's and agent's business, not the copy's).
     Equal hashes across versions mean an alloc can be updated in place instead of replaced."""
     spec = (
         msgspec.structs.replace(
             group,
             count=0,
+            spreads=[],
             update=UpdateStrategy(),
             reschedule=ReschedulePolicy(),
             migrate=MigrateStrategy(),

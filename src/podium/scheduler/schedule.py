@@ -118,7 +118,11 @@ class _Run:
     def place_group(self, group: Group, places: list[Placement], profile: Profile) -> None:
         job = self.job
         ctx = CycleContext(
-            job=job, group=group, request=Request.of(job, group), node_count=len(self.nodes)
+            job=job,
+            group=group,
+            request=Request.of(job, group),
+            node_count=len(self.nodes),
+            nodes=self.nodes,
         )
         cycle = Cycle(profile, ctx, seed=f"{self.eval_id}\x00{job.key}\x00{group.name}")
         g = _GroupRun(cycle, ctx, group_hash(job, group), _Ids(self.eval_id, job, group.name))

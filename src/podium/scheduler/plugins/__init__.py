@@ -2,7 +2,8 @@
 
 filters:  node-status, driver, constraints (static: cached per node and cycle)
           resources, ports, distinct-hosts (dynamic: depend on usage)
-scorers:  binpack | spread (group.spread picks), job-anti-affinity
+scorers:  binpack | spread (group.spread picks), job-anti-affinity,
+          spread-target (group.spreads: attribute values toward target shares)
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from podium.scheduler.plugins.filters import (
     PortsFilter,
     ResourcesFilter,
 )
-from podium.scheduler.plugins.scorers import BinpackScorer, JobAntiAffinityScorer, SpreadScorer
+from podium.scheduler.plugins.scorers import (
+    BinpackScorer,
+    JobAntiAffinityScorer,
+    SpreadScorer,
+    SpreadTargetScorer,
+)
 
 DEFAULT_FILTERS = (
     "node-status",
@@ -30,7 +36,7 @@ DEFAULT_FILTERS = (
     "ports",
     "distinct-hosts",
 )
-DEFAULT_SCORERS = {"binpack": 1.0, "spread": 1.0, "job-anti-affinity": 1.0}
+DEFAULT_SCORERS = {"binpack": 1.0, "spread": 1.0, "job-anti-affinity": 1.0, "spread-target": 4.0}
 
 
 def default_registry() -> Registry:
@@ -44,7 +50,7 @@ def default_registry() -> Registry:
         DistinctHostsFilter(),
     ):
         reg.add_filter(f)
-    for s in (BinpackScorer(), SpreadScorer(), JobAntiAffinityScorer()):
+    for s in (BinpackScorer(), SpreadScorer(), JobAntiAffinityScorer(), SpreadTargetScorer()):
         reg.add_scorer(s)
     return reg
 

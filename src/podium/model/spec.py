@@ -1258,17 +1258,14 @@ def _check_spreads(c: _Checker, value: object, path: str) -> None:
     spreads = c.items(value, path, "spreads")
     for i, raw in enumerate(spreads or []):
         item_path = _at(path, i)
-        spread = c.struct(
-            raw, item_path, Spread, {"weight": _int(1, 100)}, required=("attribute",)
-        )
+        spread = c.struct(raw, item_path, Spread, {"weight": _int(1, 100)}, required=("attribute",))
         if spread is None:
             continue
         attribute = spread.get("attribute")
         if not (isinstance(attribute, str) and _ATTRIBUTE.fullmatch(attribute)):
             c.expect(
                 _at(item_path, "attribute"),
-                "an attribute such as ${node.datacenter}, ${node.labels.X} "
-                "or ${node.attributes.X}",
+                "an attribute such as ${node.datacenter}, ${node.labels.X} or ${node.attributes.X}",
                 attribute,
             )
         targets = spread.get("targets")

@@ -74,6 +74,8 @@ class Backend:
                 head = await reader.readuntil(b"\r\n\r\n")
                 method, target = head.split(b" ", 2)[:2]
                 m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+                if re.search(rb"(?i)\r\nexpect:\s*100-continue", head):
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 if m:
                     await reader.readexactly(int(m.group(1)))
                 self.hits.append(method.decode())
@@ -380,6 +382,21 @@ async def test_large_request_body_streams_through(proxy: Proxy) -> None:
     port = await upstream(proxy, [a])
     c = await Client.open(port)
     assert await c.request(method="PUT", body=b"z" * (3 * 1024 * 1024)) == (200, "a")
+    assert await c.request() == (200, "a")
+    await c.close()
+
+
+async def test_expect_100_continue_goes_through_at_once(proxy: Proxy) -> None:
+    (a,) = await backends("a")
+    port = await upstream(proxy, [a])
+    c = await Client.open(port)
+    c.writer.write(
+        b"PUT /up HTTP/1.1\r\nHost: svc\r\nExpect: 100-continue\r\ncontent-length: 5\r\n\r\n"
+    )
+    async with asyncio.timeout(2):  # the proxy must not wait for a body the client holds back
+        assert (await c.reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100")
+    c.writer.write(b"hello")
+    assert await c.read() == (200, "a")
     assert await c.request() == (200, "a")
     await c.close()
 

@@ -503,7 +503,7 @@ class HTTPDownstream(asyncio.Protocol):
             total = head_end + length
             if have >= total:
                 req, rest = (buf, b"") if have == total else (buf[:total], buf[total:])
-            elif length <= BUFFER_BODY:
+            elif length <= BUFFER_BODY and lower.find(b"\r\nexpect:", line_end, stop) < 0:
                 self.buf = buf  # wait for the whole body: small bodies can be retried
                 return
             else:

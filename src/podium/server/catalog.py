@@ -157,9 +157,10 @@ class Catalog:
                         self._refresh(a, self._next_index())
 
     def _next_index(self) -> int:
-        # The store revision the cache has reached, plus one for the change being applied
-        # (listeners run before the cache advances): monotonic across restarts.
-        return max(self.state.revision + 1, self.last_index)
+        # Past the store revision the cache has reached (listeners run before the cache
+        # advances), so it keeps growing across restarts; and past the last index given
+        # out, so a watcher holding it never misses the next change.
+        return max(self.state.revision + 1, self.last_index + 1)
 
     def _changed(self, prefix: str, old: object | None, new: object | None) -> None:
         index = self._next_index()

@@ -333,6 +333,18 @@ async def test_request_timeout_answers_504(proxy: Proxy) -> None:
     await c.close()
 
 
+async def test_idle_kept_alive_client_is_closed_after_idle_timeout(proxy: Proxy) -> None:
+    (a,) = await backends("a")
+    port = await upstream(proxy, [a], cfg(idle_timeout=0.6))
+    c = await Client.open(port)
+    assert await c.request() == (200, "a")
+    await asyncio.sleep(0.15)
+    assert await c.request() == (200, "a")  # activity restarts the idle clock
+    async with asyncio.timeout(3):
+        assert await c.reader.read() == b""  # then, idle, the proxy closes it
+    await c.close()
+
+
 # -- endpoint changes keep connections -----------------------------------------------
 
 

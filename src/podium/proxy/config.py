@@ -37,6 +37,7 @@ class UpstreamConfig:
     outlier_max_ejected: float = 0.5  # never eject more than this share (never all)
     outlier_failures: int = 5  # consecutive 5xx responses eject an endpoint (http)
     outlier_eject_for: float = 10.0  # first ejection; doubles on each repeat, up to 10x
+    idle_timeout: float = 60.0  # http: a kept-alive client connection idle this long is closed
 
     def problems(self) -> list[Problem]:
         """Every problem with this config, each naming its field."""
@@ -47,7 +48,13 @@ class UpstreamConfig:
             out.append(
                 Problem("policy", f"expected one of {', '.join(POLICIES)}, got {self.policy!r}")
             )
-        for name in ("connect_timeout", "request_timeout", "breaker_open_for", "outlier_eject_for"):
+        for name in (
+            "connect_timeout",
+            "request_timeout",
+            "breaker_open_for",
+            "outlier_eject_for",
+            "idle_timeout",
+        ):
             if not getattr(self, name) > 0:
                 out.append(Problem(name, "expected a positive number of seconds"))
         for name in ("retries", "breaker_failures", "outlier_failures"):

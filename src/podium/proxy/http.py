@@ -345,6 +345,8 @@ class HTTPDownstream(asyncio.Protocol):
         "closed",
         "ep",
         "head_req",
+        "idle_since",
+        "idle_t0",
         "listener",
         "loop",
         "paused",
@@ -380,10 +382,13 @@ class HTTPDownstream(asyncio.Protocol):
         self.attempts = 0
         self.tried: list[EndpointState] | None = None
         self.t0 = 0.0
+        self.idle_t0 = -1.0
+        self.idle_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.listener.conns.add(self)
+        self.t0 = monotonic()
         if self.balancer is not None:
             m = self.balancer.service.metrics
             m.connections += 1
@@ -736,7 +741,14 @@ class HTTPDownstream(asyncio.Protocol):
     # -- housekeeping ------------------------------------------------------------
 
     def sweep(self, now: float) -> None:
-        if not self.busy or self.tunnel:
+        if not self.busy:
+            # idle keep-alive client: noticed without a per-request cost (t0 moves on each request)
+            if self.idle_t0 != self.t0:
+                self.idle_t0, self.idle_since = self.t0, now
+            elif now - self.idle_since > self.listener.config.idle_timeout:
+                self.transport.close()
+            return
+        if self.tunnel:
             return
         ep = self.ep
         up = self.up

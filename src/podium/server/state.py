@@ -23,7 +23,7 @@ import msgspec
 from podium.errors import Compacted, StoreError
 from podium.model.types import Allocation, Deployment, Job, Node, PlacementFailure
 from podium.store import keys
-from podium.store.base import KeyValue, Store, WatchEvent
+from podium.store.base import Get, KeyValue, Store, WatchEvent
 
 log = logging.getLogger(__name__)
 
@@ -196,11 +196,12 @@ class ClusterState:
                 await asyncio.sleep(0.5)
 
     async def _load(self) -> int:
-        rev = 0
+        # Every kind read in one transaction: one revision, so the watch that follows
+        # misses nothing written between the reads.
+        res = await self.store.txn([], [Get(p, prefix=True) for p in _KINDS])
+        rev = res.revision
         fresh: dict[str, dict[str, object]] = {}
-        for prefix in _KINDS:
-            kvs, rev_p = await self.store.list(prefix)
-            rev = max(rev, rev_p)
+        for prefix, kvs in zip(_KINDS, res.reads, strict=True):
             fresh[prefix] = {kv.key: _decode_any(prefix, kv) for kv in kvs}
         old_jobs, old_nodes, old_allocs = self.jobs, self.nodes, self.allocs
         old_deployments = self.deployments

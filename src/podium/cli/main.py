@@ -90,7 +90,25 @@ def run_until_signal(main: Coroutine[Any, Any, None]) -> None:
             # closes; that is the shutdown we asked for, not an error worth a traceback.
             logging.getLogger("uvicorn.error").disabled = True
 
-    uvloop.run(wrapper())
+    try:
+        uvloop.run(wrapper())
+    except (OSError, ExceptionGroup) as e:
+        # An address already in use, say: one line naming it, not a traceback.
+        err = _os_error(e)
+        if err is None:
+            raise
+        raise click.ClickException(f"cannot start: {err}") from None
+
+
+def _os_error(e: BaseException) -> OSError | None:
+    if isinstance(e, OSError):
+        return e
+    if isinstance(e, BaseExceptionGroup):
+        for inner in e.exceptions:
+            found = _os_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 @click.group(cls=PodiumGroup)

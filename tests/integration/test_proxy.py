@@ -22,6 +22,17 @@ from podium.proxy import Endpoint, Proxy, Route, UpstreamConfig
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
+    """Every test on both loops: the agent runs the stock one, `python -m podium.proxy` uvloop."""
+    if request.param == "uvloop":
+        import uvloop
+
+        return uvloop.EventLoopPolicy()
+    return asyncio.DefaultEventLoopPolicy()
+
+
 HTTP = UpstreamConfig(mode="http", connect_timeout=0.5, request_timeout=5.0)
 
 
@@ -156,7 +167,9 @@ async def get(port: int, path: str = "/", **kw: str) -> tuple[int, str]:
 
 
 @pytest.fixture
-async def proxy() -> AsyncIterator[Proxy]:
+async def proxy(event_loop_policy: asyncio.AbstractEventLoopPolicy) -> AsyncIterator[Proxy]:
+    on_uvloop = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+    assert on_uvloop == type(event_loop_policy).__module__.startswith("uvloop")
     p = Proxy(sweep_interval=0.05)
     yield p
     await p.close()
@@ -222,6 +235,27 @@ async def test_tcp_mode_relays_and_balances_per_connection(proxy: Proxy) -> None
     port = await upstream(proxy, bs, cfg(mode="tcp"))
     answers = [await get(port) for _ in range(4)]
     assert Counter(answers) == {(200, "a"): 2, (200, "b"): 2}
+
+
+async def test_tcp_mode_passes_a_half_close_on(proxy: Proxy) -> None:
+    async def shout(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write((await reader.read()).upper())  # read() waits for the client's EOF
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(shout, "127.0.0.1", 0)
+    proxy.set_endpoints("echo", [Endpoint("e", "127.0.0.1", server.sockets[0].getsockname()[1])])
+    port = free_port()
+    await proxy.listen_upstream("echo", "127.0.0.1", port, cfg(mode="tcp"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"hello ")
+    writer.write(b"world")
+    writer.write_eof()
+    async with asyncio.timeout(5):
+        assert await reader.read() == b"HELLO WORLD"
+    writer.close()
+    server.close()
+    await server.wait_closed()
 
 
 # -- retries, budget, breaker, ejection ---------------------------------------------

@@ -24,6 +24,7 @@ from podium.agent.alloc_runner import AllocHooks, AllocRunner
 from podium.agent.disconnect import Contact, DisconnectWatch
 from podium.agent.local_state import LocalState
 from podium.agent.proxy_manager import ProxyManager
+from podium.agent.source import source_address
 from podium.api.client import AsyncClient
 from podium.drivers.base import Driver, TaskHandle
 from podium.errors import NotFound, PodiumError
@@ -69,7 +70,9 @@ class Agent:
         self.drivers = drivers
         os.makedirs(config.data_dir, exist_ok=True)
         self.local = LocalState(os.path.join(config.data_dir, "agent-state.json"))
-        self.client = AsyncClient(config.servers)
+        self.client = AsyncClient(
+            config.servers, local_address=source_address(config.address, config.servers)
+        )
         self.runners: dict[str, AllocRunner] = {}
         self.node: Node | None = None
         self.heartbeat_ttl = 3.0

@@ -230,10 +230,14 @@ class Client:
 class AsyncClient:
     """Asynchronous client for the agent: registration, heartbeats, alloc watch and reports."""
 
-    def __init__(self, addr: str | list[str], *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, addr: str | list[str], *, timeout: float = 10.0, local_address: str | None = None
+    ) -> None:
         self.addresses = default_addresses(addr if isinstance(addr, str) else ",".join(addr))
         self._i = 0
-        self._http = httpx.AsyncClient(timeout=timeout)
+        # local_address: the source address connections leave from (None: the kernel picks)
+        transport = httpx.AsyncHTTPTransport(local_address=local_address) if local_address else None
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
 
     @property
     def address(self) -> str:

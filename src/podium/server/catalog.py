@@ -24,6 +24,7 @@ import msgspec
 
 from podium.errors import PodiumError
 from podium.model.types import Allocation, Group, Ingress, Job, Node, ServiceSpec, Struct
+from podium.runtime.waiters import park
 from podium.server.state import ClusterState
 from podium.store import keys
 
@@ -116,17 +117,7 @@ class Catalog:
         if current > index or index > self.last_index:
             # Past it already, or an index from another server's catalog: answer now.
             return current
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiters = self._waiters[key]
-        waiters.append(fut)
-        try:
-            async with asyncio.timeout(timeout):
-                await fut
-        except TimeoutError:
-            pass
-        finally:
-            if fut in waiters:
-                waiters.remove(fut)
+        await park(self._waiters[key], timeout)
         return self.last_index if key is None else self.index.get(key, 0)
 
     # ------------------------------------------------------------------ feed

@@ -22,6 +22,7 @@ import msgspec
 
 from podium.errors import Compacted, StoreError
 from podium.model.types import Allocation, Deployment, Job, Node, PlacementFailure
+from podium.runtime.waiters import park
 from podium.store import keys
 from podium.store.base import Get, KeyValue, Store, WatchEvent
 
@@ -149,17 +150,7 @@ class ClusterState:
         """Block until the node's alloc index passes `index` or the timeout; return the index."""
         if self.node_index[node_id] > index:
             return self.node_index[node_id]
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiters = self._node_waiters[node_id]
-        waiters.append(fut)
-        try:
-            async with asyncio.timeout(timeout):
-                await fut
-        except TimeoutError:
-            pass
-        finally:
-            if fut in waiters:
-                waiters.remove(fut)
+        await park(self._node_waiters[node_id], timeout)
         return self.node_index[node_id]
 
     def absorb(self, allocs: list[Allocation], revision: int) -> None:

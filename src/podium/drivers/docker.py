@@ -1,6 +1,7 @@
 """The `docker` driver: one container per task, through the Docker Engine API.
 
-    start ─ image (local │ `docker load` of image_archive │ pull) ─ create (named, labelled)
+    start ─ create (named, labelled); only if the engine lacks the image: `docker load` of
+            image_archive │ pull, then create again
           ─ start       (a container of that name already running: adopted, never a 2nd copy)
     wait  ─ follow the container's logs into the task's log files until the stream ends,
             then read the exit code (logs resume after an agent restart, or a broken
@@ -159,15 +160,11 @@ class DockerDriver:
     async def start(self, cfg: TaskConfig) -> TaskHandle:
         c = cfg.driver_config
         refuse_invalid(self, c)
-        await self._ensure_image(c["image"], c.get("image_archive"))
         name = container_name(cfg.alloc_id, cfg.task)
         body = self._create_body(cfg)
         for _ in range(3):
             try:
-                created = await self.engine.request(
-                    "POST", "/containers/create", params={"name": name}, body=body
-                )
-                cid = str(created["Id"])
+                cid = await self._create(name, body, c.get("image_archive"))
                 break
             except EngineError as e:
                 if e.status != 409:
@@ -186,6 +183,23 @@ class DockerDriver:
                 )
             raise DriverError(f"image {c['image']!r}: could not start: {e}") from e
         return await self._handle(cid, cfg, name)
+
+    async def _create(self, name: str, body: dict[str, Any], archive: str | None) -> str:
+        """The new container's id. The image is looked for (loaded, pulled) only when the
+        engine says it lacks it: a start of a present image costs no extra round trip."""
+        params = {"name": name}
+        try:
+            created = await self.engine.request(
+                "POST", "/containers/create", params=params, body=body
+            )
+        except EngineError as e:
+            if e.status != 404:  # 404: no such image
+                raise
+            await self._ensure_image(body["Image"], archive)
+            created = await self.engine.request(
+                "POST", "/containers/create", params=params, body=body
+            )
+        return str(created["Id"])
 
     async def _adopt(self, name: str, cfg: TaskConfig) -> TaskHandle | None:
         """A container of this task already exists (the agent lost its state): adopt it if

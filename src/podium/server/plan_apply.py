@@ -22,6 +22,7 @@ from podium.server.events import event_put
 from podium.server.state import ClusterState, encode
 from podium.store import keys
 from podium.store.base import Compare, Op, Put
+from podium.store.memory import make_compare, make_put
 
 
 @dataclass
@@ -65,9 +66,8 @@ class PlanApplier:
         self, plans: list[Plan], updates: Iterable[Allocation] = (), *, now: float
     ) -> ApplyResult:
         """Re-check and commit `plans` plus server-side alloc `updates` (e.g. marked lost)."""
-        # Re-check against a cache that includes our own previous commit; callers may then
-        # overlap scheduling the next plans with this commit instead of waiting for it.
-        await self.state.wait_for(self._last_revision, timeout=60)
+        # The re-check below sees this applier's previous commits without waiting for the
+        # watch: `absorb` installed them in the cache the moment the store acknowledged.
         result = ApplyResult()
         # Merge every change to an existing alloc by id so one txn writes each alloc once.
         changed: dict[str, Allocation] = {a.id: a for a in updates}
@@ -118,14 +118,14 @@ class PlanApplier:
         chunks = [creates[i : i + 1000] for i in range(0, len(creates), 1000)]
         txns: list[tuple[list[Compare], list[Op]]] = []
         for chunk in chunks:
+            guards: list[Compare] = []
+            puts: list[Op] = []
             for a in chunk:
                 a.modify_time = now  # fresh objects of this plan: no copy needed
-            txns.append(
-                (
-                    [Compare(keys.alloc(a.id), "mod_rev", "=", 0) for a in chunk],
-                    [Put(keys.alloc(a.id), encode(a)) for a in chunk],
-                )
-            )
+                key = keys.ALLOCS + a.id
+                guards.append(make_compare(key, "mod_rev", "=", 0))
+                puts.append(make_put(key, encode(a)))
+            txns.append((guards, puts))
         updated = [msgspec.structs.replace(a, modify_time=now) for a in changed.values()]
         for a in updated:
             cur = self.state.allocs.get(a.id)

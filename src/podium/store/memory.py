@@ -111,12 +111,33 @@ def leases_used(txns: Sequence[Txn]) -> set[int]:
     return used
 
 
-# KeyValue and WatchEvent are frozen dataclasses, whose __init__ costs ~2 µs (one
-# object.__setattr__ per field). The SQLite writer makes two per put, so it builds them
-# through the slot descriptors instead: same objects, a third of the cost.
+# KeyValue, WatchEvent, Put and Compare are frozen dataclasses, whose __init__ costs
+# ~2 µs (one object.__setattr__ per field). Bulk writes make several per key, so the hot
+# paths build them through the slot descriptors instead: same objects, a third of the cost.
 _new = object.__new__
 _KV_SET = tuple(KeyValue.__dict__[f].__set__ for f in KeyValue.__slots__)
 _EV_SET = tuple(WatchEvent.__dict__[f].__set__ for f in WatchEvent.__slots__)
+_PUT_SET = tuple(Put.__dict__[f].__set__ for f in Put.__slots__)
+_CMP_SET = tuple(Compare.__dict__[f].__set__ for f in Compare.__slots__)
+
+
+def make_put(key: str, value: bytes, lease: int = 0) -> Put:
+    op = _new(Put)
+    s_key, s_value, s_lease = _PUT_SET
+    s_key(op, key)
+    s_value(op, value)
+    s_lease(op, lease)
+    return op
+
+
+def make_compare(key: str, target: str, op: str, value: int | bytes) -> Compare:
+    c = _new(Compare)
+    s_key, s_target, s_op, s_value = _CMP_SET
+    s_key(c, key)
+    s_target(c, target)
+    s_op(c, op)
+    s_value(c, value)
+    return c
 
 
 def make_kv(
@@ -289,6 +310,14 @@ class WatchHub:
             else:
                 w.pending.extend(mine)
             w.wake.set()
+
+    def cut_off(self, rev: int) -> None:
+        """Every watcher's next step raises Compacted: changes up to `rev` are lost to it."""
+        for w in self._watchers:
+            if not w.overflow_rev:
+                w.overflow_rev = rev
+                w.pending.clear()
+                w.wake.set()
 
     def close(self) -> None:
         for w in self._watchers:

@@ -396,7 +396,8 @@ class _Group:
         roll = _Rollout(self, live) if self.rolls else None
         for index in range(count):
             here = live_at.get(index)
-            prev = _newest_first(heads_at.get(index, []))
+            before = heads_at.get(index)
+            prev = _newest_first(before) if before else []
             if here:
                 moving = [a for a in here if self.migrating(a)]
                 if moving:

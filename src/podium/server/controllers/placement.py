@@ -18,11 +18,12 @@ from dataclasses import dataclass
 
 from podium.model.types import Allocation, Deployment, Job, Node, Plan
 from podium.runtime.clock import Clock
-from podium.scheduler import ClusterSnapshot, reconcile, schedule
+from podium.scheduler import ClusterSnapshot, Reconciliation, reconcile, schedule
 from podium.server.deployments import write_ops
-from podium.server.plan_apply import PlanApplier
+from podium.server.plan_apply import ApplyResult, PlanApplier
 from podium.server.state import ClusterState
 from podium.store import keys
+from podium.store.base import Compare, Op
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ class PlacementSettings:
     debounce: float = 0.01  # gather changes that arrive together into one evaluation round
     sweep_interval: float = 5.0
     batch_jobs: int = 200
+    # Within a round, plans are committed every `commit_every` placements, and that
+    # commit overlaps scheduling the rest of the round (the store writes on its own core).
+    commit_every: int = 2000
 
 
 class PlacementController:
@@ -115,23 +119,42 @@ class PlacementController:
     async def evaluate(self, job_keys: list[str]) -> None:
         now = self.clock.now()
         live = (a for a in self.state.allocs.values() if a.live)
+        # One snapshot for the round: each plan is applied to it, so the plans still in
+        # flight to the store are counted when the next jobs are placed.
         snapshot = ClusterSnapshot.build(list(self.state.nodes.values()), live)
-        plans: list[Plan] = []
-        updates: list[Allocation] = []
-        for key in job_keys:
+        round_ = _Round(job_keys)
+        try:
+            await self._evaluate(round_, snapshot, now)
+        except BaseException:
+            if round_.inflight is not None:  # its outcome no longer matters: the jobs
+                round_.inflight.add_done_callback(_ignore)  # go back to dirty
+            raise
+        if round_.revision:
+            await self.state.wait_for(round_.revision)
+
+    async def _evaluate(self, round_: _Round, snapshot: ClusterSnapshot, now: float) -> None:
+        # Decide every job first; the deployments those decisions start or end are written
+        # in one commit, before any alloc names them and before scheduling begins.
+        decided: list[tuple[str, Job | None, Reconciliation]] = []
+        for key in round_.job_keys:
             ns, _, name = key.partition("/")
             job = self.state.jobs.get(key)
             allocs = self.state.allocs_of_job(ns, name)
             deployment = self.state.latest_deployment(ns, name)
             rec = reconcile(job, allocs, self.state.nodes, now=now, deployment=deployment)
-            if (
-                rec.deployment is not None or rec.deployment_updates
-            ) and not await self._write_deployments(rec.deployment, rec.deployment_updates, now):
+            decided.append((key, job, rec))
+        lost = await self._write_deployments(decided, now)
+        plans: list[Plan] = []
+        updates: list[Allocation] = []
+        placements = 0
+        for key, job, rec in decided:
+            if key in lost:
                 self._dirty.add(key)  # lost a race: decide again on fresh data
                 continue
             updates.extend(rec.updates)
             if rec.reschedule_later:
                 self._later[key] = min(rec.reschedule_later.values())
+            ns, _, name = key.partition("/")
             plan = (
                 schedule(snapshot, job, rec, eval_id=f"{key}@{uuid.uuid4()}", now=now)
                 if job is not None
@@ -144,37 +167,77 @@ class PlacementController:
             if not plan.empty:
                 snapshot.apply(plan)
                 plans.append(plan)
+                placements += len(plan.placements)
+            if placements >= self.settings.commit_every:
+                await self._commit(round_, plans, updates, now)
+                plans, updates, placements = [], [], 0
+        await self._commit(round_, plans, updates, now)
+        await self._settle(round_)
+
+    async def _commit(
+        self, round_: _Round, plans: list[Plan], updates: list[Allocation], now: float
+    ) -> None:
+        """Start committing `plans` (after the commit before has finished), and return as
+        soon as the store has them, so the caller schedules on while they are written."""
+        await self._settle(round_)
         if not plans and not updates:
             return
-        result = await self.applier.apply(plans, updates, now=now)
-        if result.rejected or result.conflicts:
-            for a, why in result.rejected:
-                log.info("placement of %s on %s rejected: %s", a.name, a.node_name, why)
-                self._dirty.add(f"{a.namespace}/{a.job}")
-        if result.revision:
-            await self.state.wait_for(result.revision)
+        round_.inflight = asyncio.create_task(self.applier.apply(plans, updates, now=now))
+        await asyncio.sleep(0)  # the applier re-checks and hands the batch to the store now
+
+    async def _settle(self, round_: _Round) -> None:
+        """Wait for the commit in flight, if any, and note what it could not place."""
+        task, round_.inflight = round_.inflight, None
+        if task is None:
+            return
+        result = await task
+        for a, why in result.rejected:
+            log.info("placement of %s on %s rejected: %s", a.name, a.node_name, why)
+            self._dirty.add(f"{a.namespace}/{a.job}")
         if result.conflicts:
-            self._dirty.update(job_keys)
+            self._dirty.update(round_.job_keys)
+        round_.revision = max(round_.revision, result.revision)
 
     async def _write_deployments(
-        self, new: Deployment | None, ended: list[Deployment], now: float
-    ) -> bool:
-        """Create the job version's deployment (and cancel those it supersedes) before
-        any alloc names it. False if a guard failed."""
-        txns = [write_ops(d, d.status_description, create=False, now=now) for d in ended]
-        if new is not None:
-            groups = ", ".join(
-                f"{g}: {dg.desired_total} copies"
-                + (f", {dg.desired_canaries} canaries" if dg.desired_canaries else "")
-                for g, dg in new.groups.items()
-            )
-            msg = f"deployment {new.id[:8]} for version {new.job_version} ({groups})"
-            txns.append(write_ops(new, msg, create=True, now=now))
+        self, decided: list[tuple[str, Job | None, Reconciliation]], now: float
+    ) -> set[str]:
+        """Create each job version's deployment (and cancel those it supersedes), all in
+        one commit. Returns the jobs whose writes lost a race (a guard failed)."""
+        txns: list[tuple[list[Compare], list[Op]]] = []
+        owner: list[str] = []
+        for key, _, rec in decided:
+            for d in rec.deployment_updates:
+                txns.append(write_ops(d, d.status_description, create=False, now=now))
+                owner.append(key)
+            new = rec.deployment
+            if new is not None:
+                groups = ", ".join(
+                    f"{g}: {dg.desired_total} copies"
+                    + (f", {dg.desired_canaries} canaries" if dg.desired_canaries else "")
+                    for g, dg in new.groups.items()
+                )
+                msg = f"deployment {new.id[:8]} for version {new.job_version} ({groups})"
+                txns.append(write_ops(new, msg, create=True, now=now))
+                owner.append(key)
+        if not txns:
+            return set()
         results = await self.state.store.txn_many(txns)
-        if not all(r.succeeded for r in results):
-            return False
         await self.state.wait_for(max(r.revision for r in results))
-        return True
+        return {key for key, r in zip(owner, results, strict=True) if not r.succeeded}
+
+
+@dataclass
+class _Round:
+    """One evaluation round's commits: the one in flight and the newest revision."""
+
+    job_keys: list[str]
+    inflight: asyncio.Task[ApplyResult] | None = None
+    revision: int = 0
+
+
+def _ignore(task: asyncio.Task[ApplyResult]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 def _alloc_matters(old: Allocation | None, new: Allocation | None) -> bool:

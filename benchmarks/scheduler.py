@@ -32,6 +32,7 @@ from pathlib import Path
 import msgspec
 
 from podium.model.types import Allocation, Job, Node
+from podium.runtime import heap
 from podium.runtime.clock import FakeClock
 from podium.scheduler import ClusterSnapshot, reconcile, schedule
 from podium.scheduler.simulate import simulated_cluster, simulated_jobs
@@ -135,6 +136,7 @@ async def committed_on(kind: str, tmp: str, nodes: list[Node], jobs: list[Job]) 
 
 
 async def main() -> None:
+    heap.tune()  # the collector's settings of a podium server, for both measurements
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

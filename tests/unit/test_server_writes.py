@@ -172,6 +172,38 @@ async def test_applier_rejects_port_collisions_and_applies_stops(state: ClusterS
     assert state.allocs["a1"].desired_reason == "count lowered"
 
 
+async def test_applier_counts_a_batch_still_in_flight_when_it_rechecks_the_next(
+    state: ClusterState,
+) -> None:
+    """Two applies under way at once (the controller commits one batch while it hands the
+    store the next): the second re-check sees what the first is committing."""
+    await _put_node(state, make_node("n1", memory=250))
+    applier = PlanApplier(state)
+
+    def plan(*allocs: Allocation) -> Plan:
+        return Plan(namespace="default", job="web", job_version=0, placements=list(allocs))
+
+    first = asyncio.create_task(
+        applier.apply([plan(make_alloc("a1", memory=200, ports={"http": 20001}))], now=1.0)
+    )
+    await asyncio.sleep(0)  # the first is re-checked and sent; its commit is not absorbed yet
+    assert "a1" not in state.allocs
+    second = await applier.apply(
+        [
+            plan(
+                make_alloc("a2", memory=100, index=1),  # 200 + 100 > 250
+                make_alloc("a3", memory=10, index=2, ports={"http": 20001}),  # a1's port
+                make_alloc("a4", memory=10, index=3),  # fits beside a1
+            )
+        ],
+        now=1.0,
+    )
+    assert sorted(why for _, why in second.rejected) == ["memory exhausted", "port collision"]
+    assert (await first).placed == 1 and second.placed == 1
+    await state.wait_for(second.revision)
+    assert sorted(state.allocs) == ["a1", "a4"]
+
+
 async def test_applier_guards_updates_by_revision(state: ClusterState) -> None:
     await _put_node(state, make_node("n1"))
     applier = PlanApplier(state)

@@ -77,6 +77,10 @@ def run_until_signal(main: Coroutine[Any, Any, None]) -> None:
     """Run `main` on uvloop; SIGINT/SIGTERM cancel it cleanly."""
     import uvloop
 
+    from podium.runtime import heap
+
+    heap.tune()  # a long-running process: see podium.runtime.heap
+
     async def wrapper() -> None:
         task = asyncio.current_task()
         assert task is not None

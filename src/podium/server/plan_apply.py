@@ -61,13 +61,17 @@ class PlanApplier:
         self.state = state
         self.max_ops = max_ops
         self._last_revision = 0
+        # Batches sent to the store and not yet absorbed into the cache: a re-check counts
+        # them, so a caller may apply the next plans while these are being committed.
+        self._flying: list[_Batch] = []
 
     async def apply(
         self, plans: list[Plan], updates: Iterable[Allocation] = (), *, now: float
     ) -> ApplyResult:
         """Re-check and commit `plans` plus server-side alloc `updates` (e.g. marked lost)."""
         # The re-check below sees this applier's previous commits without waiting for the
-        # watch: `absorb` installed them in the cache the moment the store acknowledged.
+        # watch: `absorb` installed them in the cache the moment the store acknowledged,
+        # and those still in flight are counted from `_flying`.
         result = ApplyResult()
         # Merge every change to an existing alloc by id so one txn writes each alloc once.
         changed: dict[str, Allocation] = {a.id: a for a in updates}
@@ -111,7 +115,6 @@ class PlanApplier:
                         now=now,
                     )
                 )
-        store = self.state.store
         # New allocs have fresh ids, so a clash is all but impossible: guard a whole chunk
         # in one transaction (one revision, little overhead) and redo a chunk one by one
         # only if it does clash.
@@ -138,6 +141,20 @@ class PlanApplier:
             )
         if events:
             txns.append(([], events))
+        self._flying.append(batch)
+        try:
+            return await self._commit(txns, chunks, updated, result)
+        finally:
+            self._flying.remove(batch)
+
+    async def _commit(
+        self,
+        txns: list[tuple[list[Compare], list[Op]]],
+        chunks: list[list[Allocation]],
+        updated: list[Allocation],
+        result: ApplyResult,
+    ) -> ApplyResult:
+        store = self.state.store
         results = []
         for i in range(0, len(txns), self.max_ops):
             results.extend(await store.txn_many(txns[i : i + self.max_ops]))
@@ -163,7 +180,7 @@ class PlanApplier:
                 result.conflicts += 1
                 result.placed -= 1
         result.revision = max((r.revision for r in results), default=0)
-        result.updated = len(changed)
+        result.updated = len(updated)
         self._last_revision = max(self._last_revision, result.revision)
         return result
 
@@ -173,18 +190,24 @@ class PlanApplier:
             return "node is gone"
         if not node.schedulable:
             return f"node is {node.status}{'' if node.eligible else ', ineligible'}"
-        held = self.state.usage.get(a.node_id)
+        node_id = a.node_id
+        held = self.state.usage.get(node_id)
         r = node.resources
         res = a.resources
-        cpu = (held.cpu if held else 0) + batch.cpu.get(a.node_id, 0)
+        cpu = (held.cpu if held else 0) + batch.cpu.get(node_id, 0)
+        memory = (held.memory if held else 0) + batch.memory.get(node_id, 0)
+        for f in self._flying:
+            cpu += f.cpu.get(node_id, 0)
+            memory += f.memory.get(node_id, 0)
         if cpu + res.cpu > r.cpu:
             return "cpu exhausted"
-        memory = (held.memory if held else 0) + batch.memory.get(a.node_id, 0)
         if memory + res.memory > r.memory:
             return "memory exhausted"
         if a.ports:
-            mine = batch.ports.get(a.node_id, ())
+            mine = batch.ports.get(node_id, ())
             for p in a.ports.values():
                 if (held and p in held.ports) or p in mine:
+                    return "port collision"
+                if any(p in f.ports.get(node_id, ()) for f in self._flying):
                     return "port collision"
         return ""

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 from podium.model.types import Allocation, Deployment, Job, Node, Plan
 from podium.runtime.clock import Clock
@@ -36,6 +37,7 @@ class PlacementSettings:
     # Within a round, plans are committed every `commit_every` placements, and that
     # commit overlaps scheduling the rest of the round (the store writes on its own core).
     commit_every: int = 2000
+    max_inflight: int = 2
 
 
 class PlacementController:
@@ -126,8 +128,8 @@ class PlacementController:
         try:
             await self._evaluate(round_, snapshot, now)
         except BaseException:
-            if round_.inflight is not None:  # its outcome no longer matters: the jobs
-                round_.inflight.add_done_callback(_ignore)  # go back to dirty
+            for task in round_.inflight:  # their outcome no longer matters: the jobs
+                task.add_done_callback(_ignore)  # go back to dirty
             raise
         if round_.revision:
             await self.state.wait_for(round_.revision)
@@ -172,25 +174,26 @@ class PlacementController:
                 await self._commit(round_, plans, updates, now)
                 plans, updates, placements = [], [], 0
         await self._commit(round_, plans, updates, now)
-        await self._settle(round_)
+        while round_.inflight:
+            await self._settle(round_)
 
     async def _commit(
         self, round_: _Round, plans: list[Plan], updates: list[Allocation], now: float
     ) -> None:
-        """Start committing `plans` (after the commit before has finished), and return as
-        soon as the store has them, so the caller schedules on while they are written."""
-        await self._settle(round_)
+        """Start committing `plans` and return as soon as the store has them, so the caller
+        schedules on while they are written. Up to `max_inflight` commits are under way
+        (the store writes one while the next waits its turn); beyond that, the oldest is
+        waited for."""
+        while len(round_.inflight) >= self.settings.max_inflight:
+            await self._settle(round_)
         if not plans and not updates:
             return
-        round_.inflight = asyncio.create_task(self.applier.apply(plans, updates, now=now))
+        round_.inflight.append(asyncio.create_task(self.applier.apply(plans, updates, now=now)))
         await asyncio.sleep(0)  # the applier re-checks and hands the batch to the store now
 
     async def _settle(self, round_: _Round) -> None:
-        """Wait for the commit in flight, if any, and note what it could not place."""
-        task, round_.inflight = round_.inflight, None
-        if task is None:
-            return
-        result = await task
+        """Wait for the oldest commit in flight and note what it could not place."""
+        result = await round_.inflight.popleft()
         for a, why in result.rejected:
             log.info("placement of %s on %s rejected: %s", a.name, a.node_name, why)
             self._dirty.add(f"{a.namespace}/{a.job}")
@@ -228,10 +231,11 @@ class PlacementController:
 
 @dataclass
 class _Round:
-    """One evaluation round's commits: the one in flight and the newest revision."""
+    """One evaluation round's commits: those in flight, oldest first, and the newest
+    revision committed."""
 
     job_keys: list[str]
-    inflight: asyncio.Task[ApplyResult] | None = None
+    inflight: deque[asyncio.Task[ApplyResult]] = field(default_factory=deque)
     revision: int = 0
 
 

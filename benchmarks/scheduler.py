@@ -130,7 +130,7 @@ async def committed_on(kind: str, tmp: str, nodes: list[Node], jobs: list[Job]) 
     print(
         f"committed ({kind}): {placed} placements in {secs:.2f}s = "
         f"{rate:,.0f} placements/s ({rejected} not placed; this process used "
-        f"{CPU[-1]:.2f}s of CPU, the store's writer process the rest)"
+        f"{CPU[-1]:.2f}s of CPU)"
     )
     return rate
 

@@ -61,9 +61,10 @@ class PlanApplier:
         self.state = state
         self.max_ops = max_ops
         self._last_revision = 0
-        # Batches sent to the store and not yet absorbed into the cache: a re-check counts
-        # them, so a caller may apply the next plans while these are being committed.
-        self._flying: list[_Batch] = []
+        # Placements sent to the store by applies still under way, by node: a re-check
+        # counts those the cache does not hold yet, so a caller may apply the next plans
+        # while these are being committed.
+        self._flying: list[dict[str, list[Allocation]]] = []
 
     async def apply(
         self, plans: list[Plan], updates: Iterable[Allocation] = (), *, now: float
@@ -141,11 +142,14 @@ class PlanApplier:
             )
         if events:
             txns.append(([], events))
-        self._flying.append(batch)
+        flight: dict[str, list[Allocation]] = defaultdict(list)
+        for a in creates:
+            flight[a.node_id].append(a)
+        self._flying.append(flight)
         try:
             return await self._commit(txns, chunks, updated, result)
         finally:
-            self._flying.remove(batch)
+            self._flying.remove(flight)
 
     async def _commit(
         self,
@@ -196,9 +200,13 @@ class PlanApplier:
         res = a.resources
         cpu = (held.cpu if held else 0) + batch.cpu.get(node_id, 0)
         memory = (held.memory if held else 0) + batch.memory.get(node_id, 0)
-        for f in self._flying:
-            cpu += f.cpu.get(node_id, 0)
-            memory += f.memory.get(node_id, 0)
+        flying: set[int] = set()
+        for flight in self._flying:
+            for b in flight.get(node_id, ()):
+                if b.id not in self.state.allocs:  # else the cache counts it already
+                    cpu += b.resources.cpu
+                    memory += b.resources.memory
+                    flying.update(b.ports.values())
         if cpu + res.cpu > r.cpu:
             return "cpu exhausted"
         if memory + res.memory > r.memory:
@@ -206,8 +214,6 @@ class PlanApplier:
         if a.ports:
             mine = batch.ports.get(node_id, ())
             for p in a.ports.values():
-                if (held and p in held.ports) or p in mine:
-                    return "port collision"
-                if any(p in f.ports.get(node_id, ()) for f in self._flying):
+                if (held and p in held.ports) or p in mine or p in flying:
                     return "port collision"
         return ""

@@ -63,6 +63,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import msgspec
+
 import podium
 from podium.errors import Compacted, NotFound, StoreError
 from podium.store.base import KeyValue, TxnResult, WatchEvent
@@ -84,11 +86,14 @@ from podium.store.sqlite_writer import (
     Mailbox,
     Maintenance,
     Request,
+    commit_request,
     committed_from_wire,
     decode_changes,
+    hello_from_wire,
+    maintain_request,
+    maintenance_from_wire,
     prefix_range,
     read_exactly,
-    wire_batch,
     write_all,
 )
 
@@ -397,9 +402,9 @@ class SQLiteStore(TxnFrontend):
             return
         try:
             if isinstance(batch[0], _MaintainReq):
-                body: object = ["maintain", self._min_free_disk, self._min_free_disk_bytes]
+                body = maintain_request(self._min_free_disk, self._min_free_disk_bytes)
             else:
-                body = ["commit", self._clock(), wire_batch(_requests(batch))]
+                body = commit_request(_requests(batch), self._clock())
             proc = self._proc
             if proc is None or proc.stdin is None:
                 raise _WriterGone("no writer process")
@@ -461,7 +466,7 @@ class SQLiteStore(TxnFrontend):
                 self._inflight = None
             if isinstance(batch[0], _MaintainReq):
                 if not batch[0].fut.done():
-                    batch[0].fut.set_result(Maintenance(*body))
+                    batch[0].fut.set_result(maintenance_from_wire(body))
                 continue
             done = committed_from_wire(body)
             self._rev = done.rev
@@ -570,14 +575,14 @@ class SQLiteStore(TxnFrontend):
             header = read_exactly(out, HEADER_SIZE)
         except (EOFError, OSError) as e:
             raise _WriterGone(f"the writer process exited at start ({e})") from e
-        rev, leases = self._reply(header)
+        rev, leases = hello_from_wire(self._reply(header))
         os.set_blocking(out, False)  # from here on the event loop reads it
         return rev, leases
 
-    def _reply(self, header: bytes) -> Any:
+    def _reply(self, header: bytes) -> msgspec.Raw:
         status, payload = self._replies.take(header)
         if status != "ok":
-            raise StoreError(f"store {self.path}: {payload}")
+            raise StoreError(f"store {self.path}: {msgspec.msgpack.decode(payload, type=str)}")
         return payload
 
     def _stop_writer(self) -> None:

@@ -25,7 +25,9 @@ class Struct(msgspec.Struct, kw_only=True, omit_defaults=False):
 # --------------------------------------------------------------------- spec
 
 
-class Resources(Struct):
+class Resources(msgspec.Struct, kw_only=True, omit_defaults=False, frozen=True):
+    """Frozen: the allocs of one group share one."""
+
     cpu: int = 100
     memory: int = 64
 

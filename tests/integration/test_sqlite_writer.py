@@ -26,6 +26,15 @@ def _writer_pid(store: SQLiteStore) -> int:
     return proc.pid
 
 
+async def _running_writer_pid(store: SQLiteStore) -> int:
+    """The writer's pid once one runs (a restart may be under way)."""
+    for _ in range(1000):
+        if store._proc is not None:
+            return store._proc.pid
+        await asyncio.sleep(0.01)
+    raise AssertionError("no writer process after 10 s")
+
+
 def _state(pid: int) -> str:
     """The process's state letter ("" once it is reaped)."""
     try:
@@ -87,7 +96,7 @@ async def test_a_writer_killed_mid_stream_loses_no_acknowledged_write_and_watche
         for round_ in range(6):  # bounded: 6 rounds of 150 writes, a kill in each
             writes = [asyncio.create_task(put(round_ * 150 + i)) for i in range(150)]
             await asyncio.sleep(0.005 * round_)  # kill at a different moment each round
-            pid = _writer_pid(store)
+            pid = await _running_writer_pid(store)
             os.kill(pid, signal.SIGKILL)
             kills += 1
             await asyncio.gather(*writes)

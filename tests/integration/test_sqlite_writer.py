@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import sqlite3
 import time
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from podium.errors import StoreError
-from podium.store.base import Put, WatchEvent
+from podium.store.base import Compare, Delete, Get, Op, Put, WatchEvent
+from podium.store.memory import MemoryStore
 from podium.store.sqlite import SQLiteStore
 
 
@@ -52,7 +54,7 @@ async def _gone(pid: int) -> None:
     raise AssertionError(f"writer {pid} still alive")
 
 
-async def _collect(store: SQLiteStore, prefix: str, seen: list[WatchEvent]) -> None:
+async def _collect(store: SQLiteStore | MemoryStore, prefix: str, seen: list[WatchEvent]) -> None:
     async for ev in store.watch(prefix, start_rev=1):
         seen.append(ev)
 
@@ -143,7 +145,9 @@ async def test_a_batch_committed_by_a_writer_killed_before_it_answered_reaches_w
         await store.put("/start", b"")
         await asyncio.sleep(0.05)  # the watcher is registered
         n = 20_000
-        txns = [([], [Put(f"/big/{i:05d}", b"x" * 100)]) for i in range(n)]
+        txns: list[tuple[list[Compare], list[Op]]] = [
+            ([], [Put(f"/big/{i:05d}", b"x" * 100)]) for i in range(n)
+        ]
         pending = asyncio.create_task(store.txn_many(txns))
         await asyncio.sleep(0)  # the batch goes to the writer now
         pid = _writer_pid(store)
@@ -167,3 +171,50 @@ async def test_a_batch_committed_by_a_writer_killed_before_it_answered_reaches_w
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
         await store.close()
+
+
+async def test_results_and_watch_events_match_the_memory_store_for_random_batches(
+    tmp_path: Path,
+) -> None:
+    """The writer process and the wire between it and the server change nothing a caller or
+    watcher sees: the same random batches (creates, updates, deletes, prefix deletes, reads,
+    failing guards) give the same results and the same watch events as the in-memory store."""
+    rng = random.Random(7)
+    stores: list[SQLiteStore | MemoryStore] = [MemoryStore(), SQLiteStore(tmp_path / "s.db")]
+    seen: list[list[WatchEvent]] = [[], []]
+    watchers = [
+        asyncio.create_task(_collect(s, "/", ev)) for s, ev in zip(stores, seen, strict=True)
+    ]
+    keys = [f"/r/{i % 7}/{i}" for i in range(40)]
+    try:
+        for _ in range(40):  # bounded: 40 batches of up to 6 txns
+            txns: list[tuple[list[Compare], list[Op]]] = []
+            for _ in range(rng.randint(1, 6)):
+                ops: list[Op] = []
+                for _ in range(rng.randint(1, 4)):
+                    roll, key = rng.random(), rng.choice(keys)
+                    if roll < 0.55:
+                        ops.append(Put(key, rng.randbytes(rng.randint(0, 40))))
+                    elif roll < 0.75:
+                        ops.append(Delete(key))
+                    elif roll < 0.85:
+                        ops.append(Delete(key.rsplit("/", 1)[0] + "/", prefix=True))
+                    else:
+                        ops.append(Get(key))
+                guard = rng.choice(keys)
+                compares = [Compare(guard, "mod_rev", "=", 0)] if rng.random() < 0.3 else []
+                txns.append((compares, ops))
+            memory, sqlite = [await s.txn_many(txns) for s in stores]
+            assert sqlite == memory
+        final = await stores[0].revision()
+        assert await stores[1].revision() == final
+        async with asyncio.timeout(10):
+            while any(not events or events[-1].kv.mod_rev < final for events in seen):
+                await asyncio.sleep(0.01)
+        assert seen[1] == seen[0] and len(seen[0]) > 100
+    finally:
+        for w in watchers:
+            w.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        for s in stores:
+            await s.close()

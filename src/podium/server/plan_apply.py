@@ -19,7 +19,7 @@ import msgspec
 
 from podium.model.types import Allocation, Plan
 from podium.server.events import event_put
-from podium.server.state import ClusterState, encode
+from podium.server.state import ClusterState, NodeUsage, encode
 from podium.store import keys
 from podium.store.base import Compare, Op, Put
 from podium.store.memory import make_compare, make_put
@@ -61,10 +61,18 @@ class PlanApplier:
         self.state = state
         self.max_ops = max_ops
         self._last_revision = 0
-        # Placements sent to the store by applies still under way, by node: a re-check
-        # counts those the cache does not hold yet, so a caller may apply the next plans
-        # while these are being committed.
-        self._flying: list[dict[str, list[Allocation]]] = []
+        # Placements sent to the store by applies still under way and not yet in the
+        # cache (by the watch or by absorb), and what they hold per node: a re-check
+        # counts them, so a caller may apply the next plans while these are committed.
+        self._flying: dict[str, Allocation] = {}
+        self._flying_usage: dict[str, NodeUsage] = defaultdict(NodeUsage)
+        state.add_listener(self._on_change)
+
+    def _on_change(self, prefix: str, old: object | None, new: object | None) -> None:
+        if new is not None and prefix == keys.ALLOCS:
+            a = self._flying.pop(new.id, None)  # type: ignore[attr-defined]
+            if a is not None:  # the cache counts it from now on
+                self._flying_usage[a.node_id].add(a, -1)
 
     async def apply(
         self, plans: list[Plan], updates: Iterable[Allocation] = (), *, now: float
@@ -142,14 +150,16 @@ class PlanApplier:
             )
         if events:
             txns.append(([], events))
-        flight: dict[str, list[Allocation]] = defaultdict(list)
+        flying, usage = self._flying, self._flying_usage
         for a in creates:
-            flight[a.node_id].append(a)
-        self._flying.append(flight)
+            flying[a.id] = a
+            usage[a.node_id].add(a, 1)
         try:
             return await self._commit(txns, chunks, updated, result)
         finally:
-            self._flying.remove(flight)
+            for a in creates:  # those the cache never got: not committed
+                if flying.pop(a.id, None) is not None:
+                    usage[a.node_id].add(a, -1)
 
     async def _commit(
         self,
@@ -198,15 +208,11 @@ class PlanApplier:
         held = self.state.usage.get(node_id)
         r = node.resources
         res = a.resources
-        cpu = (held.cpu if held else 0) + batch.cpu.get(node_id, 0)
-        memory = (held.memory if held else 0) + batch.memory.get(node_id, 0)
-        flying: set[int] = set()
-        for flight in self._flying:
-            for b in flight.get(node_id, ()):
-                if b.id not in self.state.allocs:  # else the cache counts it already
-                    cpu += b.resources.cpu
-                    memory += b.resources.memory
-                    flying.update(b.ports.values())
+        fly = self._flying_usage.get(node_id)
+        cpu = (held.cpu if held else 0) + batch.cpu.get(node_id, 0) + (fly.cpu if fly else 0)
+        memory = (
+            (held.memory if held else 0) + batch.memory.get(node_id, 0) + (fly.memory if fly else 0)
+        )
         if cpu + res.cpu > r.cpu:
             return "cpu exhausted"
         if memory + res.memory > r.memory:
@@ -214,6 +220,6 @@ class PlanApplier:
         if a.ports:
             mine = batch.ports.get(node_id, ())
             for p in a.ports.values():
-                if (held and p in held.ports) or p in mine or p in flying:
+                if (held and p in held.ports) or p in mine or (fly and p in fly.ports):
                     return "port collision"
         return ""

@@ -37,6 +37,7 @@ _DECODERS: dict[str, Any] = {
     keys.DEPLOYMENTS: msgspec.json.Decoder(Deployment),
 }
 _KINDS = (keys.JOBS, keys.NODES, keys.ALLOCS, keys.DEPLOYMENTS)
+_ALLOCS_LEN = len(keys.ALLOCS)
 
 encode = msgspec.json.Encoder().encode
 
@@ -160,14 +161,34 @@ class ClusterState:
         feed skips decoding them again. The cache's revision still moves only with the
         feed, so `wait_for` keeps its meaning.
         """
+        cached, listeners = self.allocs, self._listeners
+        usage, by_node, by_job, node_index = self.usage, self.by_node, self.by_job, self.node_index
         for a in allocs:
-            old = self.allocs.get(a.id)
-            if old is not None and old.revision >= revision:
+            old = cached.get(a.id)
+            if old is not None:
+                if old.revision >= revision:
+                    continue
+                a.revision = revision
+                cached[a.id] = a
+                self._index_alloc(old, a, revision)
+                self._notify(keys.ALLOCS, old, a)
                 continue
+            # A new alloc (most of a bulk placement): _index_alloc and _notify, inlined.
             a.revision = revision
-            self.allocs[a.id] = a
-            self._index_alloc(old, a, revision)
-            self._notify(keys.ALLOCS, old, a)
+            cached[a.id] = a
+            node_id = a.node_id
+            if a.live:
+                usage[node_id].add(a, 1)
+            by_node[node_id].add(a.id)
+            by_job[f"{a.namespace}/{a.job}"].add(a.id)
+            node_index[node_id] = revision
+            if node_id in self._node_waiters:
+                self._wake_node(node_id)
+            for fn in listeners:
+                try:
+                    fn(keys.ALLOCS, None, a)
+                except Exception:  # a listener bug must not stop the cache
+                    log.exception("state listener failed")
 
     # ------------------------------------------------------------------ feed
 
@@ -228,6 +249,11 @@ class ClusterState:
 
     def _apply(self, ev: WatchEvent) -> None:
         key = ev.kv.key
+        if ev.type == "put" and key.startswith(keys.ALLOCS):  # the common case first
+            cached = self.allocs.get(key[_ALLOCS_LEN:])
+            if cached is not None and cached.revision == ev.kv.mod_rev:
+                self._advance(ev.kv.mod_rev)  # absorbed already: nothing new
+                return
         for prefix in _KINDS:
             if key.startswith(prefix):
                 break
@@ -235,11 +261,6 @@ class ClusterState:
             self._advance(ev.kv.mod_rev)
             return
         name = key[len(prefix) :]
-        if prefix == keys.ALLOCS and ev.type == "put":
-            cached = self.allocs.get(name)
-            if cached is not None and cached.revision == ev.kv.mod_rev:
-                self._advance(ev.kv.mod_rev)  # absorbed already: nothing new
-                return
         table: dict[str, object] = {
             keys.JOBS: self.jobs,
             keys.NODES: self.nodes,

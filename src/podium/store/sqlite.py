@@ -468,7 +468,7 @@ class SQLiteStore(TxnFrontend):
                 if not batch[0].fut.done():
                     batch[0].fut.set_result(maintenance_from_wire(body))
                 continue
-            done = committed_from_wire(body)
+            done = committed_from_wire(body, _requests(batch))
             self._rev = done.rev
             now = self._clock()
             for lid, ttl in done.granted.items():

@@ -39,7 +39,7 @@ import msgspec
 
 from podium.errors import NotFound
 from podium.store.base import Compare, Delete, Get, KeyValue, Op, Put, TxnResult, WatchEvent
-from podium.store.memory import Txn, apply_txn, make_kv
+from podium.store.memory import Txn, apply_txn, make_event, make_kv
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -101,6 +101,10 @@ class Committed:
     events: list[WatchEvent] = field(default_factory=list)
     granted: dict[int, float] = field(default_factory=dict)
     revoked: set[int] = field(default_factory=set)
+    # Per request, per txn (one entry for a revoke): its events, or None when they are
+    # exactly "each Put of the branch taken created its key" (a bulk placement): the
+    # server rebuilds those from the Puts it sent, so they do not cross the wire.
+    groups: list[list[list[WatchEvent] | None]] = field(default_factory=list)
 
 
 # A request of a batch: ("txns", [Txn, ...]) | ("grant", ttl) | ("revoke", lease)
@@ -251,14 +255,22 @@ class Writer:
         def live(lid: int) -> bool:
             return lid in done.granted or (lid in self.leases and lid not in done.revoked)
 
-        def run(txn: Txn) -> TxnResult:
+        def run(txn: Txn, group: builtins.list[builtins.list[WatchEvent] | None]) -> TxnResult:
             res, events = apply_txn(view, txn, done.rev + 1)
             if events:
                 done.rev += 1
                 done.events.extend(events)
+            branch = txn[1] if res.succeeded else txn[2]
+            creates = len(events) == len(branch) and all(
+                type(op) is Put and ev.kv.version == 1
+                for op, ev in zip(branch, events, strict=True)
+            )
+            group.append(None if creates and events else events)
             return res
 
         for (kind, arg), used in zip(batch, leases, strict=True):
+            group: builtins.list[builtins.list[WatchEvent] | None] = []
+            done.groups.append(group)
             if kind == "txns":
                 # Checked before any of the request runs, so a request fails whole.
                 missing = sorted(lid for lid in used if not live(lid))
@@ -266,7 +278,7 @@ class Writer:
                     err = NotFound(f"lease {missing[0]} not found (expired or revoked)")
                     done.outcomes.append(err)
                     continue
-                done.outcomes.append([run(txn) for txn in arg])
+                done.outcomes.append([run(txn, group) for txn in arg])
             elif kind == "grant":
                 done.lease_seq += 1
                 done.granted[done.lease_seq] = arg
@@ -275,7 +287,7 @@ class Writer:
                 if live(arg):
                     doomed: builtins.list[Op] = [Delete(k) for k in view.with_lease(arg)]
                     if doomed:
-                        run(((), doomed, ()))
+                        run(((), doomed, ()), group)
                     if done.granted.pop(arg, None) is None:
                         done.revoked.add(arg)
                 done.outcomes.append(None)
@@ -393,9 +405,10 @@ def _scan(txns: Iterable[Txn], keys: set[str]) -> set[int]:
 #          ["maintain", [min_free, min_free_bytes]]
 # reply    ["ok", body] | ["error", message]   (the batch rolled back)
 #          hello body: [rev, {lease: ttl}]
-#          commit body: [rev, outcomes, events, granted, revoked]
+#          commit body: [rev, outcomes, groups, granted, revoked]
 #            outcome [0, [TxnResult, ...]] | [1, message] (lease not found)
 #            | [2, lease] (granted) | [3, null] (revoked)
+#            groups: per request, per txn, its WatchEvents or null (see Committed.groups)
 #          maintain body: a Maintenance
 
 _HEADER = struct.Struct(">Q")  # the body's length; the body is in the mailbox
@@ -411,7 +424,13 @@ _commit_request = msgspec.msgpack.Decoder(
 _maintain_request = msgspec.msgpack.Decoder(tuple[float, int])
 _hello = msgspec.msgpack.Decoder(tuple[int, dict[int, float]])
 _commit_reply = msgspec.msgpack.Decoder(
-    tuple[int, list[tuple[int, msgspec.Raw]], list[WatchEvent], dict[int, float], list[int]]
+    tuple[
+        int,
+        list[tuple[int, msgspec.Raw]],
+        list[list[list[WatchEvent] | None]],
+        dict[int, float],
+        list[int],
+    ]
 )
 _results = msgspec.msgpack.Decoder(list[TxnResult])
 _maintenance = msgspec.msgpack.Decoder(Maintenance)
@@ -544,7 +563,7 @@ def _committed_to_wire(done: Committed) -> list[Any]:
             outcomes.append((2, o))
         else:
             outcomes.append((3, None))
-    return [done.rev, outcomes, done.events, done.granted, sorted(done.revoked)]
+    return [done.rev, outcomes, done.groups, done.granted, sorted(done.revoked)]
 
 
 def hello_from_wire(body: msgspec.Raw) -> tuple[int, dict[int, float]]:
@@ -555,14 +574,29 @@ def maintenance_from_wire(body: msgspec.Raw) -> Maintenance:
     return _maintenance.decode(body)
 
 
-def committed_from_wire(body: msgspec.Raw) -> Committed:
-    """The server's side of a commit reply: results, errors and watch events as objects."""
-    rev, outcomes, events, granted, revoked = _commit_reply.decode(body)
-    done = Committed(rev, 0, 0, events=events, granted=granted, revoked=set(revoked))
-    for kind, raw in outcomes:
+def committed_from_wire(body: msgspec.Raw, batch: Sequence[Request]) -> Committed:
+    """The server's side of a commit reply for `batch`: results, errors and watch events
+    as objects (the events of bulk creates rebuilt from the batch's own Puts)."""
+    rev, outcomes, groups, granted, revoked = _commit_reply.decode(body)
+    done = Committed(rev, 0, 0, granted=granted, revoked=set(revoked))
+    events = done.events
+    for (kind, raw), (req_kind, arg), group in zip(outcomes, batch, groups, strict=True):
         if kind == 0:
-            done.outcomes.append(_results.decode(raw))
-        elif kind == 1:
+            results = _results.decode(raw)
+            done.outcomes.append(results)
+            for txn, res, evs in zip(arg, results, group, strict=True):
+                if evs is not None:
+                    events.extend(evs)
+                    continue
+                r = res.revision
+                for op in txn[1] if res.succeeded else txn[2]:
+                    kv = make_kv(op.key, op.value, r, r, 1, op.lease)
+                    events.append(make_event("put", kv, None))
+            continue
+        if req_kind == "revoke":
+            for evs in group:
+                events.extend(evs or ())
+        if kind == 1:
             done.outcomes.append(NotFound(msgspec.msgpack.decode(raw, type=str)))
         elif kind == 2:
             done.outcomes.append(msgspec.msgpack.decode(raw, type=int))

@@ -60,7 +60,6 @@ class PlanApplier:
     def __init__(self, state: ClusterState, *, max_ops: int = 5000) -> None:
         self.state = state
         self.max_ops = max_ops
-        self._last_revision = 0
         # Placements sent to the store by applies still under way and not yet in the
         # cache (by the watch or by absorb), and what they hold per node: a re-check
         # counts them, so a caller may apply the next plans while these are committed.
@@ -195,7 +194,6 @@ class PlanApplier:
                 result.placed -= 1
         result.revision = max((r.revision for r in results), default=0)
         result.updated = len(updated)
-        self._last_revision = max(self._last_revision, result.revision)
         return result
 
     def _recheck(self, a: Allocation, batch: _Batch) -> str:

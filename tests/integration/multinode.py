@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,3 +265,35 @@ def poll(pred: Any, *, timeout: float, interval: float = 0.05) -> float:
     t0 = time.monotonic()
     wait_until(pred, timeout=timeout, interval=interval)
     return time.monotonic() - t0
+
+
+def web_job(path: Path, *, count: int = 6, extra: str = "") -> str:
+    """`count` copies of Python's HTTP server, bound to their node's address, checked fast."""
+    path.write_text(
+        textwrap.dedent(f"""
+        name: web
+        type: service
+        groups:
+          - name: frontend
+            count: {count}
+            spread: true
+            network:
+              ports:
+                http: {{}}
+            services:
+              - name: web
+                port: http
+                checks:
+                  - {{type: http, path: /, interval: 0.25s, timeout: 0.25s}}
+            tasks:
+              - name: server
+                driver: process
+                kill_timeout: 2s
+                config:
+                  command: python3
+                  args: ["-m", "http.server", "${{PODIUM_PORT_HTTP}}", "--bind", "${{PODIUM_IP}}"]
+                resources: {{cpu: 100, memory: 32}}
+        """)
+        + textwrap.indent(textwrap.dedent(extra).strip("\n") + "\n", "    ")
+    )
+    return str(path)

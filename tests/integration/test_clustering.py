@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from integration.cluster import wait_until
-from integration.multinode import MultiNodeCluster, healthy_running
+from integration.multinode import MultiNodeCluster, healthy_running, web_job
 
 pytestmark = pytest.mark.integration
 
@@ -31,38 +31,6 @@ TTL = 2.0  # the cluster's heartbeat TTL in these tests: heartbeats every TTL/3
 MIGRATE_ONE = """
     migrate: {max_parallel: 1}
 """
-
-
-def web_job(path: Path, *, count: int = 6, extra: str = "") -> str:
-    """`count` copies of Python's HTTP server, bound to their node's address, checked fast."""
-    path.write_text(
-        textwrap.dedent(f"""
-        name: web
-        type: service
-        groups:
-          - name: frontend
-            count: {count}
-            spread: true
-            network:
-              ports:
-                http: {{}}
-            services:
-              - name: web
-                port: http
-                checks:
-                  - {{type: http, path: /, interval: 0.25s, timeout: 0.25s}}
-            tasks:
-              - name: server
-                driver: process
-                kill_timeout: 2s
-                config:
-                  command: python3
-                  args: ["-m", "http.server", "${{PODIUM_PORT_HTTP}}", "--bind", "${{PODIUM_IP}}"]
-                resources: {{cpu: 100, memory: 32}}
-        """)
-        + textwrap.indent(textwrap.dedent(extra).strip("\n") + "\n", "    ")
-    )
-    return str(path)
 
 
 @pytest.fixture

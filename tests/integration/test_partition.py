@@ -17,7 +17,6 @@ import os
 import shutil
 import socket
 import subprocess
-import textwrap
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -27,12 +26,14 @@ from typing import Any
 import pytest
 
 from integration.cluster import wait_until
-from integration.multinode import AgentProc, MultiNodeCluster, healthy_running
+from integration.multinode import AgentProc, MultiNodeCluster, healthy_running, web_job
 
 pytestmark = pytest.mark.integration
 
 TTL = 2.0  # heartbeat TTL: heartbeats every TTL/3
 STOP_AFTER = 3.0  # the group's disconnect.stop_after_disconnect
+# 6 copies (web_job), each stopped by its node STOP_AFTER seconds after it last heard a server
+STOPS = f"disconnect: {{stop_after_disconnect: {STOP_AFTER}s}}"
 PROBE_ADDR = "127.0.0.5"  # source address of the iptables self-test (no agent uses it)
 
 
@@ -125,39 +126,6 @@ class Partition:
         assert not errors, "; ".join(errors)
 
 
-def web_job(path: Path) -> str:
-    """6 copies of Python's HTTP server on their node's address, stopped by their node
-    STOP_AFTER seconds after it last heard a server."""
-    path.write_text(
-        textwrap.dedent(f"""
-        name: web
-        type: service
-        groups:
-          - name: frontend
-            count: 6
-            spread: true
-            disconnect: {{stop_after_disconnect: {STOP_AFTER}s}}
-            network:
-              ports:
-                http: {{}}
-            services:
-              - name: web
-                port: http
-                checks:
-                  - {{type: http, path: /, interval: 0.25s, timeout: 0.25s}}
-            tasks:
-              - name: server
-                driver: process
-                kill_timeout: 2s
-                config:
-                  command: python3
-                  args: ["-m", "http.server", "${{PODIUM_PORT_HTTP}}", "--bind", "${{PODIUM_IP}}"]
-                resources: {{cpu: 100, memory: 32}}
-        """)
-    )
-    return str(path)
-
-
 @pytest.fixture
 def iptables() -> str:
     return _iptables()
@@ -194,7 +162,7 @@ def _status(c: MultiNodeCluster, node: str) -> str:
 def test_a_real_partition_replaces_stops_and_heals_without_running_twice(
     cluster: MultiNodeCluster, iptables: str, tmp_path: Path
 ) -> None:
-    cluster.cli("job", "run", web_job(tmp_path / "web.yaml"), "--detach", check=True)
+    cluster.cli("job", "run", web_job(tmp_path / "web.yaml", extra=STOPS), "--detach", check=True)
     wait_until(lambda: len(healthy_running(cluster.job("web"))) == 6, timeout=30, what="6 healthy")
     running = healthy_running(cluster.job("web"))
     assert Counter(a["node_name"] for a in running) == {"node-1": 2, "node-2": 2, "node-3": 2}

@@ -3,7 +3,8 @@
 never overcommits a node's cpu, memory or ports (existing allocs included)
 never places on a down, initializing, ineligible or draining node
 same inputs, same plan; the snapshot is left as it was
-snapshot.apply(plan) agrees with a snapshot rebuilt from scratch
+snapshot.apply(plan) agrees with a snapshot rebuilt from scratch, and so does
+snapshot.adopt(plan, states) of schedule_states(), before and after removing allocs
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from podium.model.types import Allocation, Constraint, Job, Node, Plan
-from podium.scheduler import ClusterSnapshot, reconcile, schedule
+from podium.scheduler import ClusterSnapshot, reconcile, schedule, schedule_states
 from podium.scheduler.snapshot import NodeState
 from support.builders import make_alloc, make_group, make_job, make_node
 
@@ -186,3 +187,32 @@ def test_apply_agrees_with_a_rebuilt_snapshot(
     after = [a for a in allocs if a.live and a.id not in stopped] + plan.placements
     fresh = ClusterSnapshot.build(cluster, after)
     assert [usage(s) for s in snap.node_states()] == [usage(s) for s in fresh.node_states()]
+
+
+@SETTINGS
+@given(worlds(), st.randoms(use_true_random=False))
+def test_adopt_agrees_with_apply(
+    world: tuple[list[Node], Job, list[Allocation]], rnd: random.Random
+) -> None:
+    cluster, job, allocs = world
+    live = [a for a in allocs if a.live]
+    snap = ClusterSnapshot.build(cluster, live)
+    rec = reconcile(job, [a for a in allocs if a.job == job.name], {n.id: n for n in cluster},
+                    now=NOW)  # fmt: skip
+    plan, states = schedule_states(snap, job, rec, eval_id="e", now=NOW)
+    assert msgspec.json.encode(plan) == msgspec.json.encode(plan_of(cluster, job, allocs))
+    applied = ClusterSnapshot.build(cluster, live)
+    applied.apply(plan)
+    snap.adopt(plan, states)
+    assert [usage(s) for s in snap.node_states()] == [usage(s) for s in applied.node_states()]
+    ids = [a.id for a in allocs + plan.placements]
+    assert [i in snap for i in ids] == [i in applied for i in ids]
+    # The adopted snapshot knows each alloc's usage as apply() records it: removing any
+    # of them (placed or kept) leaves both snapshots alike.
+    stopped = {s.alloc_id for s in plan.stops}
+    after = [a for a in live if a.id not in stopped] + plan.placements
+    for a in rnd.sample(after, len(after)):
+        snap.remove_alloc_id(a.id)
+        applied.remove_alloc_id(a.id)
+        assert a.id not in snap
+        assert [usage(s) for s in snap.node_states()] == [usage(s) for s in applied.node_states()]

@@ -9,6 +9,8 @@ Deterministic: alloc ids derive from (eval_id, job, group, index) and node order
 are seeded from eval_id, so the same inputs give the same plan. The snapshot's
 usage is never written: touched nodes are copied on first write. (Each node does
 keep a memo of static filter answers, which depends on nothing schedule() changes.)
+`schedule_states()` also returns those copies, so the owner of a long-lived snapshot
+can adopt them (`ClusterSnapshot.adopt`) instead of adding each placement again.
 """
 
 from __future__ import annotations
@@ -35,6 +37,23 @@ def schedule(
     now: float,
     profile: Profile | None = None,
 ) -> Plan:
+    return schedule_states(
+        snapshot, job, reconciliation, eval_id=eval_id, now=now, profile=profile
+    )[0]
+
+
+def schedule_states(
+    snapshot: ClusterSnapshot,
+    job: Job,
+    reconciliation: Reconciliation,
+    *,
+    eval_id: str,
+    now: float,
+    profile: Profile | None = None,
+) -> tuple[Plan, dict[int, NodeState]]:
+    """schedule(), plus the node states the plan leaves behind: position in
+    `snapshot.node_states()` -> a private copy holding the snapshot's usage with the
+    plan's stops freed and its placements added. Nothing in the snapshot changes."""
     plan = Plan(
         namespace=job.namespace,
         job=job.name,
@@ -42,7 +61,7 @@ def schedule(
         stops=list(reconciliation.stop),
     )
     if not reconciliation.place:
-        return plan
+        return plan, {}
     run = _Run(snapshot, job, plan, eval_id=eval_id, now=now)
     for stop in reconciliation.stop:
         run.release(stop.alloc_id)
@@ -52,7 +71,7 @@ def schedule(
     for g in job.groups:
         if g.name in by_group:
             run.place_group(g, by_group[g.name], profile or default_profile())
-    return plan
+    return plan, {pos: run.nodes[pos] for pos in run.touched}
 
 
 def alloc_id(eval_id: str, job: Job, group: str, index: int) -> str:
@@ -81,7 +100,7 @@ class _Ids:
     def __call__(self, index: int) -> str:
         head = (self.head + index * 0x9E3779B1) & 0xFFFFFFFF  # odd factor: a bijection
         tail = (self.tail + index) & 0xFFFFFFFFFFFF
-        return f"{head:08x}{self.middle}{tail:012x}"
+        return "%08x%s%012x" % (head, self.middle, tail)  # noqa: UP031 (2x an f-string here)
 
 
 class _GroupRun:
@@ -122,10 +141,12 @@ class _Run:
         self.now = now
         self.nodes = list(snapshot.node_states())  # entries replaced by copies when written
         self.owned = bytearray(len(self.nodes))  # 1 where nodes[i] is our private copy
+        self.touched: list[int] = []  # those positions, in the order first written
 
     def own(self, pos: int) -> NodeState:
         if not self.owned[pos]:
             self.owned[pos] = 1
+            self.touched.append(pos)
             self.nodes[pos] = self.nodes[pos].copy()
         return self.nodes[pos]
 
@@ -198,6 +219,7 @@ class _Run:
             state = self.nodes[pos]
         else:  # own(), inlined: this runs once per placement
             self.owned[pos] = 1
+            self.touched.append(pos)
             state = self.nodes[pos] = self.nodes[pos].copy()
         req = g.ctx.request
         new_id = g.ids(p.index)

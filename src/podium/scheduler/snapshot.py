@@ -200,6 +200,42 @@ class ClusterSnapshot:
         for a in plan.placements:
             self.add_alloc(a)
 
+    def adopt(self, plan: Plan, states: dict[int, NodeState]) -> None:
+        """Account for a plan as `apply` does, given the node states `schedule_states`
+        computed for it on this snapshot: they replace the snapshot's own, which are
+        not updated placement by placement again."""
+        order = self.node_states()
+        touched: set[str] = set()
+        for pos, state in states.items():
+            node_id = state.node.id
+            if order[pos].node.id != node_id:
+                raise ValueError(f"adopt: position {pos} is not node {node_id} here")
+            order[pos] = self._states[node_id] = state
+            touched.add(node_id)
+        for stop in plan.stops:
+            u = self._allocs.get(stop.alloc_id)
+            if u is not None and u[0] in touched:
+                del self._allocs[stop.alloc_id]  # the adopted state freed it already
+            else:
+                self.remove_alloc_id(stop.alloc_id)
+        allocs = self._allocs
+        keys: dict[str, str] = {}  # group -> group_key
+        for a in plan.placements:
+            if a.node_id not in touched:  # not one of this snapshot's plans: re-add
+                self.add_alloc(a)
+                continue
+            gk = keys.get(a.group)
+            if gk is None:
+                gk = keys[a.group] = group_key(a.namespace, a.job, a.group)
+            res = a.resources
+            allocs[a.id] = (
+                a.node_id,
+                res.cpu,
+                res.memory,
+                tuple(a.ports.values()) if a.ports else (),
+                gk,
+            )
+
     def add_alloc(self, alloc: Allocation) -> None:
         """Add or update one alloc; an alloc that is no longer live is removed."""
         if alloc.id in self._allocs:

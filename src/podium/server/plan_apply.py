@@ -35,43 +35,27 @@ class ApplyResult:
     revision: int = 0
 
 
-class _Batch:
-    """What this batch adds to (and frees from) each node, over the state's usage."""
-
-    def __init__(self, state: ClusterState, freed: set[str]) -> None:
-        self.cpu: dict[str, int] = defaultdict(int)
-        self.memory: dict[str, int] = defaultdict(int)
-        self.ports: dict[str, set[int]] = defaultdict(set)
-        # Stopping frees cpu and memory for the plan at once; ports stay bound until
-        # the old task has actually exited, so those are not freed.
-        for alloc_id in freed:
-            a = state.allocs.get(alloc_id)
-            if a is not None and a.live:
-                self.cpu[a.node_id] -= a.resources.cpu
-                self.memory[a.node_id] -= a.resources.memory
-
-    def add(self, a: Allocation) -> None:
-        self.cpu[a.node_id] += a.resources.cpu
-        self.memory[a.node_id] += a.resources.memory
-        self.ports[a.node_id].update(a.ports.values())
+def _freed(state: ClusterState, stops: set[str]) -> dict[str, tuple[int, int]]:
+    """cpu and memory that the stops of a batch free, per node, for what the batch places.
+    Ports stay bound until the old task has actually exited, so those are not freed."""
+    freed: dict[str, tuple[int, int]] = {}
+    for alloc_id in stops:
+        a = state.allocs.get(alloc_id)
+        if a is not None and a.live:
+            cpu, memory = freed.get(a.node_id, (0, 0))
+            freed[a.node_id] = (cpu + a.resources.cpu, memory + a.resources.memory)
+    return freed
 
 
 class PlanApplier:
     def __init__(self, state: ClusterState, *, max_ops: int = 5000) -> None:
         self.state = state
         self.max_ops = max_ops
-        # Placements sent to the store by applies still under way and not yet in the
-        # cache (by the watch or by absorb), and what they hold per node: a re-check
-        # counts them, so a caller may apply the next plans while these are committed.
-        self._flying: dict[str, Allocation] = {}
-        self._flying_usage: dict[str, NodeUsage] = defaultdict(NodeUsage)
-        state.add_listener(self._on_change)
-
-    def _on_change(self, prefix: str, old: object | None, new: object | None) -> None:
-        if new is not None and prefix == keys.ALLOCS:
-            a = self._flying.pop(new.id, None)  # type: ignore[attr-defined]
-            if a is not None:  # the cache counts it from now on
-                self._flying_usage[a.node_id].add(a, -1)
+        # What the placements this applier has passed hold per node until the cache
+        # holds them (the applies under way add theirs as they pass and take them back
+        # once absorbed): a re-check counts them, so a caller may apply the next plans
+        # while these are committed, and a batch's placements see each other.
+        self._pending: dict[str, NodeUsage] = defaultdict(NodeUsage)
 
     async def apply(
         self, plans: list[Plan], updates: Iterable[Allocation] = (), *, now: float
@@ -79,7 +63,7 @@ class PlanApplier:
         """Re-check and commit `plans` plus server-side alloc `updates` (e.g. marked lost)."""
         # The re-check below sees this applier's previous commits without waiting for the
         # watch: `absorb` installed them in the cache the moment the store acknowledged,
-        # and those still in flight are counted from `_flying`.
+        # and those still in flight are counted from `_pending`.
         result = ApplyResult()
         # Merge every change to an existing alloc by id so one txn writes each alloc once.
         changed: dict[str, Allocation] = {a.id: a for a in updates}
@@ -87,8 +71,8 @@ class PlanApplier:
         events: list[Op] = []
         # What this batch stops frees its room for what this batch places (a replacement
         # on a full node reuses the space of the alloc it replaces).
-        freed = {s.alloc_id for plan in plans for s in plan.stops}
-        batch = _Batch(self.state, freed)
+        freed = _freed(self.state, {s.alloc_id for plan in plans for s in plan.stops})
+        pending = self._pending
         for plan in plans:
             for stop in plan.stops:
                 cur = changed.get(stop.alloc_id) or self.state.allocs.get(stop.alloc_id)
@@ -100,11 +84,11 @@ class PlanApplier:
                 result.stopped += 1
             placed = 0
             for a in plan.placements:
-                why = self._recheck(a, batch)
+                why = self._recheck(a, freed)
                 if why:
                     result.rejected.append((a, why))
                     continue
-                batch.add(a)
+                pending[a.node_id].add(a, 1)
                 creates.append(a)
                 placed += 1
                 if a.previous_alloc:
@@ -149,16 +133,11 @@ class PlanApplier:
             )
         if events:
             txns.append(([], events))
-        flying, usage = self._flying, self._flying_usage
-        for a in creates:
-            flying[a.id] = a
-            usage[a.node_id].add(a, 1)
         try:
             return await self._commit(txns, chunks, updated, result)
         finally:
-            for a in creates:  # those the cache never got: not committed
-                if flying.pop(a.id, None) is not None:
-                    usage[a.node_id].add(a, -1)
+            for a in creates:  # in the cache now, or not committed
+                pending[a.node_id].add(a, -1)
 
     async def _commit(
         self,
@@ -196,7 +175,7 @@ class PlanApplier:
         result.updated = len(updated)
         return result
 
-    def _recheck(self, a: Allocation, batch: _Batch) -> str:
+    def _recheck(self, a: Allocation, freed: dict[str, tuple[int, int]]) -> str:
         node = self.state.nodes.get(a.node_id)
         if node is None:
             return "node is gone"
@@ -204,20 +183,20 @@ class PlanApplier:
             return f"node is {node.status}{'' if node.eligible else ', ineligible'}"
         node_id = a.node_id
         held = self.state.usage.get(node_id)
+        fly = self._pending.get(node_id)
+        cpu = (held.cpu if held else 0) + (fly.cpu if fly else 0)
+        memory = (held.memory if held else 0) + (fly.memory if fly else 0)
+        if freed and node_id in freed:
+            cpu -= freed[node_id][0]
+            memory -= freed[node_id][1]
         r = node.resources
         res = a.resources
-        fly = self._flying_usage.get(node_id)
-        cpu = (held.cpu if held else 0) + batch.cpu.get(node_id, 0) + (fly.cpu if fly else 0)
-        memory = (
-            (held.memory if held else 0) + batch.memory.get(node_id, 0) + (fly.memory if fly else 0)
-        )
         if cpu + res.cpu > r.cpu:
             return "cpu exhausted"
         if memory + res.memory > r.memory:
             return "memory exhausted"
         if a.ports:
-            mine = batch.ports.get(node_id, ())
             for p in a.ports.values():
-                if (held and p in held.ports) or p in mine or (fly and p in fly.ports):
+                if (held and p in held.ports) or (fly and p in fly.ports):
                     return "port collision"
         return ""

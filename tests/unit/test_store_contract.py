@@ -15,11 +15,11 @@ import builtins
 import itertools
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from podium.errors import Compacted, Conflict, NotFound, StoreError
 from podium.store import open_store

@@ -22,7 +22,6 @@ from podium.server.events import event_put
 from podium.server.state import ClusterState, NodeUsage, encode
 from podium.store import keys
 from podium.store.base import Compare, Op, Put
-from podium.store.memory import make_compare, make_put
 
 
 @dataclass
@@ -118,8 +117,8 @@ class PlanApplier:
             for a in chunk:
                 a.modify_time = now  # fresh objects of this plan: no copy needed
                 key = keys.ALLOCS + a.id
-                guards.append(make_compare(key, "mod_rev", "=", 0))
-                puts.append(make_put(key, encode(a)))
+                guards.append(Compare(key, "mod_rev", "=", 0))
+                puts.append(Put(key, encode(a)))
             txns.append((guards, puts))
         updated = [msgspec.structs.replace(a, modify_time=now) for a in changed.values()]
         for a in updated:

@@ -55,7 +55,7 @@ from aetcd import rpc
 
 from podium.errors import Compacted, NotFound, StoreError, StoreUnavailable
 from podium.store.base import Compare, Delete, Get, KeyValue, Put, TxnResult, WatchEvent
-from podium.store.memory import Txn, TxnFrontend, leases_used, make_kv
+from podium.store.memory import Txn, TxnFrontend, leases_used
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -211,8 +211,8 @@ class EtcdStore(TxnFrontend):
         key = self._key(prefix)
         return (key, _range_end(key)) if key else (b"\0", b"\0")  # b"\0", b"\0": every key
 
-    def _make_kv(self, pb: Any) -> KeyValue:
-        return make_kv(
+    def _KeyValue(self, pb: Any) -> KeyValue:
+        return KeyValue(
             pb.key[len(self._p) :].decode(),
             pb.value,
             pb.mod_revision,
@@ -228,7 +228,7 @@ class EtcdStore(TxnFrontend):
         resp = await self._call(
             f"get {key!r}", lambda: self._rpc(self._kv.Range, req), idempotent=True
         )
-        return self._make_kv(resp.kvs[0]) if resp.kvs else None
+        return self._KeyValue(resp.kvs[0]) if resp.kvs else None
 
     async def list(self, prefix: str) -> tuple[builtins.list[KeyValue], int]:
         key, end = self._range(prefix)
@@ -236,7 +236,7 @@ class EtcdStore(TxnFrontend):
         resp = await self._call(
             f"list {prefix!r}", lambda: self._rpc(self._kv.Range, req), idempotent=True
         )
-        return [self._make_kv(kv) for kv in resp.kvs], int(resp.header.revision)
+        return [self._KeyValue(kv) for kv in resp.kvs], int(resp.header.revision)
 
     async def revision(self) -> int:
         req = rpc.RangeRequest(key=self._p or b"/", count_only=True)
@@ -269,7 +269,7 @@ class EtcdStore(TxnFrontend):
         read_only = all(isinstance(op, Get) for op in (*success, *failure))
         resp = await self._call("txn", lambda: self._rpc(self._kv.Txn, req), idempotent=read_only)
         reads = [
-            [self._make_kv(kv) for kv in r.response_range.kvs]
+            [self._KeyValue(kv) for kv in r.response_range.kvs]
             for r in resp.responses
             if r.WhichOneof("response") == "response_range"
         ]
@@ -401,8 +401,8 @@ class EtcdStore(TxnFrontend):
     def _event(self, ev: Any) -> WatchEvent:
         prev = ev.prev_kv.value if ev.HasField("prev_kv") else None
         if ev.type == rpc.Event.PUT:
-            return WatchEvent("put", self._make_kv(ev.kv), prev)
-        kv = make_kv(ev.kv.key[len(self._p) :].decode(), b"", ev.kv.mod_revision, 0, 0, 0)
+            return WatchEvent("put", self._KeyValue(ev.kv), prev)
+        kv = KeyValue(ev.kv.key[len(self._p) :].decode(), b"", ev.kv.mod_revision, 0, 0, 0)
         return WatchEvent("delete", kv, prev)
 
     # ------------------------------------------------------------ etcd only

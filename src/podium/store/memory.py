@@ -11,7 +11,6 @@ The rest of this module is shared by every backend that judges transactions itse
     TxnFrontend    put / delete / txn / txn_many in terms of one `_run_txns`
     WatchHub       in-process fan-out of committed events to each watcher's queue
     follow         a watch: catch-up from the backend's history, then live events
-    make_kv        build a KeyValue at a third of the dataclass __init__'s cost
     LeaseDeadline, lease_expiry_loop   the in-memory side of leases
 
 Leases (both backends): `start()` starts the expiry loop that reaps expired leases
@@ -31,7 +30,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 from podium.errors import Compacted, Conflict, NotFound, StoreError
 from podium.store.base import Compare, Delete, Get, KeyValue, Op, Put, TxnResult, WatchEvent
@@ -135,58 +134,6 @@ def leases_used(txns: Sequence[Txn]) -> set[int]:
     return used
 
 
-# KeyValue, WatchEvent, Put and Compare are frozen dataclasses, whose __init__ costs
-# ~2 µs (one object.__setattr__ per field). Bulk writes make several per key, so the hot
-# paths build them through the slot descriptors instead: same objects, a third of the cost.
-_new = object.__new__
-_KV_SET = tuple(KeyValue.__dict__[f].__set__ for f in KeyValue.__slots__)
-_EV_SET = tuple(WatchEvent.__dict__[f].__set__ for f in WatchEvent.__slots__)
-_PUT_SET = tuple(Put.__dict__[f].__set__ for f in Put.__slots__)
-_CMP_SET = tuple(Compare.__dict__[f].__set__ for f in Compare.__slots__)
-
-
-def make_put(key: str, value: bytes, lease: int = 0) -> Put:
-    op = _new(Put)
-    s_key, s_value, s_lease = _PUT_SET
-    s_key(op, key)
-    s_value(op, value)
-    s_lease(op, lease)
-    return op
-
-
-def make_compare(key: str, target: str, op: str, value: int | bytes) -> Compare:
-    c = _new(Compare)
-    s_key, s_target, s_op, s_value = _CMP_SET
-    s_key(c, key)
-    s_target(c, target)
-    s_op(c, op)
-    s_value(c, value)
-    return c
-
-
-def make_kv(
-    key: str, value: bytes, mod_rev: int, create_rev: int, version: int, lease: int
-) -> KeyValue:
-    kv = _new(KeyValue)
-    s_key, s_value, s_mod, s_create, s_version, s_lease = _KV_SET
-    s_key(kv, key)
-    s_value(kv, value)
-    s_mod(kv, mod_rev)
-    s_create(kv, create_rev)
-    s_version(kv, version)
-    s_lease(kv, lease)
-    return kv
-
-
-def make_event(type_: Literal["put", "delete"], kv: KeyValue, prev: bytes | None) -> WatchEvent:
-    ev = _new(WatchEvent)
-    s_type, s_kv, s_prev = _EV_SET
-    s_type(ev, type_)
-    s_kv(ev, kv)
-    s_prev(ev, prev)
-    return ev
-
-
 def compare_holds(kv: KeyValue | None, c: Compare) -> bool:
     if c.target == "value":
         if kv is None:  # as in etcd: a missing key's value compares false, whatever the op
@@ -220,11 +167,11 @@ def apply_txn(view: KeyView, txn: Txn, rev: int) -> tuple[TxnResult, list[WatchE
         if isinstance(op, Put):
             prev = view.get(op.key)
             if prev is None:
-                new = make_kv(op.key, op.value, rev, rev, 1, op.lease)
-                events.append(make_event("put", new, None))
+                new = KeyValue(op.key, op.value, rev, rev, 1, op.lease)
+                events.append(WatchEvent("put", new, None))
             else:
-                new = make_kv(op.key, op.value, rev, prev.create_rev, prev.version + 1, op.lease)
-                events.append(make_event("put", new, prev.value))
+                new = KeyValue(op.key, op.value, rev, prev.create_rev, prev.version + 1, op.lease)
+                events.append(WatchEvent("put", new, prev.value))
             view.set(new)
         elif isinstance(op, Get):
             if op.prefix:
@@ -240,7 +187,7 @@ def apply_txn(view: KeyView, txn: Txn, rev: int) -> tuple[TxnResult, list[WatchE
                 victims = [one] if one is not None else []
             for old in victims:
                 view.remove(old.key)
-                events.append(make_event("delete", make_kv(old.key, b"", rev, 0, 0, 0), old.value))
+                events.append(WatchEvent("delete", KeyValue(old.key, b"", rev, 0, 0, 0), old.value))
     return TxnResult(ok, rev if events else rev - 1, reads), events
 
 

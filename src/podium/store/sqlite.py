@@ -75,7 +75,6 @@ from podium.store.memory import (
     WatchHub,
     follow,
     lease_expiry_loop,
-    make_kv,
 )
 from podium.store.sqlite_writer import (
     DELETE,
@@ -249,7 +248,7 @@ class SQLiteStore(TxnFrontend):
 
     def _r_get(self, key: str) -> KeyValue | None:
         row = self._rconn.execute(f"SELECT {KV_COLS} FROM kv WHERE key = ?", (key,)).fetchone()
-        return make_kv(*row) if row else None
+        return KeyValue(*row) if row else None
 
     async def list(self, prefix: str) -> tuple[builtins.list[KeyValue], int]:
         return await self._read(self._r_list, prefix)
@@ -259,7 +258,7 @@ class SQLiteStore(TxnFrontend):
         with _read_txn(self._rconn) as c:  # one snapshot for the rows and the revision
             (rev,) = c.execute("SELECT value FROM meta WHERE name = 'rev'").fetchone()
             rows = c.execute(f"SELECT {KV_COLS} FROM kv WHERE {cond} ORDER BY key", params)
-            return [make_kv(*r) for r in rows], rev
+            return [KeyValue(*r) for r in rows], rev
 
     async def revision(self) -> int:
         self._ensure_started()
@@ -328,7 +327,7 @@ class SQLiteStore(TxnFrontend):
             chunk = todo[i : i + 500]
             marks = ",".join("?" * len(chunk))
             for row in c.execute(f"SELECT {KV_COLS} FROM kv WHERE key IN ({marks})", chunk):
-                found[row[0]] = make_kv(*row)
+                found[row[0]] = KeyValue(*row)
         return found
 
     # ------------------------------------------------------------ writes

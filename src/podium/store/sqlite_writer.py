@@ -39,7 +39,7 @@ import msgspec
 
 from podium.errors import NotFound
 from podium.store.base import Compare, Delete, Get, KeyValue, Op, Put, TxnResult, WatchEvent
-from podium.store.memory import Txn, apply_txn, make_event, make_kv
+from podium.store.memory import Txn, apply_txn
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -142,20 +142,20 @@ class _BatchView:
             sql = f"SELECT {KV_COLS} FROM kv WHERE key IN ({marks})"
             self.read.update(dict.fromkeys(chunk))
             for row in self.conn.execute(sql, chunk):
-                self.read[row[0]] = make_kv(*row)
+                self.read[row[0]] = KeyValue(*row)
 
     def get(self, key: str) -> KeyValue | None:
         if key in self.dirty:
             return self.dirty[key]
         if key not in self.read:
             row = self.conn.execute(f"SELECT {KV_COLS} FROM kv WHERE key = ?", (key,)).fetchone()
-            self.read[key] = make_kv(*row) if row else None
+            self.read[key] = KeyValue(*row) if row else None
         return self.read[key]
 
     def range(self, prefix: str) -> list[KeyValue]:
         cond, params = prefix_range(prefix)
         rows = self.conn.execute(f"SELECT {KV_COLS} FROM kv WHERE {cond}", params)
-        found = {row[0]: make_kv(*row) for row in rows}
+        found = {row[0]: KeyValue(*row) for row in rows}
         for key, kv in self.dirty.items():
             if key.startswith(prefix):
                 if kv is None:
@@ -590,8 +590,8 @@ def committed_from_wire(body: msgspec.Raw, batch: Sequence[Request]) -> Committe
                     continue
                 r = res.revision
                 for op in txn[1] if res.succeeded else txn[2]:
-                    kv = make_kv(op.key, op.value, r, r, 1, op.lease)
-                    events.append(make_event("put", kv, None))
+                    kv = KeyValue(op.key, op.value, r, r, 1, op.lease)
+                    events.append(WatchEvent("put", kv, None))
             continue
         if req_kind == "revoke":
             for evs in group:

@@ -270,7 +270,9 @@ class CheckStatus(Struct):
     checked_at: float = 0.0
 
 
-class Allocation(Struct):
+class Allocation(Struct, gc=False):
+    # gc=False: a data tree that never refers back to itself, so it cannot be part of a
+    # cycle, and a server holds 100,000s of them: untracked, the collector skips them.
     id: str
     namespace: str
     job: str

@@ -163,6 +163,9 @@ class ClusterState:
         """
         cached, listeners = self.allocs, self._listeners
         usage, by_node, by_job, node_index = self.usage, self.by_node, self.by_job, self.node_index
+        # The last job seen and its set of ids: a batch comes job by job.
+        job: str | None = None
+        of_job_ns, of_job = "", set()
         for a in allocs:
             old = cached.get(a.id)
             if old is not None:
@@ -180,7 +183,10 @@ class ClusterState:
             if a.live:
                 usage[node_id].add(a, 1)
             by_node[node_id].add(a.id)
-            by_job[f"{a.namespace}/{a.job}"].add(a.id)
+            if a.job != job or a.namespace != of_job_ns:
+                job, of_job_ns = a.job, a.namespace
+                of_job = by_job[f"{a.namespace}/{a.job}"]
+            of_job.add(a.id)
             node_index[node_id] = revision
             if node_id in self._node_waiters:
                 self._wake_node(node_id)

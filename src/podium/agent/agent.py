@@ -216,11 +216,14 @@ class Agent:
 
     async def _watch_loop(self) -> None:
         assert self.node is not None
-        index, attempt = 0, 0
+        # The first look answers at once (the sync below sweeps orphans); later ones block.
+        # Not keyed on the index: a node that never had an alloc stays at index 0, and
+        # asking with wait=0 again and again would spin a core.
+        index, attempt, wait = 0, 0, 0.0
         while True:
             try:
                 new_index, allocs = await self.client.node_allocs(
-                    self.node.id, index=index, wait=self.config.watch_wait if index else 0
+                    self.node.id, index=index, wait=wait
                 )
                 self.contact.heard()
                 attempt = 0
@@ -231,7 +234,7 @@ class Agent:
                 await asyncio.sleep(delay)
                 continue
             await self.sync(allocs)
-            index = new_index
+            index, wait = new_index, self.config.watch_wait
 
     # ----------------------------------------------------------------- sync
 

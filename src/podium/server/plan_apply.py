@@ -50,16 +50,30 @@ class PlanApplier:
     def __init__(self, state: ClusterState, *, max_ops: int = 5000) -> None:
         self.state = state
         self.max_ops = max_ops
-        # What the placements this applier has passed hold per node until the cache
-        # holds them (the applies under way add theirs as they pass and take them back
-        # once absorbed): a re-check counts them, so a caller may apply the next plans
-        # while these are committed, and a batch's placements see each other.
-        self._pending: dict[str, NodeUsage] = defaultdict(NodeUsage)
+        # Per apply under way, what the placements it passed hold per node: a re-check
+        # counts them until their apply ends (by then they are in the cache, or not
+        # committed), so a caller may apply the next plans while these are committed,
+        # and the placements of one batch see each other.
+        self._pending: list[dict[str, NodeUsage]] = []
 
     async def apply(
         self, plans: list[Plan], updates: Iterable[Allocation] = (), *, now: float
     ) -> ApplyResult:
         """Re-check and commit `plans` plus server-side alloc `updates` (e.g. marked lost)."""
+        mine: dict[str, NodeUsage] = defaultdict(NodeUsage)
+        self._pending.append(mine)
+        try:
+            return await self._apply(plans, updates, now, mine)
+        finally:
+            self._pending = [p for p in self._pending if p is not mine]
+
+    async def _apply(
+        self,
+        plans: list[Plan],
+        updates: Iterable[Allocation],
+        now: float,
+        mine: dict[str, NodeUsage],
+    ) -> ApplyResult:
         # The re-check below sees this applier's previous commits without waiting for the
         # watch: `absorb` installed them in the cache the moment the store acknowledged,
         # and those still in flight are counted from `_pending`.
@@ -71,7 +85,6 @@ class PlanApplier:
         # What this batch stops frees its room for what this batch places (a replacement
         # on a full node reuses the space of the alloc it replaces).
         freed = _freed(self.state, {s.alloc_id for plan in plans for s in plan.stops})
-        pending = self._pending
         for plan in plans:
             for stop in plan.stops:
                 cur = changed.get(stop.alloc_id) or self.state.allocs.get(stop.alloc_id)
@@ -87,7 +100,7 @@ class PlanApplier:
                 if why:
                     result.rejected.append((a, why))
                     continue
-                pending[a.node_id].add(a, 1)
+                mine[a.node_id].add(a, 1)
                 creates.append(a)
                 placed += 1
                 if a.previous_alloc:
@@ -132,11 +145,7 @@ class PlanApplier:
             )
         if events:
             txns.append(([], events))
-        try:
-            return await self._commit(txns, chunks, updated, result)
-        finally:
-            for a in creates:  # in the cache now, or not committed
-                pending[a.node_id].add(a, -1)
+        return await self._commit(txns, chunks, updated, result)
 
     async def _commit(
         self,
@@ -182,9 +191,11 @@ class PlanApplier:
             return f"node is {node.status}{'' if node.eligible else ', ineligible'}"
         node_id = a.node_id
         held = self.state.usage.get(node_id)
-        fly = self._pending.get(node_id)
-        cpu = (held.cpu if held else 0) + (fly.cpu if fly else 0)
-        memory = (held.memory if held else 0) + (fly.memory if fly else 0)
+        cpu, memory = (held.cpu, held.memory) if held else (0, 0)
+        flying = [u for p in self._pending if (u := p.get(node_id)) is not None]
+        for u in flying:
+            cpu += u.cpu
+            memory += u.memory
         if freed and node_id in freed:
             cpu -= freed[node_id][0]
             memory -= freed[node_id][1]
@@ -196,6 +207,6 @@ class PlanApplier:
             return "memory exhausted"
         if a.ports:
             for p in a.ports.values():
-                if (held and p in held.ports) or (fly and p in fly.ports):
+                if (held and p in held.ports) or any(p in u.ports for u in flying):
                     return "port collision"
         return ""

@@ -184,18 +184,19 @@ class PlanApplier:
         return result
 
     def _recheck(self, a: Allocation, freed: dict[str, tuple[int, int]]) -> str:
-        node = self.state.nodes.get(a.node_id)
+        node_id = a.node_id
+        node = self.state.nodes.get(node_id)
         if node is None:
             return "node is gone"
-        if not node.schedulable:
+        if node.status != "ready" or not node.eligible or node.drain:  # Node.schedulable
             return f"node is {node.status}{'' if node.eligible else ', ineligible'}"
-        node_id = a.node_id
         held = self.state.usage.get(node_id)
-        cpu, memory = (held.cpu, held.memory) if held else (0, 0)
-        flying = [u for p in self._pending if (u := p.get(node_id)) is not None]
-        for u in flying:
-            cpu += u.cpu
-            memory += u.memory
+        cpu, memory = (held.cpu, held.memory) if held is not None else (0, 0)
+        for pending in self._pending:
+            u = pending.get(node_id)
+            if u is not None:
+                cpu += u.cpu
+                memory += u.memory
         if freed and node_id in freed:
             cpu -= freed[node_id][0]
             memory -= freed[node_id][1]
@@ -207,6 +208,10 @@ class PlanApplier:
             return "memory exhausted"
         if a.ports:
             for p in a.ports.values():
-                if (held and p in held.ports) or any(p in u.ports for u in flying):
+                if held is not None and p in held.ports:
                     return "port collision"
+                for pending in self._pending:
+                    u = pending.get(node_id)
+                    if u is not None and p in u.ports:
+                        return "port collision"
         return ""

@@ -180,8 +180,14 @@ class ClusterState:
             a.revision = revision
             cached[a.id] = a
             node_id = a.node_id
-            if a.live:
-                usage[node_id].add(a, 1)
+            if a.live:  # NodeUsage.add(a, 1), inlined
+                u, res = usage[node_id], a.resources
+                u.cpu += res.cpu
+                u.memory += res.memory
+                if a.ports:
+                    held = u.ports
+                    for p in a.ports.values():
+                        held[p] = held.get(p, 0) + 1
             by_node[node_id].add(a.id)
             if a.job != job or a.namespace != of_job_ns:
                 job, of_job_ns = a.job, a.namespace

@@ -51,17 +51,23 @@ class PlacementController:
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._later: dict[str, float] = {}  # job key -> earliest time it has delayed work
+        self._placing: set[str] = set()  # the job keys of the round under way
         state.add_listener(self._on_change)
 
     def _on_change(self, prefix: str, old: object | None, new: object | None) -> None:
         obj = new if new is not None else old
-        if prefix == keys.JOBS and isinstance(obj, Job):
+        if prefix == keys.ALLOCS and isinstance(obj, Allocation):  # the common case first
+            if _alloc_matters(old, new):  # type: ignore[arg-type]
+                key = f"{obj.namespace}/{obj.job}"
+                # A new alloc of a job this controller is placing right now is one of its
+                # own placements: the decision that made it already counts it.
+                if old is None and key in self._placing:
+                    return
+                self._mark(key)
+        elif prefix == keys.JOBS and isinstance(obj, Job):
             self._mark(obj.key)
         elif prefix == keys.DEPLOYMENTS and isinstance(obj, Deployment):
             self._mark(obj.key)  # promoted, paused, resumed, failed: the rollout moves
-        elif prefix == keys.ALLOCS and isinstance(obj, Allocation):
-            if _alloc_matters(old, new):  # type: ignore[arg-type]
-                self._mark(f"{obj.namespace}/{obj.job}")
         elif prefix == keys.NODES and isinstance(obj, Node) and _node_changed(old, new):
             for a in self.state.allocs_of_node(obj.id):
                 self._mark(f"{a.namespace}/{a.job}")
@@ -125,12 +131,15 @@ class PlacementController:
         # flight to the store are counted when the next jobs are placed.
         snapshot = ClusterSnapshot.build(list(self.state.nodes.values()), live)
         round_ = _Round(job_keys)
+        self._placing = set(job_keys)
         try:
             await self._evaluate(round_, snapshot, now)
         except BaseException:
             for task in round_.inflight:  # their outcome no longer matters: the jobs
                 task.add_done_callback(_ignore)  # go back to dirty
             raise
+        finally:
+            self._placing = set()
         if round_.revision:
             await self.state.wait_for(round_.revision)
 

@@ -5,8 +5,10 @@ Prints, measured in this one run:
   - placements/s committed to the store by the real placement controller (reconcile,
     schedule, plan applier, batched commits overlapping the scheduling), timed from job
     records in the store to allocs seen by the server's watch-fed state cache;
-  - the store's commit rate for the same alloc rows in batches of 1,000, and SQLite's
-    own (the sqlite3 module alone, same settings: the ceiling);
+  - the store's commit rate for the same alloc rows (keys and values, in commit order)
+    in batches of 1,000, and SQLite's own (the sqlite3 module alone, same settings: the
+    ceiling), and SQLite's for the same values under random uuid4 keys (what ids that
+    scatter a batch over the B-tree would cost);
 and, last, `placements_per_s=N` (committed).
 
 `--store etcd` starts a local single-member etcd (tests/support/etcd.py, data in the same
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import msgspec
 
-from podium.model.types import Allocation, Job, Node
+from podium.model.types import Job, Node
 from podium.runtime import heap
 from podium.runtime.clock import FakeClock
 from podium.scheduler import ClusterSnapshot, reconcile, schedule
@@ -69,7 +71,12 @@ async def load_nodes(store: Store, nodes: list[Node]) -> None:
         )
 
 
-async def committed(store: Store, nodes: list[Node], jobs: list[Job]) -> tuple[int, float, int]:
+Rows = list[tuple[str, bytes]]  # (key, value) of each alloc committed, in commit order
+
+
+async def committed(
+    store: Store, nodes: list[Node], jobs: list[Job]
+) -> tuple[int, float, int, Rows]:
     """The placement controller's round over every job, from job records in the store to
     allocs committed and seen by the server's watch-fed cache."""
     await load_nodes(store, nodes)
@@ -89,20 +96,19 @@ async def committed(store: Store, nodes: list[Node], jobs: list[Job]) -> tuple[i
         CPU.append(time.process_time() - cpu0)
         placed = len(state.allocs)
         requested = sum(g.count for j in jobs for g in j.groups)
-        return placed, elapsed, requested - placed
+        rows = [(keys.alloc(a.id), enc.encode(a)) for a in state.allocs.values()]
+        return placed, elapsed, requested - placed, rows
     finally:
         feed.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await feed
 
 
-async def raw_commit(store: Store, sample: bytes, n: int) -> float:
+async def raw_commit(store: Store, rows: Rows) -> float:
     t0 = time.perf_counter()
-    for i in range(0, n, 1000):
-        await store.txn_many(
-            [([], [Put(f"/raw/{j:08d}", sample)]) for j in range(i, min(n, i + 1000))]
-        )
-    return n / (time.perf_counter() - t0)
+    for i in range(0, len(rows), 1000):
+        await store.txn_many([([], [Put(k, v)]) for k, v in rows[i : i + 1000]])
+    return len(rows) / (time.perf_counter() - t0)
 
 
 ETCD_URL = ""  # set by main() when --store etcd started one
@@ -119,13 +125,15 @@ def store_url(kind: str, tmp: str, name: str) -> str:
     raise SystemExit(f"--store: expected sqlite, memory or etcd, got {kind!r}")
 
 
-async def committed_on(kind: str, tmp: str, nodes: list[Node], jobs: list[Job]) -> float:
+async def committed_on(
+    kind: str, tmp: str, nodes: list[Node], jobs: list[Job]
+) -> tuple[float, Rows]:
     store = open_store(store_url(kind, tmp, f"committed-{kind}"))
     start = getattr(store, "start", None)
     if start is not None:
         await start()
     try:
-        placed, secs, rejected = await committed(store, nodes, jobs)
+        placed, secs, rejected, rows = await committed(store, nodes, jobs)
     finally:
         await store.close()
     rate = placed / secs
@@ -134,7 +142,7 @@ async def committed_on(kind: str, tmp: str, nodes: list[Node], jobs: list[Job]) 
         f"{rate:,.0f} placements/s ({rejected} not placed; this process used "
         f"{CPU[-1]:.2f}s of CPU)"
     )
-    return rate
+    return rate, rows
 
 
 async def main() -> None:
@@ -165,10 +173,10 @@ async def main() -> None:
 
             etcd = start_etcd_cluster(data_dir=Path(tmp) / "etcd")
             ETCD_URL = etcd.url()
-            sqlite_rate = await committed_on("sqlite", tmp, nodes, jobs)
+            sqlite_rate, _ = await committed_on("sqlite", tmp, nodes, jobs)
         try:
-            rate = await committed_on(args.store, tmp, nodes, jobs)
-            await raw_on(args.store, tmp, nodes, args.allocs, rate)
+            rate, rows = await committed_on(args.store, tmp, nodes, jobs)
+            await raw_on(args.store, tmp, rows, rate)
         finally:
             if etcd is not None:
                 etcd.stop()
@@ -177,28 +185,17 @@ async def main() -> None:
         print(f"etcd_vs_sqlite={rate / sqlite_rate:.2f}")
 
 
-async def raw_on(kind: str, tmp: str, nodes: list[Node], allocs: int, rate: float) -> None:
+async def raw_on(kind: str, tmp: str, rows: Rows, rate: float) -> None:
+    """The same alloc rows (keys and values, in commit order) written without the
+    scheduler: through the store, and by SQLite alone."""
     store = open_store(store_url(kind, tmp, "raw"))
     start = getattr(store, "start", None)
     if start is not None:
         await start()
-    sample = msgspec.json.encode(
-        Allocation(
-            id=str(uuid.uuid4()),
-            namespace="default",
-            job="bench-job-0001",
-            job_version=0,
-            group="g",
-            index=1,
-            node_id=nodes[0].id,
-            node_name=nodes[0].name,
-            ports={"http": 21000},
-        )
-    )
     # etcd runs a txn_many's entries one round trip each: 10,000 rows measure it well enough.
-    rows = min(allocs, 10_000 if kind == "etcd" else 100_000)
+    sample = rows[:10_000] if kind == "etcd" else rows
     try:
-        ceiling = await raw_commit(store, sample, rows)
+        ceiling = await raw_commit(store, sample)
     finally:
         await store.close()
     if kind == "etcd":  # not a ceiling there: the applier puts 1,000 allocs in one txn
@@ -209,32 +206,38 @@ async def raw_on(kind: str, tmp: str, nodes: list[Node], allocs: int, rate: floa
         "1,000 unguarded puts, one batch at a time)"
     )
     if kind == "sqlite":
-        bare = bare_sqlite(os.path.join(tmp, "bare.db"), sample, rows)
+        bare = bare_sqlite(os.path.join(tmp, "bare.db"), rows)
         print(
             f"raw sqlite:        {bare:,.0f} alloc rows/s (sqlite3 alone, WAL, synchronous "
-            f"FULL, 1,000 rows per commit: the ceiling); committed placements reach "
-            f"{rate / bare:.0%} of it"
+            f"FULL, the same rows 1,000 per commit: the ceiling); committed placements "
+            f"reach {rate / bare:.0%} of it"
+        )
+        value = rows[0][1]
+        scattered = [(f"/allocs/{uuid.uuid4()}", value) for _ in rows]
+        other = bare_sqlite(os.path.join(tmp, "scattered.db"), scattered)
+        print(
+            f"raw sqlite, uuid4 keys: {other:,.0f} alloc rows/s (the same values under "
+            "random keys: what scattered ids would cost)"
         )
 
 
-def bare_sqlite(path: str, sample: bytes, n: int) -> float:
-    """SQLite's own commit rate for alloc-sized rows: no store, no judging, no log."""
+def bare_sqlite(path: str, rows: Rows) -> float:
+    """SQLite's own commit rate for these rows: no store, no judging, no log."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA page_size = 8192")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, rev INTEGER)")
-    keys = [f"/allocs/{uuid.uuid4()}" for _ in range(n)]
     t0 = time.perf_counter()
-    for i in range(0, n, 1000):
+    for i in range(0, len(rows), 1000):
         conn.execute("BEGIN")
         conn.executemany(
-            "INSERT INTO kv VALUES (?, ?, ?)", [(k, sample, i) for k in keys[i : i + 1000]]
+            "INSERT INTO kv VALUES (?, ?, ?)", [(k, v, i) for k, v in rows[i : i + 1000]]
         )
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - t0
     conn.close()
-    return n / elapsed
+    return len(rows) / elapsed
 
 
 if __name__ == "__main__":

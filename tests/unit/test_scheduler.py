@@ -26,6 +26,7 @@ from podium.scheduler import (
     schedule,
 )
 from podium.scheduler.plugins.constraints import version_matcher
+from podium.scheduler.reconcile import Placement
 from podium.scheduler.simulate import simulated_cluster, simulated_jobs
 from support.builders import c, make_alloc, make_group, make_job, make_node
 
@@ -687,3 +688,31 @@ def test_spread_spec_errors_name_the_field() -> None:
         "groups[0].spread[0].targets",
         "groups[0].spread[0].weight",
     ]
+
+
+def test_each_placement_carries_its_own_lineage_deployment_and_canary_flag() -> None:
+    nodes = [make_node(f"n{i}", cpu=1000, memory=1000) for i in range(4)]
+    job = make_job("web", groups=[make_group("g", count=5, cpu=10, memory=10)])
+    old = make_alloc(job, index=3, node=nodes[0], id="old")
+    places = [
+        Placement(group="g", index=0, deployment_id="d1"),
+        Placement(group="g", index=1, deployment_id="d1", canary=True, reason="canary"),
+        Placement(group="g", index=2, deployment_id="d2"),
+        Placement(group="g", index=3, previous=old, reschedule_count=2, reason="reschedule"),
+        Placement(group="g", index=4, deployment_id="d1"),
+    ]
+    snap = ClusterSnapshot.build(nodes, [])
+    plan = schedule(snap, job, Reconciliation(place=places), eval_id="e", now=NOW)
+    got = [
+        (a.index, a.deployment_id, a.canary, a.previous_alloc, a.reschedule_count)
+        for a in plan.placements
+    ]
+    assert got == [
+        (0, "d1", False, "", 0),
+        (1, "d1", True, "", 0),
+        (2, "d2", False, "", 0),
+        (3, "", False, "old", 2),
+        (4, "d1", False, "", 0),
+    ]
+    assert all(a.task_states == {} and a.checks == [] for a in plan.placements)
+    assert len({id(a.checks) for a in plan.placements}) == 5, "no list shared between copies"

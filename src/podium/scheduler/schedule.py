@@ -112,7 +112,9 @@ class _GroupRun:
 
     __slots__ = ("ctx", "cycle", "ids", "template")
 
-    def __init__(self, cycle: Cycle, ctx: CycleContext, ghash: str, ids: _Ids, now: float) -> None:
+    def __init__(
+        self, cycle: Cycle, ctx: CycleContext, ghash: str, ids: _Ids, now: float, deployment: str
+    ) -> None:
         self.cycle, self.ctx, self.ids = cycle, ctx, ids
         job, req = ctx.job, ctx.request
         self.template = Allocation(
@@ -127,6 +129,7 @@ class _GroupRun:
             resources=Resources(cpu=req.cpu, memory=req.memory),  # frozen: shared safely
             create_time=now,
             modify_time=now,
+            deployment_id=deployment,  # what a call's placements usually share
         )  # desired "run", client "pending": the defaults
 
 
@@ -169,7 +172,8 @@ class _Run:
         )
         cycle = Cycle(profile, ctx, seed=f"{self.eval_id}\x00{job.key}\x00{group.name}")
         ids = _Ids(self.eval_id, job, group.name)
-        g = _GroupRun(cycle, ctx, group_hash(job, group), ids, self.now)
+        deployment = places[0].deployment_id if places else ""
+        g = _GroupRun(cycle, ctx, group_hash(job, group), ids, self.now, deployment)
         free = [p for p in places if not p.node_id]
         nodes, select, placed, commit = self.nodes, cycle.select, cycle.placed, self.commit
         for i, p in enumerate(free):
@@ -227,20 +231,38 @@ class _Run:
         new_id = g.ids(p.index)
         ports = pick_ports(req, state, seed=int(new_id[:8], 16)) if req.ports else {}
         node = state.node
-        alloc = _copy(
-            g.template,
-            id=new_id,
-            index=p.index,
-            node_id=node.id,
-            node_name=node.name,
-            ports=ports,
-            task_states={},  # the template's containers are never shared
-            checks=[],
-            previous_alloc=p.previous.id if p.previous is not None else "",
-            reschedule_count=p.reschedule_count,
-            deployment_id=p.deployment_id,
-            canary=p.canary,
-        )
+        template = g.template
+        if (
+            p.previous is None
+            and not p.reschedule_count
+            and not p.canary
+            and p.deployment_id == template.deployment_id
+        ):  # a fresh copy: only what every copy has of its own
+            alloc = _copy(
+                template,
+                id=new_id,
+                index=p.index,
+                node_id=node.id,
+                node_name=node.name,
+                ports=ports,
+                task_states={},  # the template's containers are never shared
+                checks=[],
+            )
+        else:
+            alloc = _copy(
+                template,
+                id=new_id,
+                index=p.index,
+                node_id=node.id,
+                node_name=node.name,
+                ports=ports,
+                task_states={},
+                checks=[],
+                previous_alloc=p.previous.id if p.previous is not None else "",
+                reschedule_count=p.reschedule_count,
+                deployment_id=p.deployment_id,
+                canary=p.canary,
+            )
         state.add_parts(req.cpu, req.memory, ports.values(), req.group_key)
         self.plan.placements.append(alloc)
 

@@ -151,6 +151,10 @@ class ClusterSnapshot:
     def __init__(self) -> None:
         self._states: dict[str, NodeState] = {}
         self._allocs: dict[str, AllocUsage] = {}
+        # Placements taken in by `adopt` whose usage is not in `_allocs` yet: their nodes
+        # already count them, and a round's snapshot rarely looks one up, so they are
+        # indexed on the first lookup rather than one by one as they come.
+        self._unindexed: list[Allocation] = []
         # Allocs whose node the snapshot does not know (yet): counted when it appears.
         self._orphans: dict[str, set[str]] = {}
         self._order: list[NodeState] | None = None
@@ -186,10 +190,19 @@ class ClusterSnapshot:
         return self._states.get(node_id)
 
     def usage(self, alloc_id: str) -> AllocUsage | None:
-        return self._allocs.get(alloc_id)
+        return self._index().get(alloc_id)
 
     def __contains__(self, alloc_id: str) -> bool:
-        return alloc_id in self._allocs
+        return alloc_id in self._index()
+
+    def _index(self) -> dict[str, AllocUsage]:
+        """`_allocs`, with the adopted placements in it."""
+        if self._unindexed:
+            allocs = self._allocs
+            for a in self._unindexed:
+                allocs[a.id] = usage_of(a)
+            self._unindexed = []
+        return self._allocs
 
     # ---------------------------------------------------------------- updates
 
@@ -201,44 +214,28 @@ class ClusterSnapshot:
             self.add_alloc(a)
 
     def adopt(self, plan: Plan, states: dict[int, NodeState]) -> None:
-        """Account for a plan as `apply` does, given the node states `schedule_states`
-        computed for it on this snapshot: they replace the snapshot's own, which are
-        not updated placement by placement again."""
+        """Account for a plan as `apply` does, given the node states that
+        `schedule_states` computed for this very plan on this snapshot: they replace the
+        snapshot's own, which are not updated placement by placement again."""
         order = self.node_states()
-        touched: set[str] = set()
         for pos, state in states.items():
             node_id = state.node.id
             if order[pos].node.id != node_id:
                 raise ValueError(f"adopt: position {pos} is not node {node_id} here")
             order[pos] = self._states[node_id] = state
-            touched.add(node_id)
-        for stop in plan.stops:
-            u = self._allocs.get(stop.alloc_id)
-            if u is not None and u[0] in touched:
-                del self._allocs[stop.alloc_id]  # the adopted state freed it already
-            else:
-                self.remove_alloc_id(stop.alloc_id)
-        allocs = self._allocs
-        keys: dict[str, str] = {}  # group -> group_key
-        for a in plan.placements:
-            if a.node_id not in touched:  # not one of this snapshot's plans: re-add
-                self.add_alloc(a)
-                continue
-            gk = keys.get(a.group)
-            if gk is None:
-                gk = keys[a.group] = group_key(a.namespace, a.job, a.group)
-            res = a.resources
-            allocs[a.id] = (
-                a.node_id,
-                res.cpu,
-                res.memory,
-                tuple(a.ports.values()) if a.ports else (),
-                gk,
-            )
+        if plan.stops:
+            allocs = self._index()
+            for stop in plan.stops:
+                u = allocs.get(stop.alloc_id)
+                if u is not None and self._positions.get(u[0], -1) in states:
+                    del allocs[stop.alloc_id]  # the adopted state freed it already
+                else:
+                    self.remove_alloc_id(stop.alloc_id)
+        self._unindexed.extend(plan.placements)
 
     def add_alloc(self, alloc: Allocation) -> None:
         """Add or update one alloc; an alloc that is no longer live is removed."""
-        if alloc.id in self._allocs:
+        if alloc.id in self._index():
             self.remove_alloc_id(alloc.id)
         # Allocation.live, inlined: apply() runs this for every placement.
         if alloc.desired_status != "run" or alloc.client_status in _TERMINAL:
@@ -254,7 +251,7 @@ class ClusterSnapshot:
         self.remove_alloc_id(alloc.id)
 
     def remove_alloc_id(self, alloc_id: str) -> None:
-        u = self._allocs.pop(alloc_id, None)
+        u = self._index().pop(alloc_id, None)
         if u is None:
             return
         node_id = u[0]
@@ -276,14 +273,14 @@ class ClusterSnapshot:
             return
         state = self._states[node.id] = NodeState(node)
         for alloc_id in sorted(self._orphans.pop(node.id, ())):
-            state.add(self._allocs[alloc_id])
+            state.add(self._index()[alloc_id])
         self._order = None
 
     def remove_node(self, node_id: str) -> None:
         if self._states.pop(node_id, None) is None:
             return
         # Its allocs stay known, so they count again if the node comes back.
-        ids = {i for i, u in self._allocs.items() if u[0] == node_id}
+        ids = {i for i, u in self._index().items() if u[0] == node_id}
         if ids:
             self._orphans[node_id] = ids
         self._order = None

@@ -57,13 +57,14 @@ class PlacementController:
     def _on_change(self, prefix: str, old: object | None, new: object | None) -> None:
         obj = new if new is not None else old
         if prefix == keys.ALLOCS and isinstance(obj, Allocation):  # the common case first
-            if _alloc_matters(old, new):  # type: ignore[arg-type]
+            if old is None:
                 key = f"{obj.namespace}/{obj.job}"
                 # A new alloc of a job this controller is placing right now is one of its
                 # own placements: the decision that made it already counts it.
-                if old is None and key in self._placing:
-                    return
-                self._mark(key)
+                if key not in self._placing:
+                    self._mark(key)
+            elif _alloc_matters(old, new):  # type: ignore[arg-type]
+                self._mark(f"{obj.namespace}/{obj.job}")
         elif prefix == keys.JOBS and isinstance(obj, Job):
             self._mark(obj.key)
         elif prefix == keys.DEPLOYMENTS and isinstance(obj, Deployment):

@@ -204,6 +204,38 @@ async def test_applier_counts_a_batch_still_in_flight_when_it_rechecks_the_next(
     assert sorted(state.allocs) == ["a1", "a4"]
 
 
+async def test_a_placement_the_watch_delivers_before_its_commit_returns_counts_once(
+    state: ClusterState,
+) -> None:
+    """On etcd the watch can bring a placement into the cache before the store answers
+    its commit: from then on only the cache counts it, so a re-check beside it does not
+    see the node fuller than it is."""
+    await _put_node(state, make_node("n1", memory=250))
+    applier = PlanApplier(state)
+    release = asyncio.Event()
+    txn_many = state.store.txn_many
+
+    async def slow_txn_many(txns):  # type: ignore[no-untyped-def]
+        results = await txn_many(txns)  # committed (and published) at once ...
+        await release.wait()  # ... but answered only later
+        return results
+
+    state.store.txn_many = slow_txn_many  # type: ignore[method-assign]
+
+    def plan(*allocs: Allocation) -> Plan:
+        return Plan(namespace="default", job="web", job_version=0, placements=list(allocs))
+
+    first = asyncio.create_task(applier.apply([plan(make_alloc("a1", memory=150))], now=1.0))
+    async with asyncio.timeout(5):
+        while "a1" not in state.allocs:  # the watch delivers it; the commit is not answered
+            await asyncio.sleep(0.01)
+    assert not first.done()
+    assert applier._recheck(make_alloc("a2", memory=100, index=1), {}) == ""  # 150 + 100
+    assert applier._recheck(make_alloc("a3", memory=101, index=2), {}) == "memory exhausted"
+    release.set()
+    assert (await first).placed == 1
+
+
 async def test_applier_guards_updates_by_revision(state: ClusterState) -> None:
     await _put_node(state, make_node("n1"))
     applier = PlanApplier(state)

@@ -46,33 +46,76 @@ def _freed(state: ClusterState, stops: set[str]) -> dict[str, tuple[int, int]]:
     return freed
 
 
+class _Pending:
+    """One apply's placements that passed the re-check and that the cache does not hold
+    yet, and what they hold per node."""
+
+    __slots__ = ("allocs", "usage")
+
+    def __init__(self) -> None:
+        self.allocs: dict[str, Allocation] = {}
+        self.usage: dict[str, NodeUsage] = defaultdict(NodeUsage)
+
+    def add(self, a: Allocation) -> None:
+        self.allocs[a.id] = a
+        self.usage[a.node_id].add(a, 1)
+
+    def cached(self, alloc_id: str) -> bool:
+        """The cache holds `alloc_id` now: stop counting it here (if it is one of ours)."""
+        a = self.allocs.pop(alloc_id, None)
+        if a is None:
+            return False
+        self.usage[a.node_id].add(a, -1)
+        return True
+
+
 class PlanApplier:
     def __init__(self, state: ClusterState, *, max_ops: int = 5000) -> None:
         self.state = state
         self.max_ops = max_ops
-        # Per apply under way, what the placements it passed hold per node: a re-check
-        # counts them until their apply ends (by then they are in the cache, or not
-        # committed), so a caller may apply the next plans while these are committed,
-        # and the placements of one batch see each other.
-        self._pending: list[dict[str, NodeUsage]] = []
+        # Per apply under way, its placements the cache does not hold yet: a re-check
+        # counts them, so a caller may apply the next plans while these are committed,
+        # and the placements of one batch see each other. Each apply's table is dropped
+        # whole when it ends (its placements are in the cache by then, or not committed).
+        self._pending: list[_Pending] = []
+        self._absorbing = False
+        state.add_listener(self._on_change)
+
+    def _on_change(self, prefix: str, old: object | None, new: object | None) -> None:
+        # A placement can reach the cache by the watch before its commit is acknowledged
+        # (etcd): from then on the cache counts it, so the apply must not count it too.
+        # What `_absorb` installs needs no such care: its apply ends right after (but for
+        # the rare one-by-one retry of a clashing chunk, which only over-counts a while).
+        if old is None and self._pending and not self._absorbing and prefix == keys.ALLOCS:
+            alloc_id = new.id  # type: ignore[union-attr]
+            for p in self._pending:
+                if p.cached(alloc_id):
+                    return
 
     async def apply(
         self, plans: list[Plan], updates: Iterable[Allocation] = (), *, now: float
     ) -> ApplyResult:
         """Re-check and commit `plans` plus server-side alloc `updates` (e.g. marked lost)."""
-        mine: dict[str, NodeUsage] = defaultdict(NodeUsage)
+        mine = _Pending()
         self._pending.append(mine)
         try:
             return await self._apply(plans, updates, now, mine)
         finally:
             self._pending = [p for p in self._pending if p is not mine]
 
+    def _absorb(self, allocs: list[Allocation], revision: int) -> None:
+        self._absorbing = True
+        try:
+            self.state.absorb(allocs, revision)
+        finally:
+            self._absorbing = False
+
     async def _apply(
         self,
         plans: list[Plan],
         updates: Iterable[Allocation],
         now: float,
-        mine: dict[str, NodeUsage],
+        mine: _Pending,
     ) -> ApplyResult:
         # The re-check below sees this applier's previous commits without waiting for the
         # watch: `absorb` installed them in the cache the moment the store acknowledged,
@@ -100,7 +143,7 @@ class PlanApplier:
                 if why:
                     result.rejected.append((a, why))
                     continue
-                mine[a.node_id].add(a, 1)
+                mine.add(a)
                 creates.append(a)
                 placed += 1
                 if a.previous_alloc:
@@ -161,12 +204,12 @@ class PlanApplier:
         retry: list[Allocation] = []
         for chunk, r in zip(chunks, results, strict=False):
             if r.succeeded:
-                self.state.absorb(chunk, r.revision)
+                self._absorb(chunk, r.revision)
             else:
                 retry.extend(chunk)
         for a, r in zip(updated, results[len(chunks) :], strict=False):
             if r.succeeded:
-                self.state.absorb([a], r.revision)
+                self._absorb([a], r.revision)
             else:
                 result.conflicts += 1
         for a in retry:
@@ -175,7 +218,7 @@ class PlanApplier:
             )
             results.append(r)
             if r.succeeded:
-                self.state.absorb([a], r.revision)
+                self._absorb([a], r.revision)
             else:
                 result.conflicts += 1
                 result.placed -= 1
@@ -193,7 +236,7 @@ class PlanApplier:
         held = self.state.usage.get(node_id)
         cpu, memory = (held.cpu, held.memory) if held is not None else (0, 0)
         for pending in self._pending:
-            u = pending.get(node_id)
+            u = pending.usage.get(node_id)
             if u is not None:
                 cpu += u.cpu
                 memory += u.memory
@@ -211,7 +254,7 @@ class PlanApplier:
                 if held is not None and p in held.ports:
                     return "port collision"
                 for pending in self._pending:
-                    u = pending.get(node_id)
+                    u = pending.usage.get(node_id)
                     if u is not None and p in u.ports:
                         return "port collision"
         return ""

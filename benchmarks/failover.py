@@ -30,43 +30,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from integration.cluster import wait_until
-from integration.multinode import MultiNodeCluster, healthy_running
+from integration.multinode import MultiNodeCluster, healthy_running, web_job
 
 SWARM_FLOOR_S = 15.0  # 3 missed heartbeats x 5 s dispatcher heartbeat period
-
-JOB = """
-name: web
-type: service
-groups:
-  - name: frontend
-    count: 6
-    spread: true
-    network:
-      ports:
-        http: {}
-    services:
-      - name: web
-        port: http
-        checks:
-          - {type: http, path: /, interval: 0.25s, timeout: 0.25s}
-    tasks:
-      - name: server
-        driver: process
-        kill_timeout: 2s
-        config:
-          command: python3
-          args: ["-m", "http.server", "${PODIUM_PORT_HTTP}", "--bind", "${PODIUM_IP}"]
-        resources: {cpu: 100, memory: 32}
-"""
 
 
 def trial(base: Path, ttl: float) -> float:
     c = MultiNodeCluster(base, heartbeat_ttl=ttl)
     try:
         c.start(3)
-        spec = base / "web.yaml"
-        spec.write_text(JOB)
-        c.cli("job", "run", str(spec), "--detach", check=True)
+        c.cli("job", "run", web_job(base / "web.yaml"), "--detach", check=True)
         wait_until(lambda: len(healthy_running(c.job("web"))) == 6, timeout=30, what="6 healthy")
         victim = c.agents[1]
         t0 = time.monotonic()

@@ -152,7 +152,10 @@ class Agent:
                     name="disconnect",
                 )
         finally:
-            await self.client.close()
+            try:
+                await self.local.flush()
+            finally:
+                await self.client.close()
 
     async def _register(self) -> None:
         assert self.node is not None

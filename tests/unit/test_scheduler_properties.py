@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from podium.model.types import Allocation, Constraint, Job, Node, Plan
-from podium.scheduler import ClusterSnapshot, reconcile, schedule, schedule_states
+from podium.scheduler import ClusterSnapshot, reconcile, schedule, schedule_into, schedule_states
 from podium.scheduler.snapshot import NodeState
 from support.builders import make_alloc, make_group, make_job, make_node
 
@@ -187,6 +187,32 @@ def test_apply_agrees_with_a_rebuilt_snapshot(
     after = [a for a in allocs if a.live and a.id not in stopped] + plan.placements
     fresh = ClusterSnapshot.build(cluster, after)
     assert [usage(s) for s in snap.node_states()] == [usage(s) for s in fresh.node_states()]
+
+
+@SETTINGS
+@given(worlds())
+def test_schedule_into_plans_as_schedule_and_leaves_the_snapshot_as_apply(
+    world: tuple[list[Node], Job, list[Allocation]],
+) -> None:
+    cluster, job, allocs = world
+    live = [a for a in allocs if a.live]
+    rec = reconcile(job, [a for a in allocs if a.job == job.name], {n.id: n for n in cluster},
+                    now=NOW)  # fmt: skip
+    pure = ClusterSnapshot.build(cluster, live)
+    before = [usage(s) for s in pure.node_states()]
+    expected = schedule(pure, job, rec, eval_id="e", now=NOW)
+    assert [usage(s) for s in pure.node_states()] == before, "schedule() wrote the snapshot"
+    snap = ClusterSnapshot.build(cluster, live)
+    plan = schedule_into(snap, job, rec, eval_id="e", now=NOW)
+    assert msgspec.json.encode(plan) == msgspec.json.encode(expected)
+    pure.apply(expected)
+    assert [usage(s) for s in snap.node_states()] == [usage(s) for s in pure.node_states()]
+    ids = [a.id for a in allocs + plan.placements]
+    assert [i in snap for i in ids] == [i in pure for i in ids]
+    for a in live + plan.placements:  # every alloc's usage recorded as apply() does
+        snap.remove_alloc_id(a.id)
+        pure.remove_alloc_id(a.id)
+    assert [usage(s) for s in snap.node_states()] == [usage(s) for s in pure.node_states()]
 
 
 @SETTINGS

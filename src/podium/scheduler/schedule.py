@@ -11,6 +11,9 @@ usage is never written: touched nodes are copied on first write. (Each node does
 keep a memo of static filter answers, which depends on nothing schedule() changes.)
 `schedule_states()` also returns those copies, so the owner of a long-lived snapshot
 can adopt them (`ClusterSnapshot.adopt`) instead of adding each placement again.
+`schedule_into()` is for an owner that takes every plan into its snapshot at once (the
+placement controller's round): it writes the nodes in place instead of copying them,
+and returns the same plan schedule() would.
 """
 
 from __future__ import annotations
@@ -37,9 +40,7 @@ def schedule(
     now: float,
     profile: Profile | None = None,
 ) -> Plan:
-    return schedule_states(
-        snapshot, job, reconciliation, eval_id=eval_id, now=now, profile=profile
-    )[0]
+    return _schedule(snapshot, job, reconciliation, eval_id, now, profile, in_place=False)[0]
 
 
 def schedule_states(
@@ -54,6 +55,36 @@ def schedule_states(
     """schedule(), plus the node states the plan leaves behind: position in
     `snapshot.node_states()` -> a private copy holding the snapshot's usage with the
     plan's stops freed and its placements added. Nothing in the snapshot changes."""
+    return _schedule(snapshot, job, reconciliation, eval_id, now, profile, in_place=False)
+
+
+def schedule_into(
+    snapshot: ClusterSnapshot,
+    job: Job,
+    reconciliation: Reconciliation,
+    *,
+    eval_id: str,
+    now: float,
+    profile: Profile | None = None,
+) -> Plan:
+    """schedule(), and the plan taken into `snapshot` as `apply` would (stops freed,
+    placements added). The nodes placed on are written in place, not copied: over a
+    round of 100,000 placements that is 100,000 node copies made and freed less."""
+    plan, states = _schedule(snapshot, job, reconciliation, eval_id, now, profile, in_place=True)
+    snapshot.adopt(plan, states)
+    return plan
+
+
+def _schedule(
+    snapshot: ClusterSnapshot,
+    job: Job,
+    reconciliation: Reconciliation,
+    eval_id: str,
+    now: float,
+    profile: Profile | None,
+    *,
+    in_place: bool,
+) -> tuple[Plan, dict[int, NodeState]]:
     plan = Plan(
         namespace=job.namespace,
         job=job.name,
@@ -62,7 +93,7 @@ def schedule_states(
     )
     if not reconciliation.place:
         return plan, {}
-    run = _Run(snapshot, job, plan, eval_id=eval_id, now=now)
+    run = _Run(snapshot, job, plan, eval_id=eval_id, now=now, in_place=in_place)
     for stop in reconciliation.stop:
         run.release(stop.alloc_id)
     by_group: dict[str, list[Placement]] = {}
@@ -140,22 +171,33 @@ class _Run:
     """One schedule() call: the private, copy-on-write view of node usage."""
 
     def __init__(
-        self, snapshot: ClusterSnapshot, job: Job, plan: Plan, *, eval_id: str, now: float
+        self,
+        snapshot: ClusterSnapshot,
+        job: Job,
+        plan: Plan,
+        *,
+        eval_id: str,
+        now: float,
+        in_place: bool,
     ) -> None:
         self.snapshot = snapshot
         self.job = job
         self.plan = plan
         self.eval_id = eval_id
         self.now = now
-        self.nodes = list(snapshot.node_states())  # entries replaced by copies when written
-        self.owned = bytearray(len(self.nodes))  # 1 where nodes[i] is our private copy
+        # In place: the snapshot's own list and states, written directly. Otherwise a
+        # list whose entries are replaced by private copies when first written.
+        self.in_place = in_place
+        self.nodes = snapshot.node_states() if in_place else list(snapshot.node_states())
+        self.owned = bytearray(len(self.nodes))  # 1 where nodes[i] is ours to write
         self.touched: list[int] = []  # those positions, in the order first written
 
     def own(self, pos: int) -> NodeState:
         if not self.owned[pos]:
             self.owned[pos] = 1
             self.touched.append(pos)
-            self.nodes[pos] = self.nodes[pos].copy()
+            if not self.in_place:
+                self.nodes[pos] = self.nodes[pos].copy()
         return self.nodes[pos]
 
     def release(self, alloc_id: str) -> None:
@@ -229,7 +271,9 @@ class _Run:
         else:  # own(), inlined: this runs once per placement
             self.owned[pos] = 1
             self.touched.append(pos)
-            state = self.nodes[pos] = self.nodes[pos].copy()
+            state = self.nodes[pos]
+            if not self.in_place:
+                state = self.nodes[pos] = state.copy()
         req = g.ctx.request
         new_id = g.ids(p.index)
         ports = pick_ports(req, state, seed=int(new_id[:8], 16)) if req.ports else {}

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from podium.model.types import Allocation, Deployment, Job, Node, Plan
 from podium.runtime.clock import Clock
-from podium.scheduler import ClusterSnapshot, Reconciliation, reconcile, schedule_states
+from podium.scheduler import ClusterSnapshot, Reconciliation, reconcile, schedule_into
 from podium.server.deployments import write_ops
 from podium.server.plan_apply import ApplyResult, PlanApplier
 from podium.server.state import ClusterState
@@ -169,15 +169,17 @@ class PlacementController:
             ns, _, name = key.partition("/")
             if job is not None:
                 eval_id = f"{key}@{uuid.uuid4()}"
-                plan, states = schedule_states(snapshot, job, rec, eval_id=eval_id, now=now)
+                # Taken into the round's snapshot at once: the plans in flight count for
+                # the next jobs.
+                plan = schedule_into(snapshot, job, rec, eval_id=eval_id, now=now)
             else:
-                plan, states = rec.stop_plan(ns, name), {}
+                plan = rec.stop_plan(ns, name)
+                snapshot.apply(plan)
             if plan.failures:
                 self.state.placement_failures[key] = plan.failures
             else:
                 self.state.placement_failures.pop(key, None)
             if not plan.empty:
-                snapshot.adopt(plan, states)  # the plans in flight count for the next jobs
                 plans.append(plan)
                 placements += len(plan.placements)
             if placements >= self.settings.commit_every:

@@ -9,6 +9,7 @@ import pytest
 
 from podium.model.types import (
     Allocation,
+    Constraint,
     DriverInfo,
     Job,
     Node,
@@ -25,7 +26,7 @@ from podium.scheduler import (
     reconcile,
     schedule,
 )
-from podium.scheduler.plugins.constraints import version_matcher
+from podium.scheduler.plugins.constraints import compile_constraint, version_matcher
 from podium.scheduler.reconcile import Placement
 from podium.scheduler.simulate import simulated_cluster, simulated_jobs
 from support.builders import c, make_alloc, make_group, make_job, make_node
@@ -271,6 +272,35 @@ def test_group_constraints_combine_with_job_constraints() -> None:
 )
 def test_version_matcher(spec: str, value: str, ok: bool) -> None:
     assert version_matcher(spec)(value) is ok
+
+
+def test_version_matcher_answers_the_same_for_a_value_it_has_seen() -> None:
+    match = version_matcher(">= 6.0")
+    assert [match(v) for v in ("6.1.2", "5.15.0", "6.1.2", "5.15.0", "x", "x")] == [
+        True, False, True, False, False, False,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("attribute", "operator", "value", "labels", "ok"),
+    [
+        ("${node.labels.zone}", "=", "a", {"zone": "a"}, True),
+        ("${node.labels.zone}", "=", "a", {"zone": "b"}, False),
+        ("${node.labels.zone}", "=", "a", {}, False),  # missing: not equal
+        ("${node.labels.zone}", "!=", "a", {}, True),  # missing: not equal, as in Nomad
+        ("${node.labels.zone}", "!=", "a", {"zone": "a"}, False),
+        ("${node.labels.zone}", "=", "${node.labels.home}", {"zone": "a", "home": "a"}, True),
+        ("${node.labels.zone}", "=", "${node.labels.home}", {"zone": "a"}, False),
+        ("${node.labels.zone}", "!=", "${node.labels.home}", {"zone": "a"}, True),
+        ("x-${node.labels.zone}", "=", "x-a", {"zone": "a"}, True),
+    ],
+)
+def test_equality_constraints(
+    attribute: str, operator: str, value: str, labels: dict[str, str], ok: bool
+) -> None:
+    check = compile_constraint(Constraint(attribute=attribute, operator=operator, value=value))
+    assert check is not None
+    assert check(make_node("n", labels=labels)) is ok
 
 
 # ------------------------------------------------------------------- scorers

@@ -46,6 +46,11 @@ class Status:
     def ok(self) -> bool:
         return self.code is Code.SUCCESS
 
+    def __hash__(self) -> int:
+        # Not the generated one: that hashes `code` through Enum.__hash__, Python code,
+        # and statuses are hashed once per node a static filter rejects (_rejection).
+        return hash((self.code.value, self.reason, self.resource))
+
 
 SUCCESS = Status(Code.SUCCESS)
 _PASS = ("", SUCCESS)

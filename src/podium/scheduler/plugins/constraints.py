@@ -115,9 +115,17 @@ def version_matcher(spec: str) -> Callable[[str], bool]:
         else:
             clauses.append((want, _ALLOWED[op]))
 
+    seen: dict[str, bool] = {}  # nodes share a handful of versions: parse each once
+
     def match(value: str) -> bool:
-        v = parse_version(value)
-        return v is not None and all(_cmp(v, w) in ok for w, ok in clauses)
+        hit = seen.get(value)
+        if hit is None:
+            v = parse_version(value)
+            hit = v is not None and all(_cmp(v, w) in ok for w, ok in clauses)
+            if len(seen) >= 1024:
+                seen.clear()
+            seen[value] = hit
+        return hit
 
     return match
 
@@ -131,10 +139,17 @@ def compile_constraint(c: Constraint) -> Check | None:
     op = c.operator
     if op == "distinct_hosts":
         return None
+    literal = _REF.search(c.value) is None  # the usual case: compared with a constant
     if op == "=":
+        if literal:
+            value = c.value
+            return lambda n: left(n) == value  # a missing attribute (None) is not equal
         return lambda n: (lv := left(n)) is not None and lv == right(n)
     if op == "!=":
         # As in Nomad: a missing attribute is "not equal".
+        if literal:
+            value = c.value
+            return lambda n: left(n) != value
         return lambda n: left(n) != right(n)
     if op == "regexp":
         try:
@@ -163,11 +178,13 @@ class ConstraintsFilter:
     static = True
 
     def applies(self, ctx: CycleContext, group: Group) -> bool:
-        compiled: list[tuple[Constraint, Check]] = []
+        # Each predicate with the one rejection it gives, made once per cycle, not per node.
+        compiled: list[tuple[Check, Status]] = []
         for c in (*ctx.job.constraints, *group.constraints):
             check = compile_constraint(c)
             if check is not None:
-                compiled.append((c, check))
+                why = f"constraint {c.attribute} {c.operator} {c.value} failed"
+                compiled.append((check, Status(Code.UNSCHEDULABLE, why)))
         ctx.data[self.name] = compiled
         return bool(compiled)
 
@@ -177,11 +194,9 @@ class ConstraintsFilter:
         )
 
     def filter(self, ctx: CycleContext, node: NodeState, group: Group) -> Status:
-        compiled: list[tuple[Constraint, Check]] = ctx.data[self.name]  # type: ignore[assignment]
+        compiled: list[tuple[Check, Status]] = ctx.data[self.name]  # type: ignore[assignment]
         n = node.node
-        for c, check in compiled:
+        for check, rejected in compiled:
             if not check(n):
-                return Status(
-                    Code.UNSCHEDULABLE, f"constraint {c.attribute} {c.operator} {c.value} failed"
-                )
+                return rejected
         return SUCCESS

@@ -542,6 +542,32 @@ async def test_watch_catch_up_matches_what_was_seen_live(store: Backend) -> None
     assert sorted({e.kv.mod_rev for e in seen_live}) == list(range(1, await store.revision() + 1))
 
 
+
+async def test_watch_batches_are_the_watch_in_lists(store: Backend) -> None:
+    """Where a backend offers `watch_batches` (the server's cache uses it), its lists,
+    flattened, are exactly what `watch` gives: catch-up and live, in order."""
+    batches = getattr(store, "watch_batches", None)
+    if batches is None:
+        pytest.skip("this backend has no watch_batches (the cache falls back to watch)")
+    for i in range(5):
+        await store.put(f"/b/{i}", b"old")  # 1..5: catch-up
+    one = store.watch("/b/", start_rev=2)
+    many = batches("/b/", start_rev=2)
+    first = await asyncio.wait_for(anext(many), 5)
+    assert [e.kv.mod_rev for e in first] == [2, 3, 4, 5], "history is handed over at once"
+    await store.txn_many([([], [Put(f"/b/n{i}", b"new")]) for i in range(40)])  # 6..45
+    await store.put("/other", b"x")  # not under the prefix
+    await store.txn([], [Delete("/b/", prefix=True)])  # 47: 45 deletes
+    flat = list(first)
+    async with asyncio.timeout(5):
+        while len(flat) < 4 + 40 + 45:
+            batch = await anext(many)
+            assert batch, "no empty lists"
+            flat += batch
+    assert flat == await take(one, len(flat))
+    assert [e.kv.mod_rev for e in flat][4:44] == list(range(6, 46))
+
+
 async def test_watch_too_old_is_compacted(make_store: MakeStore) -> None:
     store = make_store(history=10)
     for i in range(40):

@@ -15,7 +15,7 @@ import asyncio
 import heapq
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -211,8 +211,8 @@ class ClusterState:
             try:
                 rev = await self._load()
                 self.ready.set()
-                async for ev in self.store.watch("/", start_rev=rev + 1):
-                    self._apply(ev)
+                async for batch in self._follow(rev + 1):
+                    self._apply_batch(batch)
             except Compacted:
                 log.warning("state watch compacted; re-listing")
             except StoreError as e:
@@ -258,6 +258,33 @@ class ClusterState:
                 if o is None or n is None or o.revision != n.revision:
                     self._notify(prefix, o, n)
         return rev
+
+    async def _follow(self, start_rev: int) -> AsyncIterator[Sequence[WatchEvent]]:
+        """The store's watch of everything, a list of events at a time where the store
+        can (`watch_batches`): a bulk commit is then one step of the feed."""
+        batches = getattr(self.store, "watch_batches", None)
+        if batches is not None:
+            async for batch in batches("/", start_rev=start_rev):
+                yield batch
+        else:
+            async for ev in self.store.watch("/", start_rev=start_rev):
+                yield (ev,)
+
+    def _apply_batch(self, batch: Sequence[WatchEvent]) -> None:
+        allocs, absorbed = self.allocs, 0
+        for ev in batch:
+            kv = ev.kv
+            if ev.type == "put" and kv.key.startswith(keys.ALLOCS):
+                cached = allocs.get(kv.key[_ALLOCS_LEN:])
+                if cached is not None and cached.revision == kv.mod_rev:
+                    absorbed = kv.mod_rev  # absorbed already: nothing new
+                    continue
+            if absorbed:
+                self._advance(absorbed)
+                absorbed = 0
+            self._apply(ev)
+        if absorbed:
+            self._advance(absorbed)
 
     def _apply(self, ev: WatchEvent) -> None:
         key = ev.kv.key

@@ -74,6 +74,7 @@ from podium.store.memory import (
     TxnFrontend,
     WatchHub,
     follow,
+    follow_batches,
     lease_expiry_loop,
 )
 from podium.store.sqlite_writer import (
@@ -269,6 +270,13 @@ class SQLiteStore(TxnFrontend):
     def watch(self, prefix: str, *, start_rev: int) -> AsyncIterator[WatchEvent]:
         self._ensure_started()
         return follow(self._hub, prefix, start_rev, lambda: self._rev, self._catch_up)
+
+    def watch_batches(
+        self, prefix: str, *, start_rev: int
+    ) -> AsyncIterator[builtins.list[WatchEvent]]:
+        """watch(), a list of events at a time."""
+        self._ensure_started()
+        return follow_batches(self._hub, prefix, start_rev, lambda: self._rev, self._catch_up)
 
     async def _catch_up(self, prefix: str, start: int, upto: int) -> AsyncIterator[WatchEvent]:
         oldest, events = await self._read(self._r_catch_up, prefix, start, upto)

@@ -494,10 +494,13 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+_ONLY_PUTS = {Put}
+
+
 def _branch(ops: Sequence[Op]) -> _Branch:
     if not ops:
         return _NO_OPS
-    if all(type(op) is Put for op in ops):
+    if set(map(type, ops)) == _ONLY_PUTS:  # in C: a generator costs 3x more per op
         return (b"", ops, [], [])  # type: ignore[return-value]  # a sequence of Puts
     kinds = bytearray()
     puts: list[Put] = []

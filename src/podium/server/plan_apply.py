@@ -78,15 +78,14 @@ class PlanApplier:
         # and the placements of one batch see each other. Each apply's table is dropped
         # whole when it ends (its placements are in the cache by then, or not committed).
         self._pending: list[_Pending] = []
-        self._absorbing = False
         state.add_listener(self._on_change)
 
     def _on_change(self, prefix: str, old: object | None, new: object | None) -> None:
         # A placement can reach the cache by the watch before its commit is acknowledged
         # (etcd): from then on the cache counts it, so the apply must not count it too.
-        # What `_absorb` installs needs no such care: its apply ends right after (but for
-        # the rare one-by-one retry of a clashing chunk, which only over-counts a while).
-        if old is None and self._pending and not self._absorbing and prefix == keys.ALLOCS:
+        # What `_absorb` installs is not told here (quiet): its apply ends right after (but
+        # for the rare one-by-one retry of a clashing chunk, which only over-counts a while).
+        if old is None and self._pending and prefix == keys.ALLOCS:
             alloc_id = new.id  # type: ignore[union-attr]
             for p in self._pending:
                 if p.cached(alloc_id):
@@ -104,11 +103,7 @@ class PlanApplier:
             self._pending = [p for p in self._pending if p is not mine]
 
     def _absorb(self, allocs: list[Allocation], revision: int) -> None:
-        self._absorbing = True
-        try:
-            self.state.absorb(allocs, revision)
-        finally:
-            self._absorbing = False
+        self.state.absorb(allocs, revision, quiet=self._on_change)
 
     async def _apply(
         self,

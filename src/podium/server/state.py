@@ -40,6 +40,7 @@ _KINDS = (keys.JOBS, keys.NODES, keys.ALLOCS, keys.DEPLOYMENTS)
 _ALLOCS_LEN = len(keys.ALLOCS)
 
 encode = msgspec.json.Encoder().encode
+_TERMINAL = frozenset(("complete", "failed", "lost"))  # Allocation.terminal
 
 
 def decode(kind: type[T], kv: KeyValue) -> T:
@@ -154,34 +155,38 @@ class ClusterState:
         await park(self._node_waiters[node_id], timeout)
         return self.node_index[node_id]
 
-    def absorb(self, allocs: list[Allocation], revision: int) -> None:
+    def absorb(
+        self, allocs: list[Allocation], revision: int, *, quiet: Listener | None = None
+    ) -> None:
         """Install allocs this server itself just committed at `revision`.
 
         The watch will deliver the same writes; seeing the revision already cached, the
         feed skips decoding them again. The cache's revision still moves only with the
-        feed, so `wait_for` keeps its meaning.
+        feed, so `wait_for` keeps its meaning. Every listener but `quiet` (the caller's
+        own, which knows what it committed) is told of each alloc.
         """
-        cached, listeners = self.allocs, self._listeners
+        cached = self.allocs
+        listeners = [fn for fn in self._listeners if fn != quiet]
         usage, by_node, by_job, node_index = self.usage, self.by_node, self.by_job, self.node_index
         # The last job seen and its set of ids: a batch comes job by job.
         job: str | None = None
         of_job_ns, of_job = "", set()
         for a in allocs:
-            old = cached.get(a.id)
-            if old is not None:
+            old = cached.setdefault(a.id, a)  # one lookup: `a` itself when it is new
+            if old is not a:
                 if old.revision >= revision:
                     continue
                 a.revision = revision
                 cached[a.id] = a
                 self._index_alloc(old, a, revision)
-                self._notify(keys.ALLOCS, old, a)
+                self._notify(keys.ALLOCS, old, a, listeners)
                 continue
             # A new alloc (most of a bulk placement): _index_alloc and _notify, inlined.
             a.revision = revision
-            cached[a.id] = a
             node_id = a.node_id
-            if a.live:  # NodeUsage.add(a, 1), inlined
-                u, res = usage[node_id], a.resources
+            # Allocation.live, inlined
+            if a.desired_status == "run" and a.client_status not in _TERMINAL:
+                u, res = usage[node_id], a.resources  # NodeUsage.add(a, 1), inlined
                 u.cpu += res.cpu
                 u.memory += res.memory
                 if a.ports:
@@ -349,8 +354,14 @@ class ClusterState:
             if not fut.done():
                 fut.set_result(None)
 
-    def _notify(self, prefix: str, old: object | None, new: object | None) -> None:
-        for fn in self._listeners:
+    def _notify(
+        self,
+        prefix: str,
+        old: object | None,
+        new: object | None,
+        listeners: list[Listener] | None = None,
+    ) -> None:
+        for fn in self._listeners if listeners is None else listeners:
             try:
                 fn(prefix, old, new)
             except Exception:  # a listener bug must not stop the feed

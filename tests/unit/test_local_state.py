@@ -68,3 +68,28 @@ def test_a_torn_file_is_kept_aside_and_the_agent_starts_empty(tmp_path: Path) ->
     st.load()
     assert st.allocs == {}
     assert (tmp_path / "state.json.corrupt").exists()
+
+
+def test_a_failed_write_is_retried_and_the_change_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "state.json"
+    st = LocalState(str(path))
+    monkeypatch.setattr("podium.agent.local_state._RETRY", 0.01)
+    real_write = st._write
+    fails = [OSError(28, "No space left on device")]
+
+    def flaky(text: str) -> None:
+        if fails:
+            raise fails.pop()
+        real_write(text)
+
+    monkeypatch.setattr(st, "_write", flaky)
+
+    async def change() -> None:
+        st.set_alloc("a", handle("a", 9))
+        await st.flush()
+
+    asyncio.run(change())
+    assert not fails, "the failing write was attempted"
+    assert on_disk(path) == {"a": 9}

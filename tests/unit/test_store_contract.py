@@ -542,7 +542,6 @@ async def test_watch_catch_up_matches_what_was_seen_live(store: Backend) -> None
     assert sorted({e.kv.mod_rev for e in seen_live}) == list(range(1, await store.revision() + 1))
 
 
-
 async def test_watch_batches_are_the_watch_in_lists(store: Backend) -> None:
     """Where a backend offers `watch_batches` (the server's cache uses it), its lists,
     flattened, are exactly what `watch` gives: catch-up and live, in order."""

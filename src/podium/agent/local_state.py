@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from dataclasses import asdict
 from typing import Any
 
 from podium.drivers.base import TaskHandle
+
+log = logging.getLogger(__name__)
+_RETRY = 1.0  # seconds between attempts to save when a write fails
 
 
 class LocalState:
@@ -64,7 +68,12 @@ class LocalState:
         while self._dirty:
             self._dirty = False
             text = self._encode()  # on the loop: a consistent picture of the dicts
-            await asyncio.to_thread(self._write, text)
+            try:
+                await asyncio.to_thread(self._write, text)
+            except OSError as e:  # e.g. the disk is full: keep the change, try again
+                log.error("cannot save the agent's state to %s: %s; retrying", self.path, e)
+                self._dirty = True
+                await asyncio.sleep(_RETRY)
 
     async def flush(self) -> None:
         """Wait until every change made so far is on disk."""

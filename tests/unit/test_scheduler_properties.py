@@ -4,7 +4,7 @@ never overcommits a node's cpu, memory or ports (existing allocs included)
 never places on a down, initializing, ineligible or draining node
 same inputs, same plan; the snapshot is left as it was
 snapshot.apply(plan) agrees with a snapshot rebuilt from scratch, and so does
-snapshot.adopt(plan, states) of schedule_states(), before and after removing allocs
+schedule_into() (the plan schedule() gives, taken in place), before and after removing allocs
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from podium.model.types import Allocation, Constraint, Job, Node, Plan
-from podium.scheduler import ClusterSnapshot, reconcile, schedule, schedule_into, schedule_states
+from podium.scheduler import ClusterSnapshot, reconcile, schedule, schedule_into
 from podium.scheduler.snapshot import NodeState
 from support.builders import make_alloc, make_group, make_job, make_node
 
@@ -190,51 +190,28 @@ def test_apply_agrees_with_a_rebuilt_snapshot(
 
 
 @SETTINGS
-@given(worlds())
-def test_schedule_into_plans_as_schedule_and_leaves_the_snapshot_as_apply(
-    world: tuple[list[Node], Job, list[Allocation]],
-) -> None:
-    cluster, job, allocs = world
-    live = [a for a in allocs if a.live]
-    rec = reconcile(job, [a for a in allocs if a.job == job.name], {n.id: n for n in cluster},
-                    now=NOW)  # fmt: skip
-    pure = ClusterSnapshot.build(cluster, live)
-    before = [usage(s) for s in pure.node_states()]
-    expected = schedule(pure, job, rec, eval_id="e", now=NOW)
-    assert [usage(s) for s in pure.node_states()] == before, "schedule() wrote the snapshot"
-    snap = ClusterSnapshot.build(cluster, live)
-    plan = schedule_into(snap, job, rec, eval_id="e", now=NOW)
-    assert msgspec.json.encode(plan) == msgspec.json.encode(expected)
-    pure.apply(expected)
-    assert [usage(s) for s in snap.node_states()] == [usage(s) for s in pure.node_states()]
-    ids = [a.id for a in allocs + plan.placements]
-    assert [i in snap for i in ids] == [i in pure for i in ids]
-    for a in live + plan.placements:  # every alloc's usage recorded as apply() does
-        snap.remove_alloc_id(a.id)
-        pure.remove_alloc_id(a.id)
-    assert [usage(s) for s in snap.node_states()] == [usage(s) for s in pure.node_states()]
-
-
-@SETTINGS
 @given(worlds(), st.randoms(use_true_random=False))
-def test_adopt_agrees_with_apply(
+def test_schedule_into_plans_as_schedule_and_leaves_the_snapshot_as_apply(
     world: tuple[list[Node], Job, list[Allocation]], rnd: random.Random
 ) -> None:
     cluster, job, allocs = world
     live = [a for a in allocs if a.live]
-    snap = ClusterSnapshot.build(cluster, live)
     rec = reconcile(job, [a for a in allocs if a.job == job.name], {n.id: n for n in cluster},
                     now=NOW)  # fmt: skip
-    plan, states = schedule_states(snap, job, rec, eval_id="e", now=NOW)
-    assert msgspec.json.encode(plan) == msgspec.json.encode(plan_of(cluster, job, allocs))
     applied = ClusterSnapshot.build(cluster, live)
-    applied.apply(plan)
-    snap.adopt(plan, states)
+    before = [usage(s) for s in applied.node_states()]
+    expected = schedule(applied, job, rec, eval_id="e", now=NOW)
+    assert [usage(s) for s in applied.node_states()] == before, "schedule() wrote the snapshot"
+    snap = ClusterSnapshot.build(cluster, live)
+    plan = schedule_into(snap, job, rec, eval_id="e", now=NOW)
+    assert msgspec.json.encode(plan) == msgspec.json.encode(expected)
+    assert msgspec.json.encode(plan) == msgspec.json.encode(plan_of(cluster, job, allocs))
+    applied.apply(expected)
     assert [usage(s) for s in snap.node_states()] == [usage(s) for s in applied.node_states()]
     ids = [a.id for a in allocs + plan.placements]
     assert [i in snap for i in ids] == [i in applied for i in ids]
-    # The adopted snapshot knows each alloc's usage as apply() records it: removing any
-    # of them (placed or kept) leaves both snapshots alike.
+    # The snapshot knows each alloc's usage as apply() records it: removing any of them
+    # (placed or kept) leaves both snapshots alike.
     stopped = {s.alloc_id for s in plan.stops}
     after = [a for a in live if a.id not in stopped] + plan.placements
     for a in rnd.sample(after, len(after)):

@@ -10,10 +10,9 @@
 
 No I/O, no clock, no unseeded randomness: the caller passes `now` and an `eval_id`,
 and the same inputs always give the same plan. The caller commits the plan and
-then calls `snapshot.apply(plan)` to keep its long-lived snapshot current (or, with
-`schedule_states()`, `snapshot.adopt(plan, states)`: the node states schedule()
-already computed replace the snapshot's own). `schedule_into()` does both in one pass
-for the owner of a snapshot, writing the nodes it places on in place.
+then calls `snapshot.apply(plan)` to keep its long-lived snapshot current, or, as the
+owner of a snapshot, calls `schedule_into()`, which does both in one pass, writing the
+nodes it places on in place.
 """
 
 from podium.scheduler.framework import (
@@ -29,7 +28,7 @@ from podium.scheduler.framework import (
 )
 from podium.scheduler.plugins import default_profile, default_registry
 from podium.scheduler.reconcile import Placement, Reconciliation, group_hash, reconcile
-from podium.scheduler.schedule import schedule, schedule_into, schedule_states
+from podium.scheduler.schedule import schedule, schedule_into
 from podium.scheduler.snapshot import ClusterSnapshot, NodeState
 
 __all__ = [
@@ -52,5 +51,4 @@ __all__ = [
     "reconcile",
     "schedule",
     "schedule_into",
-    "schedule_states",
 ]

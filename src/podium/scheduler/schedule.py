@@ -9,11 +9,10 @@ Deterministic: alloc ids derive from (eval_id, job, group, index) and node order
 are seeded from eval_id, so the same inputs give the same plan. The snapshot's
 usage is never written: touched nodes are copied on first write. (Each node does
 keep a memo of static filter answers, which depends on nothing schedule() changes.)
-`schedule_states()` also returns those copies, so the owner of a long-lived snapshot
-can adopt them (`ClusterSnapshot.adopt`) instead of adding each placement again.
-`schedule_into()` is for an owner that takes every plan into its snapshot at once (the
-placement controller's round): it writes the nodes in place instead of copying them,
-and returns the same plan schedule() would.
+`schedule_into()` is for the owner of a long-lived snapshot that takes every plan into
+it at once (the placement controller's round): it writes the nodes in place instead of
+copying them, returns the same plan schedule() would, and leaves the snapshot as
+`apply(plan)` would, without adding each placement again.
 """
 
 from __future__ import annotations
@@ -43,21 +42,6 @@ def schedule(
     return _schedule(snapshot, job, reconciliation, eval_id, now, profile, in_place=False)[0]
 
 
-def schedule_states(
-    snapshot: ClusterSnapshot,
-    job: Job,
-    reconciliation: Reconciliation,
-    *,
-    eval_id: str,
-    now: float,
-    profile: Profile | None = None,
-) -> tuple[Plan, dict[int, NodeState]]:
-    """schedule(), plus the node states the plan leaves behind: position in
-    `snapshot.node_states()` -> a private copy holding the snapshot's usage with the
-    plan's stops freed and its placements added. Nothing in the snapshot changes."""
-    return _schedule(snapshot, job, reconciliation, eval_id, now, profile, in_place=False)
-
-
 def schedule_into(
     snapshot: ClusterSnapshot,
     job: Job,
@@ -85,6 +69,10 @@ def _schedule(
     *,
     in_place: bool,
 ) -> tuple[Plan, dict[int, NodeState]]:
+    """The plan, and the node states it leaves behind: position in
+    `snapshot.node_states()` -> the state holding the snapshot's usage with the plan's
+    stops freed and its placements added (a private copy, or, in place, the snapshot's
+    own)."""
     plan = Plan(
         namespace=job.namespace,
         job=job.name,

@@ -214,9 +214,9 @@ class ClusterSnapshot:
             self.add_alloc(a)
 
     def adopt(self, plan: Plan, states: dict[int, NodeState]) -> None:
-        """Account for a plan as `apply` does, given the node states that
-        `schedule_states` computed for this very plan on this snapshot: they replace the
-        snapshot's own, which are not updated placement by placement again."""
+        """Account for a plan as `apply` does, given the node states that schedule()
+        computed for this very plan on this snapshot (`schedule_into`): they take the
+        place of the snapshot's own, which are not updated placement by placement again."""
         order = self.node_states()
         for pos, state in states.items():
             node_id = state.node.id

@@ -292,12 +292,8 @@ class ClusterState:
             self._advance(absorbed)
 
     def _apply(self, ev: WatchEvent) -> None:
+        """One change that is not an alloc this server absorbed (`_apply_batch` skips those)."""
         key = ev.kv.key
-        if ev.type == "put" and key.startswith(keys.ALLOCS):  # the common case first
-            cached = self.allocs.get(key[_ALLOCS_LEN:])
-            if cached is not None and cached.revision == ev.kv.mod_rev:
-                self._advance(ev.kv.mod_rev)  # absorbed already: nothing new
-                return
         for prefix in _KINDS:
             if key.startswith(prefix):
                 break

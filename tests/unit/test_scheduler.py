@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import msgspec
@@ -239,6 +241,24 @@ def test_constraint_operators(constraint: object, fits: bool) -> None:
     )
     job = make_job(constraints=[constraint])  # type: ignore[list-item]
     assert bool(plan_for(nodes, job).placements) is fits
+
+
+def test_regexp_constraint_cannot_stall_the_scheduler() -> None:
+    """`^(a+)+$` against 40 a's and a "!" backtracks ~2^40 steps in Python's `re` (the
+    scheduler would hang on the leader's loop); RE2 answers in linear time. Run in a child
+    so that a hang fails the test instead of stopping the suite."""
+    code = (
+        "from podium.model.types import Constraint, Node\n"
+        "from podium.scheduler.plugins.constraints import compile_constraint\n"
+        "check = compile_constraint(Constraint('${node.name}', 'regexp', '^(a+)+$'))\n"
+        "assert check is not None\n"
+        "assert not check(Node(id='n', name='a' * 40 + '!'))\n"
+        "assert check(Node(id='n', name='a' * 40))\n"
+    )
+    try:
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a catastrophic regexp constraint stalled the scheduler for 10 s")
 
 
 def test_group_constraints_combine_with_job_constraints() -> None:

@@ -588,6 +588,18 @@ RULES: list[tuple[tuple[Any, ...], object, str, str]] = [
         "groups[0].constraints[0].value",
         'expected a regular expression, got "(a"',
     ),
+    (  # RE2 has no backreferences (they need backtracking): refused with its reason
+        (*G, "constraints"),
+        [{"attribute": "${node.labels.zone}", "operator": "regexp", "value": "(a)\\1"}],
+        "groups[0].constraints[0].value",
+        "invalid escape sequence: \\1",
+    ),
+    (
+        (*G, "constraints"),
+        [{"attribute": "${node.labels.zone}", "operator": "regexp", "value": "(?=a)b"}],
+        "groups[0].constraints[0].value",
+        "invalid perl operator: (?=",
+    ),
     (
         (*G, "constraints"),
         [{"attribute": "${node.attributes.os.version}", "operator": "version", "value": "new"}],

@@ -36,6 +36,7 @@ import msgspec
 import yaml
 
 from podium.errors import Problem, ValidationError
+from podium.model.pattern import PatternError, compile_pattern
 from podium.model.types import (
     Check,
     Constraint,
@@ -1290,9 +1291,9 @@ def _str_value(c: _Checker, value: object, path: str) -> object:
 def _check_constraint_value(c: _Checker, operator: object, text: str, path: str) -> None:
     if operator == "regexp":
         try:
-            re.compile(text)
-        except (re.error, OverflowError, RecursionError, ValueError) as e:
-            c.add(path, f"expected a regular expression, got {_show(text)}: {e}")
+            compile_pattern(text)
+        except PatternError as e:
+            c.add(path, f"expected a regular expression, got {_show(text)}: {e} (RE2 syntax)")
     elif operator == "version":
         clauses = text.split(",")
         if not text.strip() or not all(_VERSION_CLAUSE.fullmatch(x) for x in clauses):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Hashable
 
+from podium.model.pattern import PatternError, compile_pattern
 from podium.model.types import Constraint, Group, Node
 from podium.scheduler.framework import SUCCESS, Code, CycleContext, Status
 from podium.scheduler.snapshot import NodeState
@@ -152,9 +153,9 @@ def compile_constraint(c: Constraint) -> Check | None:
             return lambda n: left(n) != value
         return lambda n: left(n) != right(n)
     if op == "regexp":
-        try:
-            pattern = re.compile(c.value)
-        except re.error:
+        try:  # RE2: linear time, so a pattern from a job file cannot stall the loop
+            pattern = compile_pattern(c.value)
+        except PatternError:  # validation refuses these; a stored one matches nothing
             return lambda n: False
         return lambda n: (lv := left(n)) is not None and pattern.search(lv) is not None
     if op == "version":

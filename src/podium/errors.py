@@ -2,6 +2,7 @@
 
 PodiumError
 ├── ValidationError      bad input (400); carries every problem with its path
+│   └── TooLarge         a request body over the limit (413), refused while it is read
 ├── NotFound             no such object (404)
 ├── Conflict             a revision guard failed or the object exists (409)
 ├── PlacementError       the scheduler could not place work (422 from `job run`)
@@ -43,6 +44,10 @@ class ValidationError(PodiumError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = list(problems)
         super().__init__("; ".join(str(p) for p in self.problems) or "invalid input")
+
+
+class TooLarge(ValidationError):
+    status_code = 413
 
 
 class NotFound(PodiumError):

@@ -1,10 +1,12 @@
-"""200 broken job specs against the real API: each a 4xx naming the field, never a 5xx."""
+"""Fuzzing the real API: broken job specs get a 4xx naming the field; every route of the
+routes table, given odd path parameters, query parameters and bodies, never answers 5xx."""
 
 from __future__ import annotations
 
 import copy
 import json
 import random
+from typing import Any
 
 import httpx
 import pytest
@@ -13,7 +15,8 @@ import yaml
 from integration.cluster import ROOT, DevCluster
 from podium.errors import ValidationError
 from podium.model import spec as jobspec
-from support.mutate import mutate
+from podium.server.app import MAX_BODY, MAX_JSON_DEPTH, ROUTES
+from support.mutate import ODD_VALUES, mutate
 
 pytestmark = pytest.mark.integration
 
@@ -58,3 +61,183 @@ def test_mutated_specs_get_4xx_naming_the_field(dev_cluster: DevCluster) -> None
     assert dev_cluster.api("GET", "/v1/status")["jobs"] == 0
     assert [n["status"] for n in dev_cluster.api("GET", "/v1/nodes")] == ["ready"]
     assert dev_cluster.proc is not None and dev_cluster.proc.poll() is None
+
+
+# ------------------------------------------------------------ every route
+
+ODD_SEGMENTS = (
+    "x",
+    "0",
+    "-1",
+    "..",
+    "%2e%2e",
+    "a%2Fb",
+    "%00",
+    "%FF",
+    "%C3%BC",
+    "z" * 300,
+    "default",
+    "web",
+    "*",
+    "$ref",
+)
+ODD_QUERY = (
+    "",
+    "0",
+    "-1",
+    "1e400",
+    "NaN",
+    "abc",
+    "99999999999999999999999",
+    "true",
+    "0.01s",
+    "-5s",
+    "\x00",
+    "ünï",
+    "x" * 2000,
+)
+QUERY_NAMES = ("namespace", "index", "wait", "since", "limit", "job", "node", "alloc", "tag")
+QUERY_NAMES += ("purge", "force", "check_index")
+
+
+def _deep_json(depth: int) -> bytes:
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+def _bodies(rng: random.Random, node: dict[str, Any]) -> list[tuple[bytes, str]]:
+    """(body, content type): garbage, limits, and mutations of what the routes take."""
+    json_ct = "application/json"
+    out: list[tuple[bytes, str]] = [
+        (b"", json_ct),
+        (b"{", json_ct),
+        (b"null", json_ct),
+        (b"[]", json_ct),
+        (b"\xff\xfe", json_ct),
+        (b"[" * 2000 + b"]" * 2000, json_ct),
+        (_deep_json(2000), json_ct),
+        (_deep_json(MAX_JSON_DEPTH + 1), json_ct),
+        (b'{"x": 1e400, "y": -9223372036854775809}', json_ct),
+        (b"name: [[[[[", "application/yaml"),
+        (b"{" * 100_000, "application/yaml"),
+    ]
+    keys_ = ("job", "group", "count", "version", "check_index", "eligible", "enable")
+    keys_ += ("deadline", "groups", "id", "name", "resources")
+    for _ in range(12):
+        doc = {k: copy.deepcopy(rng.choice(ODD_VALUES)) for k in rng.sample(keys_, 3)}
+        out.append((json.dumps(doc).encode(), json_ct))
+    for _ in range(6):
+        out.append((json.dumps(mutate(node, rng)).encode(), json_ct))
+    update = {"id": "x", "client_status": "running", "task_states": {"t": {"state": "running"}}}
+    for _ in range(4):
+        out.append((json.dumps([mutate(update, rng)]).encode(), json_ct))
+    return out
+
+
+def _path(path: str, rng: random.Random, real: dict[str, str]) -> str:
+    out = path
+    while "{" in out:
+        start = out.index("{")
+        end = out.index("}", start)
+        name = out[start + 1 : end].split(":")[0]
+        if ":int" in out[start:end]:
+            value = rng.choice(("0", "1", "99999999999999999999999", "-1", "x"))
+        elif rng.random() < 0.3 and name in real:
+            value = real[name]
+        else:
+            value = rng.choice(ODD_SEGMENTS)
+        out = out[:start] + value + out[end + 1 :]
+    return out
+
+
+def test_every_route_answers_odd_requests_without_a_5xx(dev_cluster: DevCluster) -> None:
+    rng = random.Random(19_12)
+    (node,) = dev_cluster.api("GET", "/v1/nodes")
+    real = {"id": node["id"], "name": "web"}
+    dev_cluster.api(
+        "POST",
+        "/v1/jobs",
+        json={"job": yaml.safe_load((ROOT / "examples" / "web.yaml").read_text())},
+    )
+    node_doc = {k: node[k] for k in ("id", "name", "address", "resources", "labels", "drivers")}
+    node_doc["id"] = "fuzz-node"  # a second node: the real one keeps registering itself
+    failures: list[str] = []
+    sent = 0
+    with httpx.Client(base_url=dev_cluster.addr, timeout=30) as http:
+        for method, path, name, _ in ROUTES:
+            bodies = _bodies(rng, node_doc) if method in ("POST", "PUT") else [(b"", "")]
+            for body, ctype in bodies:
+                for _ in range(2 if method in ("POST", "PUT") else 12):
+                    url = _path(path, rng, real)
+                    params = {
+                        q: rng.choice(ODD_QUERY)
+                        for q in rng.sample(QUERY_NAMES, rng.randint(0, 3))
+                        if not (
+                            q == "wait" and name in ("node_allocs", "list_services", "get_service")
+                        )
+                    }
+                    headers = {"content-type": ctype} if ctype else {}
+                    if rng.random() < 0.1:
+                        headers["Idempotency-Key"] = rng.choice(("k", "ü".encode() * 10, "x" * 500))
+                    try:
+                        r = http.request(method, url, params=params, content=body, headers=headers)
+                    except httpx.HTTPError as e:
+                        failures.append(f"{method} {url} {str(params)[:200]}: {e!r}")
+                        continue
+                    sent += 1
+                    if r.status_code >= 500:
+                        failures.append(
+                            f"{method} {url} {str(params)[:200]} {body[:60]!r}: {r.status_code} {r.text[:200]}"
+                        )
+    assert sent > 1000
+    assert not failures, "\n".join(failures[:20]) + f"\n({len(failures)} of {sent})"
+    # A body over the limit is refused while it is read.
+    r = httpx.post(
+        dev_cluster.addr + "/v1/jobs",
+        content=b" " * (MAX_BODY + 1),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 413, (r.status_code, r.text)
+    assert dev_cluster.api("GET", "/v1/status")["version"]
+    assert dev_cluster.proc is not None and dev_cluster.proc.poll() is None
+
+
+def test_deep_json_is_refused_with_a_clear_error(dev_cluster: DevCluster) -> None:
+    for body in (_deep_json(2000), b"[" * 2000 + b"]" * 2000, _deep_json(MAX_JSON_DEPTH + 1)):
+        r = httpx.post(
+            f"{dev_cluster.addr}/v1/jobs",
+            content=body,
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 400, (r.status_code, r.text)
+        assert "nested" in r.json()["error"], r.text
+
+
+def test_node_registration_resources_are_validated(dev_cluster: DevCluster) -> None:
+    (node,) = dev_cluster.api("GET", "/v1/nodes")
+    base = {k: node[k] for k in ("address", "resources", "labels", "drivers")}
+    cases = [
+        ("resources.cpu", {"cpu": -9223372036854775809}),
+        ("resources.cpu", {"cpu": -1}),
+        ("resources.memory", {"memory": -5}),
+        ("resources.memory", {"memory": 10**15}),
+        ("resources.port_min", {"port_min": 0}),
+        ("resources.port_max", {"port_min": 30000, "port_max": 20000}),
+        ("resources.reserved_ports[0]", {"reserved_ports": [70000]}),
+    ]
+    for i, (path, change) in enumerate(cases):
+        doc = {
+            **base,
+            "id": f"bad-{i}",
+            "name": f"bad-{i}",
+            "resources": {**base["resources"], **change},
+        }
+        r = httpx.post(f"{dev_cluster.addr}/v1/nodes/register", json=doc)
+        assert r.status_code == 400, (change, r.status_code, r.text)
+        assert path in [p["path"] for p in r.json()["problems"]], (path, r.text)
+    for bad_id in ("a/b", "", "x" * 200, "..", "ü"):
+        doc = {**base, "id": bad_id, "name": "n"}
+        r = httpx.post(f"{dev_cluster.addr}/v1/nodes/register", json=doc)
+        assert r.status_code == 400, (bad_id, r.status_code, r.text)
+        assert "id" in [p["path"] for p in r.json()["problems"]], r.text
+    names = {n["name"] for n in dev_cluster.api("GET", "/v1/nodes")}
+    assert names == {node["name"]}, names

@@ -30,7 +30,7 @@ import re
 import shlex
 import signal
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import msgspec
 import yaml
@@ -46,6 +46,7 @@ from podium.model.types import (
     Job,
     MigrateStrategy,
     NetworkSpec,
+    Node,
     PortSpec,
     ReschedulePolicy,
     Resources,
@@ -821,8 +822,15 @@ def validate(doc: dict[str, Any]) -> Job:
         _check_job(c, job)
     if c.problems:
         raise ValidationError(c.problems)
+    return _convert(doc, Job)
+
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def _convert(doc: object, kind: type[S]) -> S:
     try:
-        return msgspec.convert(doc, type=Job)
+        return msgspec.convert(doc, type=kind)
     except msgspec.ValidationError as e:
         # A safety net for rules this module does not know yet (a field new in types.py).
         message, _, at = str(e).partition(" - at `$")
@@ -1321,3 +1329,53 @@ def load_job(text: str, *, filename: str = "") -> Job:
 def job_to_dict(job: Job) -> dict[str, Any]:
     """The job as plain data, for display and for editing and re-submitting."""
     return cast(dict[str, Any], msgspec.to_builtins(job))
+
+
+# ------------------------------------------------------- node registration
+
+# Node ids name store keys and URL paths: a conservative alphabet, no separators.
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_NODE_RESOURCE_RULES: dict[str, _Rule] = {
+    "cpu": _int(0, 1_000_000_000, "MHz"),  # 0: not fingerprinted; a node has many cores
+    "memory": _int(0, 1_000_000_000, "MB"),
+    "port_min": _int(1, 65535),
+    "port_max": _int(1, 65535),
+}
+
+
+def validate_node(doc: object) -> Node:
+    """The Node an agent registers, or ValidationError listing every problem with its path.
+
+    Unknown fields pass (a newer agent may send more); what the scheduler counts on is
+    held to the same kind of bounds as a job's resources."""
+    c = _Checker()
+    if not isinstance(doc, dict):
+        c.expect("", "a node object", doc)
+        raise ValidationError(c.problems)
+    node_id = doc.get("id")
+    if not (isinstance(node_id, str) and _NODE_ID.fullmatch(node_id)):
+        c.expect("id", "a node id of 1-128 letters, digits, '.', '_' or '-'", node_id)
+    name = doc.get("name")
+    if not (isinstance(name, str) and name.strip() and len(name) <= 255):
+        c.expect("name", "a node name of 1-255 characters", name)
+    elif not _valid_utf8(name):
+        c.add("name", "contains invalid unicode (a lone surrogate)")
+    for key in ("labels", "attributes"):
+        if key in doc:
+            c.str_map(doc[key], key)
+    res = doc.get("resources", {})
+    if not isinstance(res, dict):
+        c.expect("resources", "a mapping", res)
+    else:
+        for key, rule in _NODE_RESOURCE_RULES.items():
+            if key in res:
+                rule(c, res[key], _at("resources", key))
+        low, high = res.get("port_min", 20000), res.get("port_max", 32000)
+        if isinstance(low, int) and isinstance(high, int) and low > high:
+            c.add("resources.port_max", f"expected at least port_min ({low}), got {high}")
+        reserved = c.items(res.get("reserved_ports", []), "resources.reserved_ports", "ports")
+        for i, port in enumerate(reserved or []):
+            c.integer(port, _at("resources.reserved_ports", i), 1, 65535)
+    if c.problems:
+        raise ValidationError(c.problems)
+    return _convert(doc, Node)

@@ -21,7 +21,14 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from podium import __version__
-from podium.errors import Compacted, NotFound, PodiumError, Problem, ValidationError
+from podium.errors import (
+    Compacted,
+    NotFound,
+    PodiumError,
+    Problem,
+    TooLarge,
+    ValidationError,
+)
 from podium.model import spec as jobspec
 from podium.model.diff import diff
 from podium.model.types import AllocUpdate, Job, Node
@@ -31,7 +38,7 @@ from podium.server import deployments as dep_ops
 from podium.server import jobs as job_ops
 from podium.server import nodes as node_ops
 from podium.server.catalog import Catalog
-from podium.server.events import decode_event
+from podium.server.events import readable_event
 from podium.server.idempotency import Idempotency
 from podium.server.openapi import openapi_document
 from podium.server.runtime import ServerContext
@@ -41,6 +48,9 @@ from podium.store import snapshot as store_snapshot
 log = logging.getLogger(__name__)
 
 MAX_BODY = 4 * 1024 * 1024
+# Deeper than any document the API takes (a job may nest 64 levels inside its wrapper),
+# far below the interpreter's recursion limit, which the JSON decoder would meet first.
+MAX_JSON_DEPTH = 100
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -86,10 +96,27 @@ def _float_param(req: Request, name: str, default: float) -> float:
         ) from None
 
 
-async def _body(req: Request) -> bytes:
-    body = await req.body()
-    if len(body) > MAX_BODY:
-        raise ValidationError([Problem("", f"request body is larger than {MAX_BODY} bytes")])
+async def _body(req: Request, *, limit: int = MAX_BODY) -> bytes:
+    """The request body, up to `limit` bytes: a larger one is refused (413) as soon as its
+    Content-Length says so or its bytes pass the limit, never read whole first."""
+    cached: bytes | None = getattr(req, "_body", None)
+    if cached is not None:
+        return cached
+    declared = req.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit() or len(declared) > 19:
+            raise ValidationError([Problem("", f"bad Content-Length {declared[:40]!r}")])
+        if int(declared) > limit:
+            raise TooLarge([Problem("", f"request body is larger than {limit} bytes")])
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in req.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge([Problem("", f"request body is larger than {limit} bytes")])
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    req._body = body  # where Starlette keeps a body it read: later reads get this one
     return body
 
 
@@ -97,10 +124,35 @@ async def _json_body(req: Request) -> Any:
     body = await _body(req)
     if not body.strip():
         raise ValidationError([Problem("", "expected a JSON body")])
+    too_deep = ValidationError(
+        [Problem("", f"invalid JSON: nested more than {MAX_JSON_DEPTH} levels deep")]
+    )
     try:
-        return msgspec.json.decode(body)
+        data = msgspec.json.decode(body)
     except msgspec.DecodeError as e:
         raise ValidationError([Problem("", f"invalid JSON: {e}")]) from None
+    except RecursionError:  # deeper than the decoder goes (about the recursion limit)
+        raise too_deep from None
+    # Only a body with more containers than the limit can nest past it: most are small.
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and _deeper_than(data, MAX_JSON_DEPTH):
+        raise too_deep
+    return data
+
+
+def _deeper_than(data: Any, limit: int) -> bool:
+    """Whether decoded JSON nests containers more than `limit` levels (no recursion)."""
+    if type(data) is not dict and type(data) is not list:
+        return False
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = value.values() if type(value) is dict else value
+        for child in children:
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+    return False
 
 
 def _decode_as(kind: type[Any], data: Any, what: str) -> Any:
@@ -184,6 +236,8 @@ class Api:
                 "jobs": len(self.state.jobs),
                 "allocations": len(self.state.allocs),
                 "store": self.ctx.store_url,
+                # Stored values that do not decode (skipped: see the store.bad_value events).
+                "bad_values": len(self.state.bad_values),
             }
         )
 
@@ -511,9 +565,7 @@ class Api:
         return json_response(self._node_row(self._node(req)))
 
     async def register_node(self, req: Request) -> Response:
-        node = _decode_as(Node, await _json_body(req), "node")
-        if not node.id or not node.name:
-            raise ValidationError([Problem("node.id", "expected a non-empty id and name")])
+        node = jobspec.validate_node(await _json_body(req))
         node = msgspec.structs.replace(node, heartbeat_ttl=self.ctx.heartbeat_ttl)
         stored = await node_ops.register(self.state, self.ctx.heartbeats, node, now=self.now())
         await self.ctx.heartbeats.record(node.id)
@@ -634,7 +686,7 @@ class Api:
             )
 
         kvs, rev = await self.state.store.list(keys.EVENTS)
-        evs = [e for e in (decode_event(kv) for kv in kvs) if e.seq > since and wanted(e)]
+        evs = [e for e in map(readable_event, kvs) if e and e.seq > since and wanted(e)]
         evs.sort(key=lambda e: e.seq)
         if not follow:
             return json_response(evs[-limit:] if limit > 0 else evs)
@@ -645,9 +697,9 @@ class Api:
             try:
                 async for w in self.state.store.watch(keys.EVENTS, start_rev=rev + 1):
                     if w.type == "put":
-                        e = decode_event(w.kv)
-                        if wanted(e):
-                            yield b"data: " + msgspec.json.encode(e) + b"\n\n"
+                        new = readable_event(w.kv)
+                        if new is not None and wanted(new):
+                            yield b"data: " + msgspec.json.encode(new) + b"\n\n"
             except Compacted:
                 yield b"event: compacted\ndata: {}\n\n"
 

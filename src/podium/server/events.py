@@ -7,6 +7,7 @@ never claims something that did not commit); their order is the store revision.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import time
 
@@ -16,6 +17,7 @@ from podium.model.types import Event
 from podium.store import keys
 from podium.store.base import KeyValue, Put
 
+log = logging.getLogger(__name__)
 _counter = itertools.count()
 _salt = os.getpid() % 10_000
 
@@ -43,3 +45,12 @@ def decode_event(kv: KeyValue) -> Event:
     ev = msgspec.json.decode(kv.value, type=Event)
     ev.seq = kv.mod_rev
     return ev
+
+
+def readable_event(kv: KeyValue) -> Event | None:
+    """The event, or None (logged) when its stored value does not decode."""
+    try:
+        return decode_event(kv)
+    except msgspec.DecodeError as e:
+        log.error("stored event %s does not decode, skipped: %s", kv.key, e)
+        return None

@@ -5,6 +5,7 @@ Every write states the revision it read; a lost race is a Conflict (409).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
@@ -15,6 +16,8 @@ from podium.server.events import event_put
 from podium.server.state import ClusterState, encode
 from podium.store import keys
 from podium.store.base import Compare, Delete, Op, Put
+
+log = logging.getLogger(__name__)
 
 _SERVER_FIELDS = ("version", "stop", "submit_time", "submitted_by", "stable", "revision")
 
@@ -39,6 +42,12 @@ async def register(
     """Store `job` as a new version unless it equals the current one. Returns (job, changed)."""
     current = state.jobs.get(job.key)
     read_rev = current.revision if current is not None else 0
+    version = current.version + 1 if current is not None else 0
+    bad = state.bad_values.get(keys.job(job.namespace, job.name))
+    if current is None and bad is not None:
+        # The stored record does not decode: this submit replaces it, as the next version.
+        read_rev = bad[0]
+        version = await _next_version(state, job.namespace, job.name)
     if check_index is not None and check_index != read_rev:
         raise Conflict(
             f"job {job.name!r} changed since the plan (plan index {check_index}, "
@@ -46,7 +55,6 @@ async def register(
         )
     if current is not None and not current.stop and spec_of(current) == spec_of(job):
         return current, False
-    version = current.version + 1 if current is not None else 0
     new = msgspec.structs.replace(
         job,
         version=version,
@@ -75,6 +83,12 @@ async def register(
         raise Conflict(f"job {job.name!r} was changed concurrently; read it again and retry")
     await state.wait_for(res.revision)
     return state.jobs.get(job.key, new), True
+
+
+async def _next_version(state: ClusterState, namespace: str, name: str) -> int:
+    kvs, _ = await state.store.list(keys.job_versions(namespace, name))
+    numbers = [int(kv.key.rsplit("/", 1)[1]) for kv in kvs if kv.key.rsplit("/", 1)[1].isdigit()]
+    return max(numbers, default=-1) + 1
 
 
 async def stop(state: ClusterState, namespace: str, name: str, *, purge: bool, now: float) -> int:
@@ -189,7 +203,11 @@ async def versions(state: ClusterState, namespace: str, name: str) -> list[Job]:
     kvs, _ = await state.store.list(keys.job_versions(namespace, name))
     out = []
     for kv in kvs:
-        j = msgspec.json.decode(kv.value, type=Job)
+        try:
+            j = msgspec.json.decode(kv.value, type=Job)
+        except msgspec.DecodeError as e:
+            log.error("stored job version %s does not decode, skipped: %s", kv.key, e)
+            continue
         j.revision = kv.mod_rev
         out.append(j)
     if not out:

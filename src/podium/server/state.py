@@ -2,8 +2,11 @@
 
     store --list + watch('/')--> ClusterState (dicts + indexes) --> api reads, controllers
                                       |-- listeners: which job/node changed (dirty marking)
-                                      `-- waiters: read-your-writes (`wait_for(rev)`),
-                                          agents' blocking queries (`wait_node(node, index)`)
+                                      |-- waiters: read-your-writes (`wait_for(rev)`),
+                                      |   agents' blocking queries (`wait_node(node, index)`)
+                                      `-- bad values: a stored value that does not decode
+                                          is left out (as if absent), counted, and told
+                                          once as a `store.bad_value` event
 
 Writes never go through this cache: they go to the store guarded by the revision
 the writer read, and come back here through the watch.
@@ -23,6 +26,7 @@ import msgspec
 from podium.errors import Compacted, StoreError
 from podium.model.types import Allocation, Deployment, Job, Node, PlacementFailure
 from podium.runtime.waiters import park
+from podium.server.events import event_put
 from podium.store import keys
 from podium.store.base import Get, KeyValue, Store, WatchEvent
 
@@ -92,6 +96,12 @@ class ClusterState:
         # Last placement failures per job key, set by the placement controller.
         self.placement_failures: dict[str, list[PlacementFailure]] = {}
         self.ready = asyncio.Event()
+        # Stored values that did not decode: key -> (its revision, why), while the key holds
+        # such a value; and how many were met since this server started (never goes down).
+        self.bad_values: dict[str, tuple[int, str]] = {}
+        self.bad_value_count = 0
+        self._bad_to_tell: list[tuple[str, int, str]] = []
+        self._bad_wake = asyncio.Event()
         self._listeners: list[Listener] = []
         # Waiters are futures resolved from the feed: no lock taken per event.
         self._rev_waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap by revision
@@ -211,7 +221,13 @@ class ClusterState:
 
     async def run(self) -> None:
         """Load everything, then follow the store; re-list whenever the watch is compacted,
-        or broke because the store is down (the cache then serves what it last saw)."""
+        or broke because the store is down (the cache then serves what it last saw).
+        Beside it, tell the event stream of each value that could not be decoded."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._tell_bad_values(), name="bad-values")
+            await self._feed()
+
+    async def _feed(self) -> None:
         while True:
             try:
                 rev = await self._load()
@@ -231,7 +247,11 @@ class ClusterState:
         rev = res.revision
         fresh: dict[str, dict[str, object]] = {}
         for prefix, kvs in zip(_KINDS, res.reads, strict=True):
-            fresh[prefix] = {kv.key: _decode_any(prefix, kv) for kv in kvs}
+            fresh[prefix] = {}
+            for kv in kvs:
+                obj = self._decode(prefix, kv)
+                if obj is not None:
+                    fresh[prefix][kv.key] = obj
         old_jobs, old_nodes, old_allocs = self.jobs, self.nodes, self.allocs
         old_deployments = self.deployments
         self.jobs = {k[len(keys.JOBS) :]: v for k, v in fresh[keys.JOBS].items()}  # type: ignore[misc]
@@ -308,7 +328,11 @@ class ClusterState:
             keys.DEPLOYMENTS: self.deployments,
         }[prefix]  # type: ignore[assignment]
         old = table.get(name)
-        new = _decode_any(prefix, ev.kv) if ev.type == "put" else None
+        if ev.type == "put":
+            new = self._decode(prefix, ev.kv)  # None when it does not decode: as if deleted
+        else:
+            new = None
+            self.bad_values.pop(key, None)
         if new is None:
             table.pop(name, None)
         else:
@@ -317,6 +341,41 @@ class ClusterState:
             self._index_alloc(old, new, ev.kv.mod_rev)  # type: ignore[arg-type]
         self._notify(prefix, old, new)
         self._advance(ev.kv.mod_rev)
+
+    def _decode(self, prefix: str, kv: KeyValue) -> Any:
+        """The value as its kind, or None (recorded as a bad value) when it does not decode:
+        one value written by a newer version, a bug or a bad disk must not stop the feed."""
+        try:
+            obj = _decode_any(prefix, kv)
+        except msgspec.DecodeError as e:
+            why = str(e) or type(e).__name__
+            log.error("stored value %s (revision %d) does not decode, skipped: %s",
+                      kv.key, kv.mod_rev, why)  # fmt: skip
+            self.bad_value_count += 1
+            self.bad_values[kv.key] = (kv.mod_rev, why)
+            self._bad_to_tell.append((kv.key, kv.mod_rev, why))
+            self._bad_wake.set()
+            return None
+        if self.bad_values:
+            self.bad_values.pop(kv.key, None)
+        return obj
+
+    async def _tell_bad_values(self) -> None:
+        """One `store.bad_value` event per value skipped (kept until the store takes it)."""
+        while True:
+            await self._bad_wake.wait()
+            self._bad_wake.clear()
+            while self._bad_to_tell:
+                key, rev, why = self._bad_to_tell[0]
+                msg = f"stored value {key} (revision {rev}) does not decode and is skipped: {why}"
+                try:
+                    put = event_put("store.bad_value", msg)
+                    await self.store.put(put.key, put.value)
+                except (StoreError, OSError) as e:
+                    log.warning("cannot record a bad value event (%s); retrying", e)
+                    await asyncio.sleep(1.0)
+                    continue
+                self._bad_to_tell.pop(0)
 
     def _index_alloc(self, old: Allocation | None, new: Allocation | None, rev: int) -> None:
         if old is not None and old.live:

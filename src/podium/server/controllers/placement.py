@@ -151,6 +151,10 @@ class PlacementController:
         for key in round_.job_keys:
             ns, _, name = key.partition("/")
             job = self.state.jobs.get(key)
+            if job is None and keys.job(ns, name) in self.state.bad_values:
+                # Its record does not decode: not a purge. Its copies are left alone until
+                # the job is readable again (submitted anew).
+                continue
             allocs = self.state.allocs_of_job(ns, name)
             deployment = self.state.latest_deployment(ns, name)
             rec = reconcile(job, allocs, self.state.nodes, now=now, deployment=deployment)

@@ -41,20 +41,31 @@ def default_addresses(addr: str | None = None) -> list[str]:
     return out or [DEFAULT_ADDR]
 
 
-def _check(resp: httpx.Response) -> Any:
+def _check(resp: httpx.Response, *, raw: bool = False) -> Any:
+    """The JSON body of a podium answer, or the error it stands for.
+
+    podium answers JSON, errors included; `raw` allows other bodies on success (a
+    snapshot file). Anything else came from some other server at that address.
+    """
+    is_json = resp.headers.get("content-type", "").startswith("application/json")
     if resp.status_code < 400:
-        if resp.headers.get("content-type", "").startswith("application/json"):
-            return resp.json()
-        return resp.content
-    try:
-        body = resp.json()
-        msg = body.get("error", resp.text)
-    except ValueError:
-        body, msg = {}, resp.text or resp.reason_phrase
+        if is_json:
+            return _json(resp)
+        if raw:
+            return resp.content
+        raise _not_podium(resp)
+    if not is_json:
+        raise _not_podium(resp)
+    body = _json(resp)
+    msg = body.get("error", resp.text) if isinstance(body, dict) else resp.text
+    if not isinstance(body, dict):
+        body = {}
     code = resp.status_code
     if code == 400:
         problems = [
-            Problem(p.get("path", ""), p.get("message", "")) for p in body.get("problems", [])
+            Problem(p.get("path", ""), p.get("message", ""))
+            for p in body.get("problems", [])
+            if isinstance(p, dict)
         ]
         raise ValidationError(problems or [Problem("", msg)])
     if code == 404:
@@ -66,6 +77,22 @@ def _check(resp: httpx.Response) -> Any:
     if code == 503:
         raise Unavailable(msg)
     raise PodiumError(f"server error {code}: {msg}")
+
+
+def _json(resp: httpx.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        raise _not_podium(resp, "a body that is not JSON") from None
+
+
+def _not_podium(resp: httpx.Response, what: str = "") -> PodiumError:
+    """What a user hears when PODIUM_ADDR reaches a web server that is not podium."""
+    got = what or resp.headers.get("content-type", "").split(";")[0].strip() or "no content type"
+    return PodiumError(
+        f"this is not a podium server (got {got}, HTTP {resp.status_code}, from {resp.url}); "
+        "check --addr or PODIUM_ADDR"
+    )
 
 
 FAILOVER_ROUNDS = 2  # the CLI tries every server this many times before giving up
@@ -88,8 +115,13 @@ def _user() -> str:
 class Client:
     """Synchronous client for the CLI and tests."""
 
-    def __init__(self, addr: str | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, addr: str | None = None, *, namespace: str | None = None, timeout: float = 30.0
+    ) -> None:
         self.addresses = default_addresses(addr)
+        # One object's namespace when none is named (None: "default"); listings show only
+        # this namespace when it is set, every namespace when it is not.
+        self.namespace = namespace
         self._i = 0
         self._http = httpx.Client(timeout=timeout, headers={"x-podium-user": _user()})
 
@@ -100,11 +132,20 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, **kw: Any) -> Any:
+    def ns(self, namespace: str | None = None) -> str:
+        """The namespace of one object: the one given, else the client's, else "default"."""
+        return namespace or self.namespace or "default"
+
+    def _listing(self, namespace: str | None = None) -> dict[str, str]:
+        ns = namespace or self.namespace
+        return {"namespace": ns} if ns else {}
+
+    def request(self, method: str, path: str, *, raw: bool = False, **kw: Any) -> Any:
         """Send to the current server; on no answer or a 503 try the next ones (two rounds).
 
         A write carries one Idempotency-Key across its retries: if a server applied it
         but died before answering, the retry gets that first answer, not a second write.
+        `raw`: the answer may be other than JSON (a snapshot file).
         """
         if method != "GET":
             kw["headers"] = {"Idempotency-Key": uuid.uuid4().hex, **(kw.get("headers") or {})}
@@ -113,7 +154,7 @@ class Client:
             if attempt and attempt % len(self.addresses) == 0:
                 time.sleep(FAILOVER_PAUSE)
             try:
-                return _check(self._http.request(method, self.address + path, **kw))
+                return _check(self._http.request(method, self.address + path, **kw), raw=raw)
             except (httpx.TransportError, Unavailable) as e:
                 last = e
                 self._i = (self._i + 1) % len(self.addresses)
@@ -127,8 +168,8 @@ class Client:
             yield from resp.iter_lines()
 
     # jobs
-    def jobs(self) -> Any:
-        return self.request("GET", "/v1/jobs")
+    def jobs(self, namespace: str | None = None) -> Any:
+        return self.request("GET", "/v1/jobs", params=self._listing(namespace))
 
     def register_job(self, job: dict[str, Any], *, check_index: int | None = None) -> Any:
         return self.request("POST", "/v1/jobs", json={"job": job, "check_index": check_index})
@@ -139,64 +180,87 @@ class Client:
     def validate_job(self, job: dict[str, Any]) -> Any:
         return self.request("POST", "/v1/jobs/validate", json={"job": job})
 
-    def job(self, name: str, namespace: str = "default") -> Any:
-        return self.request("GET", f"/v1/job/{name}", params={"namespace": namespace})
+    def job(self, name: str, namespace: str | None = None) -> Any:
+        return self.request("GET", f"/v1/job/{name}", params={"namespace": self.ns(namespace)})
 
-    def stop_job(self, name: str, *, purge: bool = False, namespace: str = "default") -> Any:
+    def stop_job(self, name: str, *, purge: bool = False, namespace: str | None = None) -> Any:
         return self.request(
             "DELETE",
             f"/v1/job/{name}",
-            params={"namespace": namespace, "purge": str(purge).lower()},
+            params={"namespace": self.ns(namespace), "purge": str(purge).lower()},
         )
 
-    def job_versions(self, name: str, namespace: str = "default") -> Any:
-        return self.request("GET", f"/v1/job/{name}/versions", params={"namespace": namespace})
-
-    def job_version(self, name: str, version: int, namespace: str = "default") -> Any:
+    def job_versions(self, name: str, namespace: str | None = None) -> Any:
         return self.request(
-            "GET", f"/v1/job/{name}/version/{version}", params={"namespace": namespace}
+            "GET", f"/v1/job/{name}/versions", params={"namespace": self.ns(namespace)}
         )
 
-    def revert_job(self, name: str, version: int, namespace: str = "default") -> Any:
+    def job_version(self, name: str, version: int, namespace: str | None = None) -> Any:
         return self.request(
-            "POST", f"/v1/job/{name}/revert", params={"namespace": namespace},
+            "GET", f"/v1/job/{name}/version/{version}", params={"namespace": self.ns(namespace)}
+        )
+
+    def revert_job(self, name: str, version: int, namespace: str | None = None) -> Any:
+        return self.request(
+            "POST", f"/v1/job/{name}/revert", params={"namespace": self.ns(namespace)},
             json={"version": version},
         )  # fmt: skip
 
-    def scale_job(self, name: str, group: str, count: int, namespace: str = "default") -> Any:
+    def scale_job(self, name: str, group: str, count: int, namespace: str | None = None) -> Any:
         return self.request(
-            "POST", f"/v1/job/{name}/scale", params={"namespace": namespace},
+            "POST", f"/v1/job/{name}/scale", params={"namespace": self.ns(namespace)},
             json={"group": group, "count": count},
         )  # fmt: skip
 
     # deployments
-    def deployments(self, *, job: str = "") -> Any:
-        return self.request("GET", "/v1/deployments", params={"job": job} if job else {})
+    def deployments(self, *, job: str = "", namespace: str | None = None) -> Any:
+        """Every deployment (of the namespace, if set); of one job: in its namespace."""
+        one_job = {"job": job, "namespace": self.ns(namespace)}
+        return self.request(
+            "GET", "/v1/deployments", params=one_job if job else self._listing(namespace)
+        )
 
-    def deployment(self, ref: str, namespace: str = "default") -> Any:
-        return self.request("GET", f"/v1/deployment/{ref}", params={"namespace": namespace})
+    def deployment(self, ref: str, namespace: str | None = None) -> Any:
+        return self.request(
+            "GET", f"/v1/deployment/{ref}", params={"namespace": self.ns(namespace)}
+        )
 
     def deployment_action(
-        self, ref: str, action: str, *, groups: list[str] | None = None, namespace: str = "default"
+        self,
+        ref: str,
+        action: str,
+        *,
+        groups: list[str] | None = None,
+        namespace: str | None = None,
     ) -> Any:
         body = {"groups": groups} if groups else None
         return self.request(
-            "POST", f"/v1/deployment/{ref}/{action}", params={"namespace": namespace}, json=body
+            "POST",
+            f"/v1/deployment/{ref}/{action}",
+            params={"namespace": self.ns(namespace)},
+            json=body,
         )
 
     # allocs
-    def allocs(self, *, job: str | None = None, node: str | None = None) -> Any:
+    def allocs(
+        self, *, job: str | None = None, node: str | None = None, namespace: str | None = None
+    ) -> Any:
         params = {k: v for k, v in (("job", job), ("node", node)) if v}
+        if job:
+            params["namespace"] = self.ns(namespace)
+        else:
+            params |= self._listing(namespace)
         return self.request("GET", "/v1/allocations", params=params)
 
     def alloc(self, alloc_id: str) -> Allocation:
-        return msgspec.convert(self.request("GET", f"/v1/allocation/{alloc_id}"), Allocation)
+        data = self.request("GET", f"/v1/allocation/{alloc_id}", params=self._listing())
+        return msgspec.convert(data, Allocation)
 
     def stop_alloc(self, alloc_id: str) -> Any:
-        return self.request("POST", f"/v1/allocation/{alloc_id}/stop")
+        return self.request("POST", f"/v1/allocation/{alloc_id}/stop", params=self._listing())
 
     def restart_alloc(self, alloc_id: str) -> Any:
-        return self.request("POST", f"/v1/allocation/{alloc_id}/restart")
+        return self.request("POST", f"/v1/allocation/{alloc_id}/restart", params=self._listing())
 
     # nodes
     def nodes(self) -> Any:
@@ -216,11 +280,10 @@ class Client:
 
     # services
     def services(self, *, namespace: str | None = None) -> Any:
-        params = {"namespace": namespace} if namespace else {}
-        return self.request("GET", "/v1/services", params=params)
+        return self.request("GET", "/v1/services", params=self._listing(namespace))
 
-    def service(self, name: str, *, namespace: str = "default", tag: str = "") -> Any:
-        params = {"namespace": namespace, **({"tag": tag} if tag else {})}
+    def service(self, name: str, *, namespace: str | None = None, tag: str = "") -> Any:
+        params = {"namespace": self.ns(namespace), **({"tag": tag} if tag else {})}
         return self.request("GET", f"/v1/service/{name}", params=params)
 
     def status(self) -> Any:

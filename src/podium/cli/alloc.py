@@ -10,7 +10,7 @@ import httpx
 import msgspec
 
 from podium.api.client import Client, _check
-from podium.cli.main import addr_option
+from podium.cli.main import addr_option, namespace_option
 from podium.cli.output import ago, console, print_json, table
 
 
@@ -30,10 +30,11 @@ def _agent_url(c: Client, alloc_id: str) -> tuple[str, Any]:
 @alloc.command()
 @click.argument("alloc_id")
 @click.option("--json", "as_json", is_flag=True)
+@namespace_option
 @addr_option
-def status(alloc_id: str, as_json: bool, addr: str | None) -> None:
+def status(alloc_id: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
     """One allocation: placement, tasks, checks."""
-    a = Client(addr).alloc(alloc_id)
+    a = Client(addr, namespace=namespace).alloc(alloc_id)
     if as_json:
         print_json(msgspec.to_builtins(a))
         return
@@ -76,12 +77,19 @@ def status(alloc_id: str, as_json: bool, addr: str | None) -> None:
 @click.option("--stderr", is_flag=True, help="Show stderr instead of stdout")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output")
 @click.option("--tail", default=65536, show_default=True, help="Bytes from the end to start at")
+@namespace_option
 @addr_option
 def logs(
-    alloc_id: str, task: str | None, stderr: bool, follow: bool, tail: int, addr: str | None
+    alloc_id: str,
+    task: str | None,
+    stderr: bool,
+    follow: bool,
+    tail: int,
+    namespace: str | None,
+    addr: str | None,
 ) -> None:
     """A task's stdout (or stderr), read from its node."""
-    c = Client(addr)
+    c = Client(addr, namespace=namespace)
     base, a = _agent_url(c, alloc_id)
     params = {
         "type": "stderr" if stderr else "stdout",
@@ -106,19 +114,21 @@ def logs(
 
 @alloc.command()
 @click.argument("alloc_id")
+@namespace_option
 @addr_option
-def stop(alloc_id: str, addr: str | None) -> None:
+def stop(alloc_id: str, namespace: str | None, addr: str | None) -> None:
     """Stop an allocation; the scheduler places a replacement."""
-    a = Client(addr).stop_alloc(alloc_id)
+    a = Client(addr, namespace=namespace).stop_alloc(alloc_id)
     console.print(f"allocation {a['id'][:8]} stopping")
 
 
 @alloc.command()
 @click.argument("alloc_id")
+@namespace_option
 @addr_option
-def restart(alloc_id: str, addr: str | None) -> None:
+def restart(alloc_id: str, namespace: str | None, addr: str | None) -> None:
     """Restart an allocation's tasks in place, on the same node."""
-    a = Client(addr).restart_alloc(alloc_id)
+    a = Client(addr, namespace=namespace).restart_alloc(alloc_id)
     console.print(f"allocation {a['id'][:8]} restarting")
 
 
@@ -126,10 +136,17 @@ def restart(alloc_id: str, addr: str | None) -> None:
 @click.argument("alloc_id")
 @click.option("--task", default=None, help="Task name (default: the first)")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@namespace_option
 @addr_option
-def exec_(alloc_id: str, task: str | None, command: tuple[str, ...], addr: str | None) -> None:
+def exec_(
+    alloc_id: str,
+    task: str | None,
+    command: tuple[str, ...],
+    namespace: str | None,
+    addr: str | None,
+) -> None:
     """Run a command in a task's context: podium alloc exec ID -- CMD ARGS."""
-    c = Client(addr)
+    c = Client(addr, namespace=namespace)
     base, a = _agent_url(c, alloc_id)
     params = {"task": task} if task else {}
     resp = httpx.post(

@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 
 from podium.api.client import Client
-from podium.cli.main import addr_option
+from podium.cli.main import addr_option, namespace_option
 from podium.cli.output import ago, console, print_json, table
 
 _DONE = ("successful", "failed", "cancelled")
@@ -32,10 +32,11 @@ def deployment() -> None:
 @deployment.command("list")
 @click.option("--job", default="", help="Only this job's deployments")
 @click.option("--json", "as_json", is_flag=True)
+@namespace_option
 @addr_option
-def list_(job: str, as_json: bool, addr: str | None) -> None:
+def list_(job: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
     """Every deployment, newest first."""
-    ds = Client(addr).deployments(job=job)
+    ds = Client(addr, namespace=namespace).deployments(job=job)
     if as_json:
         print_json(ds)
         return
@@ -54,11 +55,14 @@ def list_(job: str, as_json: bool, addr: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--watch", "-w", is_flag=True, help="Follow live until the deployment ends")
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds to follow")
+@namespace_option
 @addr_option
-def status(ref: str, as_json: bool, watch: bool, timeout: float, addr: str | None) -> None:
+def status(
+    ref: str, as_json: bool, watch: bool, timeout: float, namespace: str | None, addr: str | None
+) -> None:
     """A deployment (by job name or id): per group desired, canaries, placed, healthy.
     Exit status with --watch: 0 successful, 1 failed or cancelled, 2 still running."""
-    c = Client(addr)
+    c = Client(addr, namespace=namespace)
     view = c.deployment(ref)
     if as_json and not watch:
         print_json(view)
@@ -143,8 +147,14 @@ def render(view: dict[str, Any]) -> Table:
     return t
 
 
-def _act(action: str, ref: str, addr: str | None, groups: list[str] | None = None) -> None:
-    view = Client(addr).deployment_action(ref, action, groups=groups)
+def _act(
+    action: str,
+    ref: str,
+    addr: str | None,
+    namespace: str | None,
+    groups: list[str] | None = None,
+) -> None:
+    view = Client(addr, namespace=namespace).deployment_action(ref, action, groups=groups)
     d = view["deployment"]
     console.print(f"deployment {d['id'][:8]} ({d['job']} v{d['job_version']}): {d['status']}"
                   f" — {d['status_description']}", markup=False)  # fmt: skip
@@ -153,31 +163,35 @@ def _act(action: str, ref: str, addr: str | None, groups: list[str] | None = Non
 @deployment.command()
 @click.argument("ref")
 @click.option("--group", "groups", multiple=True, help="Only these groups (default: all)")
+@namespace_option
 @addr_option
-def promote(ref: str, groups: tuple[str, ...], addr: str | None) -> None:
+def promote(ref: str, groups: tuple[str, ...], namespace: str | None, addr: str | None) -> None:
     """Promote the canaries: the rest of the old copies roll to the new version."""
-    _act("promote", ref, addr, list(groups) or None)
+    _act("promote", ref, addr, namespace, list(groups) or None)
 
 
 @deployment.command()
 @click.argument("ref")
+@namespace_option
 @addr_option
-def fail(ref: str, addr: str | None) -> None:
+def fail(ref: str, namespace: str | None, addr: str | None) -> None:
     """Fail a deployment now (rolls back to the last stable version with auto_revert)."""
-    _act("fail", ref, addr)
+    _act("fail", ref, addr, namespace)
 
 
 @deployment.command()
 @click.argument("ref")
+@namespace_option
 @addr_option
-def pause(ref: str, addr: str | None) -> None:
+def pause(ref: str, namespace: str | None, addr: str | None) -> None:
     """Pause a rollout: nothing more is replaced until `resume`."""
-    _act("pause", ref, addr)
+    _act("pause", ref, addr, namespace)
 
 
 @deployment.command()
 @click.argument("ref")
+@namespace_option
 @addr_option
-def resume(ref: str, addr: str | None) -> None:
+def resume(ref: str, namespace: str | None, addr: str | None) -> None:
     """Resume a paused rollout."""
-    _act("resume", ref, addr)
+    _act("resume", ref, addr, namespace)

@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
 
 import click
 
 from podium.api.client import Client
+from podium.cli import jobfile
 from podium.cli.deployment import follow
-from podium.cli.main import addr_option
+from podium.cli.main import addr_option, namespace_given, namespace_option
 from podium.cli.output import ago, console, err_console, failure_lines, print_json, table
-from podium.model import spec as jobspec
 
 
-def _read(path: str) -> dict[str, Any]:
-    """Parse the file locally (syntax errors with line numbers); the server validates fully."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise click.ClickException(f"cannot read {path}: {e.strerror}") from None
-    doc: dict[str, Any] = jobspec.parse_job_text(text, filename=path)
-    return doc
+def _load(file: str, namespace: str | None) -> jobfile.JobFile:
+    return jobfile.load(
+        file, namespace=namespace, namespace_given=namespace_given(click.get_current_context())
+    )
 
 
 @click.group()
@@ -33,11 +27,14 @@ def job() -> None:
 
 @job.command()
 @click.argument("file")
+@namespace_option
 @addr_option
-def validate(file: str, addr: str | None) -> None:
-    """Check a job file: every problem, with its path. Works without a server."""
-    raw = _read(file)
-    j = jobspec.validate(jobspec.canonicalize(raw))
+def validate(file: str, namespace: str | None, addr: str | None) -> None:
+    """Check a job file: every problem, with its path. Works without a server.
+
+    FILE is a job file (YAML, or JSON when it ends in .json); - reads it from stdin.
+    """
+    j = _load(file, namespace).job
     console.print(
         f"[green]ok[/] job {j.name!r}: {len(j.groups)} group(s), "
         f"{sum(g.count for g in j.groups)} alloc(s)"
@@ -54,12 +51,24 @@ def validate(file: str, addr: str | None) -> None:
     help="Refuse if the job changed since `job plan` printed this index",
 )
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for health")
+@namespace_option
 @addr_option
-def run(file: str, detach: bool, check_index: int | None, timeout: float, addr: str | None) -> None:
-    """Submit a job and follow it until every copy is running and healthy."""
-    raw = _read(file)
-    c = Client(addr)
-    resp = c.register_job(raw, check_index=check_index)
+def run(
+    file: str,
+    detach: bool,
+    check_index: int | None,
+    timeout: float,
+    namespace: str | None,
+    addr: str | None,
+) -> None:
+    """Submit a job and follow it until every copy is running and healthy.
+
+    FILE is a job file (YAML, or JSON when it ends in .json); - reads it from stdin.
+    The job runs in the namespace the file names, else in -n/PODIUM_NAMESPACE's.
+    """
+    loaded = _load(file, namespace)
+    c = Client(addr, namespace=loaded.job.namespace)
+    resp = c.register_job(loaded.wire(), check_index=check_index)
     name = resp["name"]
     what = "registered" if resp["changed"] else "unchanged"
     console.print(f"job {name!r} version {resp['version']} {what} (index {resp['index']})")
@@ -156,11 +165,15 @@ def _monitor(c: Client, name: str, version: int, timeout: float) -> int:
 @job.command()
 @click.argument("file")
 @click.option("--json", "as_json", is_flag=True)
+@namespace_option
 @addr_option
-def plan(file: str, as_json: bool, addr: str | None) -> None:
-    """Dry run: what would change and what the scheduler would do. Changes nothing."""
-    raw = _read(file)
-    p = Client(addr).plan_job(raw)
+def plan(file: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
+    """Dry run: what would change and what the scheduler would do. Changes nothing.
+
+    FILE is a job file (YAML, or JSON when it ends in .json); - reads it from stdin.
+    """
+    loaded = _load(file, namespace)
+    p = Client(addr, namespace=loaded.job.namespace).plan_job(loaded.wire())
     if as_json:
         print_json(p)
         return
@@ -197,19 +210,27 @@ def plan(file: str, as_json: bool, addr: str | None) -> None:
 @job.command()
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True)
+@namespace_option
 @addr_option
-def status(name: str | None, as_json: bool, addr: str | None) -> None:
+def status(name: str | None, as_json: bool, namespace: str | None, addr: str | None) -> None:
     """A job's groups and allocations (all jobs without NAME)."""
-    c = Client(addr)
+    c = Client(addr, namespace=namespace)
     if name is None:
         jobs = c.jobs()
         if as_json:
             print_json(jobs)
             return
         table(
-            ["NAME", "TYPE", "VERSION", "STATUS", "SUBMITTED"],
+            ["NAME", "NAMESPACE", "TYPE", "VERSION", "STATUS", "SUBMITTED"],
             [
-                [j["name"], j["type"], j["version"], j["status"], ago(j["submit_time"])]
+                [
+                    j["name"],
+                    j["namespace"],
+                    j["type"],
+                    j["version"],
+                    j["status"],
+                    ago(j["submit_time"]),
+                ]
                 for j in jobs
             ],
         )
@@ -297,10 +318,13 @@ def status(name: str | None, as_json: bool, addr: str | None) -> None:
 @click.option("--purge", is_flag=True, help="Remove the job and its history entirely")
 @click.option("--detach", is_flag=True, help="Return at once; do not wait for allocs to stop")
 @click.option("--timeout", default=120.0, show_default=True)
+@namespace_option
 @addr_option
-def stop(name: str, purge: bool, detach: bool, timeout: float, addr: str | None) -> None:
+def stop(
+    name: str, purge: bool, detach: bool, timeout: float, namespace: str | None, addr: str | None
+) -> None:
     """Stop every allocation of a job."""
-    c = Client(addr)
+    c = Client(addr, namespace=namespace)
     ids = [a["id"] for a in c.allocs(job=name)]
     c.stop_job(name, purge=purge)
     console.print(f"job {name!r} {'purged' if purge else 'stopping'}")
@@ -323,10 +347,11 @@ def stop(name: str, purge: bool, detach: bool, timeout: float, addr: str | None)
 @job.command()
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
+@namespace_option
 @addr_option
-def history(name: str, as_json: bool, addr: str | None) -> None:
+def history(name: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
     """Every version of a job, newest first, with what changed."""
-    vs = Client(addr).job_versions(name)
+    vs = Client(addr, namespace=namespace).job_versions(name)
     if as_json:
         print_json(vs)
         return
@@ -346,10 +371,18 @@ def history(name: str, as_json: bool, addr: str | None) -> None:
 @click.argument("version", type=click.IntRange(min=0))
 @click.option("--detach", is_flag=True, help="Return once submitted; do not follow the rollout")
 @click.option("--timeout", default=600.0, show_default=True)
+@namespace_option
 @addr_option
-def revert(name: str, version: int, detach: bool, timeout: float, addr: str | None) -> None:
+def revert(
+    name: str,
+    version: int,
+    detach: bool,
+    timeout: float,
+    namespace: str | None,
+    addr: str | None,
+) -> None:
     """Run an earlier version again (as a new version, rolled out like any change)."""
-    c = Client(addr)
+    c = Client(addr, namespace=namespace)
     resp = c.revert_job(name, version)
     if not resp["changed"]:
         console.print(f"job {name!r} already runs the spec of version {version}")
@@ -367,12 +400,15 @@ def revert(name: str, version: int, detach: bool, timeout: float, addr: str | No
 @click.argument("v1", type=click.IntRange(min=0))
 @click.argument("v2", type=click.IntRange(min=0))
 @click.option("--json", "as_json", is_flag=True)
+@namespace_option
 @addr_option
-def diff_(name: str, v1: int, v2: int, as_json: bool, addr: str | None) -> None:
+def diff_(
+    name: str, v1: int, v2: int, as_json: bool, namespace: str | None, addr: str | None
+) -> None:
     """What changed between two versions of a job, field by field."""
     from podium.model.diff import diff
 
-    c = Client(addr)
+    c = Client(addr, namespace=namespace)
     server = ("version", "stop", "submit_time", "submitted_by", "stable", "revision")
     a, b = ({k: v for k, v in c.job_version(name, v).items() if k not in server} for v in (v1, v2))
     changes = [{"path": d.path, "kind": d.kind, "old": d.old, "new": d.new} for d in diff(a, b)]
@@ -395,9 +431,10 @@ def diff_(name: str, v1: int, v2: int, as_json: bool, addr: str | None) -> None:
 @click.argument("name")
 @click.argument("group")
 @click.argument("count", type=click.IntRange(min=0, max=10_000))
+@namespace_option
 @addr_option
-def scale(name: str, group: str, count: int, addr: str | None) -> None:
+def scale(name: str, group: str, count: int, namespace: str | None, addr: str | None) -> None:
     """Set one group's count: copies are added or removed, none restarted."""
-    resp = Client(addr).scale_job(name, group, count)
+    resp = Client(addr, namespace=namespace).scale_job(name, group, count)
     what = f"version {resp['version']}" if resp["changed"] else "unchanged"
     console.print(f"job {name!r} group {group!r} count {count}: {what}")

@@ -21,8 +21,20 @@ class PodiumGroup(click.Group):
     """Turns podium errors into a clear message and a non-zero exit, never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from podium.cli.jobfile import InvalidJobFile
+
         try:
             return super().invoke(ctx)
+        except InvalidJobFile as e:
+            n = len(e.problems)
+            err_console.print(
+                f"[red]Error:[/] {e.source} is not a valid job "
+                f"({n} problem{'s' if n != 1 else ''}):",
+                highlight=False,
+            )
+            for p in e.problems:
+                err_console.print(f"  - {p}", markup=False)
+            sys.exit(1)
         except ValidationError as e:
             err_console.print("[red]Error:[/] invalid input")
             for p in e.problems:
@@ -43,6 +55,38 @@ def addr_option(f: Any) -> Any:
         help="Server address(es), comma-separated: the next is tried when one does not "
         "answer (or PODIUM_ADDR); default http://127.0.0.1:4646",
     )(f)
+
+
+def _check_namespace(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from podium.model.spec import is_name
+
+    if value is not None and not is_name(value):
+        raise click.BadParameter(
+            f"expected a namespace name (lowercase letters, digits, '-'), got {value!r}"
+        )
+    return value
+
+
+def namespace_option(f: Any) -> Any:
+    """`-n/--namespace` (or PODIUM_NAMESPACE), the one way every command is told a namespace.
+
+    Commands on one object use it or "default"; listings show only it, or every namespace
+    when it is not given. `namespace_given(ctx)` says whether it was typed on the command line.
+    """
+    return click.option(
+        "-n",
+        "--namespace",
+        "namespace",
+        envvar="PODIUM_NAMESPACE",
+        default=None,
+        callback=_check_namespace,
+        help='Namespace (or PODIUM_NAMESPACE); one object: default "default"; '
+        "listings: every namespace unless given",
+    )(f)
+
+
+def namespace_given(ctx: click.Context) -> bool:
+    return ctx.get_parameter_source("namespace") == click.core.ParameterSource.COMMANDLINE
 
 
 def _split_addr(addr: str, option: str = "--addr") -> tuple[str, int]:
@@ -341,18 +385,25 @@ def agent(
     run_until_signal(Agent(cfg, builtin_drivers()).run())
 
 
-def main() -> None:
+def build() -> click.Group:
+    """The whole `podium` command, every noun added (idempotent; tests invoke it in-process)."""
     from podium.cli import alloc, deployment, job, node, operator, server_ops, service
 
     server.add_command(server_ops.members)
+    for group in (
+        job.job,
+        deployment.deployment,
+        alloc.alloc,
+        node.node,
+        service.service,
+        operator.operator,
+    ):
+        cli.add_command(group)
+    return cli
 
-    cli.add_command(job.job)
-    cli.add_command(deployment.deployment)
-    cli.add_command(alloc.alloc)
-    cli.add_command(node.node)
-    cli.add_command(service.service)
-    cli.add_command(operator.operator)
-    cli(prog_name="podium")
+
+def main() -> None:
+    build()(prog_name="podium")
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def save(file: Path, store_url: str | None, addr: str | None) -> None:
         data, header = asyncio.run(_direct(store_url, _dump))
         keys, rev = header.keys, header.revision
     else:
-        data = Client(addr).request("GET", "/v1/operator/snapshot")
+        data = Client(addr).request("GET", "/v1/operator/snapshot", raw=True)
         header, _ = snap.parse(data)
         keys, rev = header.keys, header.revision
     tmp = file.with_name(f".{file.name}.tmp")

@@ -7,7 +7,7 @@ import sys
 import click
 
 from podium.api.client import Client
-from podium.cli.main import addr_option
+from podium.cli.main import addr_option, namespace_option
 from podium.cli.output import console, err_console, print_json, table
 
 
@@ -17,8 +17,8 @@ def service() -> None:
 
 
 @service.command("list")
-@click.option("--namespace", default=None, help="Only this namespace (default: all)")
 @click.option("--json", "as_json", is_flag=True)
+@namespace_option
 @addr_option
 def list_(namespace: str | None, as_json: bool, addr: str | None) -> None:
     """Every service with its healthy and total copies, tags and ingress routes."""
@@ -46,13 +46,15 @@ def list_(namespace: str | None, as_json: bool, addr: str | None) -> None:
 
 @service.command()
 @click.argument("name")
-@click.option("--namespace", default="default", show_default=True)
 @click.option("--tag", default="", help="Only endpoints carrying this tag")
 @click.option("--json", "as_json", is_flag=True)
+@namespace_option
 @addr_option
-def status(name: str, namespace: str, tag: str, as_json: bool, addr: str | None) -> None:
+def status(name: str, tag: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
     """A service's healthy endpoints (address:port, node, alloc, tags)."""
-    data = Client(addr).service(name, namespace=namespace, tag=tag)
+    c = Client(addr, namespace=namespace)
+    namespace = c.ns()
+    data = c.service(name, tag=tag)
     if as_json:
         print_json(data)
         if not data["known"]:

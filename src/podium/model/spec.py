@@ -70,6 +70,9 @@ MAX_CONFIG_DEPTH = 32
 MAX_ITEMS = 1000  # per list or mapping in the spec (groups, tasks, env, ...)
 SIGNALS = frozenset(s.name for s in signal.Signals)
 SERVER_FIELDS = ("version", "stop", "submit_time", "revision")  # set by the server; accepted
+# Every field the server sets on a stored version (the rest is the user's spec).
+STORED_FIELDS = (*SERVER_FIELDS, "submitted_by", "stable")
+MAX_JOB_BYTES = 4 * 1024 * 1024  # the server's request body limit (server.app.MAX_BODY)
 
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -1379,3 +1382,16 @@ def validate_node(doc: object) -> Node:
     if c.problems:
         raise ValidationError(c.problems)
     return _convert(doc, Node)
+
+
+def user_spec(job: Job) -> dict[str, Any]:
+    """The user's part of a job (no field the server sets): what a submit compares and sends."""
+    d = job_to_dict(job)
+    for f in STORED_FIELDS:
+        d.pop(f, None)
+    return d
+
+
+def show(value: object) -> str:
+    """A value as messages show it: short, and safe for any input."""
+    return _show(value)

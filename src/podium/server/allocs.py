@@ -111,10 +111,14 @@ async def modify(
     raise Conflict(f"allocation {alloc_id} changed too often to update; retry")
 
 
-def resolve(state: ClusterState, id_or_prefix: str) -> Allocation:
+def resolve(state: ClusterState, id_or_prefix: str, *, namespace: str | None = None) -> Allocation:
+    """The one alloc an id or id prefix names (in `namespace`, when one is given)."""
     found = state.find_alloc(id_or_prefix)
+    if namespace is not None:
+        found = [a for a in found if a.namespace == namespace]
     if not found:
-        raise NotFound(f"no allocation matches {id_or_prefix!r}")
+        where = f" in namespace {namespace!r}" if namespace is not None else ""
+        raise NotFound(f"no allocation matches {id_or_prefix!r}{where}")
     if len(found) > 1:
         raise Conflict(f"{len(found)} allocations match {id_or_prefix!r}; give more of the id")
     return found[0]

@@ -31,7 +31,7 @@ from podium.errors import (
 )
 from podium.model import spec as jobspec
 from podium.model.diff import diff
-from podium.model.types import AllocUpdate, Job, Node
+from podium.model.types import Allocation, AllocUpdate, Job, Node
 from podium.scheduler import ClusterSnapshot, group_hash, reconcile, schedule
 from podium.server import allocs as alloc_ops
 from podium.server import deployments as dep_ops
@@ -47,7 +47,7 @@ from podium.store import snapshot as store_snapshot
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 4 * 1024 * 1024
+MAX_BODY = jobspec.MAX_JOB_BYTES  # what the CLI checks a job file against, too
 # Deeper than any document the API takes (a job may nest 64 levels inside its wrapper),
 # far below the interpreter's recursion limit, which the JSON decoder would meet first.
 MAX_JSON_DEPTH = 100
@@ -496,21 +496,29 @@ class Api:
     # -------------------------------------------------------------- allocs
 
     async def list_allocs(self, req: Request) -> Response:
+        """job=NAME (in namespace, default "default"); node=ID; namespace alone filters."""
         job, node = req.query_params.get("job"), req.query_params.get("node")
-        ns = _namespace(req)
+        ns = req.query_params.get("namespace") or None
         if job:
-            allocs = self.state.allocs_of_job(ns, job)
+            allocs = self.state.allocs_of_job(ns or "default", job)
         elif node:
             allocs = self.state.allocs_of_node(node)
         else:
             allocs = list(self.state.allocs.values())
+        if ns:
+            allocs = [a for a in allocs if a.namespace == ns]
         return json_response([job_ops.alloc_row(a) for a in allocs])
 
+    def _alloc(self, req: Request) -> Allocation:
+        """The alloc an id or prefix names (only in `namespace` when one is given)."""
+        ns = req.query_params.get("namespace") or None
+        return alloc_ops.resolve(self.state, req.path_params["id"], namespace=ns)
+
     async def get_alloc(self, req: Request) -> Response:
-        return json_response(alloc_ops.resolve(self.state, req.path_params["id"]))
+        return json_response(self._alloc(req))
 
     async def stop_alloc(self, req: Request) -> Response:
-        a = alloc_ops.resolve(self.state, req.path_params["id"])
+        a = self._alloc(req)
         new = await alloc_ops.modify(
             self.state,
             a.id,
@@ -523,7 +531,7 @@ class Api:
         return json_response(new)
 
     async def restart_alloc(self, req: Request) -> Response:
-        a = alloc_ops.resolve(self.state, req.path_params["id"])
+        a = self._alloc(req)
         new = await alloc_ops.modify(
             self.state,
             a.id,

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from podium.errors import Conflict, NotFound
+from podium.model import spec as jobspec
 from podium.model.types import Allocation, Job
 from podium.server.events import event_put
 from podium.server.state import ClusterState, encode
@@ -19,15 +20,10 @@ from podium.store.base import Compare, Delete, Op, Put
 
 log = logging.getLogger(__name__)
 
-_SERVER_FIELDS = ("version", "stop", "submit_time", "submitted_by", "stable", "revision")
-
 
 def spec_of(job: Job) -> dict[str, Any]:
     """The user's part of a job: what decides whether a submit is a change."""
-    d: dict[str, Any] = msgspec.to_builtins(job)
-    for f in _SERVER_FIELDS:
-        d.pop(f, None)
-    return d
+    return jobspec.user_spec(job)
 
 
 async def register(
@@ -261,6 +257,9 @@ def summary(state: ClusterState, job: Job) -> dict[str, Any]:
 def alloc_row(a: Allocation) -> dict[str, Any]:
     return {
         "id": a.id,
+        "namespace": a.namespace,
+        "job": a.job,
+        "group": a.group,
         "name": a.name,
         "node_id": a.node_id,
         "node_name": a.node_name,

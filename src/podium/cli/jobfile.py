@@ -1,0 +1,130 @@
+"""A job file as the CLI reads it: bytes from a path or stdin (`-`) to a validated job.
+
+    FILE ──read (size limit)──> bytes ──UTF-8──> text ──parse──> raw ──namespace──> raw
+         ──canonicalize + validate (model.spec)──> Job ──wire()──> the body the server gets
+
+Every step fails with an `InvalidJobFile` naming the file and where (byte offset, line,
+field path), so `job validate`, `plan` and `run` refuse the same files the same way, and
+nothing invalid is ever sent.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from podium.errors import Problem, ValidationError
+from podium.model import spec as jobspec
+from podium.model.types import Job
+
+STDIN = "-"
+
+
+class InvalidJobFile(ValidationError):
+    """A job file that cannot be used, with every problem; `source` names the file."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        super().__init__(problems)
+
+
+@dataclass(frozen=True)
+class JobFile:
+    source: str  # the path, or "stdin"
+    job: Job
+
+    def wire(self) -> dict[str, Any]:
+        """The job as the server receives it: canonical, the user's fields only."""
+        return jobspec.user_spec(self.job)
+
+
+def load(path: str, *, namespace: str | None = None, namespace_given: bool = False) -> JobFile:
+    """Read, parse and validate a job file; `namespace` applies when the file names none.
+
+    A file that names a namespace keeps it, unless `namespace_given` (an explicit
+    `-n`) names another: that contradiction is an error, not a guess.
+    """
+    source = "stdin" if path == STDIN else path
+    text = _text(source, _read(path, source))
+    name = path if path != STDIN else ("stdin.json" if text.lstrip().startswith("{") else "stdin")
+    try:
+        raw = jobspec.parse_job_text(text, filename=name)
+    except ValidationError as e:
+        # parse_job_text names the file itself ("FILE: invalid YAML at line ...").
+        raise InvalidJobFile(source, e.problems) from None
+    written = raw.get("namespace")
+    if written is None and namespace:
+        raw["namespace"] = namespace
+    elif namespace_given and namespace and written != namespace:
+        raise InvalidJobFile(
+            source,
+            [
+                Problem(
+                    "namespace",
+                    f"the file says {jobspec.show(written)} but --namespace says "
+                    f"{jobspec.show(namespace)}; change one of them",
+                )
+            ],
+        )
+    try:
+        job = jobspec.validate(jobspec.canonicalize(raw))
+    except ValidationError as e:
+        raise InvalidJobFile(source, e.problems) from None
+    loaded = JobFile(source, job)
+    size = len(json.dumps({"job": loaded.wire()}).encode())
+    if size > jobspec.MAX_JOB_BYTES:
+        raise InvalidJobFile(source, [Problem("", _too_large(size))])
+    return loaded
+
+
+def _too_large(size: int) -> str:
+    return (
+        f"{size:,} bytes is more than the {jobspec.MAX_JOB_BYTES // (1024 * 1024)} MiB "
+        "a podium server accepts in one request"
+    )
+
+
+def _read(path: str, source: str) -> bytes:
+    limit = jobspec.MAX_JOB_BYTES
+    try:
+        if path == STDIN:
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)
+    except OSError as e:
+        raise InvalidJobFile(source, [Problem("", f"cannot read {source}: {e.strerror}")]) from None
+    if len(data) > limit:
+        raise InvalidJobFile(
+            source,
+            [
+                Problem(
+                    "",
+                    f"{source} is larger than {limit // (1024 * 1024)} MiB, the most a podium "
+                    "server accepts in one request",
+                )
+            ],
+        )
+    return data
+
+
+def _text(source: str, data: bytes) -> str:
+    """UTF-8 text (a leading byte order mark dropped), or where the first bad byte is."""
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        at = e.start
+        line = data.count(b"\n", 0, at) + 1
+        column = at - (data.rfind(b"\n", 0, at) + 1) + 1
+        raise InvalidJobFile(
+            source,
+            [
+                Problem(
+                    "",
+                    f"{source}: not UTF-8 text: byte 0x{data[at]:02x} at offset {at} "
+                    f"(line {line}, column {column}); save the file as UTF-8",
+                )
+            ],
+        ) from None

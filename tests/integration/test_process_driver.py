@@ -135,10 +135,13 @@ async def test_missing_work_dir_and_command(hx: Harness) -> None:
 def test_validate_config_messages() -> None:
     d = ProcessDriver(use_cgroups=False)
     assert d.validate_config({"command": "sleep", "args": ["1"]}) == []
-    assert d.validate_config({}) == ["command: expected a non-empty string"]
-    assert d.validate_config({"command": "x", "args": "1"}) == ["args: expected a list of strings"]
+    assert d.validate_config({}) == ["command: required field is missing"]
+    assert d.validate_config({"command": " "}) == ['command: expected a non-empty string, got " "']
+    assert d.validate_config({"command": "x", "args": "1"}) == [
+        'args: expected a list of strings, got "1"'
+    ]
     assert d.validate_config({"command": "x", "args": ["a", 2]}) == [
-        "args[1]: expected a string, got int"
+        "args[1]: expected a string, got 2"
     ]
 
 

@@ -661,10 +661,12 @@ def test_valid_variants() -> None:
     assert len(job.groups[0].constraints) == 5
 
 
-def test_unknown_drivers_are_left_to_placement() -> None:
+def test_unknown_drivers_are_refused_before_placement() -> None:
     doc = minimal()
     doc["groups"][0]["tasks"][0].update(driver="qemu", config={"image": "vm.qcow2"})
-    assert load(doc).groups[0].tasks[0].driver == "qemu"
+    (problem,) = problems(doc)
+    assert problem.path == "groups[0].tasks[0].driver"
+    assert problem.message.startswith('unknown driver "qemu"; podium\'s drivers are: docker')
 
 
 def test_docker_config() -> None:

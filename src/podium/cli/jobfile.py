@@ -17,6 +17,7 @@ from typing import Any
 
 from podium.errors import Problem, ValidationError
 from podium.model import spec as jobspec
+from podium.model.show import show
 from podium.model.types import Job
 
 STDIN = "-"
@@ -25,9 +26,18 @@ STDIN = "-"
 class InvalidJobFile(ValidationError):
     """A job file that cannot be used, with every problem; `source` names the file."""
 
-    def __init__(self, source: str, problems: list[Problem]) -> None:
+    def __init__(self, source: str, problems: list[Problem], *, raw: object = None) -> None:
         self.source = source
+        self.raw = raw  # the job as written, when it parsed: says which driver a config is
         super().__init__(problems)
+
+    def lines(self) -> list[str]:
+        """Each problem, and where docs/job-spec.md explains the field."""
+        from podium.model.spec_doc import doc_link
+
+        return [
+            f"{p} (see {doc_link(p.path, self.raw)})" if p.path else str(p) for p in self.problems
+        ]
 
 
 @dataclass(frozen=True)
@@ -63,15 +73,16 @@ def load(path: str, *, namespace: str | None = None, namespace_given: bool = Fal
             [
                 Problem(
                     "namespace",
-                    f"the file says {jobspec.show(written)} but --namespace says "
-                    f"{jobspec.show(namespace)}; change one of them",
+                    f"the file says {show(written)} but --namespace says "
+                    f"{show(namespace)}; change one of them",
                 )
             ],
+            raw=raw,
         )
     try:
         job = jobspec.validate(jobspec.canonicalize(raw))
     except ValidationError as e:
-        raise InvalidJobFile(source, e.problems) from None
+        raise InvalidJobFile(source, e.problems, raw=raw) from None
     loaded = JobFile(source, job)
     size = len(json.dumps({"job": loaded.wire()}).encode())
     if size > jobspec.MAX_JOB_BYTES:

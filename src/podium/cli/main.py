@@ -32,8 +32,8 @@ class PodiumGroup(click.Group):
                 f"({n} problem{'s' if n != 1 else ''}):",
                 highlight=False,
             )
-            for p in e.problems:
-                err_console.print(f"  - {p}", markup=False)
+            for line in e.lines():
+                err_console.print(f"  - {line}", markup=False)
             sys.exit(1)
         except ValidationError as e:
             err_console.print("[red]Error:[/] invalid input")

@@ -138,15 +138,6 @@ def parse_signal(name: str) -> int:
         raise DriverError(f"signal: unknown signal {name!r}") from None
 
 
-def unknown_fields(config: dict[str, Any], allowed: tuple[str, ...]) -> list[str]:
-    """A problem for each key of a task's `config` that its driver does not know."""
-    return [
-        f"{k}: unknown field (expected one of {', '.join(allowed)})"
-        for k in config
-        if k not in allowed
-    ]
-
-
 def refuse_invalid(driver: Driver, config: dict[str, Any]) -> None:
     """Raise DriverError naming every problem with `config`, before anything starts."""
     problems = driver.validate_config(config)

@@ -32,7 +32,7 @@ import re
 import time
 from typing import Any
 
-from podium.drivers import docker_volumes
+from podium.drivers import docker_volumes, schemas
 from podium.drivers.base import (
     ExitResult,
     Fingerprint,
@@ -41,7 +41,6 @@ from podium.drivers.base import (
     TaskStats,
     parse_signal,
     refuse_invalid,
-    unknown_fields,
 )
 from podium.drivers.docker_engine import DEFAULT_SOCKET, Demux, Engine, EngineError
 from podium.errors import DriverError, TaskNotFound
@@ -49,33 +48,13 @@ from podium.errors import DriverError, TaskNotFound
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
-CONFIG_FIELDS = (
-    "image",
-    "image_archive",
-    "command",
-    "args",
-    "entrypoint",
-    "labels",
-    "ports",
-    "volumes",
-    "user",
-    "work_dir",
-    "init",
-    "network_mode",
-)
-NETWORK_MODES = ("bridge", "host", "none")
 KILL_DEADLINE = 10.0
 CURSOR_EVERY = 0.5  # seconds between saves of the log cursor
 EXEC_OUTPUT_LIMIT = 4 * MIB
-LABEL_PREFIX = "podium."
 
 
 def container_name(alloc_id: str, task: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_.-]", "_", f"podium-{task}-{alloc_id}")
-
-
-def _strings(value: object) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def _since(ts: bytes) -> str:
@@ -126,34 +105,7 @@ class DockerDriver:
         )
 
     def validate_config(self, config: dict[str, Any]) -> list[str]:
-        problems = []
-        image = config.get("image")
-        if not isinstance(image, str) or not image.strip():
-            problems.append("image: expected a non-empty string")
-        for k in ("image_archive", "command", "user", "work_dir"):
-            if k in config and (not isinstance(config[k], str) or not config[k]):
-                problems.append(f"{k}: expected a non-empty string")
-        for k in ("args", "entrypoint", "ports", "volumes"):
-            if k in config and not _strings(config[k]):
-                problems.append(f"{k}: expected a list of strings")
-        labels = config.get("labels", {})
-        if not isinstance(labels, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
-        ):
-            problems.append("labels: expected a mapping of strings to strings")
-        elif any(k.startswith(LABEL_PREFIX) for k in labels):
-            problems.append(f"labels: keys starting with {LABEL_PREFIX!r} are podium's own")
-        if config.get("network_mode", "bridge") not in NETWORK_MODES:
-            problems.append(f"network_mode: expected one of {', '.join(NETWORK_MODES)}")
-        if "init" in config and not isinstance(config["init"], bool):
-            problems.append("init: expected true or false")
-        if _strings(config.get("volumes", [])):
-            for i, vol in enumerate(config.get("volumes", [])):
-                parsed = docker_volumes.parse(vol)
-                if isinstance(parsed, str):
-                    problems.append(f"volumes[{i}]: {parsed}")
-        problems += unknown_fields(config, CONFIG_FIELDS)
-        return problems
+        return schemas.DOCKER.messages(config)
 
     # ── start ──────────────────────────────────────────────────────────────────────────
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from podium.drivers import schemas
 from podium.drivers.base import (
     ExitResult,
     Fingerprint,
@@ -26,11 +27,8 @@ from podium.drivers.base import (
     TaskStats,
     parse_signal,
     refuse_invalid,
-    unknown_fields,
 )
 from podium.errors import DriverError, TaskNotFound
-
-CONFIG_FIELDS = ("run_for", "exit_code", "start_error", "fail_stop", "stdout")
 
 
 @dataclass(slots=True)
@@ -73,23 +71,7 @@ class MockDriver:
         )
 
     def validate_config(self, config: dict[str, Any]) -> list[str]:
-        problems = []
-        run_for = config.get("run_for")
-        if run_for is not None and (
-            isinstance(run_for, bool) or not isinstance(run_for, int | float) or run_for < 0
-        ):
-            problems.append("run_for: expected a number of seconds >= 0")
-        if isinstance(config.get("exit_code", 0), bool) or not isinstance(
-            config.get("exit_code", 0), int
-        ):
-            problems.append("exit_code: expected an integer")
-        for k in ("start_error", "stdout"):
-            if not isinstance(config.get(k, ""), str):
-                problems.append(f"{k}: expected a string")
-        if not isinstance(config.get("fail_stop", False), bool):
-            problems.append("fail_stop: expected true or false")
-        problems += unknown_fields(config, CONFIG_FIELDS)
-        return problems
+        return schemas.MOCK.messages(config)
 
     async def start(self, cfg: TaskConfig) -> TaskHandle:
         c = cfg.driver_config

@@ -27,6 +27,7 @@ from typing import Any
 
 import psutil
 
+from podium.drivers import schemas
 from podium.drivers.base import (
     ExitResult,
     Fingerprint,
@@ -35,7 +36,6 @@ from podium.drivers.base import (
     TaskStats,
     parse_signal,
     refuse_invalid,
-    unknown_fields,
 )
 from podium.errors import DriverError, TaskNotFound
 
@@ -50,7 +50,6 @@ RLIMIT_DATA_HEADROOM = 2
 KILL_DEADLINE = 10.0  # seconds to wait for SIGKILLed processes to vanish before giving up
 POLL = 0.1  # how often a recovered (non-child) task is checked
 EXEC_OUTPUT_LIMIT = 4 * MIB
-CONFIG_FIELDS = ("command", "args", "work_dir")
 
 
 # ── cgroups ────────────────────────────────────────────────────────────────────────────
@@ -425,24 +424,7 @@ class ProcessDriver:
         )
 
     def validate_config(self, config: dict[str, Any]) -> list[str]:
-        problems = []
-        cmd = config.get("command")
-        if not isinstance(cmd, str) or not cmd.strip():
-            problems.append("command: expected a non-empty string")
-        args = config.get("args", [])
-        if not isinstance(args, list):
-            problems.append("args: expected a list of strings")
-        else:
-            problems += [
-                f"args[{i}]: expected a string, got {type(a).__name__}"
-                for i, a in enumerate(args)
-                if not isinstance(a, str)
-            ]
-        wd = config.get("work_dir")
-        if wd is not None and (not isinstance(wd, str) or not wd):
-            problems.append("work_dir: expected a non-empty string")
-        problems += unknown_fields(config, CONFIG_FIELDS)
-        return problems
+        return schemas.PROCESS.messages(config)
 
     async def start(self, cfg: TaskConfig) -> TaskHandle:
         refuse_invalid(self, cfg.driver_config)

@@ -22,10 +22,8 @@ Rules a user meets:
 from __future__ import annotations
 
 import datetime
-import difflib
 import json
 import math
-import posixpath
 import re
 import shlex
 import signal
@@ -35,8 +33,10 @@ from typing import Any, TypeVar, cast
 import msgspec
 import yaml
 
+from podium.drivers.schemas import SCHEMAS
 from podium.errors import Problem, ValidationError
 from podium.model.pattern import PatternError, compile_pattern
+from podium.model.show import near, show, unknown_field
 from podium.model.types import (
     Check,
     Constraint,
@@ -116,7 +116,7 @@ def parse_duration(value: object) -> float:
     """
     expected = (
         'expected a duration such as "500ms", "5s", "1m30s" or a number of seconds, '
-        f"got {_show(value)}"
+        f"got {show(value)}"
     )
     if isinstance(value, bool):
         raise ValueError(expected)
@@ -127,7 +127,7 @@ def parse_duration(value: object) -> float:
     elif isinstance(value, str):
         text = value.strip()
         if text.startswith("-") and len(text) < 64:
-            raise ValueError(f"expected a duration that is not negative, got {_show(value)}")
+            raise ValueError(f"expected a duration that is not negative, got {show(value)}")
         if len(text) > 64:
             raise ValueError(expected)
         if re.fullmatch(r"\d+(?:\.\d*)?|\.\d+", text):
@@ -141,9 +141,9 @@ def parse_duration(value: object) -> float:
     if math.isnan(seconds):
         raise ValueError(expected)
     if seconds < 0:
-        raise ValueError(f"expected a duration that is not negative, got {_show(value)}")
+        raise ValueError(f"expected a duration that is not negative, got {show(value)}")
     if seconds > MAX_DURATION:
-        raise ValueError(f"expected a duration of at most 3650d, got {_show(value)}")
+        raise ValueError(f"expected a duration of at most 3650d, got {show(value)}")
     return seconds
 
 
@@ -155,7 +155,7 @@ def _construct_mapping(loader: Any, node: Any) -> dict[Any, Any]:
         if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
             if key_node.value in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {_show(key_node.value)}", key_node.start_mark
+                    None, None, f"duplicate key {show(key_node.value)}", key_node.start_mark
                 )
             seen.add(key_node.value)
     return cast(dict[Any, Any], loader.construct_mapping(node))
@@ -169,7 +169,7 @@ def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise ValueError(f"duplicate key {_show(key)}")
+            raise ValueError(f"duplicate key {show(key)}")
         out[key] = value
     return out
 
@@ -207,7 +207,7 @@ def parse_job_text(text: str, *, filename: str = "") -> dict[str, Any]:
         # Huge integers, impossible dates ("2024-13-45"), duplicate JSON keys.
         raise _bad(f"{where}invalid document: {' '.join(str(e).split())[:200]}") from None
     if not isinstance(data, dict):
-        got = "an empty document" if data is None else _show(data)
+        got = "an empty document" if data is None else show(data)
         raise _bad(
             f"{where}expected a job: a mapping with fields such as name and groups, got {got}"
         )
@@ -349,7 +349,8 @@ def _merged(defaults: dict[str, Any], given: object, durations: Iterable[str] = 
     if given is None:
         out = dict(defaults)
     elif isinstance(given, dict):
-        out = {**defaults, **{k: v for k, v in given.items() if v is not None}}
+        # null means "the default" for a known field; an unknown one stays to be reported.
+        out = {**defaults, **{k: v for k, v in given.items() if v is not None or k not in defaults}}
     else:
         return given
     for key in durations:
@@ -549,35 +550,11 @@ def _canon_constraint(raw: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------- validate
 
 
-def _show(value: object) -> str:
-    """A value as it appears in a message: short, and safe for any input."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value) if value.bit_length() <= 64 else "an integer too large to use"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        short = value if len(value) <= 60 else value[:57] + "..."
-        try:
-            short.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: escape so the message stays printable
-            return json.dumps(short)
-        return json.dumps(short, ensure_ascii=False)
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    return f"a {type(value).__name__}"
-
-
 def _at(path: str, key: object) -> str:
     """`path.key` for plain names, `path[0]` for list indexes, `path["odd key"]` otherwise."""
     if isinstance(key, str) and _PLAIN_KEY.fullmatch(key):
         return f"{path}.{key}" if path else key
-    return f"{path}[{_show(key)}]"
+    return f"{path}[{show(key)}]"
 
 
 def _valid_utf8(text: str) -> bool:
@@ -601,7 +578,7 @@ class _Checker:
         self.problems.append(Problem(path, message))
 
     def expect(self, path: str, what: str, got: object) -> bool:
-        self.add(path, f"expected {what}, got {_show(got)}")
+        self.add(path, f"expected {what}, got {show(got)}")
         return False
 
     def struct(
@@ -723,12 +700,7 @@ def is_name(value: object) -> bool:
 
 
 def _unknown_field(key: object, valid: tuple[str, ...]) -> str:
-    shown = [f for f in valid if f not in SERVER_FIELDS]
-    hint = ""
-    if isinstance(key, str) and len(key) <= 64:
-        close = difflib.get_close_matches(key, shown, n=1, cutoff=0.7)
-        hint = f' (did you mean "{close[0]}"?)' if close else ""
-    return f"unknown field{hint}; valid fields are: {', '.join(shown)}"
+    return unknown_field(key, [f for f in valid if f not in SERVER_FIELDS])
 
 
 def _int(lo: int, hi: int, unit: str = "") -> _Rule:
@@ -876,7 +848,7 @@ def _unique(
         return
     name = item["name"]
     if name in seen:
-        c.add(_at(path, "name"), f"duplicate {what} {_show(name)}: also used by {seen[name]}")
+        c.add(_at(path, "name"), f"duplicate {what} {show(name)}: also used by {seen[name]}")
     else:
         seen[name] = path
 
@@ -977,7 +949,7 @@ def _check_network(c: _Checker, value: object, path: str) -> set[str]:
         labels.add(label)
         env = label.upper().replace("-", "_")
         if env in env_names:
-            c.add(label_path, f"collides with {_show(env_names[env])}: both are PODIUM_PORT_{env}")
+            c.add(label_path, f"collides with {show(env_names[env])}: both are PODIUM_PORT_{env}")
         env_names.setdefault(env, label)
         port = c.struct(spec, label_path, PortSpec, {})
         static = port.get("static", 0) if port is not None else 0
@@ -985,7 +957,7 @@ def _check_network(c: _Checker, value: object, path: str) -> set[str]:
         if isinstance(static, bool) or not isinstance(static, int) or not 0 <= static <= 65535:
             c.expect(static_path, "a port number from 1 to 65535, or 0 for a dynamic port", static)
         elif static and static in statics:
-            c.add(static_path, f"port {static} is also used by {_show(statics[static])}")
+            c.add(static_path, f"port {static} is also used by {show(statics[static])}")
         elif static:
             statics[static] = label
     return labels
@@ -1116,7 +1088,12 @@ def _check_task(
     if task is None:
         return None
     driver = task.get("driver", "process")
-    c.string(driver, _at(path, "driver"), nonempty=True)
+    if c.string(driver, _at(path, "driver"), nonempty=True) and driver not in SCHEMAS:
+        c.add(
+            _at(path, "driver"),
+            f"unknown driver {show(driver)}{near(driver, list(SCHEMAS))}; "
+            f"podium's drivers are: {', '.join(sorted(SCHEMAS))}",
+        )
     if "config" in task:
         _check_config(c, task["config"], _at(path, "config"), driver, labels)
     if "resources" in task:
@@ -1136,72 +1113,20 @@ def _check_task(
 
 
 def _check_config(c: _Checker, value: object, path: str, driver: object, labels: set[str]) -> None:
-    """Any JSON-like mapping; the drivers podium ships get their required keys checked here.
-
-    Other keys stay open: the driver owns its config and rejects the rest at start.
-    """
+    """A JSON-like mapping, bounded; then what its driver's schema says about it."""
     if not isinstance(value, dict):
         c.expect(path, "a mapping", value)
         return
     if not _json_like(c, value, path):
         return
-    if driver == "process":
-        if "command" not in value:
-            c.add(_at(path, "command"), "required field is missing: the process driver runs it")
-        else:
-            c.exec_string(value["command"], _at(path, "command"), nonempty=True)
-        if "args" in value:
-            c.strings(value["args"], _at(path, "args"), "strings", exec_safe=True)
-    elif driver == "docker":
-        if "image" not in value:
-            c.add(_at(path, "image"), "required field is missing: the docker driver runs it")
-        else:
-            c.string(value["image"], _at(path, "image"), nonempty=True)
-        if "ports" in value and c.strings(value["ports"], _at(path, "ports"), "port labels"):
-            for i, label in enumerate(value["ports"]):
-                _check_port_ref(c, label, _at(_at(path, "ports"), i), labels, allow_empty=False)
-        _check_docker_config(c, value, path)
-
-
-def _check_docker_config(c: _Checker, value: dict[str, Any], path: str) -> None:
-    """The docker driver's fields. Host paths are checked again on the node, against its
-    host volumes and after resolving symlinks; here only what is wrong on any node."""
-    for key in ("image_archive", "command", "user", "work_dir"):
-        if key in value:
-            c.exec_string(value[key], _at(path, key), nonempty=True)
-    for key in ("args", "entrypoint"):
-        if key in value:
-            c.strings(value[key], _at(path, key), "strings", exec_safe=True)
-    if "labels" in value:
-        c.str_map(value["labels"], _at(path, "labels"))
-        if isinstance(value["labels"], dict) and any(
-            isinstance(k, str) and k.startswith("podium.") for k in value["labels"]
-        ):
-            c.add(_at(path, "labels"), 'keys starting with "podium." are podium\'s own')
-    if "init" in value:
-        c.boolean(value["init"], _at(path, "init"))
-    if "network_mode" in value:
-        c.choice(value["network_mode"], _at(path, "network_mode"), ("bridge", "host", "none"))
-    volumes = value.get("volumes", [])
-    if "volumes" in value and c.strings(volumes, _at(path, "volumes"), '"SOURCE:TARGET[:ro]"'):
-        for i, vol in enumerate(volumes):
-            problem = _volume_problem(vol)
-            if problem:
-                c.add(_at(_at(path, "volumes"), i), problem)
-
-
-def _volume_problem(volume: str) -> str:
-    parts = volume.split(":")
-    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
-        return f'expected "SOURCE:TARGET" or "SOURCE:TARGET:ro", got {volume!r}'
-    source, target = parts[0], parts[1]
-    if len(parts) == 3 and parts[2] not in ("ro", "rw"):
-        return f"mode must be ro or rw, got {parts[2]!r}"
-    if not target.startswith("/"):
-        return f"target {target!r} must be an absolute path inside the container"
-    if not source.startswith("/") and posixpath.normpath(source).split("/")[0] == "..":
-        return f"{source!r} escapes the alloc dir (relative sources must stay inside it)"
-    return ""
+    schema = SCHEMAS.get(driver) if isinstance(driver, str) else None
+    if schema is None:
+        return  # the driver itself was reported
+    for where, message in schema.problems(value, port_labels=labels):
+        at = path
+        for part in where:
+            at = _at(at, part)
+        c.add(at, message)
 
 
 def _json_like(c: _Checker, value: object, path: str) -> bool:
@@ -1304,7 +1229,7 @@ def _check_constraint_value(c: _Checker, operator: object, text: str, path: str)
         try:
             compile_pattern(text)
         except PatternError as e:
-            c.add(path, f"expected a regular expression, got {_show(text)}: {e} (RE2 syntax)")
+            c.add(path, f"expected a regular expression, got {show(text)}: {e} (RE2 syntax)")
     elif operator == "version":
         clauses = text.split(",")
         if not text.strip() or not all(_VERSION_CLAUSE.fullmatch(x) for x in clauses):
@@ -1390,8 +1315,3 @@ def user_spec(job: Job) -> dict[str, Any]:
     for f in STORED_FIELDS:
         d.pop(f, None)
     return d
-
-
-def show(value: object) -> str:
-    """A value as messages show it: short, and safe for any input."""
-    return _show(value)

@@ -20,6 +20,18 @@ echo "==> etcd"
 if bash scripts/ensure-etcd.sh; then
   export PODIUM_REQUIRE_ETCD=1
 fi
+echo "==> prometheus"
+# Installs Debian's prometheus (and promtool) where we are root; once they run, the
+# metrics acceptance test must run.
+if bash scripts/ensure-prometheus.sh; then
+  export PODIUM_REQUIRE_PROMETHEUS=1
+fi
+echo "==> chromium"
+# Installs Debian's chromium and chromium-driver where we are root; once they run, the
+# web UI's browser tests must run.
+if bash scripts/ensure-chromium.sh; then
+  export PODIUM_REQUIRE_CHROMIUM=1
+fi
 echo "==> pytest"
 set +e
 .venv/bin/pytest -q -p no:cacheprovider "$@"

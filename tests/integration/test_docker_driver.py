@@ -175,6 +175,7 @@ async def test_container_carries_labels_limits_user_workdir_and_env(
         assert (code, out) == (4, b"hello\n")
         stats = await driver.stats(h)
         assert stats.pids >= 1 and 0 < stats.memory_bytes < 32 * 1024 * 1024
+        assert stats.cpu_seconds > 0 and stats.memory_limit_bytes > 0
         await driver.stop(h, timeout=2)
 
 

@@ -262,6 +262,12 @@ async def test_stats(hx: Harness) -> None:
     s = await hx.driver.stats(h)
     assert s.memory_bytes > 0 and s.pids >= 2
     assert s.cpu_percent > 10  # the busy loop
+    assert s.cpu_seconds > 0.1
+    await asyncio.sleep(0.3)
+    later = await hx.driver.stats(h)
+    assert later.cpu_seconds > s.cpu_seconds  # a counter: it grows while the loop spins
+    if hx.driver.cgroups().version != "none":
+        assert later.memory_limit_bytes == 64 * 1024 * 1024  # the task's memory: 64 (MB)
 
 
 async def test_fingerprint_reports_cgroups() -> None:

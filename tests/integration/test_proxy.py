@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from podium.errors import ValidationError
 from podium.proxy import Endpoint, Proxy, Route, UpstreamConfig
@@ -491,10 +492,6 @@ async def test_many_pipelined_requests_answered_by_the_proxy_itself(proxy: Proxy
 
 # -- metrics, validation, standalone ---------------------------------------------------
 
-SAMPLE = re.compile(
-    r'^([a-z_]+)\{([a-z_]+="(?:[^"\\]|\\.)*"(?:,[a-z_]+="(?:[^"\\]|\\.)*")*)\} (\S+)$'
-)
-
 
 async def test_metrics_text_parses_and_counts(proxy: Proxy) -> None:
     bs = await backends("a", "b")
@@ -503,25 +500,20 @@ async def test_metrics_text_parses_and_counts(proxy: Proxy) -> None:
     for _ in range(5):
         await c.request()
     await c.close()
-    samples: dict[tuple[str, str], float] = {}
-    types: dict[str, str] = {}
-    for line in proxy.metrics_text().splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split()
-            types[name] = kind
-            continue
-        if line.startswith("# HELP ") or not line:
-            continue
-        m = SAMPLE.match(line)
-        assert m, f"not a Prometheus sample: {line!r}"
-        samples[(m.group(1), m.group(2))] = float(m.group(3))
-    assert types["podium_proxy_requests_total"] == "counter"
-    assert types["podium_proxy_request_duration_seconds"] == "histogram"
-    assert samples[("podium_proxy_requests_total", 'service="api"')] == 5
-    assert samples[("podium_proxy_errors_total", 'service="api"')] == 0
-    assert samples[("podium_proxy_request_duration_seconds_count", 'service="api"')] == 5
-    assert samples[("podium_proxy_request_duration_seconds_bucket", 'service="api",le="+Inf"')] == 5
-    assert samples[("podium_proxy_endpoints", 'service="api"')] == 2
+    families = {f.name: f for f in text_string_to_metric_families(proxy.metrics_text())}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in families.values()
+        for s in f.samples
+    }
+    assert families["podium_proxy_requests"].type == "counter"
+    assert families["podium_proxy_request_duration_seconds"].type == "histogram"
+    api = ("service", "api")
+    assert samples[("podium_proxy_requests_total", (api,))] == 5
+    assert samples[("podium_proxy_errors_total", (api,))] == 0
+    assert samples[("podium_proxy_request_duration_seconds_count", (api,))] == 5
+    assert samples[("podium_proxy_request_duration_seconds_bucket", (("le", "+Inf"), api))] == 5
+    assert samples[("podium_proxy_endpoints", (api,))] == 2
 
 
 async def test_bad_config_names_the_field(proxy: Proxy) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from podium.proxy.config import Route, UpstreamConfig
 from podium.proxy.http import ChunkScanner, ProtocolError, error_response
-from podium.proxy.metrics import ServiceMetrics, render
+from podium.proxy.metrics import NoServiceMetrics, ServiceMetrics, render
 from podium.proxy.routes import Router, route_problems
 
 
@@ -90,10 +91,24 @@ def test_metrics_text_is_prometheus_exposition() -> None:
     m.observe(0.2, True)
     m.retries = 3
     text = render([m], {'we"b': 2})
-    assert 'podium_proxy_requests_total{service="we\\"b"} 2' in text
-    assert 'podium_proxy_errors_total{service="we\\"b"} 1' in text
-    assert 'podium_proxy_retries_total{service="we\\"b"} 3' in text
-    assert 'podium_proxy_request_duration_seconds_bucket{service="we\\"b",le="0.0005"} 1' in text
-    assert 'podium_proxy_request_duration_seconds_bucket{service="we\\"b",le="+Inf"} 2' in text
-    assert 'podium_proxy_request_duration_seconds_count{service="we\\"b"} 2' in text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    svc = ("service", 'we"b')
+    assert samples[("podium_proxy_requests_total", (svc,))] == 2
+    assert samples[("podium_proxy_errors_total", (svc,))] == 1
+    assert samples[("podium_proxy_retries_total", (svc,))] == 3
+    assert samples[("podium_proxy_endpoints", (svc,))] == 2
+    bucket = "podium_proxy_request_duration_seconds_bucket"
+    assert samples[(bucket, (("le", "0.0005"), svc))] == 1
+    assert samples[(bucket, (("le", "+Inf"), svc))] == 2
+    assert samples[("podium_proxy_request_duration_seconds_count", (svc,))] == 2
     assert text.endswith("\n")
+
+
+def test_metrics_off_counts_nothing() -> None:
+    m = NoServiceMetrics("web")
+    m.observe(0.2, True)
+    assert m.requests == 0 and m.errors == 0 and sum(m.buckets) == 0

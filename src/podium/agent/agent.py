@@ -2,7 +2,7 @@
 
 Agent.run()
   TaskGroup: heartbeat | watch (blocking query -> sync) | reporter (batched updates)
-             | log rotation | agent HTTP (logs, exec) | one AllocRunner per alloc
+             | log rotation | agent HTTP (logs, exec, usage, metrics) | one AllocRunner per alloc
              | ProxyManager (upstream listeners, ingress, service watches)
 """
 
@@ -23,8 +23,11 @@ from podium.agent import fingerprint
 from podium.agent.alloc_runner import AllocHooks, AllocRunner
 from podium.agent.disconnect import Contact, DisconnectWatch
 from podium.agent.local_state import LocalState
+from podium.agent.logs import LogWatcher
+from podium.agent.metrics import AgentMetrics
 from podium.agent.proxy_manager import ProxyManager
 from podium.agent.source import source_address
+from podium.agent.usage import UsageSampler
 from podium.api.client import AsyncClient
 from podium.drivers.base import Driver, TaskHandle
 from podium.errors import NotFound, PodiumError
@@ -89,6 +92,9 @@ class Agent:
             ingress_fallback=config.ingress_fallback,
             watch_wait=config.watch_wait,
         )
+        self.logs = LogWatcher()
+        self.usage = UsageSampler(self.runners)
+        self.metrics = AgentMetrics(self)
 
     # -------------------------------------------------------------- identity
 
@@ -127,10 +133,8 @@ class Agent:
 
     async def run(self) -> None:
         from podium.agent.http import serve_agent_http
-        from podium.agent.logs import LogWatcher
 
         self.local.load()
-        self.logs = LogWatcher()
         http_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -279,7 +283,7 @@ class Agent:
                 self.node,
                 self.drivers,
                 self.config.data_dir,
-                AllocHooks(report=self._report, save=self.local.set_alloc),
+                AllocHooks(report=self._report, save=self.local.set_alloc, metrics=self.metrics),
                 recovered=self.local.allocs.get(a.id),
             )
             upstreams = [u for t in runner.group.tasks for u in t.upstreams]

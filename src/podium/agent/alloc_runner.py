@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from podium.agent.deploy_health import DeploymentHealth
 from podium.agent.health import CheckRunner
@@ -34,6 +35,9 @@ from podium.model.types import (
     TaskState,
 )
 
+if TYPE_CHECKING:
+    from podium.agent.metrics import AgentMetrics
+
 log = logging.getLogger(__name__)
 
 
@@ -41,6 +45,7 @@ log = logging.getLogger(__name__)
 class AllocHooks:
     report: Callable[[AllocUpdate], None]  # coalesced by the agent's reporter
     save: Callable[[str, dict[str, TaskHandle]], None]  # persist this alloc's handles
+    metrics: AgentMetrics | None = None  # health check results and latency
 
 
 def task_env(
@@ -110,6 +115,7 @@ class AllocRunner:
         self.events: list[TaskEvent] = []
         self.tasks: dict[str, TaskRunner] = {}
         self.checks: list[CheckRunner] = []
+        self.oom_kills: dict[str, int] = {}  # task -> OOM kills seen by this runner
         self.restart_seq = alloc.restart_seq
         self.client_status: ClientStatus = "pending"
         self.description = ""
@@ -187,12 +193,22 @@ class AllocRunner:
                         env=env0,
                         cwd=shared,
                         on_change=self._changed,
+                        observe=self._check_observer(svc.name, chk.name),
                     )
                 )
 
     # ------------------------------------------------------------ callbacks
 
+    def _check_observer(self, service: str, check: str) -> Callable[[str, float], None] | None:
+        metrics = self.hooks.metrics
+        if metrics is None:
+            return None
+        labels = (self.alloc.namespace, self.alloc.job, self.group.name, check or service)
+        return lambda status, seconds: metrics.check(labels, status, seconds)
+
     def _event(self, ev: TaskEvent) -> None:
+        if ev.type == "task.oom_killed":
+            self.oom_kills[ev.task] = self.oom_kills.get(ev.task, 0) + 1
         self.events.append(ev)
         self._changed()
 

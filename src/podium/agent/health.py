@@ -97,17 +97,22 @@ class CheckRunner:
         env: dict[str, str],
         cwd: str,
         on_change: Callable[[], None],
+        observe: Callable[[str, float], None] | None = None,
     ) -> None:
         self.check = check
+        self.observe = observe  # (status, seconds) of every probe, for metrics
         self.address, self.port, self.env, self.cwd = address, port, env, cwd
         self.status = CheckStatus(name=check.name)
         self.on_change = on_change
 
     async def run(self) -> None:
         while True:
+            t0 = time.perf_counter()
             status, output = await run_check(
                 self.check, address=self.address, port=self.port, env=self.env, cwd=self.cwd
             )
+            if self.observe is not None:
+                self.observe(status, time.perf_counter() - t0)
             flipped = status != self.status.status
             self.status = CheckStatus(
                 name=self.check.name,

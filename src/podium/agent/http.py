@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -102,14 +103,29 @@ def create_agent_app(agent: Agent) -> Starlette:
         return _json({"node": agent.node.id if agent.node else "", "allocs": len(agent.runners)})
 
     async def metrics(req: Request) -> Response:
-        # Prometheus text: the proxy's per-service requests, errors, latency, retries.
-        text = agent.proxies.proxy.metrics_text()
-        return Response(text, media_type="text/plain; version=0.0.4")
+        # Prometheus text: tasks, usage, checks, logs, and the proxy's services.
+        return Response(await agent.metrics.exposition(agent), media_type=METRICS_CONTENT_TYPE)
+
+    async def usage(req: Request) -> Response:
+        """This node's allocs' resource use; `max_age` (seconds) bounds how old it may be."""
+        try:
+            max_age = min(max(float(req.query_params.get("max_age", "1")), 0.0), 60.0)
+        except ValueError:
+            return _json({"error": "max_age: expected a number of seconds"}, 400)
+        allocs = await agent.usage.sample(max_age=max_age)
+        return _json(
+            {
+                "node_id": agent.node.id if agent.node else "",
+                "time": agent.usage.sampled_at,
+                "allocs": list(allocs.values()),
+            }
+        )
 
     return Starlette(
         routes=[
             Route("/v1/metrics", metrics),
             Route("/v1/agent/health", health),
+            Route("/v1/agent/usage", usage),
             Route("/v1/agent/alloc/{id}/logs", logs),
             Route("/v1/agent/alloc/{id}/exec", exec_, methods=["POST"]),
         ]

@@ -35,6 +35,11 @@ class LogRotator:
         self.path = path
         self.max_bytes = max_bytes
         self.max_files = max_files
+        self.rotated_bytes = 0  # moved out of `path` by rotations so far
+
+    def written(self) -> int:
+        """Bytes written to `path` since this rotator started watching it."""
+        return self.rotated_bytes + (_size(self.path) or 0)
 
     def needs_rotation(self) -> bool:
         try:
@@ -56,6 +61,7 @@ class LogRotator:
         tmp = f"{self.path}.1.tmp"
         with open(self.path, "rb") as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst, CHUNK)
+            self.rotated_bytes += dst.tell()
             # The window: bytes the task appends between the copy reaching EOF and the
             # truncate below are lost. It is as short as one syscall; closing it would need
             # the writer's cooperation (a pipe through the agent), which would not survive
@@ -84,6 +90,11 @@ class LogWatcher:
 
     def remove(self, path: str) -> None:
         self._rotators.pop(path, None)
+
+    def written(self, path: str) -> int:
+        """Bytes the task wrote to `path`, rotated ones included (0 when not watched)."""
+        r = self._rotators.get(path)
+        return r.written() if r is not None else 0
 
     @property
     def paths(self) -> list[str]:

@@ -76,6 +76,8 @@ class TaskStats:
     cpu_percent: float
     memory_bytes: int
     pids: int
+    cpu_seconds: float = 0.0  # used since the task started (a counter)
+    memory_limit_bytes: int = 0  # 0: the driver does not know it
 
 
 @runtime_checkable

@@ -455,7 +455,11 @@ class DockerDriver:
     async def stats(self, handle: TaskHandle) -> TaskStats:
         try:
             s = await self.engine.request(
-                "GET", f"/containers/{_cid(handle)}/stats", params={"stream": "false"}
+                "GET",
+                f"/containers/{_cid(handle)}/stats",
+                # one-shot: at once, without the engine's second sample (cpu_percent is
+                # then 0 here; the agent's sampler rates cpu_seconds itself)
+                params={"stream": "false", "one-shot": "true"},
             )
         except EngineError as e:
             if e.status == 404:
@@ -473,7 +477,15 @@ class DockerDriver:
         cache = stat.get("total_inactive_file", stat.get("inactive_file", 0)) or 0
         used = max(0, int(mem.get("usage", 0) or 0) - int(cache))
         pids = int((s.get("pids_stats") or {}).get("current", 0) or 0)
-        return TaskStats(cpu_percent=round(percent, 2), memory_bytes=used, pids=pids)
+        total_ns = cpu.get("cpu_usage", {}).get("total_usage", 0) or 0
+        limit = int(mem.get("limit", 0) or 0)
+        return TaskStats(
+            cpu_percent=round(percent, 2),
+            memory_bytes=used,
+            pids=pids,
+            cpu_seconds=total_ns / 1e9,
+            memory_limit_bytes=limit if limit < 2**62 else 0,
+        )
 
     async def exec(
         self, handle: TaskHandle, command: list[str], *, timeout: float = 30.0

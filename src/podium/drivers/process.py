@@ -114,6 +114,13 @@ class TaskCgroup:
         inactive = _counter(stat, "inactive_file" if v2 else "total_inactive_file")
         return max(0, int(usage) - inactive)
 
+    def memory_limit(self) -> int:
+        """The memory limit in bytes (0 when unlimited or unreadable)."""
+        v2 = self.version == "v2"
+        raw = _read(os.path.join(self.main, "memory.max" if v2 else "memory.limit_in_bytes"))
+        value = (raw or "").strip()
+        return int(value) if value.isdigit() and int(value) < 2**62 else 0
+
     def kill_members(self) -> bool:
         """SIGKILL every member; True when none was left."""
         kill_file = os.path.join(self.main, "cgroup.kill")  # v2, Linux 5.14+: atomic, fork-safe
@@ -622,7 +629,13 @@ class ProcessDriver:
         mem = st.cgroup.memory_bytes() if st.cgroup else None
         if mem is None:
             mem = sum(_rss(p) for p in procs)
-        return TaskStats(cpu_percent=round(percent, 2), memory_bytes=mem, pids=len(procs))
+        return TaskStats(
+            cpu_percent=round(percent, 2),
+            memory_bytes=mem,
+            pids=len(procs),
+            cpu_seconds=cpu,
+            memory_limit_bytes=st.cgroup.memory_limit() if st.cgroup else 0,
+        )
 
     def _members(self, st: _State) -> list[psutil.Process]:
         if st.cgroup is not None:
@@ -693,11 +706,13 @@ async def _kill_all(pgid: int, snapshot: list[psutil.Process], cg: TaskCgroup | 
 
 
 def _cpu_seconds(procs: list[psutil.Process]) -> float:
+    """CPU time of the members and of the children they have reaped: a member's child that
+    exits moves into its parent's children_* times, so the sum does not fall back."""
     total = 0.0
     for p in procs:
         with contextlib.suppress(psutil.Error):
             t = p.cpu_times()
-            total += t.user + t.system
+            total += t.user + t.system + t.children_user + t.children_system
     return total
 
 

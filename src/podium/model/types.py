@@ -414,6 +414,33 @@ class Plan(Struct):
 # ------------------------------------------------------------ agent reports
 
 
+class TaskUsage(Struct):
+    """One task's resource use as its driver last measured it (wall time `time`)."""
+
+    time: float = 0.0
+    cpu_percent: float = 0.0  # of one core, over the time since the previous sample
+    cpu_seconds: float = 0.0  # used since the task started (a counter)
+    memory_bytes: int = 0  # working set (RSS without inactive page cache)
+    memory_limit_bytes: int = 0
+    pids: int = 0
+
+
+class AllocUsage(Struct):
+    """An alloc's resource use: the sum of its tasks', and each task's."""
+
+    id: str
+    namespace: str = ""
+    job: str = ""
+    group: str = ""
+    node_id: str = ""
+    time: float = 0.0
+    cpu_percent: float = 0.0
+    cpu_seconds: float = 0.0
+    memory_bytes: int = 0
+    memory_limit_bytes: int = 0
+    tasks: dict[str, TaskUsage] = msgspec.field(default_factory=dict)
+
+
 class TaskEvent(Struct):
     type: str  # e.g. "task.started", "task.restarting", "task.oom_killed"
     message: str = ""

@@ -46,11 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--connect-timeout", type=float, default=1.0)
     p.add_argument("--request-timeout", type=float, default=30.0)
     p.add_argument("--no-uvloop", action="store_true", help="use the stock asyncio loop")
+    p.add_argument("--no-metrics", action="store_true", help="count nothing (benchmark baseline)")
     return p.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
-    proxy = Proxy()
+    proxy = Proxy(metrics=not args.no_metrics)
     config = UpstreamConfig(
         mode=args.mode,
         policy=args.policy,

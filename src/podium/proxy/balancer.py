@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from podium.proxy.config import Endpoint, UpstreamConfig
-from podium.proxy.metrics import ServiceMetrics
+from podium.proxy.metrics import NoServiceMetrics, ServiceMetrics
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
@@ -91,10 +91,10 @@ class EndpointState:
 class Service:
     """A named endpoint set, shared by every listener that reaches it."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, metrics: bool = True) -> None:
         self.name = name
         self.states: list[EndpointState] = []
-        self.metrics = ServiceMetrics(name)
+        self.metrics = ServiceMetrics(name) if metrics else NoServiceMetrics(name)
 
     def set_endpoints(self, endpoints: Sequence[Endpoint]) -> list[EndpointState]:
         """Replace the set; an endpoint whose id stays keeps its state. Returns the removed."""

@@ -12,7 +12,7 @@ from podium.proxy.balancer import Service
 from podium.proxy.config import Endpoint, Route, UpstreamConfig
 from podium.proxy.http import HTTPDownstream
 from podium.proxy.listener import Listener
-from podium.proxy.metrics import render
+from podium.proxy.metrics import ServiceMetrics, render
 from podium.proxy.routes import Router, route_problems
 from podium.proxy.tcp import TCPDownstream
 
@@ -24,8 +24,9 @@ class Proxy:
     per request, so a timeout fires up to that much late.
     """
 
-    def __init__(self, *, sweep_interval: float = 0.2) -> None:
+    def __init__(self, *, sweep_interval: float = 0.2, metrics: bool = True) -> None:
         self.sweep_interval = sweep_interval
+        self.metrics = metrics  # False: nothing is counted (the overhead benchmark's baseline)
         self._services: dict[str, Service] = {}
         self._listeners: dict[tuple[str, int], Listener] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -33,7 +34,7 @@ class Proxy:
     def _service(self, name: str) -> Service:
         svc = self._services.get(name)
         if svc is None:
-            svc = self._services[name] = Service(name)
+            svc = self._services[name] = Service(name, metrics=self.metrics)
         return svc
 
     async def listen_upstream(
@@ -115,8 +116,12 @@ class Proxy:
                 conn.abort()  # idle pooled connections only; busy ones finish their exchange
 
     def metrics_text(self) -> str:
+        return render(*self.metrics_source())
+
+    def metrics_source(self) -> tuple[list[ServiceMetrics], dict[str, int]]:
+        """Every service's counters and how many endpoints it knows (for ProxyCollector)."""
         services = [self._services[name] for name in sorted(self._services)]
-        return render([s.metrics for s in services], {s.name: len(s.states) for s in services})
+        return [s.metrics for s in services], {s.name: len(s.states) for s in services}
 
     def snapshot(self) -> dict[str, Any]:
         now = monotonic()

@@ -1,12 +1,25 @@
-"""Per-service counters and a latency histogram, rendered as Prometheus text.
+"""Per-service counters and a latency histogram, exposed through prometheus-client.
 
-Counting is a few integer additions per request; rendering happens only on scrape.
+Counting is a few integer additions per request (ServiceMetrics); ProxyCollector turns
+them into metric families only when scraped. NoServiceMetrics counts nothing (the
+metrics-off build the overhead benchmark compares against).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 # seconds; upper bounds of the latency buckets (le=...)
 BUCKETS: tuple[float, ...] = (
@@ -76,50 +89,69 @@ class ServiceMetrics:
         }
 
 
+class NoServiceMetrics(ServiceMetrics):
+    """Metrics off: the request path records nothing."""
+
+    __slots__ = ()
+
+    def observe(self, seconds: float, error: bool) -> None:
+        pass
+
+
 _COUNTERS = (
-    ("requests", "podium_proxy_requests_total", "Requests (http) or connections (tcp) handled."),
-    ("errors", "podium_proxy_errors_total", "Requests answered 5xx or connections not relayed."),
-    ("retries", "podium_proxy_retries_total", "Attempts beyond the first."),
-    ("ejections", "podium_proxy_ejections_total", "Endpoints ejected as outliers."),
-    ("breaker_opens", "podium_proxy_breaker_opens_total", "Endpoint circuit breakers opened."),
-    ("connections", "podium_proxy_connections_total", "Downstream connections accepted."),
+    ("requests", "podium_proxy_requests", "Requests (http) or connections (tcp) handled."),
+    ("errors", "podium_proxy_errors", "Requests answered 5xx or connections not relayed."),
+    ("retries", "podium_proxy_retries", "Attempts beyond the first."),
+    ("ejections", "podium_proxy_ejections", "Endpoints ejected as outliers."),
+    ("breaker_opens", "podium_proxy_breaker_opens", "Endpoint circuit breakers opened."),
+    ("connections", "podium_proxy_connections", "Downstream connections accepted."),
 )
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class ProxyCollector(Collector):
+    """Reads the services' counters at scrape time (a prometheus_client collector), so the
+    request path pays only the integer additions of ServiceMetrics."""
+
+    def __init__(self, source: Callable[[], tuple[list[ServiceMetrics], dict[str, int]]]) -> None:
+        self.source = source  # () -> (services, endpoints known per service)
+
+    def collect(self) -> Iterator[Metric]:
+        services, endpoints = self.source()
+        for attr, name, help_ in _COUNTERS:
+            counter = CounterMetricFamily(name, help_, labels=["service"])
+            for m in services:
+                counter.add_metric([m.name], getattr(m, attr))
+            yield counter
+        active = GaugeMetricFamily(
+            "podium_proxy_active_connections",
+            "Downstream connections open now.",
+            labels=["service"],
+        )
+        known = GaugeMetricFamily(
+            "podium_proxy_endpoints", "Endpoints known for the service.", labels=["service"]
+        )
+        latency = HistogramMetricFamily(
+            "podium_proxy_request_duration_seconds",
+            "Time from request (http) or connection (tcp) to the end of the answer.",
+            labels=["service"],
+        )
+        for m in services:
+            active.add_metric([m.name], m.active)
+            known.add_metric([m.name], endpoints.get(m.name, 0))
+            cumulative, total = [], 0
+            for bound, count in zip(
+                [*map(floatToGoString, BUCKETS), "+Inf"], m.buckets, strict=True
+            ):
+                total += count
+                cumulative.append((bound, float(total)))
+            latency.add_metric([m.name], cumulative, sum_value=m.latency_sum)
+        yield active
+        yield known
+        yield latency
 
 
 def render(services: list[ServiceMetrics], endpoints: dict[str, int]) -> str:
     """Prometheus text exposition (version 0.0.4) for every service."""
-    lines: list[str] = []
-    for attr, metric, help_ in _COUNTERS:
-        lines += [f"# HELP {metric} {help_}", f"# TYPE {metric} counter"]
-        for m in services:
-            lines.append(f'{metric}{{service="{_label(m.name)}"}} {getattr(m, attr)}')
-    lines += [
-        "# HELP podium_proxy_active_connections Downstream connections open now.",
-        "# TYPE podium_proxy_active_connections gauge",
-    ]
-    for m in services:
-        lines.append(f'podium_proxy_active_connections{{service="{_label(m.name)}"}} {m.active}')
-    lines += [
-        "# HELP podium_proxy_endpoints Endpoints known for the service.",
-        "# TYPE podium_proxy_endpoints gauge",
-    ]
-    for m in services:
-        lines.append(f'podium_proxy_endpoints{{service="{_label(m.name)}"}} {endpoints[m.name]}')
-    metric = "podium_proxy_request_duration_seconds"
-    lines += [
-        f"# HELP {metric} Time from request (http) or connection (tcp) to the end of the answer.",
-        f"# TYPE {metric} histogram",
-    ]
-    for m in services:
-        svc = _label(m.name)
-        total = 0
-        for bound, count in zip([*map(repr, BUCKETS), "+Inf"], m.buckets, strict=True):
-            total += count
-            lines.append(f'{metric}_bucket{{service="{svc}",le="{bound}"}} {total}')
-        lines.append(f'{metric}_sum{{service="{svc}"}} {m.latency_sum}')
-        lines.append(f'{metric}_count{{service="{svc}"}} {total}')
-    return "\n".join(lines) + "\n"
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ProxyCollector(lambda: (services, endpoints)))
+    return generate_latest(registry).decode()

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -40,6 +42,7 @@ from podium.server import nodes as node_ops
 from podium.server.catalog import Catalog
 from podium.server.events import readable_event
 from podium.server.idempotency import Idempotency
+from podium.server.metrics import ServerMetrics
 from podium.server.openapi import openapi_document
 from podium.server.runtime import ServerContext
 from podium.store import keys
@@ -239,6 +242,22 @@ class Api:
                 # Stored values that do not decode (skipped: see the store.bad_value events).
                 "bad_values": len(self.state.bad_values),
             }
+        )
+
+    async def metrics(self, req: Request) -> Response:
+        return Response(self.ctx.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+
+    async def metrics_targets(self, req: Request) -> Response:
+        """Every agent's metrics endpoint in Prometheus' HTTP service discovery format."""
+        return json_response(
+            [
+                {
+                    "targets": [n.http_addr],
+                    "labels": {"node": n.name, "node_id": n.id, "datacenter": n.datacenter},
+                }
+                for n in sorted(self.state.nodes.values(), key=lambda n: n.name)
+                if n.http_addr
+            ]
         )
 
     async def openapi(self, req: Request) -> Response:
@@ -586,6 +605,7 @@ class Api:
             # The server lost it (purged, or a fresh store): tell the agent to register again.
             raise NotFound(f"node {node_id} is not registered")
         await self.ctx.heartbeats.record(node_id)
+        self.ctx.metrics.heartbeats.inc()
         if node.status == "down":
             await node_ops.set_status(
                 self.state, node_id, "ready", "heartbeat resumed", now=self.now()
@@ -628,7 +648,8 @@ class Api:
         index = _int_param(req, "index", 0)
         wait = min(_float_param(req, "wait", 0.0), 300.0)
         if wait > 0:
-            await self.state.wait_node(node_id, index, timeout=wait)
+            with self.ctx.metrics.subscribe("node_allocations"):
+                await self.state.wait_node(node_id, index, timeout=wait)
         return json_response(
             {
                 "index": self.state.node_index[node_id],
@@ -654,7 +675,8 @@ class Api:
         index = _int_param(req, "index", 0)
         wait = min(_float_param(req, "wait", 0.0), 300.0)
         if wait > 0:
-            await catalog.wait_service(None, index, timeout=wait)
+            with self.ctx.metrics.subscribe("services"):
+                await catalog.wait_service(None, index, timeout=wait)
         ns = req.query_params.get("namespace") or None
         return json_response({"index": catalog.last_index, "services": catalog.listing(ns)})
 
@@ -667,7 +689,8 @@ class Api:
         index = _int_param(req, "index", 0)
         wait = min(_float_param(req, "wait", 0.0), 300.0)
         if wait > 0:
-            await catalog.wait_service((ns, name), index, timeout=wait)
+            with self.ctx.metrics.subscribe("service"):
+                await catalog.wait_service((ns, name), index, timeout=wait)
         return json_response(
             {
                 "name": name,
@@ -730,6 +753,13 @@ ROUTES: list[tuple[str, str, str, str]] = [
     ("GET", "/v1/status", "status", "Server status"),
     ("GET", "/v1/status/members", "members", "Servers: which one leads, since when"),
     ("GET", "/v1/openapi.json", "openapi", "This document"),
+    ("GET", "/v1/metrics", "metrics", "Prometheus metrics of this server"),
+    (
+        "GET",
+        "/v1/metrics/targets",
+        "metrics_targets",
+        "Agents' metrics endpoints (Prometheus http_sd)",
+    ),
     ("GET", "/v1/jobs", "list_jobs", "List jobs"),
     ("POST", "/v1/jobs", "register_job", "Submit a job (new version if it changed)"),
     ("POST", "/v1/jobs/validate", "validate_job", "Validate a job spec"),
@@ -781,7 +811,7 @@ ROUTES: list[tuple[str, str, str, str]] = [
 ]
 
 
-def _wrap(fn: Handler) -> Handler:
+def _wrap(fn: Handler, metrics: ServerMetrics, method: str, path: str) -> Handler:
     async def handler(req: Request) -> Response:
         try:
             return await fn(req)
@@ -790,7 +820,22 @@ def _wrap(fn: Handler) -> Handler:
         except Exception as e:
             return _error_response(e)
 
-    return handler
+    if not metrics.on:
+        return handler
+    by_code: dict[int, Any] = {}  # label children made on first use: no series for idle routes
+
+    async def counted(req: Request) -> Response:
+        t0 = time.perf_counter()
+        resp = await handler(req)
+        metrics.http_latency.labels(path, method).observe(time.perf_counter() - t0)
+        code = resp.status_code
+        counter = by_code.get(code)
+        if counter is None:
+            counter = by_code[code] = metrics.http_requests.labels(path, method, str(code))
+        counter.inc()
+        return resp
+
+    return counted
 
 
 def create_app(ctx: ServerContext) -> Starlette:
@@ -800,7 +845,12 @@ def create_app(ctx: ServerContext) -> Starlette:
     routes = [
         Route(
             path,
-            _wrap(getattr(api, name) if method == "GET" else once.wrap(getattr(api, name))),
+            _wrap(
+                getattr(api, name) if method == "GET" else once.wrap(getattr(api, name)),
+                ctx.metrics,
+                method,
+                path,
+            ),
             methods=[method],
         )
         for method, path, name, _ in ROUTES

@@ -76,7 +76,8 @@ class Leadership:
         self.fenced = FencedStore(store, self._lose)
         self.view = LeaderView(state, self.fenced)
         self.member = MemberInfo(config.server_id, config.address, clock.now())
-        self.leader: LeaderInfo | None = None  # who leads, as last seen
+        self._leader: LeaderInfo | None = None  # who leads, as last seen
+        self.leader_changes = 0  # times `leader` named a different server (metrics)
         self.terms = 0  # terms this server has led
         self.changed = asyncio.Event()  # set (and replaced) whenever `is_leader` flips
         self._term: Term | None = None
@@ -85,6 +86,16 @@ class Leadership:
         self._lost = asyncio.Event()
         self._lost_why = ""
         self._lease_lock = asyncio.Lock()
+
+    @property
+    def leader(self) -> LeaderInfo | None:
+        return self._leader
+
+    @leader.setter
+    def leader(self, info: LeaderInfo | None) -> None:
+        if info is not None and (self._leader is None or self._leader.id != info.id):
+            self.leader_changes += 1
+        self._leader = info
 
     @property
     def is_leader(self) -> bool:

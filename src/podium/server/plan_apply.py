@@ -11,6 +11,7 @@ job stays dirty and the next evaluation places it on fresh data.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import msgspec
 
 from podium.model.types import Allocation, Plan
 from podium.server.events import event_put
+from podium.server.metrics import ServerMetrics
 from podium.server.state import ClusterState, NodeUsage, encode
 from podium.store import keys
 from podium.store.base import Compare, Op, Put
@@ -70,9 +72,12 @@ class _Pending:
 
 
 class PlanApplier:
-    def __init__(self, state: ClusterState, *, max_ops: int = 5000) -> None:
+    def __init__(
+        self, state: ClusterState, *, max_ops: int = 5000, metrics: ServerMetrics | None = None
+    ) -> None:
         self.state = state
         self.max_ops = max_ops
+        self.metrics = metrics or ServerMetrics(None)
         # Per apply under way, its placements the cache does not hold yet: a re-check
         # counts them, so a caller may apply the next plans while these are committed,
         # and the placements of one batch see each other. Each apply's table is dropped
@@ -97,10 +102,22 @@ class PlanApplier:
         """Re-check and commit `plans` plus server-side alloc `updates` (e.g. marked lost)."""
         mine = _Pending()
         self._pending.append(mine)
+        t0 = time.perf_counter()
         try:
-            return await self._apply(plans, updates, now, mine)
+            result = await self._apply(plans, updates, now, mine)
         finally:
             self._pending = [p for p in self._pending if p is not mine]
+        m = self.metrics
+        if m.on:
+            m.applied(
+                placed=result.placed,
+                batch=result.placed + result.updated + len(result.rejected),
+                seconds=time.perf_counter() - t0,
+                conflicts=result.conflicts,
+            )
+            for _, why in result.rejected:
+                m.rejected(why)
+        return result
 
     def _absorb(self, allocs: list[Allocation], revision: int) -> None:
         self.state.absorb(allocs, revision, quiet=self._on_change)

@@ -13,6 +13,8 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
+from prometheus_client import CollectorRegistry
+
 from podium.runtime import http
 from podium.runtime.clock import Clock, SystemClock
 from podium.server import failures_mirror
@@ -20,6 +22,7 @@ from podium.server.catalog import Catalog
 from podium.server.dns import DnsConfig, DnsServer
 from podium.server.heartbeat_leases import HeartbeatLeases
 from podium.server.leader import Leadership, LeadershipConfig
+from podium.server.metrics import ClusterCollector, ServerMetrics, TimedStore, backend_of
 from podium.server.nodes import Heartbeats
 from podium.server.state import ClusterState
 from podium.store import Store, open_store
@@ -45,6 +48,7 @@ class ServerConfig:
     elect: bool | None = None
     leader_ttl: float = 3.0
     server_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    metrics: bool = True  # False: /v1/metrics is empty and nothing is counted
 
 
 @dataclass
@@ -56,6 +60,7 @@ class ServerContext:
     heartbeat_ttl: float
     catalog: Catalog | None = None
     leadership: Leadership | None = None
+    metrics: ServerMetrics = field(default_factory=lambda: ServerMetrics(None))
 
 
 class Server:
@@ -83,11 +88,16 @@ class Server:
         from podium.server.controllers.placement import PlacementController
 
         assert self.ctx is not None
-        cfg, hb = self.config, self.ctx.heartbeats
+        cfg, hb, metrics = self.config, self.ctx.heartbeats, self.ctx.metrics
         hb.restart_grace()  # a new leader gives every node a TTL before judging it
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(PlacementController(state, cfg.clock).run(), name="placement")
-            tg.create_task(NodeLivenessController(state, hb, cfg.clock).run(), name="liveness")
+            tg.create_task(
+                PlacementController(state, cfg.clock, metrics=metrics).run(), name="placement"
+            )
+            tg.create_task(
+                NodeLivenessController(state, hb, cfg.clock, metrics=metrics).run(),
+                name="liveness",
+            )
             tg.create_task(DrainController(state, cfg.clock).run(), name="drain")
             tg.create_task(GarbageCollector(state, cfg.clock).run(), name="gc")
             if self.ctx.leadership is not None and self.ctx.leadership.config.elect:
@@ -100,10 +110,14 @@ class Server:
         cfg = self.config
         sock = http.bind(cfg.host, cfg.port)
         cfg.port = sock.getsockname()[1]
-        store = self.store or open_store(cfg.store_url)
-        start = getattr(store, "start", None)
+        raw = self.store or open_store(cfg.store_url)
+        start = getattr(raw, "start", None)
         if start is not None:
             await start()
+        metrics = ServerMetrics(CollectorRegistry(auto_describe=True) if cfg.metrics else None)
+        store: Store = raw
+        if metrics.on:
+            store = TimedStore(raw, backend_of(cfg.store_url), metrics)
         state = ClusterState(store)
         grace = cfg.heartbeat_ttl if cfg.startup_grace is None else cfg.startup_grace
         elect = cfg.store_url.startswith("etcd://") if cfg.elect is None else cfg.elect
@@ -126,7 +140,10 @@ class Server:
             heartbeat_ttl=cfg.heartbeat_ttl,
             catalog=Catalog(state),
             leadership=leadership,
+            metrics=metrics,
         )
+        if metrics.registry is not None:
+            metrics.registry.register(ClusterCollector(state, lambda: leadership, cfg.server_id))
         api = http.server(create_app(self.ctx))
         try:
             async with asyncio.TaskGroup() as tg:

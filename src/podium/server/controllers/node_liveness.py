@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from podium.runtime.clock import Clock
 from podium.server import nodes
+from podium.server.metrics import ServerMetrics
 from podium.server.state import ClusterState
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,10 @@ class NodeLivenessController:
         heartbeats: nodes.Heartbeats,
         clock: Clock,
         settings: LivenessSettings | None = None,
+        *,
+        metrics: ServerMetrics | None = None,
     ) -> None:
+        self.metrics = metrics or ServerMetrics(None)
         self.state = state
         self.heartbeats = heartbeats
         self.clock = clock
@@ -60,6 +64,7 @@ class NodeLivenessController:
             silent = mono - self.heartbeats.last(node.id)
             if node.status == "ready" and silent > node.heartbeat_ttl + self.settings.grace:
                 log.warning("node %s missed heartbeats for %.1fs: down", node.name, silent)
+                self.metrics.heartbeats_missed.inc()
                 await nodes.set_status(
                     self.state,
                     node.id,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from podium.model.types import Allocation, Deployment, Job, Node, Plan
 from podium.runtime.clock import Clock
 from podium.scheduler import ClusterSnapshot, Reconciliation, reconcile, schedule_into
 from podium.server.deployments import write_ops
+from podium.server.metrics import ServerMetrics
 from podium.server.plan_apply import ApplyResult, PlanApplier
 from podium.server.state import ClusterState
 from podium.store import keys
@@ -42,12 +44,18 @@ class PlacementSettings:
 
 class PlacementController:
     def __init__(
-        self, state: ClusterState, clock: Clock, settings: PlacementSettings | None = None
+        self,
+        state: ClusterState,
+        clock: Clock,
+        settings: PlacementSettings | None = None,
+        *,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.state = state
         self.clock = clock
         self.settings = settings or PlacementSettings()
-        self.applier = PlanApplier(state)
+        self.metrics = metrics or ServerMetrics(None)
+        self.applier = PlanApplier(state, metrics=self.metrics)
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._later: dict[str, float] = {}  # job key -> earliest time it has delayed work
@@ -108,8 +116,10 @@ class PlacementController:
             if self.clock.monotonic() - last_sweep >= self.settings.sweep_interval:
                 last_sweep = self.clock.monotonic()
                 self._dirty.update(self.state.jobs)
+            self.metrics.pending_jobs.set(len(self._dirty))
             if self._dirty:
                 await self.evaluate_dirty()
+                self.metrics.pending_jobs.set(len(self._dirty))
 
     async def evaluate_dirty(self) -> None:
         while self._dirty:
@@ -163,7 +173,9 @@ class PlacementController:
         plans: list[Plan] = []
         updates: list[Allocation] = []
         placements = 0
+        timing = self.metrics.scheduling if self.metrics.on else None
         for key, job, rec in decided:
+            t0 = time.perf_counter()
             if key in lost:
                 self._dirty.add(key)  # lost a race: decide again on fresh data
                 continue
@@ -183,6 +195,8 @@ class PlacementController:
                 self.state.placement_failures[key] = plan.failures
             else:
                 self.state.placement_failures.pop(key, None)
+            if timing is not None:
+                timing.observe(time.perf_counter() - t0)
             if not plan.empty:
                 plans.append(plan)
                 placements += len(plan.placements)

@@ -33,7 +33,8 @@ from podium.proxy.metrics import ProxyCollector
 if TYPE_CHECKING:
     from podium.agent.agent import Agent
 
-disable_created_metrics()  # as on the server: nothing reads `*_created`
+# As on the server: nothing reads `*_created`.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 CHECK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 TASK_LABELS = ["namespace", "job_name", "group", "alloc", "task"]

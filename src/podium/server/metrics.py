@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from podium.server.state import ClusterState
 
 # `*_created` series double what a scrape carries and nothing here reads them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 5, 10, 50, 100, 500, 1000, 2000, 5000, 10000)
@@ -230,6 +230,11 @@ class ClusterCollector(Collector):
             deps.add_metric([status], dtally.get(status, 0))
         yield deps
         yield GaugeMetricFamily("podium_jobs", "Jobs known.", value=len(state.jobs))
+        yield GaugeMetricFamily(
+            "podium_store_bad_values",
+            "Stored records that do not decode and are skipped (see the store.bad_value event).",
+            value=len(state.bad_values),
+        )
         blocked = GaugeMetricFamily(
             "podium_job_unplaced_allocs",
             "Copies the scheduler could not place (blocked work), by job.",

@@ -32,6 +32,16 @@ echo "==> chromium"
 if bash scripts/ensure-chromium.sh; then
   export PODIUM_REQUIRE_CHROMIUM=1
 fi
+echo "==> cgroups"
+# Root with writable memory, cpu and pids controllers (v1 or v2): the limit and OOM tests must run.
+if bash scripts/ensure-cgroups.sh; then
+  export PODIUM_REQUIRE_CGROUPS=1
+fi
+echo "==> iptables"
+# Root with a working iptables (installed when missing): the partition test must run.
+if bash scripts/ensure-iptables.sh; then
+  export PODIUM_REQUIRE_IPTABLES=1
+fi
 echo "==> pytest"
 set +e
 .venv/bin/pytest -q -p no:cacheprovider "$@"

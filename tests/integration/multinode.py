@@ -292,7 +292,7 @@ def web_job(path: Path, *, count: int = 6, extra: str = "") -> str:
                 config:
                   command: python3
                   args: ["-m", "http.server", "${{PODIUM_PORT_HTTP}}", "--bind", "${{PODIUM_IP}}"]
-                resources: {{cpu: 100, memory: 32}}
+                resources: {{cpu: 500, memory: 32}}  # MHz: a hard limit, python starts in time
         """)
         + textwrap.indent(textwrap.dedent(extra).strip("\n") + "\n", "    ")
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import textwrap
 import time
 from pathlib import Path
@@ -120,6 +121,42 @@ def test_unplaceable_job_fails_with_reason_and_server_survives(
     assert "exhausted on memory" in out, out
     assert "0/1 nodes fit" in out, out
     assert dev_cluster.api("GET", "/v1/status")["nodes"] == 1
+
+
+def test_node_keeps_back_cpu_memory_and_ports_bound_on_the_host(tmp_path: Path) -> None:
+    """The node offers what the system and the agent leave, and a port something else on
+    the host listens on is reserved: a job asking for it is refused with the reason instead
+    of being placed and failing to bind."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        c = DevCluster(tmp_path / "dev").start()
+        try:
+            (node,) = c.api("GET", "/v1/nodes")
+            r = node["resources"]
+            assert taken in r["reserved_ports"], r["reserved_ports"]
+            assert c.port in r["reserved_ports"]  # the server's own API, too
+            assert r["reserved_cpu"] >= 100 and r["reserved_memory"] >= 256, r
+            assert int(node["attributes"]["cpu.totalcompute"]) == r["cpu"] + r["reserved_cpu"]
+            spec = tmp_path / "clash.yaml"
+            spec.write_text(
+                textwrap.dedent(f"""
+                name: clash
+                groups:
+                  - name: g
+                    network: {{ports: {{http: {{static: {taken}}}}}}}
+                    tasks:
+                      - name: t
+                        config: {{command: sleep, args: ["100"]}}
+                """)
+            )
+            res = c.cli("job", "run", str(spec), timeout=30)
+            out = res.stdout + res.stderr
+            assert res.returncode != 0 and "static port reserved by the node" in out, out
+        finally:
+            c.stop()
+            c.kill_leftovers()
 
 
 def test_restart_on_same_data_dir_keeps_jobs_and_never_duplicates(tmp_path: Path) -> None:

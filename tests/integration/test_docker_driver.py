@@ -101,6 +101,8 @@ def _cfg(d: DockerDriver, tmp: Path, config: dict[str, Any], **env: str) -> Task
         stderr_path=str(task_dir / "logs" / "web.stderr"),
         memory_mb=32,
         cpu=200,
+        cpu_per_core=1000,
+        pids=64,
         labels={
             "podium.alloc_id": alloc,
             "podium.job": "j",
@@ -160,6 +162,10 @@ async def test_container_carries_labels_limits_user_workdir_and_env(
     assert labels["team"] == "infra"
     assert info["HostConfig"]["Memory"] == 32 * 1024 * 1024
     assert info["HostConfig"]["CpuShares"] == 200
+    # A hard CPU limit (a CFS quota: 200 of 1000 per core = 0.2 cpu), not only shares,
+    # and a bound on processes (a fork bomb in one container cannot starve the node).
+    assert info["HostConfig"]["NanoCpus"] == 200_000_000
+    assert info["HostConfig"]["PidsLimit"] == 64
     assert info["Name"] == "/" + container_name(cfg.alloc_id, "web")
     # Logs stream into the same files as the process driver's, stdout and stderr apart.
     async with _waiting(driver, h):

@@ -7,7 +7,8 @@ An agent's connections to the server leave from its advertised address (see
 podium.agent.source), so two DROP rules on loopback cut exactly one node off, in both
 directions, silently (packets vanish, as with a pulled cable): the agent keeps running
 and its tasks keep serving; only its control traffic is gone. Needs root and a working
-iptables; skips otherwise (fails in CI, where the Docker engine's iptables is there).
+iptables; skips otherwise, and fails instead where the test command found both
+(PODIUM_REQUIRE_IPTABLES=1, from scripts/ensure-iptables.sh).
 The rules added are deleted one by one in a `finally`; no table is ever flushed.
 """
 
@@ -72,9 +73,13 @@ def _rule_takes_effect(iptables: str) -> bool:
 
 def _iptables() -> str:
     """The iptables binary whose rules work here; skip (or fail in CI) when none does."""
+    # The test command sets PODIUM_REQUIRE_IPTABLES where it is root and `iptables -L`
+    # works (scripts/ensure-iptables.sh): then any reason not to run is a failure.
+    required = os.environ.get("PODIUM_REQUIRE_IPTABLES") == "1"
     if os.geteuid() != 0:
+        if required:
+            pytest.fail("PODIUM_REQUIRE_IPTABLES=1, but not running as root")
         pytest.skip("a real partition needs root (iptables)")
-    required = os.environ.get("PODIUM_REQUIRE_DOCKER") == "1"
     reasons = []
     for name in ("iptables", "iptables-legacy"):
         path = shutil.which(name)
@@ -89,10 +94,7 @@ def _iptables() -> str:
             return path
         reasons.append(f"{name}: a REJECT rule on 127.0.0.0/8 had no effect")
     reason = "; ".join(reasons)
-    # In CI (root, Docker engine installed: docker.io brings iptables) a missing binary or
-    # a rule without effect is a failure; a kernel without netfilter (a nested container,
-    # where dockerd also runs with --iptables=false) is a reason to skip.
-    if required and not all("-L` failed" in r for r in reasons):
+    if required:
         pytest.fail(f"iptables is not usable: {reason}")
     pytest.skip(f"iptables is not usable: {reason}")
 

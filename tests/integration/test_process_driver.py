@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ import psutil
 import pytest
 
 from podium.drivers.base import TaskConfig, TaskHandle
-from podium.drivers.process import ProcessDriver, TaskCgroup, child_setup, detect_cgroups
+from podium.drivers.process import ProcessDriver, TaskCgroup, detect_cgroups, limited_argv
 from podium.errors import DriverError, TaskNotFound
 
 pytestmark = pytest.mark.integration
@@ -91,10 +92,19 @@ async def hx(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ha
 
 @pytest.fixture
 async def cg(tmp_path: Path) -> AsyncIterator[Harness]:
-    """Cgroups only: skips (saying why) where this host has none we may write."""
+    """Cgroups only: skips (saying why) where this host has none we may write; fails
+    instead where the test command found them usable (PODIUM_REQUIRE_CGROUPS=1, set by
+    scripts/test.sh through scripts/ensure-cgroups.sh)."""
     driver = ProcessDriver(cgroup_parent=CGROUP_PARENT)
-    if driver.cgroups().version == "none":
-        reason = "cgroups are not writable on this host; memory limits fall back to RLIMIT_DATA"
+    cgroups = driver.cgroups()
+    missing = {"memory", "cpu", "pids"} - cgroups.controllers
+    if cgroups.version == "none" or missing:
+        reason = (
+            f"cgroups here ({cgroups.version}) cannot limit {', '.join(sorted(missing))}; "
+            "memory limits fall back to RLIMIT_DATA"
+        )
+        if os.environ.get("PODIUM_REQUIRE_CGROUPS") == "1":
+            pytest.fail(f"PODIUM_REQUIRE_CGROUPS=1, but {reason}")
         print(reason)
         pytest.skip(reason)
     h = Harness(tmp_path, driver)
@@ -187,17 +197,85 @@ async def test_rlimit_fallback_bounds_memory(tmp_path: Path) -> None:
 
 
 async def test_cgroup_is_made_and_removed(cg: Harness) -> None:
-    _, h = await cg.start({"command": "sleep", "args": ["1000"]}, memory_mb=70, cpu=300)
+    """Every limit, read back from the files of whichever cgroup version this host has."""
+    _, h = await cg.start(
+        {"command": "sleep", "args": ["1000"]}, memory_mb=70, cpu=300, cpu_per_core=1000, pids=50
+    )
     paths = h.state["cgroups"]
-    assert h.state["cgroup_version"] in ("v1", "v2")
-    if h.state["cgroup_version"] == "v1":
-        limit = read(paths["memory"], "memory.limit_in_bytes")
-        assert int(limit) == 70 * 1024 * 1024
+    version = h.state["cgroup_version"]
+    pid = str(h.state["pid"])
+    if version == "v1":
+        assert set(paths) == {"memory", "cpu", "pids"}, paths
+        assert int(read(paths["memory"], "memory.limit_in_bytes")) == 70 * 1024 * 1024
         assert read(paths["cpu"], "cpu.shares").strip() == "300"
-        assert str(h.state["pid"]) in read(paths["memory"], "cgroup.procs").split()
+        assert read(paths["cpu"], "cpu.cfs_period_us").strip() == "100000"
+        assert read(paths["cpu"], "cpu.cfs_quota_us").strip() == "30000"  # 0.3 of a core
+        assert read(paths["pids"], "pids.max").strip() == "50"
+        for d in paths.values():  # the task sits in every hierarchy that limits it
+            assert pid in read(d, "cgroup.procs").split(), d
+    else:
+        assert version == "v2", version
+        d = paths["unified"]
+        assert int(read(d, "memory.max")) == 70 * 1024 * 1024
+        assert read(d, "cpu.max").split() == ["30000", "100000"]
+        assert read(d, "pids.max").strip() == "50"
+        assert pid in read(d, "cgroup.procs").split()
     await cg.driver.stop(h, timeout=1)
     await cg.driver.destroy(h)
     assert not any(map(os.path.exists, paths.values()))
+
+
+async def test_cpu_quota_holds(cg: Harness) -> None:
+    """A busy loop with cpu 200 of 1000 per core gets about 0.2 of a core, not a whole one."""
+    _, h = await cg.start(
+        {"command": "python3", "args": ["-c", "while True: pass"]}, cpu=200, cpu_per_core=1000
+    )
+    proc = psutil.Process(int(h.state["pid"]))
+    await asyncio.sleep(0.5)  # past the interpreter's start
+    t = proc.cpu_times()
+    before, t0 = t.user + t.system, time.monotonic()
+    await asyncio.sleep(2.0)
+    t = proc.cpu_times()
+    share = (t.user + t.system - before) / (time.monotonic() - t0)
+    assert 0.05 < share < 0.3, f"the task used {share:.2f} of a core; its quota is 0.2"
+
+
+async def test_pids_limit_holds(cg: Harness) -> None:
+    """A task that forks without end stops at its pids limit; the node keeps its pids."""
+    script = "for i in $(seq 40); do sleep 30 & done; sleep 30"
+    cfg, h = await cg.start(sh(script), pids=10)
+    members: list[int] = []
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        members = h_members(h)
+        if "fork" in read(cfg.stderr_path).lower():
+            break
+    assert 1 <= len(members) <= 10, members
+    assert "fork" in read(cfg.stderr_path).lower()
+
+
+def h_members(h: TaskHandle) -> list[int]:
+    paths = h.state["cgroups"]
+    d = paths.get("pids") or paths.get("unified") or ""
+    return [int(p) for p in read(d, "cgroup.procs").split()]
+
+
+async def test_tasks_start_without_preexec_fn(hx: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """preexec_fn runs Python in the forked child of a threaded process (the agent has
+    threads: to_thread, the store's, the resolver's), where a lock held by another thread at
+    fork time deadlocks it. Tasks (and exec'd commands) must be started without it."""
+    seen: list[object] = []
+    real = subprocess.Popen.__init__
+
+    def spy(self: subprocess.Popen[bytes], *args: Any, **kw: Any) -> None:
+        seen.append(kw.get("preexec_fn"))
+        real(self, *args, **kw)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", spy)
+    _, h = await hx.start({"command": "sleep", "args": ["1000"]})
+    code, out = await hx.driver.exec(h, ["echo", "hi"])
+    assert (code, out) == (0, b"hi\n")
+    assert len(seen) == 2 and seen == [None, None], seen
 
 
 async def test_recovery_by_new_instance_then_external_kill(hx: Harness) -> None:
@@ -256,7 +334,8 @@ async def test_exec_output_cwd_and_timeout(hx: Harness) -> None:
 
 async def test_stats(hx: Harness) -> None:
     _, h = await hx.start(
-        sh("while :; do :; done & b=$(head -c 20000000 /dev/zero | tr '\\0' x); sleep 1000")
+        sh("while :; do :; done & b=$(head -c 20000000 /dev/zero | tr '\\0' x); sleep 1000"),
+        cpu=1000,  # a whole core (the quota): the busy loop shows well over 10%
     )
     await asyncio.sleep(0.5)
     s = await hx.driver.stats(h)
@@ -304,12 +383,9 @@ async def test_v2_membership_and_kill() -> None:
         pytest.skip(reason)
     cg = TaskCgroup("v2", {"unified": d})
     try:
+        argv = ["sh", "-c", "setsid sleep 1000 & sleep 1000"]
         proc = await asyncio.create_subprocess_exec(
-            "sh",
-            "-c",
-            "setsid sleep 1000 & sleep 1000",
-            start_new_session=True,
-            preexec_fn=child_setup(cg.join_files(), None),
+            *limited_argv(argv, joins=cg.join_files(), data_limit=None), start_new_session=True
         )
         for _ in range(100):
             if len(cg.procs()) >= 3:

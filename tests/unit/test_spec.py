@@ -464,6 +464,7 @@ RULES: list[tuple[tuple[Any, ...], object, str, str]] = [
     # resources
     ((*T0, "resources", "memory"), "lots", "groups[0].tasks[0].resources.memory", ""),
     ((*T0, "resources", "memory"), 0, "groups[0].tasks[0].resources.memory", "from 1 to"),
+    ((*T0, "resources", "pids"), -1, "groups[0].tasks[0].resources.pids", "from 0 to"),
     (
         (*T0, "resources", "memory"),
         10**100,

@@ -31,7 +31,7 @@ from podium.agent.usage import UsageSampler
 from podium.api.client import AsyncClient
 from podium.drivers.base import Driver, TaskHandle
 from podium.errors import NotFound, PodiumError
-from podium.model.types import Allocation, AllocUpdate, DriverInfo, Job, Node
+from podium.model.types import Allocation, AllocUpdate, DriverInfo, Job, Node, NodeResources
 from podium.runtime.backoff import exponential
 from podium.runtime.clock import SystemClock
 
@@ -59,6 +59,8 @@ class AgentConfig:
     labels: dict[str, str] = field(default_factory=dict)
     cpu: int = 0  # 0 = fingerprint
     memory: int = 0
+    reserve_cpu: int | None = None  # kept for the system and the agent; None = a default
+    reserve_memory: int | None = None  # (see fingerprint.default_reserve)
     port_min: int = 20000
     port_max: int = 32000
     watch_wait: float = 30.0
@@ -114,8 +116,14 @@ class Agent:
 
     async def _fingerprint(self, http_addr: str) -> Node:
         c = self.config
-        res = fingerprint.resources(cpu=c.cpu, memory=c.memory)
+        res = fingerprint.resources(
+            cpu=c.cpu,
+            memory=c.memory,
+            reserve_cpu=c.reserve_cpu,
+            reserve_memory=c.reserve_memory,
+        )
         res.port_min, res.port_max = c.port_min, c.port_max
+        res.reserved_ports = self._taken_ports(fingerprint.bound_ports(c.address))
         infos, attrs = await fingerprint.drivers(self.drivers)
         return Node(
             id=self._node_id(),
@@ -124,10 +132,23 @@ class Agent:
             http_addr=http_addr,
             datacenter=c.datacenter,
             labels=dict(c.labels),
-            attributes={**fingerprint.attributes(), **attrs},
+            attributes={**self._attributes(res), **attrs},
             drivers=infos,
             resources=res,
         )
+
+    @staticmethod
+    def _attributes(res: NodeResources) -> dict[str, str]:
+        return {
+            **fingerprint.attributes(),
+            **fingerprint.cpu_attributes(res.cpu + res.reserved_cpu),
+        }
+
+    def _taken_ports(self, bound: set[int]) -> list[int]:
+        """Of the ports bound on the host, those not held by our allocs: placement avoids
+        them (a clash would otherwise be found only as a task's failed bind)."""
+        ours = {p for r in self.runners.values() for p in r.alloc.ports.values()}
+        return sorted(bound - ours)
 
     # ------------------------------------------------------------------ run
 
@@ -210,6 +231,12 @@ class Agent:
             infos, attrs = await fingerprint.drivers(self.drivers)
             if infos != self.node.drivers:
                 await self._refingerprint(infos, attrs)
+            bound = await asyncio.to_thread(fingerprint.bound_ports, self.config.address)
+            ports = self._taken_ports(bound)
+            if ports != self.node.resources.reserved_ports:
+                log.info("ports taken on the host changed: %d reserved now", len(ports))
+                self.node.resources.reserved_ports = ports
+                await self._register()
 
     async def _refingerprint(self, infos: dict[str, DriverInfo], attrs: dict[str, str]) -> None:
         assert self.node is not None
@@ -218,7 +245,7 @@ class Agent:
             ", ".join(f"{n}={'healthy' if i.healthy else 'unhealthy'}" for n, i in infos.items()),
         )
         self.node.drivers = infos
-        self.node.attributes = {**fingerprint.attributes(), **attrs}
+        self.node.attributes = {**self._attributes(self.node.resources), **attrs}
         await self._register()
 
     async def _watch_loop(self) -> None:

@@ -90,6 +90,14 @@ def task_env(
     return env
 
 
+def cpu_per_core(node: Node) -> int:
+    """What one core of `node` counts in cpu units (MHz): the base of a task's CPU quota."""
+    try:
+        return max(1, int(node.attributes.get("cpu.frequency", "1000")))
+    except ValueError:
+        return 1000
+
+
 class AllocRunner:
     def __init__(
         self,
@@ -149,7 +157,9 @@ class AllocRunner:
                 stdout_path=os.path.join(task_dir, "logs", f"{t.name}.stdout"),
                 stderr_path=os.path.join(task_dir, "logs", f"{t.name}.stderr"),
                 cpu=t.resources.cpu,
+                cpu_per_core=cpu_per_core(self.node),
                 memory_mb=t.resources.memory,
+                pids=t.resources.pids,
                 labels={
                     "podium.alloc_id": self.alloc.id,
                     "podium.job": self.job.name,

@@ -14,6 +14,7 @@ import click
 
 from podium import __version__
 from podium.cli.output import err_console
+from podium.drivers.base import DEFAULT_PIDS
 from podium.errors import PodiumError, ValidationError
 
 
@@ -339,6 +340,25 @@ def server(
 @click.option("--cpu", default=0, help="cpu to offer (MHz shares); 0 = fingerprint")
 @click.option("--memory", default=0, help="memory to offer (MB); 0 = fingerprint")
 @click.option(
+    "--reserve-cpu",
+    type=click.IntRange(min=0),
+    default=None,
+    help="cpu (MHz) kept for the system and the agent [default: 5%, at least 100]",
+)
+@click.option(
+    "--reserve-memory",
+    type=click.IntRange(min=0),
+    default=None,
+    help="memory (MB) kept for the system and the agent [default: 5%, 256 MB to 2 GB]",
+)
+@click.option(
+    "--pids-limit",
+    type=click.IntRange(min=1),
+    default=DEFAULT_PIDS,
+    show_default=True,
+    help="most processes and threads per task, unless the task sets resources.pids",
+)
+@click.option(
     "--ingress-addr", default="off", show_default=True, help="HTTP ingress HOST:PORT, or off"
 )
 @click.option("--log-level", default="info", show_default=True)
@@ -353,12 +373,16 @@ def agent(
     labels: tuple[str, ...],
     cpu: int,
     memory: int,
+    reserve_cpu: int | None,
+    reserve_memory: int | None,
+    pids_limit: int,
     ingress_addr: str,
     log_level: str,
 ) -> None:
     """Run an agent on this machine (a node of the cluster)."""
     import socket
 
+    from podium.agent import fingerprint
     from podium.agent.agent import Agent, AgentConfig
     from podium.drivers import builtin_drivers
     from podium.runtime.logging import setup
@@ -380,9 +404,17 @@ def agent(
         labels=parsed,
         cpu=cpu,
         memory=memory,
+        reserve_cpu=reserve_cpu,
+        reserve_memory=reserve_memory,
         ingress_addr=_ingress_addr(ctx, ingress_addr)[0],
     )
-    run_until_signal(Agent(cfg, builtin_drivers()).run())
+    try:  # the reservations must leave something: say so before anything starts
+        fingerprint.resources(
+            cpu=cpu, memory=memory, reserve_cpu=reserve_cpu, reserve_memory=reserve_memory
+        )
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--reserve-cpu/--reserve-memory") from None
+    run_until_signal(Agent(cfg, builtin_drivers(pids_limit=pids_limit)).run())
 
 
 def build() -> click.Group:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from podium.drivers.base import Driver
+from podium.drivers.base import DEFAULT_PIDS, Driver
 
 
 def host_volumes_from(text: str) -> dict[str, str]:
@@ -22,17 +22,19 @@ def host_volumes_from(text: str) -> dict[str, str]:
     return out
 
 
-def builtin_drivers() -> dict[str, Driver]:
+def builtin_drivers(*, pids_limit: int = DEFAULT_PIDS) -> dict[str, Driver]:
     """`process` and `docker` always (docker fingerprints unhealthy where no engine answers,
-    so nothing is placed there); `mock` only with PODIUM_ENABLE_MOCK_DRIVER=1 (tests, demos)."""
+    so nothing is placed there); `mock` only with PODIUM_ENABLE_MOCK_DRIVER=1 (tests, demos).
+    `pids_limit`: the most processes a task may have unless it sets `resources.pids`."""
     from podium.drivers.docker import DockerDriver
     from podium.drivers.process import ProcessDriver
 
     drivers: dict[str, Driver] = {
-        "process": ProcessDriver(),
+        "process": ProcessDriver(pids_limit=pids_limit),
         "docker": DockerDriver(
             socket_path=os.environ.get("PODIUM_DOCKER_SOCKET", "/var/run/docker.sock"),
             host_volumes=host_volumes_from(os.environ.get("PODIUM_HOST_VOLUMES", "")),
+            pids_limit=pids_limit,
         ),
     }
     if os.environ.get("PODIUM_ENABLE_MOCK_DRIVER") == "1":

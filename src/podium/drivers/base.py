@@ -18,6 +18,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from podium.errors import DriverError
 
+DEFAULT_PIDS = 4096  # processes and threads per task when neither task nor agent says
+
 
 @dataclass(frozen=True, slots=True)
 class TaskConfig:
@@ -31,8 +33,10 @@ class TaskConfig:
     task_dir: str  # private to this task; logs live in task_dir/logs
     stdout_path: str
     stderr_path: str
-    cpu: int = 100  # MHz-equivalent shares
+    cpu: int = 100  # MHz-equivalent shares; also the hard limit, as a fraction of a core:
+    cpu_per_core: int = 1000  # what one of this node's cores counts in those units
     memory_mb: int = 64
+    pids: int = 0  # most processes (and threads) the task may have; 0 = the driver's default
     labels: dict[str, str] = field(default_factory=dict)
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from podium.drivers import docker_volumes, schemas
 from podium.drivers.base import (
+    DEFAULT_PIDS,
     ExitResult,
     Fingerprint,
     TaskConfig,
@@ -73,9 +74,11 @@ class DockerDriver:
         *,
         socket_path: str = DEFAULT_SOCKET,
         host_volumes: dict[str, str] | None = None,
+        pids_limit: int = DEFAULT_PIDS,
     ) -> None:
         self.engine = Engine(socket_path)
         self.host_volumes = dict(host_volumes or {})
+        self.pids_limit = pids_limit  # per container, unless the task sets resources.pids
 
     # ── fingerprint and config ─────────────────────────────────────────────────────────
 
@@ -275,6 +278,9 @@ class DockerDriver:
                 "Memory": cfg.memory_mb * MIB,
                 "MemorySwap": cfg.memory_mb * MIB,  # no swap beyond the limit
                 "CpuShares": max(2, cfg.cpu),
+                # A hard limit as well (a CFS quota): cpu over one core's worth, in cpus.
+                "NanoCpus": max(10_000_000, cfg.cpu * 1_000_000_000 // max(1, cfg.cpu_per_core)),
+                "PidsLimit": cfg.pids or self.pids_limit,
                 "Init": bool(c.get("init", True)),  # signals forwarded, zombies reaped
                 "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "2"}},
             },

@@ -1,12 +1,21 @@
 """The `process` driver: a command in its own session, limited by a cgroup or rlimits.
 
-    start ─ open logs O_APPEND ─ make cgroup (memory, cpu) ─ fork ─ setsid ─ join cgroup ─ exec
+    start ─ open logs ─ make cgroup (memory, cpu quota, pids) ─ spawn /bin/sh in a new
+            session (no preexec_fn) ─ sh writes its pid into each cgroup.procs ─ exec command
     wait  ─ our child: asyncio's Process.wait │ recovered: poll pid + start time
     stop  ─ signal the group ─ grace ─ SIGKILL group + cgroup members + descendants ─ reap
     destroy ─ kill leftovers ─ rmdir the cgroup
 
-Limits: cgroup v1 (`memory/podium/<alloc>-<task>`, `cpu/podium/...`) or v2 (a child of
-`/sys/fs/cgroup/podium`, with memory/cpu delegated); where neither is writable, RLIMIT_DATA.
+Limits: cgroup v1 (`memory/podium/<alloc>-<task>`, `cpu/...`, `pids/...`) or v2 (a child of
+`/sys/fs/cgroup/podium`, with memory, cpu and pids delegated): memory, a CFS quota of
+`cpu / cpu_per_core` cores (and shares/weight in proportion), and a pids limit. Where no
+cgroup is writable the fallback is RLIMIT_DATA, which binds each process on its own: a task
+of N processes may use N times its memory, and neither cpu nor pids is limited.
+
+No Python runs between fork and exec: the agent has threads, and a lock one of them held
+at fork time would stay locked forever in the child (the danger of `preexec_fn`). The child
+is /bin/sh running a fixed script (cgroup joins and `ulimit` are shell builtins), which then
+execs the task in place, so the limits hold from the task's first instruction.
 The cgroup helpers live here until another driver needs them.
 """
 
@@ -18,10 +27,10 @@ import logging
 import os
 import re
 import resource
+import shutil
 import signal as _signal
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +38,7 @@ import psutil
 
 from podium.drivers import schemas
 from podium.drivers.base import (
+    DEFAULT_PIDS,
     ExitResult,
     Fingerprint,
     TaskConfig,
@@ -42,6 +52,8 @@ from podium.errors import DriverError, TaskNotFound
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
+CPU_PERIOD_US = 100_000  # the CFS period; a task's quota is its share of it
+MIN_QUOTA_US = 1000  # the kernel's floor for a quota
 # RLIMIT_DATA bounds *mapped* private writable memory, not resident memory: thread stacks
 # and allocator arenas count in full, so the fallback limit gets headroom over memory_mb.
 # RLIMIT_AS would be stricter still and breaks runtimes that reserve address space up front
@@ -89,12 +101,9 @@ class TaskCgroup:
         """The directory whose cgroup.procs lists every process of the task."""
         return self.paths["unified" if self.version == "v2" else "memory"]
 
-    def join_files(self) -> list[tuple[str, bool]]:
-        """(cgroup.procs path, required): only the memory cgroup is required; cpu is best effort."""
-        return [
-            (os.path.join(d, "cgroup.procs"), c in ("memory", "unified"))
-            for c, d in self.paths.items()
-        ]
+    def join_files(self) -> list[str]:
+        """The cgroup.procs file of every directory: a task joins them all (each limits it)."""
+        return [os.path.join(d, "cgroup.procs") for d in self.paths.values()]
 
     def procs(self) -> list[int]:
         return [int(p) for p in (_read(os.path.join(self.main, "cgroup.procs")) or "").split()]
@@ -147,39 +156,65 @@ class TaskCgroup:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """What one task may use, in the units the cgroup files take."""
+
+    memory_bytes: int
+    cpu_shares: int  # cpu.shares (v1) scale, 2..262144; v2 converts to cpu.weight
+    cpu_quota_us: int  # per CPU_PERIOD_US
+    pids: int
+
+    @classmethod
+    def of(cls, *, memory_mb: int, cpu: int, cpu_per_core: int, pids: int) -> Limits:
+        quota = cpu * CPU_PERIOD_US // max(1, cpu_per_core)
+        return cls(
+            memory_bytes=memory_mb * MIB,
+            cpu_shares=min(max(2, cpu), 262144),
+            cpu_quota_us=max(MIN_QUOTA_US, quota),
+            pids=max(1, pids),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Cgroups:
-    """The host's cgroup setup, as detected once: where task cgroups are made, if anywhere."""
+    """The host's cgroup setup, as detected once: where task cgroups are made, if anywhere,
+    and which of cpu and pids can be limited there besides memory."""
 
     version: str  # "v1" | "v2" | "none"
     root: str = "/sys/fs/cgroup"
     parent: str = "podium"
+    controllers: frozenset[str] = frozenset()  # of "memory", "cpu", "pids"
 
-    def create(self, name: str, *, memory_mb: int, cpu: int) -> TaskCgroup:
-        """Make (or reuse) the task's cgroup with its limits; OSError if the memory limit
-        cannot be set, leaving nothing behind."""
+    def create(self, name: str, limits: Limits) -> TaskCgroup:
+        """Make (or reuse) the task's cgroup with its limits; OSError if one of them cannot
+        be set, leaving nothing behind."""
         made: list[str] = []
         try:
-            return self._create(name, str(memory_mb * MIB), cpu, made)
+            return self._create(name, limits, made)
         except OSError:
             for d in reversed(made):
                 with contextlib.suppress(OSError):
                     os.rmdir(d)
             raise
 
-    def _create(self, name: str, limit: str, cpu: int, made: list[str]) -> TaskCgroup:
+    def _create(self, name: str, lim: Limits, made: list[str]) -> TaskCgroup:
         if self.version == "v2":
             d = os.path.join(self.root, self.parent, name)
             _mkdir(d, made)
-            _write(os.path.join(d, "memory.max"), limit)
+            _write(os.path.join(d, "memory.max"), str(lim.memory_bytes))
             with contextlib.suppress(OSError):  # absent without swap accounting
                 _write(os.path.join(d, "memory.swap.max"), "0")
-            with contextlib.suppress(OSError):  # cpu may not be delegated
-                _write(os.path.join(d, "cpu.weight"), str(_cpu_weight(cpu)))
+            if "cpu" in self.controllers:
+                _write(os.path.join(d, "cpu.weight"), str(_cpu_weight(lim.cpu_shares)))
+                _write(os.path.join(d, "cpu.max"), f"{lim.cpu_quota_us} {CPU_PERIOD_US}")
+            if "pids" in self.controllers:
+                _write(os.path.join(d, "pids.max"), str(lim.pids))
             return TaskCgroup("v2", {"unified": d})
         mem = os.path.join(self.root, "memory", self.parent, name)
         _mkdir(mem, made)
         # memsw must stay >= memory, so the order that works depends on the old values;
         # memory, memsw, memory succeeds from any starting point (raising or lowering).
+        limit = str(lim.memory_bytes)
         files = ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes", "memory.limit_in_bytes")
         for i, f in enumerate(files):
             try:
@@ -188,13 +223,18 @@ class Cgroups:
                 if i == 2:
                     raise
         paths = {"memory": mem}
-        cpu_dir = os.path.join(self.root, "cpu", self.parent, name)
-        try:
-            _mkdir(cpu_dir, made)
-            _write(os.path.join(cpu_dir, "cpu.shares"), str(max(2, cpu)))
-            paths["cpu"] = cpu_dir
-        except OSError:
-            pass
+        if "cpu" in self.controllers:
+            d = os.path.join(self.root, "cpu", self.parent, name)
+            _mkdir(d, made)
+            _write(os.path.join(d, "cpu.shares"), str(lim.cpu_shares))
+            _write(os.path.join(d, "cpu.cfs_period_us"), str(CPU_PERIOD_US))
+            _write(os.path.join(d, "cpu.cfs_quota_us"), str(lim.cpu_quota_us))
+            paths["cpu"] = d
+        if "pids" in self.controllers:
+            d = os.path.join(self.root, "pids", self.parent, name)
+            _mkdir(d, made)
+            _write(os.path.join(d, "pids.max"), str(lim.pids))
+            paths["pids"] = d
         return TaskCgroup("v1", paths)
 
 
@@ -215,25 +255,32 @@ def detect_cgroups(root: str = "/sys/fs/cgroup", parent: str = "podium") -> Cgro
     if we can make our parent cgroup there. Otherwise "none" (rlimits)."""
     try:
         if os.path.exists(os.path.join(root, "cgroup.controllers")):
-            if _setup_v2(root, parent):
-                return Cgroups("v2", root, parent)
+            controllers = _setup_v2(root, parent)
+            if "memory" in controllers:
+                return Cgroups("v2", root, parent, controllers)
         elif os.path.exists(os.path.join(root, "memory", "memory.limit_in_bytes")):
             d = os.path.join(root, "memory", parent)
             os.makedirs(d, exist_ok=True)
             if os.access(os.path.join(d, "memory.limit_in_bytes"), os.W_OK):
-                if os.path.isdir(os.path.join(root, "cpu")):
+                found = {"memory"}
+                for c, probe in (("cpu", "cpu.cfs_quota_us"), ("pids", "pids.max")):
+                    if not os.path.exists(os.path.join(root, c, "cgroup.procs")):
+                        continue  # that controller is not mounted here
                     with contextlib.suppress(OSError):
-                        os.makedirs(os.path.join(root, "cpu", parent), exist_ok=True)
-                return Cgroups("v1", root, parent)
+                        os.makedirs(os.path.join(root, c, parent), exist_ok=True)
+                        if os.access(os.path.join(root, c, parent, probe), os.W_OK):
+                            found.add(c)
+                return Cgroups("v1", root, parent, frozenset(found))
     except OSError as e:
         log.info("cgroups under %s are not writable (%s); limiting memory with rlimits", root, e)
     return Cgroups("none", root, parent)
 
 
-def _setup_v2(root: str, parent: str) -> bool:
+def _setup_v2(root: str, parent: str) -> frozenset[str]:
+    """Enable memory, cpu and pids for our parent's children; the ones that are enabled."""
     available = (_read(os.path.join(root, "cgroup.controllers")) or "").split()
     if "memory" not in available:
-        return False
+        return frozenset()
     d = os.path.join(root, parent)
     os.makedirs(d, exist_ok=True)
     # Both writes fail harmlessly where already enabled or not allowed (e.g. `root` is not
@@ -244,7 +291,8 @@ def _setup_v2(root: str, parent: str) -> bool:
                 _write(os.path.join(root, "cgroup.subtree_control"), f"+{c}")
             with contextlib.suppress(OSError):
                 _write(os.path.join(d, "cgroup.subtree_control"), f"+{c}")
-    return "memory" in (_read(os.path.join(d, "cgroup.subtree_control")) or "").split()
+    enabled = (_read(os.path.join(d, "cgroup.subtree_control")) or "").split()
+    return frozenset(c for c in ("memory", "cpu", "pids") if c in enabled)
 
 
 # ── processes ──────────────────────────────────────────────────────────────────────────
@@ -291,25 +339,74 @@ def _exit_code(rc: int) -> tuple[int, int | None]:
     return (128 - rc, -rc) if rc < 0 else (rc, None)
 
 
-def child_setup(joins: list[tuple[str, bool]], data_limit: int | None) -> Callable[[], None]:
-    """Runs in the forked child before exec: join the cgroup so no byte escapes the limit."""
+# $1: how many cgroup.procs files follow; then those files; then the data rlimit in KiB
+# or "-"; then the command and its arguments. `echo` and `ulimit` are builtins: the
+# shell's own pid joins each cgroup and its own rlimit is set, then `exec` becomes the
+# task (same pid, same session). A failed join or ulimit exits 125 with the reason on
+# stderr (the task's log), before the task runs at all.
+_EXEC_HELPER = """n=$1; shift
+while [ "$n" -gt 0 ]; do
+  echo $$ >"$1" || { echo "podium: cannot join cgroup $1" >&2; exit 125; }
+  n=$((n - 1)); shift
+done
+if [ "$1" != - ]; then ulimit -d "$1" || exit 125; fi
+shift
+exec "$@"
+"""
+JOIN_FAILED = 125
 
-    def child() -> None:
-        pid = str(os.getpid()).encode()
-        for path, required in joins:
-            try:
-                fd = os.open(path, os.O_WRONLY)
-                try:
-                    os.write(fd, pid)
-                finally:
-                    os.close(fd)
-            except OSError:
-                if required:
-                    raise
-        if data_limit is not None:
-            resource.setrlimit(resource.RLIMIT_DATA, (data_limit, data_limit))
 
-    return child
+def limited_argv(argv: list[str], *, joins: list[str], data_limit: int | None) -> list[str]:
+    """`argv` wrapped so that it starts inside the cgroups whose cgroup.procs files are
+    `joins`, with RLIMIT_DATA at `data_limit` bytes (None: unchanged). Spawn the result
+    with start_new_session=True and no preexec_fn."""
+    kib = "-" if data_limit is None else str(max(1, data_limit // 1024))
+    return ["/bin/sh", "-c", _EXEC_HELPER, "podium-exec", str(len(joins)), *joins, kib, *argv]
+
+
+def _resolve(command: str, cwd: str, env: dict[str, str]) -> None:
+    """Raise the error exec would give, before spawning: the helper shell would otherwise
+    only exit 127 with the reason in the task's log."""
+    if "/" in command:
+        path = os.path.join(cwd, command)
+        if not os.path.exists(path):
+            raise FileNotFoundError(command)
+        if os.path.isdir(path) or not os.access(path, os.X_OK):
+            raise PermissionError(command)
+        return
+    if shutil.which(command, path=env.get("PATH", os.defpath)) is None:
+        raise FileNotFoundError(command)
+
+
+async def _joined(proc: asyncio.subprocess.Process, cg: TaskCgroup, stderr_path: str) -> None:
+    """Return once the helper has joined the task's cgroups (it writes the last cgroup.procs
+    right before exec), so that whoever looks at the cgroup from now on finds the task;
+    DriverError with the helper's reason if it could not join."""
+    last = os.path.dirname(cg.join_files()[-1])
+    deadline = time.monotonic() + 10.0
+    delay = 0.0005
+    while str(proc.pid) not in (_read(os.path.join(last, "cgroup.procs")) or "").split():
+        if proc.returncode is not None or time.monotonic() > deadline:
+            with contextlib.suppress(asyncio.TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await proc.wait()
+            if proc.returncode == JOIN_FAILED:
+                cg.remove()
+                why = _last_line(stderr_path) or "see the task's stderr"
+                raise DriverError(f"could not join the task's cgroup: {why}")
+            return  # the task ran and ended already (or a very slow start: it still runs)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+def _last_line(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
+            lines = f.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
 
 
 def _data_limit(memory_mb: int) -> int:
@@ -403,7 +500,9 @@ class ProcessDriver:
         cgroup_root: str = "/sys/fs/cgroup",
         cgroup_parent: str = "podium",
         use_cgroups: bool = True,
+        pids_limit: int = DEFAULT_PIDS,
     ) -> None:
+        self._pids_limit = pids_limit
         self._cgroup_root = cgroup_root
         self._cgroup_parent = cgroup_parent
         self._use_cgroups = use_cgroups
@@ -421,13 +520,21 @@ class ProcessDriver:
         return self._detected
 
     async def fingerprint(self) -> Fingerprint:
-        v = self.cgroups().version
-        limits = "cgroup" if v != "none" else "rlimit_data"
+        cg = self.cgroups()
+        limits = "cgroup" if cg.version != "none" else "rlimit_data"
+        cpu = "cfs_quota" if "cpu" in cg.controllers else "none"
+        pids = "cgroup" if "pids" in cg.controllers else "none"
         return Fingerprint(
             detected=True,
             healthy=True,
-            description=f"processes in their own session; memory limited by {limits}",
-            attributes={"driver.process.cgroups": v, "driver.process.memory_limit": limits},
+            description=f"processes in their own session; memory limited by {limits}, "
+            f"cpu by {cpu}, pids by {pids}",
+            attributes={
+                "driver.process.cgroups": cg.version,
+                "driver.process.memory_limit": limits,
+                "driver.process.cpu_limit": cpu,
+                "driver.process.pids_limit": pids,
+            },
         )
 
     def validate_config(self, config: dict[str, Any]) -> list[str]:
@@ -445,21 +552,26 @@ class ProcessDriver:
         adopted = self._adopt(cfg, cwd)
         if adopted is not None:
             return adopted
+        try:
+            _resolve(command, cwd, env)
+        except OSError as e:
+            raise DriverError(_start_error(command, e)) from e
         cg = self._make_cgroup(cfg)
         data_limit = None if cg else _data_limit(cfg.memory_mb)
         oom_base = cg.oom_kills() if cg else 0  # before the task can run: a reused cgroup counts on
+        argv = limited_argv(
+            [command, *args], joins=cg.join_files() if cg else [], data_limit=data_limit
+        )
         out, err = _open_log(cfg.stdout_path), _open_log(cfg.stderr_path)
         try:
             proc = await asyncio.create_subprocess_exec(
-                command,
-                *args,
+                *argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
                 cwd=cwd,
                 env=env,
                 start_new_session=True,
-                preexec_fn=child_setup(cg.join_files() if cg else [], data_limit),
             )
         except (OSError, subprocess.SubprocessError) as e:
             if cg:
@@ -468,6 +580,8 @@ class ProcessDriver:
         finally:
             os.close(out)
             os.close(err)
+        if cg is not None:
+            await _joined(proc, cg, cfg.stderr_path)
         try:  # a task that exits at once may already be reaped: then it cannot be recovered
             create_time = psutil.Process(proc.pid).create_time()
         except psutil.Error:
@@ -525,15 +639,27 @@ class ProcessDriver:
         self._tasks[_key(handle)] = _Task(proc=None, env=None)
         return handle
 
+    def limits(self, cfg: TaskConfig) -> Limits:
+        return Limits.of(
+            memory_mb=cfg.memory_mb,
+            cpu=cfg.cpu,
+            cpu_per_core=cfg.cpu_per_core,
+            pids=cfg.pids or self._pids_limit,
+        )
+
     def _make_cgroup(self, cfg: TaskConfig, *, kill_leftovers: bool = True) -> TaskCgroup | None:
         cgroups = self.cgroups()
         if cgroups.version == "none":
             return None
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{cfg.alloc_id}-{cfg.task}")
         try:
-            cg = cgroups.create(name, memory_mb=cfg.memory_mb, cpu=cfg.cpu)
+            cg = cgroups.create(name, self.limits(cfg))
         except OSError as e:
-            log.warning("task %s: no cgroup (%s); limiting memory with rlimits", cfg.task, e)
+            log.warning(
+                "task %s: no cgroup (%s); limiting memory with rlimits, cpu and pids not at all",
+                cfg.task,
+                e,
+            )
             return None
         if kill_leftovers and cg.procs():  # leftovers of an earlier run never destroyed
             cg.kill_members()
@@ -657,16 +783,19 @@ class ProcessDriver:
         env = task.env if task is not None and task.env is not None else _environ(main)
         if not command:
             raise DriverError("command: expected a non-empty list of strings")
+        argv = limited_argv(
+            command, joins=st.cgroup.join_files() if st.cgroup else [], data_limit=None
+        )
         try:
+            _resolve(command[0], st.cwd or os.getcwd(), env)
             proc = await asyncio.create_subprocess_exec(
-                *command,
+                *argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 cwd=st.cwd or None,
                 env=env,
                 start_new_session=True,
-                preexec_fn=child_setup(st.cgroup.join_files() if st.cgroup else [], None),
             )
         except (OSError, subprocess.SubprocessError) as e:
             raise DriverError(_start_error(command[0], e)) from e
@@ -746,6 +875,4 @@ def _start_error(command: str, e: BaseException) -> str:
         return f"command: {command!r} not found"
     if isinstance(e, PermissionError):
         return f"command: {command!r} is not executable"
-    if isinstance(e, subprocess.SubprocessError):
-        return f"command: {command!r}: could not join the task's cgroup ({e})"
     return f"command: {command!r}: {e}"

@@ -766,6 +766,7 @@ _DISCONNECT_RULES: dict[str, _Rule] = {
 _RESOURCE_RULES: dict[str, _Rule] = {
     "cpu": _int(1, 1_000_000, "MHz"),
     "memory": _int(1, 10_000_000, "MB"),
+    "pids": _int(0, 4_194_304, "processes"),
 }
 _JOB_RULES: dict[str, _Rule] = {
     "name": _named("a job name"),

@@ -215,8 +215,17 @@ MEANINGS: dict[str, dict[str, tuple[str, str]]] = {
         ),
     },
     "resources": {
-        "cpu": ("CPU shares in MHz-equivalents (1-1000000).", "500"),
+        "cpu": (
+            "CPU in MHz-equivalents (1-1000000): what placement counts, the task's share, and"
+            " a hard limit (a CFS quota of `cpu` / the node's `cpu.frequency` cores).",
+            "500",
+        ),
         "memory": ('Memory in MB (1-10000000); "512MB" and "2GB" are accepted.', "512MB"),
+        "pids": (
+            "Most processes and threads the task may have (a cgroup pids limit); 0 takes the"
+            " node's default (`podium agent --pids-limit`, 4096).",
+            "256",
+        ),
     },
     "restart": {
         "attempts": ("Restarts allowed within `interval` (0-1000).", "5"),
@@ -647,7 +656,7 @@ groups:
       - name: server
         driver: process
         config: {command: python3, args: ["-m", "http.server", "${PODIUM_PORT_HTTP}"]}
-        resources: {cpu: 100, memory: 64}
+        resources: {cpu: 500, memory: 64}
 """
 
 

@@ -28,8 +28,9 @@ class Struct(msgspec.Struct, kw_only=True, omit_defaults=False):
 class Resources(msgspec.Struct, kw_only=True, omit_defaults=False, frozen=True):
     """Frozen: the allocs of one group share one."""
 
-    cpu: int = 100
+    cpu: int = 100  # MHz-equivalent: placement counts it, and the task is held to it
     memory: int = 64
+    pids: int = 0  # most processes and threads the task may have; 0 = the node's default
 
 
 class PortSpec(Struct):
@@ -215,8 +216,10 @@ class DriverInfo(Struct):
 
 
 class NodeResources(Struct):
-    cpu: int = 0
-    memory: int = 0
+    cpu: int = 0  # what tasks may be given: the machine's less `reserved_cpu`
+    memory: int = 0  # likewise, less `reserved_memory`
+    reserved_cpu: int = 0  # kept for the system and the agent itself
+    reserved_memory: int = 0
     port_min: int = 20000
     port_max: int = 32000
     reserved_ports: list[int] = msgspec.field(default_factory=list)

@@ -600,10 +600,6 @@ def test_reconcile_draining_node_migrates_services_not_batch() -> None:
     assert rec.empty
 
 
-def test_reconcile_cron_parent_places_nothing() -> None:
-    assert reconcile(make_job(type="cron"), [], nodes_map(), now=NOW).empty
-
-
 def test_system_job_runs_once_per_schedulable_node() -> None:
     nodes = [
         make_node("a"),

@@ -697,8 +697,106 @@ def test_cron_needs_a_schedule() -> None:
     assert [p.path for p in problems(minimal(type="cron"))] == ["schedule"]
     bad = problems(minimal(type="cron", schedule="every day"))
     assert "a cron schedule of 5 fields" in bad[0].message
-    assert load(minimal(type="cron", schedule="*/5 * * * *")).schedule == "*/5 * * * *"
+    job = load(minimal(type="cron", schedule="*/5 * * * *"))
+    assert job.periodic is not None and job.periodic.schedule == ["*/5 * * * *"]
+    assert job.schedule == ""  # the short form is moved into periodic
     assert load(minimal(type="cron", schedule="@daily")).type == "cron"
+
+
+def test_periodic_forms_and_defaults() -> None:
+    short = load(minimal(type="cron", schedule="0 9 * * 1-5"))
+    long = load(minimal(type="batch", periodic={"schedule": "0 9 * * 1-5"}))
+    assert short == long and long.type == "cron"  # one canonical form
+    p = long.periodic
+    assert p is not None
+    assert (p.time_zone, p.concurrency, p.starting_deadline, p.suspend) == (
+        "UTC",
+        "allow",
+        0,
+        False,
+    )
+    assert (p.successful_history, p.failed_history) == (3, 1)
+    several = load(
+        minimal(
+            type="cron",
+            periodic={
+                "schedule": ["*/2 * * * * *", "@hourly"],  # 6 fields: seconds first
+                "time_zone": "Europe/Berlin",
+                "concurrency": "forbid",
+                "starting_deadline": "30s",
+            },
+        )
+    )
+    assert several.periodic is not None and several.periodic.starting_deadline == 30.0
+    assert several.groups[0].completions == 1  # a cron job's groups are batch groups
+
+
+@pytest.mark.parametrize(
+    ("doc", "path", "message"),
+    [
+        (minimal(type="service", periodic={"schedule": "* * * * *"}), "periodic", "only a batch"),
+        (minimal(type="cron", schedule="61 * * * *"), "periodic.schedule", "a cron schedule"),
+        (minimal(type="cron", schedule="0 0 31 2 *"), "periodic.schedule", "a cron schedule"),
+        (
+            minimal(type="cron", schedule="@daily", periodic={"time_zone": "Mars/Base"}),
+            "periodic.time_zone",
+            "an IANA time zone",
+        ),
+        (
+            minimal(type="cron", periodic={"schedule": "@daily", "concurrency": "sometimes"}),
+            "periodic.concurrency",
+            'one of "allow", "forbid", "replace"',
+        ),
+        (
+            minimal(type="cron", schedule="@daily", periodic={"schedule": "@hourly"}),
+            "schedule",
+            "give the schedule once",
+        ),
+        (
+            minimal(type="system", parameterized={}),
+            "parameterized",
+            "only a batch job can be dispatched",
+        ),
+        (
+            minimal(type="batch", parameterized={"payload": "maybe"}),
+            "parameterized.payload",
+            '"optional", "required", "forbidden"',
+        ),
+        (
+            minimal(type="batch", parameterized={"meta_required": ["a"], "meta_optional": ["a"]}),
+            "parameterized.meta_optional[0]",
+            "also listed in meta_required",
+        ),
+    ],
+)
+def test_periodic_and_parameterized_rules(doc: dict[str, Any], path: str, message: str) -> None:
+    found = problems(doc)
+    assert any(p.path == path and message in p.message for p in found), found
+
+
+def test_batch_group_fields() -> None:
+    doc = minimal(type="batch")
+    doc["groups"][0] |= {"completions": 10, "parallelism": 3, "active_deadline": "1m"}
+    g = load(doc).groups[0]
+    assert (g.count, g.completions, g.parallelism, g.backoff_limit) == (10, 10, 3, 6)
+    assert g.active_deadline == 60.0
+    g = load(minimal(type="batch")).groups[0]  # defaults: all at once, as before
+    assert (g.count, g.completions, g.parallelism, g.active_deadline) == (1, 1, 1, 0.0)
+    service = load(minimal()).groups[0]
+    assert (service.completions, service.parallelism, service.backoff_limit) == (None, None, None)
+    for key, value in (("parallelism", 2), ("completions", 1), ("backoff_limit", 1)):
+        doc = minimal()
+        doc["groups"][0][key] = value
+        assert [p.path for p in problems(doc)] == [f"groups[0].{key}"]
+    doc = minimal(type="batch")
+    doc["groups"][0] |= {"count": 2, "completions": 3, "parallelism": 0}
+    assert [p.path for p in problems(doc)] == ["groups[0].parallelism", "groups[0].completions"]
+
+
+def test_system_jobs_outrank_others_by_default() -> None:
+    assert load(minimal(type="system")).priority == 100
+    assert load(minimal(type="service")).priority == 50
+    assert load(minimal(type="system", priority=20)).priority == 20
 
 
 def test_system_jobs_are_accepted() -> None:

@@ -11,9 +11,11 @@ restart(): restart every task in place
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
     from podium.agent.metrics import AgentMetrics
 
 log = logging.getLogger(__name__)
+
+PAYLOAD_FILE = "payload"  # a dispatched run's payload, in each task's dir
 
 
 @dataclass
@@ -72,6 +76,10 @@ def task_env(
         "PODIUM_NODE_NAME": node.name,
         "PODIUM_IP": node.address,
     }
+    for key, value in {**job.meta, **group.meta}.items():
+        env[f"PODIUM_META_{_env_name(key)}"] = value
+    if job.payload:
+        env["PODIUM_PAYLOAD_FILE"] = os.path.join(task_dir, PAYLOAD_FILE)
     for label, port in alloc.ports.items():
         key = label.upper().replace("-", "_")
         env[f"PODIUM_PORT_{key}"] = str(port)
@@ -96,6 +104,20 @@ def cpu_per_core(node: Node) -> int:
         return max(1, int(node.attributes.get("cpu.frequency", "1000")))
     except ValueError:
         return 1000
+
+
+def _env_name(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", key).upper()
+
+
+def write_payload(job: Job, task_dir: str) -> None:
+    """A dispatched run's payload, in the task's own dir (readable by the task only)."""
+    if not job.payload:
+        return
+    path = os.path.join(task_dir, PAYLOAD_FILE)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(base64.b64decode(job.payload))
 
 
 class AllocRunner:
@@ -144,6 +166,7 @@ class AllocRunner:
         for t in self.group.tasks:
             task_dir = os.path.join(self.alloc_dir, t.name)
             os.makedirs(os.path.join(task_dir, "logs"), exist_ok=True)
+            write_payload(self.job, task_dir)
             env = task_env(
                 self.alloc, self.job, self.group, t.name, self.node, shared, task_dir, t.env
             )

@@ -7,6 +7,7 @@ Several server addresses may be given; a connection failure moves to the next.
 
 from __future__ import annotations
 
+import base64
 import getpass
 import os
 import time
@@ -211,6 +212,24 @@ class Client:
             "POST", f"/v1/job/{name}/scale", params={"namespace": self.ns(namespace)},
             json={"group": group, "count": count},
         )  # fmt: skip
+
+    def dispatch_job(
+        self,
+        name: str,
+        *,
+        meta: dict[str, str] | None = None,
+        payload: bytes = b"",
+        namespace: str = "default",
+    ) -> Any:
+        body = {"meta": meta or {}, "payload": base64.b64encode(payload).decode()}
+        return self.request(
+            "POST", f"/v1/job/{name}/dispatch", params={"namespace": namespace}, json=body
+        )
+
+    def force_periodic(self, name: str, namespace: str = "default") -> Any:
+        return self.request(
+            "POST", f"/v1/job/{name}/periodic/force", params={"namespace": namespace}
+        )
 
     # deployments
     def deployments(self, *, job: str = "", namespace: str | None = None) -> Any:

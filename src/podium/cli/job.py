@@ -1,4 +1,4 @@
-"""`podium job …`: run, plan, status, stop, history, validate."""
+"""`podium job …`: run, plan, status, stop, history, validate, dispatch, periodic force."""
 
 from __future__ import annotations
 
@@ -197,6 +197,16 @@ def plan(file: str, as_json: bool, namespace: str | None, addr: str | None) -> N
         + (f"; {p['canaries']} canaries first" if p.get("canaries") else "")
         + ("; as a deployment (rolling, auto-revert per group)" if p.get("deployment") else "")
     )
+    preempted = p.get("preemptions") or []
+    if preempted:
+        console.print(f"[yellow]would preempt {len(preempted)} allocation(s)[/] of lower priority:")
+        for x in preempted:
+            console.print(
+                f"  {x['alloc_name']} ({x['alloc_id'][:8]}, {x['namespace']}/{x['job']}, "
+                f"priority {x['priority']}) on {x['node_name']} for {x['for_name']}",
+                markup=False,
+                highlight=False,
+            )
     for ln in failure_lines(p["failures"]):
         err_console.print(f"[red]would fail:[/] {ln}")
     console.print(
@@ -271,8 +281,21 @@ def status(name: str | None, as_json: bool, namespace: str | None, addr: str | N
             for g, v in s["groups"].items()
         ],
     )
+    for g, v in s["groups"].items():
+        if v.get("progress"):
+            line = f"progress {g}: {v['progress']}, at most {v['parallelism']} at once"
+            console.print(line, markup=False, highlight=False)
+    if j.get("parent"):
+        console.print(f"run of {j['parent']}", markup=False, highlight=False)
     for ln in failure_lines(s["placement_failures"]):
         err_console.print(f"[red]placement failure:[/] {ln}")
+    kids = s.get("children") or []
+    if kids:
+        console.print()
+        table(
+            ["RUN", "STATUS", "LAUNCHED"],
+            [[k["name"], k["status"], ago(k["submit_time"])] for k in kids],
+        )
     d = s.get("deployment")
     if d:
         console.print(
@@ -438,3 +461,53 @@ def scale(name: str, group: str, count: int, namespace: str | None, addr: str | 
     resp = Client(addr, namespace=namespace).scale_job(name, group, count)
     what = f"version {resp['version']}" if resp["changed"] else "unchanged"
     console.print(f"job {name!r} group {group!r} count {count}: {what}")
+
+
+@job.command()
+@click.argument("name")
+@click.argument("payload_file", required=False)
+@click.option("--meta", "metas", multiple=True, metavar="KEY=VALUE", help="Meta for this run")
+@click.option("--json", "as_json", is_flag=True)
+@addr_option
+def dispatch(
+    name: str, payload_file: str | None, metas: tuple[str, ...], as_json: bool, addr: str | None
+) -> None:
+    """Run a parameterized job once; PAYLOAD_FILE (or - for stdin) becomes its payload."""
+    meta: dict[str, str] = {}
+    for item in metas:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--meta")
+        meta[key] = value
+    payload = b""
+    if payload_file == "-":
+        payload = sys.stdin.buffer.read(64 * 1024 + 1)
+    elif payload_file:
+        try:
+            with open(payload_file, "rb") as f:
+                payload = f.read(64 * 1024 + 1)  # the server refuses over 16 KiB, and says so
+        except OSError as e:
+            raise click.ClickException(f"cannot read {payload_file}: {e.strerror}") from None
+    resp = Client(addr).dispatch_job(name, meta=meta, payload=payload)
+    if as_json:
+        print_json(resp)
+        return
+    console.print(f"dispatched {resp['name']}", markup=False, highlight=False)
+
+
+@job.group()
+def periodic() -> None:
+    """Cron jobs."""
+
+
+@periodic.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@addr_option
+def force(name: str, as_json: bool, addr: str | None) -> None:
+    """Start a run of a cron job now (whatever its schedule and concurrency say)."""
+    resp = Client(addr).force_periodic(name)
+    if as_json:
+        print_json(resp)
+        return
+    console.print(f"launched {resp['name']}", markup=False, highlight=False)

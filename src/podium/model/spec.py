@@ -27,11 +27,13 @@ import math
 import re
 import shlex
 import signal
+import zoneinfo
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 import msgspec
 import yaml
+from croniter import CroniterError, croniter
 
 from podium.drivers.schemas import SCHEMAS
 from podium.errors import Problem, ValidationError
@@ -47,6 +49,8 @@ from podium.model.types import (
     MigrateStrategy,
     NetworkSpec,
     Node,
+    Parameterized,
+    Periodic,
     PortSpec,
     ReschedulePolicy,
     Resources,
@@ -69,10 +73,14 @@ MAX_CONFIG_VALUES = 10_000  # per task config
 MAX_CONFIG_DEPTH = 32
 MAX_ITEMS = 1000  # per list or mapping in the spec (groups, tasks, env, ...)
 SIGNALS = frozenset(s.name for s in signal.Signals)
-SERVER_FIELDS = ("version", "stop", "submit_time", "revision")  # set by the server; accepted
+# Set by the server; accepted (a job read back can be submitted again) and ignored.
+SERVER_FIELDS = ("version", "stop", "submit_time", "revision", "parent", "payload")
 # Every field the server sets on a stored version (the rest is the user's spec).
 STORED_FIELDS = (*SERVER_FIELDS, "submitted_by", "stable")
 MAX_JOB_BYTES = 4 * 1024 * 1024  # the server's request body limit (server.app.MAX_BODY)
+BATCH_FIELDS = ("completions", "parallelism", "backoff_limit", "active_deadline")
+CONCURRENCY = ("allow", "forbid", "replace")
+DEFAULT_BACKOFF_LIMIT = 6  # as Kubernetes' Job
 
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -90,7 +98,9 @@ _VERSION_CLAUSE = re.compile(
     r"\s*(?:=|==|!=|>=|<=|>|<|~>)?\s*v?\d+(?:\.\d+)*(?:-[0-9A-Za-z.-]+)?\s*"
 )
 _CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
-_CRON_FIELD = re.compile(r"[0-9A-Za-z*?/,-]+")
+_CRON_FIELD = re.compile(r"[0-9A-Za-z*?/,#-]+")
+_ZONE = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+){0,2}")
+PAYLOAD_RULES = ("optional", "required", "forbidden")
 _DURATION = re.compile(r"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h|d))+")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
@@ -292,8 +302,17 @@ def canonicalize(raw: dict[str, Any]) -> dict[str, Any]:
     """A copy of `raw` with every default filled and durations as float seconds.
 
     The one place defaults live:
-    - job: namespace "default", type "service", priority 50, schedule "", no constraints/meta.
-    - group: count 1, spread false, no constraints/services/meta, no ports.
+    - job: namespace "default", type "service", priority 50 (100 for system jobs, which
+      so outrank the others and may preempt them), no constraints/meta.
+    - cron: `type: cron` with `schedule` (short form) or `periodic:` on a batch job
+      (the job becomes type cron); periodic {schedule: one expression or a list,
+      time_zone "UTC", concurrency "allow", starting_deadline 0 (never skipped for
+      lateness), successful_history 3, failed_history 1, suspend false}.
+    - parameterized (dispatch jobs): {payload "optional", meta_required [],
+      meta_optional []}.
+    - group: count 1, spread false, no constraints/services/meta, no ports. Batch and
+      cron groups: completions = count (either may be given), parallelism = completions
+      (all at once), backoff_limit 6, active_deadline 0 (none); other groups: none.
     - restart (per task, local to the node): service and system jobs {attempts 3,
       interval 5m, delay 1s, mode fail}; batch and cron jobs {attempts 3, interval 24h,
       delay 1s, mode fail}. "fail" hands a task that keeps crashing back to the server,
@@ -323,13 +342,48 @@ def canonicalize(raw: dict[str, Any]) -> dict[str, Any]:
     job = dict(raw)
     _fill(job, "namespace", "default")
     _fill(job, "type", "service")
-    _fill(job, "priority", 50)
-    _fill(job, "schedule", "")
+    _canon_periodic(job)
     kind = job["type"] if isinstance(job["type"], str) and job["type"] in JOB_TYPES else "service"
+    _fill(job, "priority", 100 if kind == "system" else 50)
+    if job.get("parameterized") is not None:
+        job["parameterized"] = _merged(
+            {"payload": "optional", "meta_required": [], "meta_optional": []},
+            job["parameterized"],
+        )
     job["constraints"] = _canon_list(job.get("constraints"), _canon_constraint)
     job["meta"] = _canon_str_map(job.get("meta"))
     job["groups"] = _canon_list(job.get("groups"), lambda g: _canon_group(g, kind))
     return job
+
+
+def _canon_periodic(job: dict[str, Any]) -> None:
+    """`type: cron` + `schedule`, or `periodic:` on a batch job: one canonical form, type
+    cron with every setting in `periodic` (schedule a list) and the short form cleared."""
+    _fill(job, "schedule", "")
+    periodic, short = job.get("periodic"), job["schedule"]
+    if periodic is None and job["type"] != "cron":
+        return
+    if periodic is None:
+        periodic = {}
+    if not isinstance(periodic, dict):
+        return  # validate reports it
+    periodic = dict(periodic)
+    if periodic.get("schedule") is None and short != "":
+        periodic["schedule"], job["schedule"] = short, ""
+    if isinstance(periodic.get("schedule"), str):
+        periodic["schedule"] = [periodic["schedule"]]
+    defaults = {
+        "schedule": [],
+        "time_zone": "UTC",
+        "concurrency": "allow",
+        "starting_deadline": 0.0,
+        "successful_history": 3,
+        "failed_history": 1,
+        "suspend": False,
+    }
+    job["periodic"] = _merged(defaults, periodic, ("starting_deadline",))
+    if job["type"] == "batch":
+        job["type"] = "cron"
 
 
 def _fill(doc: dict[str, Any], key: str, default: object) -> None:
@@ -420,6 +474,14 @@ def _canon_group(raw: dict[str, Any], kind: str) -> dict[str, Any]:
     )
     _fill(group, "shutdown_delay", 0.0)
     group["shutdown_delay"] = _try_duration(group["shutdown_delay"])
+    if kind in ("batch", "cron"):
+        if group.get("completions") is not None and raw.get("count") is None:
+            group["count"] = group["completions"]
+        _fill(group, "completions", group["count"])
+        _fill(group, "parallelism", group["completions"])
+        _fill(group, "backoff_limit", DEFAULT_BACKOFF_LIMIT)
+        _fill(group, "active_deadline", 0.0)
+        group["active_deadline"] = _try_duration(group["active_deadline"])
     group["network"] = _canon_network(group.get("network"))
     group["services"] = _canon_list(group.get("services"), _canon_service)
     restart = group["restart"]
@@ -774,6 +836,8 @@ _JOB_RULES: dict[str, _Rule] = {
     "type": _one_of(*JOB_TYPES),
     "priority": _int(1, 100),
     "meta": _str_map,
+    "parent": lambda c, v, p: c.string(v, p),
+    "payload": lambda c, v, p: c.string(v, p),
     "version": _int(0, 2**63 - 1),
     "revision": _int(0, 2**63 - 1),
     "stop": _bool,
@@ -787,6 +851,19 @@ _GROUP_RULES: dict[str, _Rule] = {
     "spread": _bool,
     "meta": _str_map,
     "shutdown_delay": _dur(positive=False),
+}
+_BATCH_RULES: dict[str, _Rule] = {
+    "completions": _int(0, 10_000),
+    "parallelism": _int(1, 10_000),
+    "backoff_limit": _int(0, 10_000),
+    "active_deadline": _dur(positive=False),
+}
+_PERIODIC_RULES: dict[str, _Rule] = {
+    "concurrency": _one_of(*CONCURRENCY),
+    "starting_deadline": _dur(positive=False),
+    "successful_history": _int(0, 1000),
+    "failed_history": _int(0, 1000),
+    "suspend": _bool,
 }
 
 
@@ -816,17 +893,22 @@ def _convert(doc: object, kind: type[S]) -> S:
 def _check_job(c: _Checker, job: dict[str, Any]) -> None:
     kind = job.get("type", "service")
     schedule = job.get("schedule", "")
-    if kind == "cron":
-        if not (isinstance(schedule, str) and _cron_ok(schedule)):
-            c.expect(
-                "schedule",
-                "a cron schedule of 5 fields (minute hour day month weekday) "
-                'such as "*/5 * * * *", '
-                "or one of " + ", ".join(_CRON_MACROS),
-                schedule,
-            )
-    elif schedule != "":
+    if kind != "cron" and schedule != "":
         c.expect("schedule", 'nothing: only a "cron" job takes a schedule', schedule)
+    elif kind == "cron" and schedule != "" and job.get("periodic") is not None:
+        c.add("schedule", "give the schedule once: here or as periodic.schedule")
+    periodic = job.get("periodic")
+    if periodic is not None:
+        if kind != "cron":
+            c.add("periodic", 'only a batch (or "cron") job runs on a schedule')
+        else:
+            _check_periodic(c, periodic, "periodic")
+    elif kind == "cron":
+        c.add("schedule", "a cron job needs a schedule (schedule or periodic.schedule)")
+    if job.get("parameterized") is not None:
+        if kind != "batch":
+            c.add("parameterized", f"only a batch job can be dispatched, not a {kind} job")
+        _check_parameterized(c, job["parameterized"], "parameterized")
     if "constraints" in job:
         _check_constraints(c, job["constraints"], "constraints")
     groups = c.items(job.get("groups", []), "groups", "groups")
@@ -839,6 +921,100 @@ def _check_job(c: _Checker, job: dict[str, Any]) -> None:
         path = _at("groups", i)
         checked = _check_group(c, group, path)
         _unique(c, checked, path, seen, "group name")
+        if checked is not None:
+            _check_batch(c, checked, path, batch=kind in ("batch", "cron"))
+
+
+def _check_batch(c: _Checker, group: dict[str, Any], path: str, *, batch: bool) -> None:
+    """completions, parallelism, backoff_limit, active_deadline: batch groups only."""
+    if not batch:
+        for key in BATCH_FIELDS:
+            if group.get(key) is not None:
+                c.add(_at(path, key), "only a batch or cron job's groups take this")
+        return
+    for key, rule in _BATCH_RULES.items():
+        if key in group:
+            rule(c, group[key], _at(path, key))
+    completions, count = group.get("completions"), group.get("count")
+    if _number(completions) is not None and _number(count) is not None and completions != count:
+        c.add(
+            _at(path, "completions"),
+            f"must equal count ({count}): for a batch group they are the same; give one",
+        )
+
+
+def _check_periodic(c: _Checker, value: object, path: str) -> None:
+    periodic = c.struct(value, path, Periodic, _PERIODIC_RULES)
+    if periodic is None:
+        return
+    zone = periodic.get("time_zone", "UTC")
+    if c.string(zone, _at(path, "time_zone"), nonempty=True) and time_zone(zone) is None:
+        c.expect(_at(path, "time_zone"), 'an IANA time zone such as "Europe/Berlin" or "UTC"', zone)
+    schedules = c.items(periodic.get("schedule", []), _at(path, "schedule"), "cron expressions")
+    if schedules is None:
+        return
+    if not schedules:
+        c.add("schedule", "a cron job needs a schedule: `schedule`, or periodic.schedule")
+    for i, expr in enumerate(schedules):
+        where = _at(_at(path, "schedule"), i) if len(schedules) > 1 else _at(path, "schedule")
+        if not (isinstance(expr, str) and cron_ok(expr)):
+            c.expect(
+                where,
+                "a cron schedule of 5 fields (minute hour day month weekday) "
+                'such as "*/5 * * * *", 6 with seconds first, or one of ' + ", ".join(_CRON_MACROS),
+                expr,
+            )
+
+
+def _check_parameterized(c: _Checker, value: object, path: str) -> None:
+    params = c.struct(value, path, Parameterized, {"payload": _one_of(*PAYLOAD_RULES)})
+    if params is None:
+        return
+    keys_seen: dict[str, str] = {}
+    for key in ("meta_required", "meta_optional"):
+        names = params.get(key, [])
+        if not c.strings(names, _at(path, key), "meta keys"):
+            continue
+        for i, name in enumerate(names):
+            where = _at(_at(path, key), i)
+            if not _ENV_KEY.fullmatch(name):
+                c.expect(where, "a meta key ([A-Za-z_][A-Za-z0-9_]*)", name)
+            elif name in keys_seen:
+                c.add(where, f"{_show(name)} is also listed in {keys_seen[name]}")
+            else:
+                keys_seen[name] = key
+
+
+def time_zone(name: str) -> datetime.tzinfo | None:
+    """The IANA zone `name`, or None when there is no such zone."""
+    if name.upper() == "UTC":
+        return datetime.UTC
+    if not _ZONE.fullmatch(name):
+        return None
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+def cron_iter(expr: str, start: datetime.datetime) -> croniter:
+    """An iterator over the times `expr` names after `start` (6 fields: seconds first)."""
+    text = expr.strip()
+    return croniter(text, start, second_at_beginning=len(text.split()) == 6)
+
+
+def cron_ok(expr: str) -> bool:
+    text = expr.strip()
+    if text in _CRON_MACROS:
+        return True
+    fields = text.split()
+    if len(fields) not in (5, 6) or not all(_CRON_FIELD.fullmatch(f) for f in fields):
+        return False
+    try:
+        cron_iter(text, datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)).get_next(float)
+    except (ValueError, KeyError, TypeError, OverflowError, CroniterError):
+        return False  # e.g. "61 * * * *", or "0 0 31 2 *" (never)
+    return True
 
 
 def _unique(
@@ -1237,14 +1413,6 @@ def _check_constraint_value(c: _Checker, operator: object, text: str, path: str)
             c.expect(path, 'a version constraint such as ">= 1.2, < 2"', text)
     elif operator == "set_contains" and not all(x.strip() for x in text.split(",")):
         c.expect(path, 'a comma-separated list of values such as "a,b"', text)
-
-
-def _cron_ok(schedule: str) -> bool:
-    text = schedule.strip()
-    if text in _CRON_MACROS:
-        return True
-    fields = text.split()
-    return len(fields) == 5 and all(_CRON_FIELD.fullmatch(f) for f in fields)
 
 
 # -------------------------------------------------------------- load / dump

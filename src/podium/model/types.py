@@ -154,7 +154,7 @@ class Task(Struct):
 
 class Group(Struct):
     name: str
-    count: int = 1
+    count: int = 1  # copies; for a batch group, the successful completions it needs
     constraints: list[Constraint] = msgspec.field(default_factory=list)
     restart: RestartPolicy = msgspec.field(default_factory=RestartPolicy)
     reschedule: ReschedulePolicy = msgspec.field(default_factory=ReschedulePolicy)
@@ -170,6 +170,15 @@ class Group(Struct):
     # On stop, the copy leaves the catalog at once; its tasks get the kill signal this
     # much later, so clients and proxies stop sending to it first (drain).
     shutdown_delay: float = 0.0
+    # Batch groups only (job type batch or cron; None elsewhere, filled for batch by
+    # canonicalize): `completions` copies must each exit 0, indexes 0..completions-1
+    # (PODIUM_ALLOC_INDEX; the same as count), at most `parallelism` at once. More
+    # than `backoff_limit` failed copies, or `active_deadline` seconds since the job
+    # version was submitted (0: none), fail the group: its copies stop, none is placed.
+    completions: int | None = None
+    parallelism: int | None = None
+    backoff_limit: int | None = None
+    active_deadline: float | None = None
 
     def resources(self) -> Resources:
         return Resources(
@@ -178,21 +187,52 @@ class Group(Struct):
         )
 
 
+class Periodic(Struct):
+    """When a cron job launches a run: each run is a child batch job NAME/periodic-<unix time>."""
+
+    # Cron expressions (5 fields; 6 with seconds first; or @hourly, @daily...): the job
+    # runs at every time any of them names.
+    schedule: list[str] = msgspec.field(default_factory=list)
+    time_zone: str = "UTC"  # IANA name; the schedule is read in it (DST included)
+    # A run is due while the previous one still runs: start it too, skip it, or stop
+    # the previous one first.
+    concurrency: Literal["allow", "forbid", "replace"] = "allow"
+    starting_deadline: float = 0.0  # a run missed by more than this is skipped; 0 = never
+    successful_history: int = 3  # finished runs kept (purged beyond these)
+    failed_history: int = 1
+    suspend: bool = False  # no runs while true (runs due meanwhile are skipped)
+
+
+class Parameterized(Struct):
+    """A job that runs only when dispatched (`podium job dispatch`): each dispatch is a
+    child batch job NAME/dispatch-<unix time>-<id> with its own meta and payload."""
+
+    payload: Literal["optional", "required", "forbidden"] = "optional"
+    meta_required: list[str] = msgspec.field(default_factory=list)
+    meta_optional: list[str] = msgspec.field(default_factory=list)
+
+
 class Job(Struct):
     name: str
     namespace: str = "default"
     type: JobType = "service"
+    # 1-100: a job that cannot be placed may preempt allocs of lower-priority jobs.
     priority: int = 50
-    schedule: str = ""  # cron jobs only: when to launch, e.g. "*/5 * * * *"
+    # The short form of periodic.schedule for `type: cron` (canonicalize moves it there).
+    schedule: str = ""
+    periodic: Periodic | None = None  # cron jobs
+    parameterized: Parameterized | None = None  # dispatch jobs (batch)
     constraints: list[Constraint] = msgspec.field(default_factory=list)
     groups: list[Group] = msgspec.field(default_factory=list)
-    meta: dict[str, str] = msgspec.field(default_factory=dict)
+    meta: dict[str, str] = msgspec.field(default_factory=dict)  # tasks see PODIUM_META_<KEY>
     # Set by the server, not by the user:
     version: int = 0
     stop: bool = False
     submit_time: float = 0.0
     submitted_by: str = ""  # who submitted this version (as the client said)
     stable: bool = False  # a deployment of this version finished healthy
+    parent: str = ""  # a cron or dispatch run: the job that launched it
+    payload: str = ""  # a dispatch run: its payload, base64 (written to PODIUM_PAYLOAD_FILE)
     revision: int = 0  # the store revision this copy was read at
 
     @property
@@ -399,6 +439,20 @@ class StopRequest(Struct):
     reason: str
 
 
+class Preemption(Struct):
+    """A lower-priority alloc the plan stops to make room for one of its placements."""
+
+    alloc_id: str
+    alloc_name: str  # e.g. "batch.work[3]"
+    namespace: str
+    job: str
+    priority: int
+    node_id: str
+    node_name: str
+    for_alloc: str  # the placement it makes room for (id)
+    for_name: str  # e.g. "big.main[0]"
+
+
 class Plan(Struct):
     """What the scheduler wants done; the plan applier re-checks and commits it."""
 
@@ -408,6 +462,9 @@ class Plan(Struct):
     placements: list[Allocation] = msgspec.field(default_factory=list)
     stops: list[StopRequest] = msgspec.field(default_factory=list)
     failures: list[PlacementFailure] = msgspec.field(default_factory=list)
+    # Allocs of lower-priority jobs stopped to make room (also listed in `stops`).
+    preemptions: list[Preemption] = msgspec.field(default_factory=list)
+    priority: int = 50  # the job's, for the events of its preemptions
 
     @property
     def empty(self) -> bool:

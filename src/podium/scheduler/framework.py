@@ -328,6 +328,10 @@ class Cycle:
         self._static_seen[pos] = result
         return result
 
+    def static_pass(self, pos: int, state: NodeState) -> bool:
+        """Whether the node passes the filters that do not depend on its load."""
+        return (self._static_seen[pos] or self._static(pos, state)) is _PASS
+
     def check(self, pos: int, state: NodeState, stats: Stats | None = None) -> bool:
         """Run every filter on one node; record a rejection in `stats`."""
         seen = self._static_seen[pos] or self._static(pos, state)

@@ -26,7 +26,10 @@ or failed deployment replaces nothing more (copies that are missing are still pl
 Indexes name the copies of a group (`web.frontend[2]`). Only live allocs of the
 current job version (or with the current group spec hash) satisfy an index.
 System jobs want one copy per schedulable node, so their placements are pinned
-to a node. Cron jobs place nothing themselves: their runs are batch jobs.
+to a node. Cron and parameterized (dispatch) jobs place nothing themselves: their
+runs are child batch jobs (server/periodic.py, server/dispatch.py). Batch groups run
+at most `parallelism` copies at once, and a failed one (batch.py: backoff_limit,
+active_deadline) has its copies stopped and none placed.
 The new alloc's id is not known here: the plan applier links `next_alloc`
 from `previous_alloc` (or see `Reconciliation.links`).
 """
@@ -56,6 +59,7 @@ from podium.model.types import (
     UpdateStrategy,
 )
 from podium.runtime.backoff import exponential
+from podium.scheduler import batch
 
 
 class Placement(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,7 +82,8 @@ class Reconciliation:
     lost: list[Allocation] = field(default_factory=list)  # updated copies
     in_place: list[Allocation] = field(default_factory=list)  # updated copies
     reschedule: list[Allocation] = field(default_factory=list)  # failed, replaced now
-    reschedule_later: dict[str, float] = field(default_factory=dict)  # alloc id -> when
+    # alloc id (or "deadline:GROUP", a batch group's active_deadline) -> when to look again
+    reschedule_later: dict[str, float] = field(default_factory=dict)
     exhausted: list[Allocation] = field(default_factory=list)  # failed, out of attempts
     deployment: Deployment | None = None  # to create
     deployment_updates: list[Deployment] = field(default_factory=list)  # cancelled ones
@@ -210,7 +215,10 @@ def reconcile(
         if deployment is not None and deployment.active:
             rec.deployment_updates.append(_ended(deployment, "cancelled", why, now))
         return rec
-    if job.type == "cron":
+    if job.type == "cron" or job.parameterized is not None:
+        for a in allocs:  # e.g. a batch job that became a cron job: its runs are children
+            if a.live and a.id not in lost:
+                rec.stop.append(StopRequest(alloc_id=a.id, reason="runs are child jobs now"))
         return rec
 
     # The deployment that governs this version: the stored one, or a new one (kept only
@@ -277,6 +285,7 @@ class _Group:
         )
         self.dep = deployment if self.rolls else None
         self.rolled_out = False  # placed or held back something under the deployment
+        self.budget: int | None = None  # batch: copies that may still start (parallelism)
 
     def is_current(self, a: Allocation) -> bool:
         return a.job_version == self.job.version or (
@@ -312,6 +321,10 @@ class _Group:
         reschedule_count: int = 0,
         node_id: str = "",
     ) -> None:
+        if self.budget is not None:
+            if self.budget <= 0:
+                return  # parallelism reached: placed when a running copy finishes
+            self.budget -= 1
         dep_id = self.dep.id if self.dep is not None else ""
         if dep_id and reason in ("missing", "update", "canary"):
             self.rolled_out = True
@@ -368,6 +381,8 @@ class _Group:
         if not when:
             when = _failed_at(prev, self.now) + reschedule_delay(self.group, attempts)
         if self.now >= when:
+            if self.budget is not None and self.budget <= 0:
+                return  # parallelism reached: tried again when a running copy finishes
             self.rec.reschedule.append(prev)
             self.place(index, "reschedule", prev, reschedule_count=attempts + 1,
                        node_id=node_id)  # fmt: skip
@@ -383,6 +398,8 @@ class _Group:
         """service and batch: copies 0..count-1, anywhere."""
         count = self.group.count
         live, heads = self.split(allocs)
+        if batch.is_batch(self.job) and not self.batch(allocs, live):
+            return
         live_at: dict[int, list[Allocation]] = {}
         for a in live:
             live_at.setdefault(a.index, []).append(a)
@@ -411,6 +428,21 @@ class _Group:
                 self.update(keep)
                 continue
             self.replace(index, prev[0] if prev else None)
+
+    def batch(self, allocs: list[Allocation], live: list[Allocation]) -> bool:
+        """A batch group's limits; False when it failed (its copies stop, none is placed)."""
+        g = self.group
+        prog = batch.progress(self.job, g, allocs, self.now)
+        if prog.verdict:
+            for a in live:
+                if a.id not in self.lost:
+                    self.stop(a, f"job failed: {prog.verdict}")
+            return False
+        if prog.deadline and not prog.done:
+            # Wake the caller when the deadline passes (keyed by group, not alloc).
+            self.rec.reschedule_later[f"deadline:{g.name}"] = prog.deadline
+        self.budget = (g.parallelism or g.count) - len(live)
+        return True
 
     def migrating(self, a: Allocation) -> bool:
         """Marked by the drain controller (a few at a time: the group's migrate.max_parallel)."""

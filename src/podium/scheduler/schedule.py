@@ -13,17 +13,30 @@ keep a memo of static filter answers, which depends on nothing schedule() change
 it at once (the placement controller's round): it writes the nodes in place instead of
 copying them, returns the same plan schedule() would, and leaves the snapshot as
 `apply(plan)` would, without adding each placement again.
+Given a `preempt` source, copies that fit nowhere may stop lower-priority allocs to
+make room (preempt.py); those stops are in `plan.stops` and `plan.preemptions`.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import msgspec
 
-from podium.model.types import Allocation, Group, Job, PlacementFailure, Plan, Resources
+from podium.model.types import (
+    Allocation,
+    Group,
+    Job,
+    PlacementFailure,
+    Plan,
+    Preemption,
+    Resources,
+    StopRequest,
+)
 from podium.scheduler.framework import Cycle, CycleContext, Profile, Request, Stats
 from podium.scheduler.plugins import default_profile
+from podium.scheduler.preempt import Candidate, VictimSource, best_node
 from podium.scheduler.reconcile import Placement, Reconciliation, group_hash
 from podium.scheduler.snapshot import ClusterSnapshot, NodeState
 
@@ -38,8 +51,11 @@ def schedule(
     eval_id: str,
     now: float,
     profile: Profile | None = None,
+    preempt: VictimSource | None = None,
 ) -> Plan:
-    return _schedule(snapshot, job, reconciliation, eval_id, now, profile, in_place=False)[0]
+    return _schedule(
+        snapshot, job, reconciliation, eval_id, now, profile, in_place=False, preempt=preempt
+    )[0]
 
 
 def schedule_into(
@@ -50,11 +66,14 @@ def schedule_into(
     eval_id: str,
     now: float,
     profile: Profile | None = None,
+    preempt: VictimSource | None = None,
 ) -> Plan:
     """schedule(), and the plan taken into `snapshot` as `apply` would (stops freed,
     placements added). The nodes placed on are written in place, not copied: over a
     round of 100,000 placements that is 100,000 node copies made and freed less."""
-    plan, states = _schedule(snapshot, job, reconciliation, eval_id, now, profile, in_place=True)
+    plan, states = _schedule(
+        snapshot, job, reconciliation, eval_id, now, profile, in_place=True, preempt=preempt
+    )
     snapshot.adopt(plan, states)
     return plan
 
@@ -68,6 +87,7 @@ def _schedule(
     profile: Profile | None,
     *,
     in_place: bool,
+    preempt: VictimSource | None = None,
 ) -> tuple[Plan, dict[int, NodeState]]:
     """The plan, and the node states it leaves behind: position in
     `snapshot.node_states()` -> the state holding the snapshot's usage with the plan's
@@ -78,10 +98,12 @@ def _schedule(
         job=job.name,
         job_version=job.version,
         stops=list(reconciliation.stop),
+        priority=job.priority,
     )
     if not reconciliation.place:
         return plan, {}
     run = _Run(snapshot, job, plan, eval_id=eval_id, now=now, in_place=in_place)
+    run.preempt = preempt
     for stop in reconciliation.stop:
         run.release(stop.alloc_id)
     by_group: dict[str, list[Placement]] = {}
@@ -179,6 +201,7 @@ class _Run:
         self.nodes = snapshot.node_states() if in_place else list(snapshot.node_states())
         self.owned = bytearray(len(self.nodes))  # 1 where nodes[i] is ours to write
         self.touched: list[int] = []  # those positions, in the order first written
+        self.preempt: VictimSource | None = None
 
     def own(self, pos: int) -> NodeState:
         if not self.owned[pos]:
@@ -212,8 +235,11 @@ class _Run:
         for i, p in enumerate(free):
             pos = select(nodes)
             if pos < 0:
-                # Usage only grows within a call, so the rest of the group fails too.
-                self.fail(group.name, len(free) - i, cycle.diagnose(nodes), fit=0)
+                # Usage only grows within a call, so the rest of the group fails too,
+                # unless lower-priority work makes room.
+                unplaced = self.preempt_for(free[i:], g, range(len(nodes)))
+                if unplaced:
+                    self.fail(group.name, unplaced, cycle.diagnose(nodes), fit=0)
                 break
             commit(pos, p, g)
             placed(pos, nodes)
@@ -235,11 +261,48 @@ class _Run:
                 self.commit(pos, p, g)
                 placed += 1
                 continue
+            if one.exhausted and not self.preempt_for([p], g, (pos,)):
+                placed += 1
+                continue
             stats.merge(one)
             if one.exhausted:
                 unplaced += 1
         if unplaced:
             self.fail(g.ctx.group.name, unplaced, stats, fit=placed)
+
+    def preempt_for(self, places: list[Placement], g: _GroupRun, positions: Sequence[int]) -> int:
+        """Place each copy by stopping lower-priority allocs on one of `positions`;
+        returns how many stay unplaced (no node has enough to evict)."""
+        if self.preempt is None:
+            return len(places)
+        job, plan, snapshot, preempt = self.job, self.plan, self.snapshot, self.preempt
+
+        def source(node_id: str) -> list[Candidate]:
+            return [c for c in preempt(node_id) if c.alloc.id in snapshot]  # counted live
+
+        taken = {s.alloc_id for s in plan.stops}
+        for k, p in enumerate(places):
+            found = best_node(
+                g.cycle,
+                self.nodes,
+                positions,
+                source,
+                priority=job.priority,
+                job_key=job.key,
+                taken=taken,
+            )
+            if found is None:
+                return len(places) - k
+            pos, victims = found
+            for v in victims:
+                self.release(v.alloc.id)
+                taken.add(v.alloc.id)
+            self.commit(pos, p, g)
+            new = plan.placements[-1]
+            for v in victims:
+                plan.stops.append(StopRequest(alloc_id=v.alloc.id, reason=_why(job, new, v)))
+                plan.preemptions.append(_preemption(v, new))
+        return 0
 
     def fail(self, group: str, unplaced: int, stats: Stats, *, fit: int) -> None:
         self.plan.failures.append(
@@ -296,6 +359,25 @@ class _Run:
             )
         state.add_parts(req.cpu, req.memory, ports.values(), req.group_key)
         self.plan.placements.append(alloc)
+
+
+def _why(job: Job, new: Allocation, victim: Candidate) -> str:
+    return f"preempted by {job.key} (priority {job.priority}) to place {new.name}"
+
+
+def _preemption(victim: Candidate, new: Allocation) -> Preemption:
+    a = victim.alloc
+    return Preemption(
+        alloc_id=a.id,
+        alloc_name=a.name,
+        namespace=a.namespace,
+        job=a.job,
+        priority=victim.priority,
+        node_id=a.node_id,
+        node_name=a.node_name,
+        for_alloc=new.id,
+        for_name=new.name,
+    )
 
 
 def pick_ports(req: Request, state: NodeState, *, seed: int) -> dict[str, int]:

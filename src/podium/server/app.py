@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -37,9 +38,12 @@ from podium.model.types import Allocation, AllocUpdate, Job, Node
 from podium.scheduler import ClusterSnapshot, group_hash, reconcile, schedule
 from podium.server import allocs as alloc_ops
 from podium.server import deployments as dep_ops
+from podium.server import dispatch as dispatch_ops
 from podium.server import jobs as job_ops
 from podium.server import nodes as node_ops
 from podium.server.catalog import Catalog
+from podium.server.controllers import periodic as periodic_ops
+from podium.server.controllers.placement import victims
 from podium.server.events import readable_event
 from podium.server.idempotency import Idempotency
 from podium.server.metrics import ServerMetrics
@@ -54,6 +58,21 @@ MAX_BODY = jobspec.MAX_JOB_BYTES  # what the CLI checks a job file against, too
 # Deeper than any document the API takes (a job may nest 64 levels inside its wrapper),
 # far below the interpreter's recursion limit, which the JSON decoder would meet first.
 MAX_JSON_DEPTH = 100
+
+
+class _JobName(Convertor[str]):
+    """A job name in a path: a DNS label, or a run of one, e.g. web/periodic-1700000000."""
+
+    regex = "[a-z0-9-]{1,63}(?:/(?:periodic|dispatch)-[a-z0-9-]{1,40})?"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return str(value)
+
+
+register_url_convertor("job", _JobName())
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -283,7 +302,8 @@ class Api:
                     "type": job.type,
                     "version": job.version,
                     "priority": job.priority,
-                    "status": job_ops.status_of(job, allocs),
+                    "status": job_ops.status_of(job, allocs, now=self.now()),
+                    "parent": job.parent,
                     "index": job.revision,
                     "submit_time": job.submit_time,
                 }
@@ -426,10 +446,18 @@ class Api:
             now=self.now(),
             deployment=self.state.latest_deployment(job.namespace, job.name),
         )
-        plan = schedule(snapshot, candidate, rec, eval_id=f"plan:{job.key}", now=self.now())
+        plan = schedule(
+            snapshot,
+            candidate,
+            rec,
+            eval_id=f"plan:{job.key}",
+            now=self.now(),
+            preempt=lambda node_id: victims(self.state, node_id),
+        )
         old = job_ops.spec_of(current) if current else {}
         replaced = {p.previous_alloc for p in plan.placements if p.previous_alloc}
-        stops = {s.alloc_id for s in plan.stops}
+        preempted = {p.alloc_id for p in plan.preemptions}
+        stops = {s.alloc_id for s in plan.stops} - preempted
         in_place = {a.id for a in rec.in_place}
         # Old copies a rolling deployment replaces in later batches (or after promotion).
         held = [
@@ -468,6 +496,7 @@ class Api:
                     for p in plan.placements
                 ],
                 "failures": msgspec.to_builtins(plan.failures),
+                "preemptions": msgspec.to_builtins(plan.preemptions),
             }
         )
 
@@ -479,7 +508,32 @@ class Api:
         return job
 
     async def get_job(self, req: Request) -> Response:
-        return json_response(job_ops.summary(self.state, self._job(req)))
+        return json_response(job_ops.summary(self.state, self._job(req), now=self.now()))
+
+    async def dispatch_job(self, req: Request) -> Response:
+        body = await _json_body(req) if await _body(req) else {}
+        if not isinstance(body, dict):
+            raise ValidationError([Problem("", "expected a JSON object: {meta, payload}")])
+        meta = body.get("meta") or {}
+        if not isinstance(meta, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
+        ):
+            raise ValidationError([Problem("meta", "expected a mapping of strings to strings")])
+        child = await dispatch_ops.dispatch(
+            self.state,
+            _namespace(req),
+            req.path_params["name"],
+            meta=meta,
+            payload=dispatch_ops.decode_payload(body.get("payload")),
+            now=self.now(),
+        )
+        return json_response({"name": child.name, "index": child.revision, "parent": child.parent})
+
+    async def force_periodic(self, req: Request) -> Response:
+        child = await periodic_ops.force(
+            self.state, _namespace(req), req.path_params["name"], now=self.now()
+        )
+        return json_response({"name": child.name, "index": child.revision, "parent": child.parent})
 
     async def stop_job(self, req: Request) -> Response:
         purge = req.query_params.get("purge", "") in ("1", "true", "yes")
@@ -764,12 +818,14 @@ ROUTES: list[tuple[str, str, str, str]] = [
     ("POST", "/v1/jobs", "register_job", "Submit a job (new version if it changed)"),
     ("POST", "/v1/jobs/validate", "validate_job", "Validate a job spec"),
     ("POST", "/v1/jobs/plan", "plan_job", "Dry-run a job: diff and scheduler plan"),
-    ("GET", "/v1/job/{name}", "get_job", "Job status summary with allocations"),
-    ("DELETE", "/v1/job/{name}", "stop_job", "Stop a job (purge=true removes it)"),
-    ("GET", "/v1/job/{name}/versions", "job_versions", "Job versions with diffs"),
-    ("GET", "/v1/job/{name}/version/{version:int}", "job_version", "One job version"),
-    ("POST", "/v1/job/{name}/revert", "revert_job", "Submit an earlier version again"),
-    ("POST", "/v1/job/{name}/scale", "scale_job", "Change one group's count (in place)"),
+    ("GET", "/v1/job/{name:job}", "get_job", "Job status summary with allocations"),
+    ("DELETE", "/v1/job/{name:job}", "stop_job", "Stop a job (purge=true removes it)"),
+    ("GET", "/v1/job/{name:job}/versions", "job_versions", "Job versions with diffs"),
+    ("GET", "/v1/job/{name:job}/version/{version:int}", "job_version", "One job version"),
+    ("POST", "/v1/job/{name:job}/revert", "revert_job", "Submit an earlier version again"),
+    ("POST", "/v1/job/{name:job}/scale", "scale_job", "Change one group's count (in place)"),
+    ("POST", "/v1/job/{name:job}/dispatch", "dispatch_job", "Run a parameterized job once"),
+    ("POST", "/v1/job/{name:job}/periodic/force", "force_periodic", "Run a cron job now"),
     ("GET", "/v1/deployments", "list_deployments", "List deployments (job=NAME filters)"),
     ("GET", "/v1/deployment/{id}", "get_deployment", "A deployment (id, prefix or job name)"),
     ("POST", "/v1/deployment/{id}/promote", "promote_deployment", "Promote canaries"),

@@ -1,6 +1,10 @@
-"""Job writes: register a new version, stop, purge; and the job summary the CLI shows.
+"""Job writes: register a new version, stop, purge, launch a child run; and the job
+summary the CLI shows.
 
-Every write states the revision it read; a lost race is a Conflict (409).
+Every write states the revision it read; a lost race is a Conflict (409). A cron or
+dispatch run is a child job NAME/periodic-<time> or NAME/dispatch-<time>-<id>: a batch
+job of its own (`parent` names the job it came from), created once (its key guarded
+absent), stopped and purged with its parent.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import msgspec
 from podium.errors import Conflict, NotFound
 from podium.model import spec as jobspec
 from podium.model.types import Allocation, Job
+from podium.scheduler import batch
 from podium.server.events import event_put
 from podium.server.state import ClusterState, encode
 from podium.store import keys
@@ -58,6 +63,8 @@ async def register(
         submit_time=now,
         submitted_by=submitted_by,
         stable=False,
+        parent="",
+        payload="",
         revision=0,
     )
     body = encode(new)
@@ -94,19 +101,34 @@ async def stop(state: ClusterState, namespace: str, name: str, *, purge: bool, n
         raise NotFound(f"no job {name!r} in namespace {namespace!r}")
     key = keys.job(namespace, name)
     ops: list[Op]
+    guards = [Compare(key, "mod_rev", "=", current.revision)]
+    # A parent's runs go with it (purged, or stopped if they still run).
+    kids = children(state, current)
     if purge:
         ops = [
             Delete(key),
             Delete(keys.job_versions(namespace, name), prefix=True),
+            Delete(keys.periodic(namespace, name)),
             event_put("job.purged", "job purged", namespace=namespace, job=name, now=now),
         ]
+        for kid in kids:
+            guards.append(Compare(keys.job(namespace, kid.name), "mod_rev", "=", kid.revision))
+            ops += [
+                Delete(keys.job(namespace, kid.name)),
+                Delete(keys.job_versions(namespace, kid.name), prefix=True),
+            ]
     else:
         stopped = msgspec.structs.replace(current, stop=True, revision=0)
         ops = [
             Put(key, encode(stopped)),
             event_put("job.stopped", "job stopped", namespace=namespace, job=name, now=now),
         ]
-    res = await state.store.txn([Compare(key, "mod_rev", "=", current.revision)], ops)
+        for kid in kids:
+            if not kid.stop:
+                guards.append(Compare(keys.job(namespace, kid.name), "mod_rev", "=", kid.revision))
+                kid_stopped = msgspec.structs.replace(kid, stop=True, revision=0)
+                ops.append(Put(keys.job(namespace, kid.name), encode(kid_stopped)))
+    res = await state.store.txn(guards, ops)
     if not res.succeeded:
         raise Conflict(f"job {name!r} was changed concurrently; retry")
     await state.wait_for(res.revision)
@@ -211,26 +233,82 @@ async def versions(state: ClusterState, namespace: str, name: str) -> list[Job]:
     return sorted(out, key=lambda j: -j.version)
 
 
-def status_of(job: Job, allocs: list[Allocation]) -> str:
-    """Derived, never stored: pending | running | complete | dead."""
+def children(state: ClusterState, parent: Job) -> list[Job]:
+    """The runs a cron or dispatch job launched, oldest first."""
+    if parent.type != "cron" and parent.parameterized is None:
+        return []
+    prefix = parent.key + "/"
+    kids = [j for k, j in state.jobs.items() if k.startswith(prefix) and j.parent == parent.name]
+    return sorted(kids, key=lambda j: (j.submit_time, j.name))
+
+
+def child_job(parent: Job, name: str, *, now: float, meta: dict[str, str], payload: str) -> Job:
+    """A run of `parent`: a batch job of its own, version 0, launched now."""
+    return msgspec.structs.replace(
+        parent,
+        name=name,
+        type="batch",
+        schedule="",
+        periodic=None,
+        parameterized=None,
+        meta={**parent.meta, **meta},
+        version=0,
+        stop=False,
+        submit_time=now,
+        stable=False,
+        parent=parent.name,
+        payload=payload,
+        revision=0,
+    )
+
+
+def launch_ops(child: Job, message: str, *, now: float) -> tuple[list[Compare], list[Op]]:
+    """The guarded writes that create a run: only if no job of that name exists yet, so a
+    run launched twice (a retry, two leaders) is created once."""
+    body = encode(child)
+    key = keys.job(child.namespace, child.name)
+    return (
+        [Compare(key, "mod_rev", "=", 0)],
+        [
+            Put(key, body),
+            Put(keys.job_version(child.namespace, child.name, 0), body),
+            event_put(
+                "job.launched", message, namespace=child.namespace, job=child.parent, now=now
+            ),
+        ],
+    )
+
+
+def status_of(job: Job, allocs: list[Allocation], *, now: float = 0.0) -> str:
+    """Derived, never stored: pending | running | complete | failed | dead (a batch job
+    fails per batch.progress); a cron or dispatch parent is running (or suspended)."""
     if job.stop:
         return "dead"
+    if job.periodic is not None and job.periodic.suspend:
+        return "suspended"
+    if job.type == "cron" or job.parameterized is not None:
+        return "running"
     current = [a for a in allocs if a.job_version == job.version]
     if job.type == "batch":
-        want = sum(g.count for g in job.groups)
-        done = {(a.group, a.index) for a in current if a.client_status == "complete"}
-        if want and len(done) >= want:
+        progs = [batch.progress(job, g, _of(allocs, g.name), now) for g in job.groups]
+        if progs and all(p.done for p in progs):
             return "complete"
+        if any(p.verdict for p in progs):
+            return "failed"
     if any(a.client_status == "running" for a in current):
         return "running"
     return "pending"
 
 
-def summary(state: ClusterState, job: Job) -> dict[str, Any]:
+def _of(allocs: list[Allocation], group: str) -> list[Allocation]:
+    return [a for a in allocs if a.group == group]
+
+
+def summary(state: ClusterState, job: Job, *, now: float = 0.0) -> dict[str, Any]:
     allocs = state.allocs_of_job(job.namespace, job.name)
     groups: dict[str, dict[str, Any]] = {}
     for g in job.groups:
-        mine = [a for a in allocs if a.group == g.name]
+        mine = _of(allocs, g.name)
         live = [a for a in mine if a.desired_status == "run" and a.job_version == job.version]
         counts = {s: 0 for s in ("pending", "running", "complete", "failed", "lost")}
         for a in live:
@@ -242,12 +320,29 @@ def summary(state: ClusterState, job: Job) -> dict[str, Any]:
             "unhealthy": sum(1 for a in live if a.healthy is False),
             "restarts": sum(ts.restarts for a in live for ts in a.task_states.values()),
         }
+        if batch.is_batch(job):
+            prog = batch.progress(job, g, mine, now)
+            groups[g.name] |= {
+                "completions": prog.completions,
+                "parallelism": g.parallelism or g.count,
+                "progress": prog.line(),
+                "failed_reason": prog.verdict,
+            }
     failures = state.placement_failures.get(job.key, [])
     dep = state.latest_deployment(job.namespace, job.name)
+    kids = [
+        {
+            "name": k.name,
+            "status": status_of(k, state.allocs_of_job(k.namespace, k.name), now=now),
+            "submit_time": k.submit_time,
+        }
+        for k in children(state, job)
+    ]
     return {
         "deployment": msgspec.to_builtins(dep) if dep is not None else None,
         "job": msgspec.to_builtins(job),
-        "status": status_of(job, allocs),
+        "status": status_of(job, allocs, now=now),
+        "children": kids,
         "groups": groups,
         "allocations": [alloc_row(a) for a in allocs],
         "placement_failures": msgspec.to_builtins(failures),

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from podium.model.types import Allocation, Plan
+from podium.model.types import Allocation, Plan, Preemption
 from podium.server.events import event_put
 from podium.server.metrics import ServerMetrics
 from podium.server.state import ClusterState, NodeUsage, encode
@@ -69,6 +69,33 @@ class _Pending:
             return False
         self.usage[a.node_id].add(a, -1)
         return True
+
+
+def _preemption_events(plan: Plan, pre: Preemption, now: float) -> list[Op]:
+    """One event on each side: the job whose alloc stops, and the job that needed room."""
+    who = f"{plan.namespace}/{plan.job} (priority {plan.priority})"
+    whom = f"{pre.alloc_name} of {pre.namespace}/{pre.job} (priority {pre.priority})"
+    return [
+        event_put(
+            "alloc.preempted",
+            f"{pre.alloc_name} (priority {pre.priority}) preempted on {pre.node_name} "
+            f"by {who} to place {pre.for_name}",
+            namespace=pre.namespace,
+            job=pre.job,
+            alloc=pre.alloc_id,
+            node=pre.node_id,
+            now=now,
+        ),
+        event_put(
+            "job.preempted",
+            f"{pre.for_name} preempted {whom} on {pre.node_name}",
+            namespace=plan.namespace,
+            job=plan.job,
+            alloc=pre.for_alloc,
+            node=pre.node_id,
+            now=now,
+        ),
+    ]
 
 
 class PlanApplier:
@@ -141,6 +168,7 @@ class PlanApplier:
         # on a full node reuses the space of the alloc it replaces).
         freed = _freed(self.state, {s.alloc_id for plan in plans for s in plan.stops})
         for plan in plans:
+            stopped: set[str] = set()
             for stop in plan.stops:
                 cur = changed.get(stop.alloc_id) or self.state.allocs.get(stop.alloc_id)
                 if cur is None or cur.desired_status == "stop":
@@ -148,7 +176,11 @@ class PlanApplier:
                 changed[cur.id] = msgspec.structs.replace(
                     cur, desired_status="stop", desired_reason=stop.reason
                 )
+                stopped.add(cur.id)
                 result.stopped += 1
+            for pre in plan.preemptions:
+                if pre.alloc_id in stopped:
+                    events.extend(_preemption_events(plan, pre, now))
             placed = 0
             for a in plan.placements:
                 why = self._recheck(a, freed)

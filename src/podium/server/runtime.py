@@ -85,6 +85,7 @@ class Server:
         from podium.server.controllers.drain import DrainController
         from podium.server.controllers.gc import GarbageCollector
         from podium.server.controllers.node_liveness import NodeLivenessController
+        from podium.server.controllers.periodic import PeriodicController
         from podium.server.controllers.placement import PlacementController
 
         assert self.ctx is not None
@@ -103,6 +104,7 @@ class Server:
             if self.ctx.leadership is not None and self.ctx.leadership.config.elect:
                 tg.create_task(failures_mirror.publish(state), name="failures-publish")
             tg.create_task(DeploymentController(state, cfg.clock).run(), name="deployments")
+            tg.create_task(PeriodicController(state, cfg.clock).run(), name="periodic")
 
     async def run(self) -> None:
         from podium.server.app import create_app

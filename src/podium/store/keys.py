@@ -16,18 +16,29 @@ MEMBERS = "/members/"
 HEARTBEATS = "/heartbeats/"
 IDEMPOTENCY = "/idempotency/"
 PLACEMENT_FAILURES = "/placementfailures/"  # the leader's, for the other servers
+PERIODIC = "/periodic/"  # per cron job: the scheduled time it last launched (or skipped)
 
 
 def job(namespace: str, name: str) -> str:
     return f"{JOBS}{namespace}/{name}"
 
 
+def _flat(name: str) -> str:
+    # A child job's name has a '/' (web/periodic-1700000000): as ':' (never in a name) in
+    # keys listed by prefix, so the parent's prefix does not take in its children's.
+    return name.replace("/", ":")
+
+
 def job_version(namespace: str, name: str, version: int) -> str:
-    return f"{JOB_VERSIONS}{namespace}/{name}/{version:010d}"
+    return f"{JOB_VERSIONS}{namespace}/{_flat(name)}/{version:010d}"
 
 
 def job_versions(namespace: str, name: str) -> str:
-    return f"{JOB_VERSIONS}{namespace}/{name}/"
+    return f"{JOB_VERSIONS}{namespace}/{_flat(name)}/"
+
+
+def periodic(namespace: str, name: str) -> str:
+    return f"{PERIODIC}{namespace}/{name}"
 
 
 def deployment(namespace: str, job: str, version: int) -> str:

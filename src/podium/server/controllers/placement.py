@@ -2,7 +2,8 @@
 
     state listener marks jobs dirty (job, its allocs, or a node they use changed)
       -> reconcile(job, allocs, nodes)  what should change, as data (pure)
-      -> schedule(snapshot, job, rec)   where new allocs go, or why not (pure)
+      -> schedule(snapshot, job, rec)   where new allocs go, or why not (pure); a copy that
+                                      fits nowhere may preempt lower-priority allocs
       -> PlanApplier                    re-check and commit, batched across jobs
 
 It also wakes on its own for delayed work (a failed alloc's reschedule time) and
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from podium.model.types import Allocation, Deployment, Job, Node, Plan
 from podium.runtime.clock import Clock
 from podium.scheduler import ClusterSnapshot, Reconciliation, reconcile, schedule_into
+from podium.scheduler.preempt import Candidate
 from podium.server.deployments import write_ops
 from podium.server.metrics import ServerMetrics
 from podium.server.plan_apply import ApplyResult, PlanApplier
@@ -73,6 +75,10 @@ class PlacementController:
                     self._mark(key)
             elif _alloc_matters(old, new):  # type: ignore[arg-type]
                 self._mark(f"{obj.namespace}/{obj.job}")
+                if isinstance(old, Allocation) and old.live and not obj.live and new is not None:
+                    # Room freed: jobs that could not be placed (or were preempted) may fit.
+                    for key in self.state.placement_failures:
+                        self._mark(key)
         elif prefix == keys.JOBS and isinstance(obj, Job):
             self._mark(obj.key)
         elif prefix == keys.DEPLOYMENTS and isinstance(obj, Deployment):
@@ -87,6 +93,9 @@ class PlacementController:
             for job in self.state.jobs.values():
                 if job.type == "system":
                     self._mark(job.key)
+
+    def victims(self, node_id: str) -> list[Candidate]:
+        return victims(self.state, node_id)
 
     def _mark(self, job_key: str) -> None:
         self._dirty.add(job_key)
@@ -187,7 +196,9 @@ class PlacementController:
                 eval_id = f"{key}@{uuid.uuid4()}"
                 # Taken into the round's snapshot at once: the plans in flight count for
                 # the next jobs.
-                plan = schedule_into(snapshot, job, rec, eval_id=eval_id, now=now)
+                plan = schedule_into(
+                    snapshot, job, rec, eval_id=eval_id, now=now, preempt=self.victims
+                )
             else:
                 plan = rec.stop_plan(ns, name)
                 snapshot.apply(plan)
@@ -257,6 +268,17 @@ class PlacementController:
         results = await self.state.store.txn_many(txns)
         await self.state.wait_for(max(r.revision for r in results))
         return {key for key, r in zip(owner, results, strict=True) if not r.succeeded}
+
+
+def victims(state: ClusterState, node_id: str) -> list[Candidate]:
+    """The live allocs on a node with their jobs' priorities (what preemption may stop)."""
+    jobs = state.jobs
+    out = []
+    for a in state.allocs_of_node(node_id):
+        if a.live:
+            job = jobs.get(f"{a.namespace}/{a.job}")
+            out.append(Candidate(a, job.priority if job is not None else 0))
+    return out
 
 
 @dataclass

@@ -14,10 +14,11 @@ import msgspec
 import pytest
 
 from podium.model import spec
+from podium.model.cron import next_time
 from podium.model.types import Allocation, Job, Periodic, Resources
 from podium.runtime.clock import FakeClock
 from podium.server import jobs
-from podium.server.controllers.periodic import PeriodicController, force, next_time
+from podium.server.controllers.periodic import PeriodicController, force
 from podium.server.state import ClusterState, encode
 from podium.store import keys
 from podium.store.memory import MemoryStore
@@ -127,6 +128,8 @@ async def finish(state: ClusterState, child: str, status: str = "complete") -> N
         resources=Resources(),
         client_status=status,  # type: ignore[arg-type]
         reschedule_count=1 if status == "failed" else 0,  # its one reschedule used up
+        reschedule_times=[T0] if status == "failed" else [],
+        modify_time=T0 + 1,
     )
     res = await state.store.put(keys.alloc(a.id), encode(a))
     await state.wait_for(res)

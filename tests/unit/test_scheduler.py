@@ -526,10 +526,25 @@ def test_reconcile_reschedule_delay_grows_and_caps() -> None:
 def test_reconcile_reschedule_attempts_run_out() -> None:
     policy = ReschedulePolicy(attempts=2, unlimited=False, delay=0)
     job = make_job(reschedule=policy)
-    rec = reconcile(job, [failed(job, reschedule_count=1)], nodes_map(), now=NOW)
-    assert [p.reschedule_count for p in rec.place] == [2]
-    rec = reconcile(job, [failed(job, reschedule_count=2)], nodes_map(), now=NOW)
+    once = failed(job, reschedule_count=1, reschedule_times=[NOW - 5])
+    rec = reconcile(job, [once], nodes_map(), now=NOW)
+    assert [(p.reschedule_count, p.reschedule_times) for p in rec.place] == [(2, (NOW - 5, NOW))]
+    [a] = schedule(ClusterSnapshot.build([make_node("n")], []), job, rec, eval_id="e",
+                   now=NOW).placements  # fmt: skip
+    assert a.reschedule_times == [NOW - 5, NOW], "the new copy carries its line's reschedules"
+    twice = failed(job, reschedule_count=2, reschedule_times=[NOW - 5, NOW - 2])
+    rec = reconcile(job, [twice], nodes_map(), now=NOW)
     assert not rec.place and [a.id for a in rec.exhausted] == ["f"]
+
+
+def test_reconcile_reschedule_attempts_count_within_the_interval_only() -> None:
+    policy = ReschedulePolicy(attempts=1, interval=60, unlimited=False, delay=0)
+    job = make_job(reschedule=policy)
+    recent = failed(job, reschedule_count=1, reschedule_times=[NOW - 30])
+    assert [a.id for a in reconcile(job, [recent], nodes_map(), now=NOW).exhausted] == ["f"]
+    old = failed(job, reschedule_count=1, reschedule_times=[NOW - 90])  # outside the window
+    rec = reconcile(job, [old], nodes_map(), now=NOW)
+    assert [(p.reschedule_count, p.reschedule_times) for p in rec.place] == [(2, (NOW,))]
 
 
 def test_reconcile_replaced_failures_are_left_alone() -> None:

@@ -287,6 +287,9 @@ def status(name: str | None, as_json: bool, namespace: str | None, addr: str | N
             console.print(line, markup=False, highlight=False)
     if j.get("parent"):
         console.print(f"run of {j['parent']}", markup=False, highlight=False)
+    if s.get("next_run"):
+        when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(s["next_run"]))
+        console.print(f"next run due {when}", markup=False, highlight=False)
     for ln in failure_lines(s["placement_failures"]):
         err_console.print(f"[red]placement failure:[/] {ln}")
     kids = s.get("children") or []

@@ -27,16 +27,16 @@ import math
 import re
 import shlex
 import signal
-import zoneinfo
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 import msgspec
 import yaml
-from croniter import CroniterError, croniter
 
 from podium.drivers.schemas import SCHEMAS
 from podium.errors import Problem, ValidationError
+from podium.model.cron import MACROS as _CRON_MACROS
+from podium.model.cron import cron_ok, time_zone
 from podium.model.pattern import PatternError, compile_pattern
 from podium.model.show import near, show, unknown_field
 from podium.model.types import (
@@ -97,9 +97,6 @@ _ATTRIBUTE_ALIASES = (("${meta.", "${node.labels."), ("${attr.", "${node.attribu
 _VERSION_CLAUSE = re.compile(
     r"\s*(?:=|==|!=|>=|<=|>|<|~>)?\s*v?\d+(?:\.\d+)*(?:-[0-9A-Za-z.-]+)?\s*"
 )
-_CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
-_CRON_FIELD = re.compile(r"[0-9A-Za-z*?/,#-]+")
-_ZONE = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+){0,2}")
 PAYLOAD_RULES = ("optional", "required", "forbidden")
 _DURATION = re.compile(r"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h|d))+")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
@@ -983,38 +980,6 @@ def _check_parameterized(c: _Checker, value: object, path: str) -> None:
                 c.add(where, f"{_show(name)} is also listed in {keys_seen[name]}")
             else:
                 keys_seen[name] = key
-
-
-def time_zone(name: str) -> datetime.tzinfo | None:
-    """The IANA zone `name`, or None when there is no such zone."""
-    if name.upper() == "UTC":
-        return datetime.UTC
-    if not _ZONE.fullmatch(name):
-        return None
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-        return None
-
-
-def cron_iter(expr: str, start: datetime.datetime) -> croniter:
-    """An iterator over the times `expr` names after `start` (6 fields: seconds first)."""
-    text = expr.strip()
-    return croniter(text, start, second_at_beginning=len(text.split()) == 6)
-
-
-def cron_ok(expr: str) -> bool:
-    text = expr.strip()
-    if text in _CRON_MACROS:
-        return True
-    fields = text.split()
-    if len(fields) not in (5, 6) or not all(_CRON_FIELD.fullmatch(f) for f in fields):
-        return False
-    try:
-        cron_iter(text, datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)).get_next(float)
-    except (ValueError, KeyError, TypeError, OverflowError, CroniterError):
-        return False  # e.g. "61 * * * *", or "0 0 31 2 *" (never)
-    return True
 
 
 def _unique(

@@ -339,6 +339,9 @@ class Allocation(Struct, gc=False):
     previous_alloc: str = ""
     next_alloc: str = ""
     reschedule_count: int = 0
+    # When this copy's line was rescheduled after failures: the reschedule policy counts
+    # those within its `interval` against `attempts`.
+    reschedule_times: list[float] = msgspec.field(default_factory=list)
     reschedule_after: float = 0.0  # do not replace before this time
     restart_seq: int = 0  # bumped by `alloc restart`; the agent restarts tasks when it grows
     migrate: bool = False  # set by the drain controller: move this copy off its draining node

@@ -93,5 +93,13 @@ def progress(job: Job, group: Group, allocs: Iterable[Allocation], now: float) -
 
 
 def _exhausted(group: Group, a: Allocation) -> bool:
-    pol = group.reschedule
-    return not pol.unlimited and a.reschedule_count >= pol.attempts
+    return not group.reschedule.unlimited and len(recent(group, a, a.modify_time)) >= (
+        group.reschedule.attempts
+    )
+
+
+def recent(group: Group, a: Allocation, now: float) -> list[float]:
+    """The reschedules of `a`'s line that count against the policy's attempts now: those
+    within its interval (all of them when the interval is 0)."""
+    interval = group.reschedule.interval
+    return [t for t in a.reschedule_times if not interval or now - t < interval]

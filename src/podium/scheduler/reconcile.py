@@ -70,6 +70,7 @@ class Placement(msgspec.Struct, frozen=True, kw_only=True):
     reason: str = "missing"  # missing | lost | reschedule | update | migrate | canary
     previous: Allocation | None = None
     reschedule_count: int = 0
+    reschedule_times: tuple[float, ...] = ()  # see Allocation.reschedule_times
     node_id: str = ""  # pinned to this node (system jobs); "" lets the scheduler choose
     deployment_id: str = ""
     canary: bool = False
@@ -319,6 +320,7 @@ class _Group:
         previous: Allocation | None = None,
         *,
         reschedule_count: int = 0,
+        reschedule_times: tuple[float, ...] = (),
         node_id: str = "",
     ) -> None:
         if self.budget is not None:
@@ -330,7 +332,8 @@ class _Group:
             self.rolled_out = True
         self.rec.place.append(Placement(
             group=self.group.name, index=index, reason=reason, previous=previous,
-            reschedule_count=reschedule_count, node_id=node_id, deployment_id=dep_id,
+            reschedule_count=reschedule_count, reschedule_times=reschedule_times,
+            node_id=node_id, deployment_id=dep_id,
             canary=reason == "canary",
         ))  # fmt: skip
 
@@ -360,7 +363,7 @@ class _Group:
             self.place(index, "missing", node_id=node_id)
         elif prev.client_status == "lost":
             self.place(index, "lost", prev, reschedule_count=prev.reschedule_count,
-                       node_id=node_id)  # fmt: skip
+                       reschedule_times=tuple(prev.reschedule_times), node_id=node_id)  # fmt: skip
         elif prev.client_status == "complete":
             if self.job.type == "batch" and self.is_current(prev):
                 return  # done: a batch copy that succeeded never runs again
@@ -374,7 +377,8 @@ class _Group:
     def reschedule(self, index: int, prev: Allocation, *, node_id: str) -> None:
         pol = self.group.reschedule
         attempts = prev.reschedule_count
-        if not pol.unlimited and attempts >= pol.attempts:
+        recent = batch.recent(self.group, prev, self.now)  # within the policy's interval
+        if not pol.unlimited and len(recent) >= pol.attempts:
             self.rec.exhausted.append(prev)
             return
         when = prev.reschedule_after
@@ -385,7 +389,7 @@ class _Group:
                 return  # parallelism reached: tried again when a running copy finishes
             self.rec.reschedule.append(prev)
             self.place(index, "reschedule", prev, reschedule_count=attempts + 1,
-                       node_id=node_id)  # fmt: skip
+                       reschedule_times=(*recent, self.now), node_id=node_id)  # fmt: skip
             return
         self.rec.reschedule_later[prev.id] = when
         if prev.reschedule_after != when:
@@ -476,7 +480,8 @@ class _Group:
             # Its replacement failed: the group's reschedule policy paces the next try.
             self.replace(index, prev)
             return
-        self.place(index, "migrate", old, reschedule_count=old.reschedule_count)
+        self.place(index, "migrate", old, reschedule_count=old.reschedule_count,
+                   reschedule_times=tuple(old.reschedule_times))  # fmt: skip
 
     def system(self, allocs: list[Allocation]) -> None:
         """system: one copy on every schedulable node; count is ignored."""

@@ -16,6 +16,7 @@ import msgspec
 
 from podium.errors import Conflict, NotFound
 from podium.model import spec as jobspec
+from podium.model.cron import next_time
 from podium.model.types import Allocation, Job
 from podium.scheduler import batch
 from podium.server.events import event_put
@@ -307,6 +308,7 @@ def _of(allocs: list[Allocation], group: str) -> list[Allocation]:
 def summary(state: ClusterState, job: Job, *, now: float = 0.0) -> dict[str, Any]:
     allocs = state.allocs_of_job(job.namespace, job.name)
     groups: dict[str, dict[str, Any]] = {}
+    parent = job.type == "cron" or job.parameterized is not None  # runs nothing itself
     for g in job.groups:
         mine = _of(allocs, g.name)
         live = [a for a in mine if a.desired_status == "run" and a.job_version == job.version]
@@ -314,7 +316,7 @@ def summary(state: ClusterState, job: Job, *, now: float = 0.0) -> dict[str, Any
         for a in live:
             counts[a.client_status] += 1
         groups[g.name] = {
-            "desired": 0 if job.stop else g.count,
+            "desired": 0 if job.stop or parent else g.count,
             **counts,
             "healthy": sum(1 for a in live if a.healthy and a.client_status == "running"),
             "unhealthy": sum(1 for a in live if a.healthy is False),
@@ -343,10 +345,19 @@ def summary(state: ClusterState, job: Job, *, now: float = 0.0) -> dict[str, Any
         "job": msgspec.to_builtins(job),
         "status": status_of(job, allocs, now=now),
         "children": kids,
+        "next_run": _next_run(job, now),
         "groups": groups,
         "allocations": [alloc_row(a) for a in allocs],
         "placement_failures": msgspec.to_builtins(failures),
     }
+
+
+def _next_run(job: Job, now: float) -> float | None:
+    """When a cron job's next run is due (None: not a running cron job)."""
+    p = job.periodic
+    if p is None or job.stop or p.suspend:
+        return None
+    return next_time(p, max(now, job.submit_time))
 
 
 def alloc_row(a: Allocation) -> dict[str, Any]:

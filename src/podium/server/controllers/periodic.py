@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import msgspec
 
 from podium.errors import Conflict, NotFound, Problem, ValidationError
-from podium.model.spec import cron_iter, time_zone
+from podium.model.cron import next_time, time_zone
 from podium.model.types import Job, Periodic
 from podium.runtime.clock import Clock
 from podium.server import jobs as job_ops
@@ -55,35 +55,6 @@ class Cursor(msgspec.Struct, kw_only=True):
 @dataclass
 class PeriodicSettings:
     max_sleep: float = 5.0  # look again at least this often (a missed wake costs this)
-
-
-def next_time(periodic: Periodic, after: float) -> float:
-    """The first time after `after` (epoch seconds) that any schedule names.
-
-    Daylight saving time, as Vixie cron handles it: a wall-clock time that does not
-    exist (spring forward) runs at the first time after the gap; in the hour that
-    repeats (fall back), a schedule with fixed hours runs once, one with `*` hours
-    runs in both."""
-    zone = time_zone(periodic.time_zone) or datetime.UTC
-    start = datetime.datetime.fromtimestamp(after, tz=zone)
-    return min(_next_one(expr, start, zone) for expr in periodic.schedule)
-
-
-def _next_one(expr: str, start: datetime.datetime, zone: datetime.tzinfo) -> float:
-    it = cron_iter(expr, start)
-    fixed_hours = _fixed_hours(expr)
-    while True:
-        t = float(it.get_next(float))
-        if not (fixed_hours and datetime.datetime.fromtimestamp(t, tz=zone).fold):
-            return t  # (fold: the second pass through a repeated hour)
-
-
-def _fixed_hours(expr: str) -> bool:
-    fields = expr.split()
-    if len(fields) < 5:
-        return expr.strip() != "@hourly"  # @daily, @weekly...: fixed
-    hours = fields[2] if len(fields) == 6 else fields[1]
-    return "*" not in hours
 
 
 def due_times(periodic: Periodic, after: float, now: float) -> list[float]:

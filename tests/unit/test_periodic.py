@@ -4,7 +4,6 @@ in-memory store with a fake clock: each run once, concurrency, deadlines, histor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import zoneinfo
 from collections.abc import AsyncIterator
@@ -21,7 +20,7 @@ from podium.server import jobs
 from podium.server.controllers.periodic import PeriodicController, force
 from podium.server.state import ClusterState, encode
 from podium.store import keys
-from podium.store.memory import MemoryStore
+from support.state import memory_state
 
 T0 = 1_700_000_000.0  # a multiple of 10 s
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
@@ -74,17 +73,8 @@ def test_several_schedules_and_a_zone() -> None:
 
 @pytest.fixture
 async def state() -> AsyncIterator[ClusterState]:
-    store = MemoryStore()
-    st = ClusterState(store)
-    feed = asyncio.create_task(st.run())
-    await st.ready.wait()
-    try:
+    async with memory_state() as st:
         yield st
-    finally:
-        feed.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await feed
-        await store.close()
 
 
 def cron(schedule: str = "*/10 * * * * *", **periodic: Any) -> Job:

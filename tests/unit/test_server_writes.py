@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -25,7 +24,7 @@ from podium.server import jobs
 from podium.server.plan_apply import PlanApplier
 from podium.server.state import ClusterState, encode
 from podium.store import keys
-from podium.store.memory import MemoryStore
+from support.state import memory_state
 
 
 def make_job(name: str = "web", count: int = 2, memory: int = 64) -> Job:
@@ -77,17 +76,8 @@ def make_alloc(
 
 @pytest.fixture
 async def state() -> AsyncIterator[ClusterState]:
-    store = MemoryStore()
-    st = ClusterState(store)
-    feed = asyncio.create_task(st.run())
-    await st.ready.wait()
-    try:
+    async with memory_state() as st:
         yield st
-    finally:
-        feed.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await feed
-        await store.close()
 
 
 async def test_register_versions_only_on_change(state: ClusterState) -> None:

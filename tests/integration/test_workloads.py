@@ -82,7 +82,10 @@ def test_dispatch_delivers_meta_and_payload_to_the_task(
     job = script_job(
         "render", script, parameterized={"payload": "required", "meta_required": ["customer"]}
     )
-    dev_cluster.api("POST", "/v1/jobs", json={"job": job})
+    job_file = tmp_path / "render.json"
+    job_file.write_text(json.dumps(job))
+    ran = dev_cluster.cli("job", "run", str(job_file), check=True, timeout=20)
+    assert "runs start with `podium job dispatch render`" in ran.stdout
     payload = tmp_path / "input.bin"
     payload.write_bytes(bytes(range(256)) * 8)
     refused = dev_cluster.cli("job", "dispatch", "render", str(payload))
@@ -202,7 +205,10 @@ def test_cron_forbid_skips_a_start_while_the_last_run_runs(
 ) -> None:
     job = script_job("slow", "sleep 5", type="cron")
     job["periodic"] = {"schedule": "*/2 * * * * *", "concurrency": "forbid"}
-    dev_cluster.api("POST", "/v1/jobs", json={"job": job})
+    job_file = tmp_path / "slow.json"
+    job_file.write_text(json.dumps(job))
+    ran = dev_cluster.cli("job", "run", str(job_file), check=True, timeout=20)
+    assert "next run due" in ran.stdout
 
     def skipped() -> list[dict[str, Any]]:
         evs = dev_cluster.api("GET", "/v1/events", params={"job": "slow", "limit": 500})

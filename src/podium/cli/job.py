@@ -74,6 +74,15 @@ def run(
     console.print(f"job {name!r} version {resp['version']} {what} (index {resp['index']})")
     if detach:
         return
+    summary = c.job(name)
+    if summary["job"]["type"] == "cron" or summary["job"].get("parameterized"):
+        # A parent runs nothing itself: its runs are jobs of their own.
+        if summary.get("next_run"):
+            when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(summary["next_run"]))
+            console.print(f"next run due {when}; `podium job status {name}` lists the runs")
+        else:
+            console.print(f"runs start with `podium job dispatch {name}`")
+        return
     if resp["changed"] and resp["version"] > 0:
         dep_id = _deployment_of(c, name, resp["version"])
         if dep_id:

@@ -227,18 +227,24 @@ def test_cron_forbid_skips_a_start_while_the_last_run_runs(
     not os.environ.get("PODIUM_CRON_MINUTES"), reason="the literal minutes-long run: on demand"
 )
 def test_cron_literal_every_minute_with_a_restart(tmp_path: Path) -> None:
+    """`* * * * *` for PODIUM_CRON_MINUTES minutes; the server is killed 3 s before a
+    minute and started 8 s after it, so that minute's run falls due while none runs."""
     minutes = int(os.environ["PODIUM_CRON_MINUTES"])
     dev = DevCluster(tmp_path / "dev").start()
     try:
         out = tmp_path / "ran"
         dev.api("POST", "/v1/jobs", json={"job": cron_job("minutely", "* * * * *", out)})
-        time.sleep(minutes * 60 / 2)
+        started = time.time()
+        wait_until(lambda: launched(dev, "minutely"), timeout=70, what="the first run")
+        time.sleep(57 - time.time() % 60 if time.time() % 60 < 57 else 117 - time.time() % 60)
         dev.kill9()
-        time.sleep(5)
+        missed = int(time.time() // 60 * 60 + 60)  # the minute due while it is down
+        time.sleep(11)
         dev.start()
-        time.sleep(minutes * 60 / 2 + 5)
+        time.sleep(max(0.0, started + minutes * 60 + 5 - time.time()))
         times = launched(dev, "minutely")
-        print("runs launched at", times)
+        print(f"runs launched for {[time.strftime('%H:%M:%S', time.gmtime(t)) for t in times]}")
+        assert missed in times, f"the run due at {missed} while the server was down is lost"
         assert len(times) >= minutes
         check_every_run_once(times, 60, out, "minutely")
     finally:

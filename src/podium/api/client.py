@@ -219,16 +219,16 @@ class Client:
         *,
         meta: dict[str, str] | None = None,
         payload: bytes = b"",
-        namespace: str = "default",
+        namespace: str | None = None,
     ) -> Any:
         body = {"meta": meta or {}, "payload": base64.b64encode(payload).decode()}
         return self.request(
-            "POST", f"/v1/job/{name}/dispatch", params={"namespace": namespace}, json=body
+            "POST", f"/v1/job/{name}/dispatch", params={"namespace": self.ns(namespace)}, json=body
         )
 
-    def force_periodic(self, name: str, namespace: str = "default") -> Any:
+    def force_periodic(self, name: str, namespace: str | None = None) -> Any:
         return self.request(
-            "POST", f"/v1/job/{name}/periodic/force", params={"namespace": namespace}
+            "POST", f"/v1/job/{name}/periodic/force", params={"namespace": self.ns(namespace)}
         )
 
     # deployments

@@ -480,9 +480,15 @@ def scale(name: str, group: str, count: int, namespace: str | None, addr: str | 
 @click.argument("payload_file", required=False)
 @click.option("--meta", "metas", multiple=True, metavar="KEY=VALUE", help="Meta for this run")
 @click.option("--json", "as_json", is_flag=True)
+@namespace_option
 @addr_option
 def dispatch(
-    name: str, payload_file: str | None, metas: tuple[str, ...], as_json: bool, addr: str | None
+    name: str,
+    payload_file: str | None,
+    metas: tuple[str, ...],
+    as_json: bool,
+    namespace: str | None,
+    addr: str | None,
 ) -> None:
     """Run a parameterized job once; PAYLOAD_FILE (or - for stdin) becomes its payload."""
     meta: dict[str, str] = {}
@@ -500,7 +506,7 @@ def dispatch(
                 payload = f.read(64 * 1024 + 1)  # the server refuses over 16 KiB, and says so
         except OSError as e:
             raise click.ClickException(f"cannot read {payload_file}: {e.strerror}") from None
-    resp = Client(addr).dispatch_job(name, meta=meta, payload=payload)
+    resp = Client(addr, namespace=namespace).dispatch_job(name, meta=meta, payload=payload)
     if as_json:
         print_json(resp)
         return
@@ -515,10 +521,11 @@ def periodic() -> None:
 @periodic.command()
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
+@namespace_option
 @addr_option
-def force(name: str, as_json: bool, addr: str | None) -> None:
+def force(name: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
     """Start a run of a cron job now (whatever its schedule and concurrency say)."""
-    resp = Client(addr).force_periodic(name)
+    resp = Client(addr, namespace=namespace).force_periodic(name)
     if as_json:
         print_json(resp)
         return

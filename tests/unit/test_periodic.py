@@ -226,8 +226,10 @@ async def test_suspend_launches_nothing_and_stop_and_purge_take_the_runs_along(
     await settle(PeriodicController(state, clock))
     assert len(runs(state)) == 1  # from the resume on, no backlog
     forced = await force(state, "default", "report", now=clock.now() + 0.5)
-    assert forced.name.startswith("report/periodic-") and len(runs(state)) == 2
+    assert forced.name == f"report/periodic-{int(clock.now())}-force" and len(runs(state)) == 2
+    again = await force(state, "default", "report", now=clock.now() + 0.7)
+    assert again.name == f"report/periodic-{int(clock.now())}-force-2"
     await jobs.stop(state, "default", "report", purge=False, now=clock.now())
-    assert all(state.jobs[k].stop for k in runs(state))
+    assert all(state.jobs[k].stop for k in runs(state)) and len(runs(state)) == 3
     await jobs.stop(state, "default", "report", purge=True, now=clock.now())
     assert runs(state) == [] and await state.store.get(keys.periodic("default", "report")) is None

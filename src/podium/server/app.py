@@ -63,7 +63,7 @@ MAX_JSON_DEPTH = 100
 class _JobName(Convertor[str]):
     """A job name in a path: a DNS label, or a run of one, e.g. web/periodic-1700000000."""
 
-    regex = "[a-z0-9-]{1,63}(?:/(?:periodic|dispatch)-[a-z0-9-]{1,40})?"
+    regex = "[a-z0-9-]{1,63}(?:/(?:periodic|dispatch)-[a-z0-9-]{1,48})?"
 
     def convert(self, value: str) -> str:
         return value

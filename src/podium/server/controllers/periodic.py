@@ -195,8 +195,8 @@ class PeriodicController:
         ops = [Put(key, encode(moved)), *ops, *launch]
         if await self._commit(guards + launch_guards, ops, quiet=True):
             return
-        # The run may exist already (`periodic force` in the same second): then only
-        # the cursor moves; otherwise the cursor changed under us (Conflict, re-read).
+        # The run may exist already (launched, but the cursor write lost): then only the
+        # cursor moves; otherwise the cursor changed under us (Conflict, re-read).
         exists = self.state.jobs.get(child.key) or await self.state.store.get(
             keys.job(child.namespace, child.name)
         )
@@ -234,19 +234,23 @@ class PeriodicController:
 
 
 async def force(state: ClusterState, namespace: str, name: str, *, now: float) -> Job:
-    """`podium job periodic force`: a run now, whatever the schedule and concurrency say."""
+    """`podium job periodic force`: a run now, whatever the schedule and concurrency say.
+    It is named NAME/periodic-<time>-force (-force-2... for more in one second), so it
+    never takes the name of a scheduled run."""
     job = state.jobs.get(f"{namespace}/{name}")
     if job is None:
         raise NotFound(f"no job {name!r} in namespace {namespace!r}")
     if job.type != "cron" or job.stop:
         raise ValidationError([Problem("name", f"job {name!r} is not a running cron job")])
-    child = job_ops.child_job(job, run_name(job, now), now=now, meta={}, payload="")
-    guards, ops = job_ops.launch_ops(child, f"{child.name} launched by force", now=now)
-    res = await state.store.txn(guards, ops)
-    if not res.succeeded:
-        raise Conflict(f"{child.name} exists already (a run this second); try again")
-    await state.wait_for(res.revision)
-    return child
+    for n in range(1, 11):
+        suffix = "-force" if n == 1 else f"-force-{n}"
+        child = job_ops.child_job(job, run_name(job, now) + suffix, now=now, meta={}, payload="")
+        guards, ops = job_ops.launch_ops(child, f"{child.name} launched by force", now=now)
+        res = await state.store.txn(guards, ops)
+        if res.succeeded:
+            await state.wait_for(res.revision)
+            return child
+    raise Conflict(f"{run_name(job, now)}-force: ten runs forced this second already")
 
 
 def _event(kind: str, message: str, about: tuple[Job, float]) -> Op:

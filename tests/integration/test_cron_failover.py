@@ -39,15 +39,21 @@ def launched(c: ApiAndCli, name: str) -> list[int]:
     return sorted(int(k["name"].rpartition("-")[2]) for k in kids)
 
 
+def suspend(c: ApiAndCli, job: dict[str, Any]) -> None:
+    """No more runs; those launched go on to the end (a stop would stop them too)."""
+    job["periodic"]["suspend"] = True
+    c.api("POST", "/v1/jobs", json={"job": job})
+
+
 def check_every_run_once(c: ApiAndCli, name: str, step: int, out: Path) -> list[int]:
     """No gap and no repeat in the runs launched, and each run's task ran once."""
-    times = launched(c, name)
-    assert times == list(range(times[0], times[-1] + 1, step)), f"gaps or repeats: {times}"
     wait_until(
         lambda: all(k["status"] == "complete" for k in c.api("GET", f"/v1/job/{name}")["children"]),
         timeout=30,
         what="every run to complete",
     )
+    times = launched(c, name)
+    assert times == list(range(times[0], times[-1] + 1, step)), f"gaps or repeats: {times}"
     ran = out.read_text().split()
     assert sorted(ran) == sorted(f"{name}/periodic-{t}" for t in times), "a task ran twice or not"
     return times
@@ -69,7 +75,8 @@ def test_a_server_kill_loses_no_run_and_starts_none_twice(
     cluster: MultiNodeCluster, tmp_path: Path
 ) -> None:
     out = tmp_path / "ran"
-    cluster.api("POST", "/v1/jobs", json={"job": cron_job("tick", "*/2 * * * * *", out)})
+    job = cron_job("tick", "*/2 * * * * *", out)
+    cluster.api("POST", "/v1/jobs", json={"job": job})
     wait_until(lambda: len(launched(cluster, "tick")) >= 3, timeout=20, what="3 runs")
     cluster.stop_server(kill=True)
     down_at = time.time()
@@ -77,7 +84,7 @@ def test_a_server_kill_loses_no_run_and_starts_none_twice(
     cluster.start_server()
     missed = [t for t in range(int(down_at) + 1, int(time.time())) if t % 2 == 0]
     wait_until(lambda: len(launched(cluster, "tick")) >= 8, timeout=30, what="8 runs")
-    cluster.api("DELETE", "/v1/job/tick")
+    suspend(cluster, job)
     times = check_every_run_once(cluster, "tick", 2, out)
     assert missed and set(missed) <= set(times), f"due while down: {missed}; launched: {times}"
 
@@ -97,7 +104,8 @@ def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 
 def test_a_leader_kill_loses_no_run_and_starts_none_twice(cp: ControlPlane, tmp_path: Path) -> None:
     out = tmp_path / "ran"
-    cp.api("POST", "/v1/jobs", json={"job": cron_job("tick", "*/2 * * * * *", out)})
+    job = cron_job("tick", "*/2 * * * * *", out)
+    cp.api("POST", "/v1/jobs", json={"job": job})
     wait_until(lambda: len(launched(cp, "tick")) >= 3, timeout=30, what="3 runs")
     old = cp.leader()
     assert old is not None
@@ -110,7 +118,7 @@ def test_a_leader_kill_loses_no_run_and_starts_none_twice(cp: ControlPlane, tmp_
     wait_until(lambda: old.status() is not None, timeout=20, what="the old leader back")
     settled = len(launched(cp, "tick"))
     wait_until(lambda: len(launched(cp, "tick")) >= settled + 2, timeout=30, what="2 more")
-    cp.api("DELETE", "/v1/job/tick")
+    suspend(cp, job)
     times = check_every_run_once(cp, "tick", 2, out)
     assert times[0] < killed_at < times[-1], "runs on both sides of the kill"
 
@@ -123,7 +131,8 @@ def test_literal_every_minute_with_a_server_kill(cluster: MultiNodeCluster, tmp_
     minute and started 8 s after it, so that minute's run falls due while none runs."""
     minutes = int(os.environ["PODIUM_CRON_MINUTES"])
     out = tmp_path / "ran"
-    cluster.api("POST", "/v1/jobs", json={"job": cron_job("minutely", "* * * * *", out)})
+    job = cron_job("minutely", "* * * * *", out)
+    cluster.api("POST", "/v1/jobs", json={"job": job})
     started = time.time()
     wait_until(lambda: launched(cluster, "minutely"), timeout=70, what="the first run")
     time.sleep((57 - time.time() % 60) % 60)
@@ -132,6 +141,7 @@ def test_literal_every_minute_with_a_server_kill(cluster: MultiNodeCluster, tmp_
     time.sleep(11)
     cluster.start_server()
     time.sleep(max(0.0, started + minutes * 60 + 5 - time.time()))
+    suspend(cluster, job)
     times = check_every_run_once(cluster, "minutely", 60, out)
     print(f"runs launched at {[time.strftime('%H:%M:%S', time.gmtime(t)) for t in times]}")
     assert missed in times, f"the run due at {missed} while the server was down is lost"

@@ -215,7 +215,7 @@ def agent(job: T.Job, tmp: Path) -> Any:
     tasks = []
     for r in runner.tasks.values():
         env = {k: v for k, v in r.cfg.env.items() if k != "PATH"}
-        tasks.append((r.name, env, r.cfg.driver_config, r.cfg.cpu, r.cfg.memory_mb,
+        tasks.append((r.name, env, r.cfg.driver_config, r.cfg.cpu, r.cfg.memory_mb, r.cfg.pids,
                       r.kill_signal, r.kill_timeout, r.batch, restarts(r)))  # fmt: skip
     checks = [(c.status.name, c.port) for c in runner.checks]
     return tasks, checks
@@ -505,6 +505,8 @@ FIELDS: dict[str, Differs | Proven] = {
     "groups.tasks.config": D(f"{TASK}.config", {"command": "sleep", "args": ["2"]}, agent),
     "groups.tasks.resources.cpu": D(f"{TASK}.resources.cpu", 400, plan),
     "groups.tasks.resources.memory": D(f"{TASK}.resources.memory", 128, plan),
+    # The task's pids limit, handed to the driver (which sets pids.max: test_process_driver).
+    "groups.tasks.resources.pids": D(f"{TASK}.resources.pids", 64, agent),
     "groups.tasks.env": D(f"{TASK}.env", {"A": "2"}, agent),
     "groups.tasks.restart": D(f"{TASK}.restart", {"attempts": 0}, agent),
     "groups.tasks.restart.attempts": D(f"{TASK}.restart", {"attempts": 1}, agent),

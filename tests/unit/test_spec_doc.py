@@ -47,9 +47,7 @@ def test_every_documented_field_is_accepted_with_its_example(section: spec_doc.S
             value = spec_doc.base_doc()["groups"][0]["tasks"]  # "[...]" on the page
         if section.kind is t.Job and name == "groups":
             value = spec_doc.base_doc()["groups"]
-        doc = spec_doc.with_value((*section.path, name), value)
-        if section.kind is t.Job and name == "schedule":
-            doc["type"] = "cron"  # the page says: cron jobs only
+        doc = spec_doc.example_doc(section, name, value)  # in a job of the type it needs
         if section.kind is t.Task and name == "driver":
             doc["groups"][0]["tasks"][0]["config"] = SCHEMAS[value].example
             doc["groups"][0]["network"]["ports"]["db"] = {}

@@ -898,8 +898,7 @@ def _check_job(c: _Checker, job: dict[str, Any]) -> None:
     if periodic is not None:
         if kind != "cron":
             c.add("periodic", 'only a batch (or "cron") job runs on a schedule')
-        else:
-            _check_periodic(c, periodic, "periodic")
+        _check_periodic(c, periodic, "periodic")
     elif kind == "cron":
         c.add("schedule", "a cron job needs a schedule (schedule or periodic.schedule)")
     if job.get("parameterized") is not None:
@@ -977,7 +976,7 @@ def _check_parameterized(c: _Checker, value: object, path: str) -> None:
             if not _ENV_KEY.fullmatch(name):
                 c.expect(where, "a meta key ([A-Za-z_][A-Za-z0-9_]*)", name)
             elif name in keys_seen:
-                c.add(where, f"{_show(name)} is also listed in {keys_seen[name]}")
+                c.add(where, f"{show(name)} is also listed in {keys_seen[name]}")
             else:
                 keys_seen[name] = key
 

@@ -123,6 +123,23 @@ SECTIONS: tuple[Section, ...] = (
         "Spread a group's copies over the values of a node attribute, toward target shares. "
         "Written as a list under the group's `spread` (or `spreads`).",
     ),
+    Section(
+        "periodic",
+        t.Periodic,
+        ("periodic",),
+        "When a cron job (`type: cron`, or a batch job with `periodic`) starts a run. Each "
+        "run is a batch job of its own, `NAME/periodic-<unix time>`, started once per time "
+        "the schedule names (a restart or a leader change starts none twice and loses none).",
+    ),
+    Section(
+        "parameterized",
+        t.Parameterized,
+        ("parameterized",),
+        "A batch job that runs only when dispatched (`podium job dispatch NAME [--meta k=v] "
+        "[PAYLOAD_FILE|-]`): each dispatch is a batch job of its own, "
+        "`NAME/dispatch-<unix time>-<id>`, with its meta (as `PODIUM_META_<KEY>`) and its "
+        "payload (at most 16 KiB, in the file `PODIUM_PAYLOAD_FILE` names, in the task dir).",
+    ),
 )
 
 # (meaning, example) of each field, by section. The example is YAML for the field's value.
@@ -132,20 +149,36 @@ MEANINGS: dict[str, dict[str, tuple[str, str]]] = {
         "namespace": ("The namespace it lives in.", "team-a"),
         "type": (
             "`service` keeps running; `batch` runs to completion; `system` runs one copy on "
-            "every eligible node; `cron` is a batch launched on `schedule`.",
+            "every eligible node; `cron` is a batch launched on a schedule (see #periodic).",
             "batch",
         ),
-        "priority": ("1-100; higher places first when capacity is short.", "70"),
+        "priority": (
+            "1-100. A copy that fits on no node may stop (preempt) the fewest copies of jobs "
+            "with a lower priority that make room: lowest priority first, then newest. "
+            "`podium job plan` shows what it would preempt.",
+            "70",
+        ),
         "schedule": (
-            'Cron jobs only: 5 fields (minute hour day month weekday) or a macro such as "@daily".',
+            "Cron jobs only: the short form of `periodic.schedule` (see #periodic).",
             '"*/5 * * * *"',
+        ),
+        "periodic": (
+            "Run on a schedule (see #periodic); a batch job with it becomes a cron job.",
+            '{schedule: "0 9 * * 1-5", time_zone: Europe/Berlin}',
+        ),
+        "parameterized": (
+            "Batch jobs: run only when dispatched (see #parameterized).",
+            "{payload: required, meta_required: [customer]}",
         ),
         "constraints": (
             "Constraints for every group (see #constraint).",
             "[{attribute: '${node.datacenter}', value: dc1}]",
         ),
         "groups": ("The groups (see #group); at least one.", "[{name: web, tasks: [...]}]"),
-        "meta": ("Free-form strings, kept with the job.", "{owner: team-a}"),
+        "meta": (
+            "Free-form strings, kept with the job; tasks see each as `PODIUM_META_<KEY>`.",
+            "{owner: team-a}",
+        ),
         "version": ("Set by the server: the version number. Ignored when submitted.", "3"),
         "stop": ("Set by the server: the job was stopped. Ignored when submitted.", "false"),
         "submit_time": (
@@ -157,11 +190,22 @@ MEANINGS: dict[str, dict[str, tuple[str, str]]] = {
             "alice",
         ),
         "stable": ("Set by the server: a deployment of this version finished healthy.", "true"),
+        "parent": (
+            "Set by the server on a cron or dispatch run: the job that started it.",
+            "report",
+        ),
+        "payload": (
+            "Set by the server on a dispatch run: its payload, base64. Ignored when submitted.",
+            "aGVsbG8=",
+        ),
         "revision": ("Set by the server: the store revision this copy was read at.", "42"),
     },
     "group": {
         "name": ("The group's name, unique in the job.", "frontend"),
-        "count": ("How many copies to run (0-10000).", "3"),
+        "count": (
+            "How many copies to run (0-10000); for a batch group, how many must succeed.",
+            "3",
+        ),
         "constraints": (
             "Constraints for this group (see #constraint).",
             "[{attribute: '${node.labels.zone}', value: a}]",
@@ -191,6 +235,22 @@ MEANINGS: dict[str, dict[str, tuple[str, str]]] = {
             "On stop, a copy leaves the catalog at once and its tasks get the kill signal "
             "this much later, so clients move away first.",
             "5s",
+        ),
+        "completions": (
+            "Batch groups: the copies that must each exit 0, indexes 0 to completions-1 "
+            "(`PODIUM_ALLOC_INDEX`); the same as `count`, give either.",
+            "10",
+        ),
+        "parallelism": ("Batch groups: at most this many copies run at once.", "3"),
+        "backoff_limit": (
+            "Batch groups: more failed tries than this fail the group (its copies stop, "
+            "none is placed).",
+            "2",
+        ),
+        "active_deadline": (
+            "Batch groups: this long after the version was submitted, an unfinished group "
+            "fails (its copies stop); 0: no deadline.",
+            "30m",
         ),
     },
     "task": {
@@ -359,6 +419,41 @@ MEANINGS: dict[str, dict[str, tuple[str, str]]] = {
 }
 
 # Other names a field is accepted under (canonicalize rewrites them), by section.
+MEANINGS["periodic"] = {
+    "schedule": (
+        "Cron expressions: 5 fields (minute hour day month weekday), 6 with seconds first, or a "
+        "macro such as `@daily`; one, or a list (a run at every time any of them names).",
+        '["0 9 * * 1-5", "0 12 * * 6"]',
+    ),
+    "time_zone": (
+        "The IANA zone the schedule is read in. DST: a time that does not exist runs at the "
+        "end of the gap; in the repeated hour a schedule with fixed hours runs once.",
+        "Europe/Berlin",
+    ),
+    "concurrency": (
+        "A run falls due while an earlier one still runs: `allow` it, `forbid` it (skipped, "
+        "with an event), or `replace` the earlier one (stopped first).",
+        "forbid",
+    ),
+    "starting_deadline": (
+        "A run that would start later than this after its time is skipped, with an event "
+        "(after downtime); 0: never skipped for lateness.",
+        "5m",
+    ),
+    "successful_history": ("Runs that completed, kept; older ones are purged.", "10"),
+    "failed_history": ("Runs that failed or were stopped, kept; older ones are purged.", "3"),
+    "suspend": ("No runs while true; runs due meanwhile are not caught up.", "true"),
+}
+MEANINGS["parameterized"] = {
+    "payload": (
+        "Whether a dispatch must (`required`), may (`optional`) or must not (`forbidden`) "
+        "carry a payload.",
+        "required",
+    ),
+    "meta_required": ("Meta keys every dispatch must give.", "[customer]"),
+    "meta_optional": ("Meta keys a dispatch may give; no others are taken.", "[format]"),
+}
+
 ALIASES: dict[str, dict[str, str]] = {"spread": {"target": "targets"}}
 
 VALUES = """\
@@ -477,10 +572,47 @@ def _anchor_of(kind: type) -> str:
 
 
 def _defaults(section: Section) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The section's canonical values in a service job and in a batch job."""
+    """The section's canonical values in a service job and in a batch job (for the cron
+    and dispatch sections: in such a job)."""
+    if section.anchor in _JOB_OF:
+        values = at(spec.canonicalize(example_doc(section, "", None)), section.path)
+        return values, values
     service = at(spec.canonicalize(base_doc()), section.path)
     batch = at(spec.canonicalize({**base_doc(), "type": "batch"}), section.path)
     return service, batch
+
+
+# The job a section or field needs around it: its type, and what that type requires.
+_JOB_OF: dict[str, dict[str, Any]] = {
+    "periodic": {"type": "cron", "periodic": {"schedule": "@daily"}},
+    "parameterized": {"type": "batch", "parameterized": {}},
+}
+_FIELD_JOB: dict[tuple[str, str], dict[str, Any]] = {
+    ("job", "schedule"): {"type": "cron"},
+    ("job", "periodic"): {"type": "cron"},
+    ("job", "parameterized"): {"type": "batch"},
+    **{("group", f): {"type": "batch"} for f in spec.BATCH_FIELDS},
+}
+
+
+def example_doc(section: Section, name: str, value: object) -> dict[str, Any]:
+    """The base document with `value` as the section's field `name` ("" for none), in a
+    job of the type the field needs (a cron job for `periodic`, a batch job for a batch
+    group's fields...)."""
+    doc = base_doc()
+    for key, needed in {**_JOB_OF.get(section.anchor, {}),
+                        **_FIELD_JOB.get((section.anchor, name), {})}.items():  # fmt: skip
+        doc[key] = dict(needed) if isinstance(needed, dict) else needed
+    if not name:
+        return doc
+    where: Any = doc
+    path = (*section.path, name)
+    for part in path[:-1]:
+        if isinstance(part, str) and not isinstance(where.get(part), dict | list):
+            where[part] = {}
+        where = where[part]
+    where[path[-1]] = value
+    return doc
 
 
 def _default_words(section: Section, f: msgspec.structs.FieldInfo) -> str:
@@ -494,6 +626,17 @@ def _default_words(section: Section, f: msgspec.structs.FieldInfo) -> str:
         return "`<service>-<type>-<index>`"
     if section.anchor == "check" and f.name == "port":
         return "the service's port"
+    if section.anchor == "periodic" and f.name == "schedule":
+        return "required (or the job's `schedule`)"
+    if section.anchor == "job" and f.name == "priority":
+        return "`50` (system: `100`)"
+    if section.anchor == "group" and f.name in spec.BATCH_FIELDS:
+        return {
+            "completions": "none (batch and cron: `count`)",
+            "parallelism": "none (batch and cron: `completions`, all at once)",
+            "backoff_limit": f"none (batch and cron: `{spec.DEFAULT_BACKOFF_LIMIT}`)",
+            "active_deadline": "none (batch and cron: `0`, no deadline)",
+        }[f.name]
     nested = _nested(section.kind, f.name)
     if nested is not None and get_origin(f.type) not in (list, dict):
         return f"see [{_anchor_name(nested)}](#{_anchor_name(nested)})"

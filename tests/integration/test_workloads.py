@@ -95,13 +95,12 @@ def test_dispatch_delivers_meta_and_payload_to_the_task(
         "job", "dispatch", "render", "--meta", "customer=acme", str(payload)
     )
     assert resp["name"].startswith("render/dispatch-") and resp["parent"] == "render"
-    wait_until(lambda: Path(f"{out}-acme").exists(), timeout=30, what="the payload file")
-    assert Path(f"{out}-acme").read_bytes() == payload.read_bytes()
     wait_until(
         lambda: dev_cluster.api("GET", f"/v1/job/{resp['name']}")["status"] == "complete",
         timeout=30,
         what="the dispatched run to complete",
     )
+    assert Path(f"{out}-acme").read_bytes() == payload.read_bytes()  # copied by the task
     parent = dev_cluster.api("GET", "/v1/job/render")
     assert [k["name"] for k in parent["children"]] == [resp["name"]]
     assert not parent["allocations"], "a parameterized job runs only through dispatch"

@@ -7,10 +7,10 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from podium.agent.logs import LogRotator
 from podium.agent.usage import _usage
 from podium.drivers.base import TaskStats
 from podium.model.types import TaskUsage
+from podium.runtime.logfiles import LogLimits, RotatingFile
 from podium.server.metrics import ServerMetrics, TimedStore, rejection_reason
 from podium.store.memory import MemoryStore
 
@@ -81,11 +81,10 @@ def test_usage_rates_cpu_from_the_counter_between_samples() -> None:
     assert _usage(limited, None, 1.0, 64).memory_limit_bytes == 7
 
 
-def test_log_rotator_counts_bytes_written_across_rotations(tmp_path: Path) -> None:
+def test_log_writer_counts_bytes_written_across_rotations(tmp_path: Path) -> None:
     path = tmp_path / "t.stdout"
-    r = LogRotator(str(path), max_bytes=10, max_files=2)
-    path.write_bytes(b"x" * 12)
-    assert r.rotate_if_needed()
-    with open(path, "ab") as f:
-        f.write(b"yyy")
-    assert r.written() == 15
+    f = RotatingFile(str(path), LogLimits(max_file_size=10, max_files=2))
+    f.write(b"x" * 12)  # one rotation on the way
+    f.write(b"yyy")
+    f.close()
+    assert f.written == 15

@@ -2,7 +2,8 @@
 
 Agent.run()
   TaskGroup: heartbeat | watch (blocking query -> sync) | reporter (batched updates)
-             | log rotation | agent HTTP (logs, exec, usage, metrics) | one AllocRunner per alloc
+             | log relay (task pipes -> rotated files) | agent HTTP (logs, exec, usage,
+             metrics) | one AllocRunner per alloc
              | ProxyManager (upstream listeners, ingress, service watches)
 """
 
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from podium.agent import fingerprint
 from podium.agent.alloc_runner import AllocHooks, AllocRunner
 from podium.agent.disconnect import Contact, DisconnectWatch
 from podium.agent.local_state import LocalState
-from podium.agent.logs import LogWatcher
+from podium.agent.logs import LogRelay
 from podium.agent.metrics import AgentMetrics
 from podium.agent.proxy_manager import ProxyManager
 from podium.agent.source import source_address
@@ -34,6 +36,7 @@ from podium.errors import NotFound, PodiumError
 from podium.model.types import Allocation, AllocUpdate, DriverInfo, Job, Node, NodeResources
 from podium.runtime.backoff import exponential
 from podium.runtime.clock import SystemClock
+from podium.runtime.logfiles import LogLimits
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,16 @@ class AgentConfig:
     report_interval: float = 0.05
     ingress_addr: str = ""  # HOST:PORT of the HTTP ingress; "" = none
     ingress_fallback: bool = False  # a taken ingress port: take a free one instead of failing
+    log_limits: LogLimits = field(default_factory=LogLimits)  # per task stream
+
+
+def _raise_open_files_limit() -> None:
+    """Soft NOFILE up to the hard limit: each task holds two log pipes open here, and the
+    proxy a connection or two per client (tasks still start with the limit we had)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class Agent:
@@ -94,7 +107,7 @@ class Agent:
             ingress_fallback=config.ingress_fallback,
             watch_wait=config.watch_wait,
         )
-        self.logs = LogWatcher()
+        self.logs = LogRelay(config.log_limits)
         self.usage = UsageSampler(self.runners)
         self.metrics = AgentMetrics(self)
 
@@ -156,6 +169,7 @@ class Agent:
         from podium.agent.http import serve_agent_http
 
         self.local.load()
+        _raise_open_files_limit()
         http_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -165,7 +179,7 @@ class Agent:
                     name="agent-http",
                 )
                 self.node = await self._fingerprint(await http_ready)
-                tg.create_task(self.logs.run(), name="log-rotation")
+                tg.create_task(self.logs.run(), name="log-relay")
                 tg.create_task(self.proxies.run(), name="proxy")
                 await self._register()
                 tg.create_task(self._heartbeat_loop(), name="heartbeat")
@@ -315,6 +329,9 @@ class Agent:
             )
             upstreams = [u for t in runner.group.tasks for u in t.upstreams]
             await self.proxies.ensure(a.id, a.namespace, upstreams)
+            for t in runner.tasks.values():  # before any task starts: its pipes must exist
+                self.logs.add(t.cfg.stdout_path)
+                self.logs.add(t.cfg.stderr_path)
         except (PodiumError, ValueError, OSError) as e:
             log.error("cannot run alloc %s: %s", a.id[:8], e)
             self._report(
@@ -326,9 +343,6 @@ class Agent:
             )
             return
         self.runners[a.id] = runner
-        for t in runner.tasks.values():
-            self.logs.add(t.cfg.stdout_path)
-            self.logs.add(t.cfg.stderr_path)
         self._tg.create_task(self._guard(runner), name=f"alloc:{a.id[:8]}")
 
     async def _guard(self, runner: AllocRunner) -> None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from podium.agent.deploy_health import DeploymentHealth
 from podium.agent.health import CheckRunner
 from podium.agent.interpolate import render
+from podium.agent.logs import pipe_path
 from podium.agent.task_runner import TaskHooks, TaskRunner
 from podium.drivers.base import Driver, TaskConfig, TaskHandle
 from podium.model.types import (
@@ -177,8 +178,10 @@ class AllocRunner:
                 env=env,
                 alloc_dir=shared,
                 task_dir=task_dir,
-                stdout_path=os.path.join(task_dir, "logs", f"{t.name}.stdout"),
-                stderr_path=os.path.join(task_dir, "logs", f"{t.name}.stderr"),
+                stdout_path=(out := os.path.join(task_dir, "logs", f"{t.name}.stdout")),
+                stderr_path=(err := os.path.join(task_dir, "logs", f"{t.name}.stderr")),
+                stdout_pipe=pipe_path(out),
+                stderr_pipe=pipe_path(err),
                 cpu=t.resources.cpu,
                 cpu_per_core=cpu_per_core(self.node),
                 memory_mb=t.resources.memory,

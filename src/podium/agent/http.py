@@ -18,10 +18,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from podium.agent.logs import follow, read_tail
 from podium.drivers.base import ExecDriver
 from podium.errors import DriverError
 from podium.runtime import http
+from podium.runtime.logfiles import follow, read_tail
 
 if TYPE_CHECKING:
     from podium.agent.agent import Agent

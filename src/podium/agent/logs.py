@@ -1,188 +1,186 @@
-"""Task log files: bounded by rotation, read by tail and follow (`podium alloc logs [-f]`).
+"""The agent's log relay: tasks write into pipes it owns; it writes rotated, bounded files.
 
-    task ──O_APPEND fd──> path ──LogWatcher (every 1 s)──> LogRotator: path → path.1 → … → path.N
-    agent HTTP ── read_tail(path) / follow(path) ──> CLI
+    task stdout ──FIFO (logs/NAME.stdout.pipe)──> LogRelay thread ──splice──> RotatingFile
+    agent HTTP ── logfiles.read_tail / follow ──> `podium alloc logs [-f] [--tail N]`
 
-The task writes straight into `path` (the driver opens it, so output survives an agent
-restart); the rotator therefore never renames `path` but copies it and truncates it in place.
+One thread for the whole node polls every pipe (no helper process per task). A task that
+writes faster than the relay can store is held back by the full pipe (backpressure); the
+files never pass `max_files * max_file_size`.
+
+Surviving an agent restart: each pipe is a named FIFO in the task's log dir. The task's
+stdout is opened read-write on it (see drivers.process), so the task is itself a reader
+and never gets SIGPIPE while no agent runs; its output waits in the pipe (up to its size,
+then the task blocks), and the agent that comes back opens the FIFO by name and reads on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
-import shutil
-from collections.abc import AsyncIterator
+import selectors
+import stat
+import threading
+from dataclasses import dataclass, field
+
+from podium.runtime.logfiles import CHUNK, LogLimits, RotatingFile
 
 log = logging.getLogger(__name__)
 
-MIB = 1024 * 1024
-CHUNK = 64 * 1024
+PIPE_SIZE = 1024 * 1024  # bytes a task may write ahead of the relay (and while it is away)
 
 
-class LogRotator:
-    """Keeps `path` under `max_bytes` and at most `max_files` rotated copies (path.1 newest).
-
-    Disk use stays under about (max_files + 1) * max_bytes, plus whatever the task writes
-    between two checks.
-    """
-
-    def __init__(self, path: str, *, max_bytes: int = 10 * MIB, max_files: int = 3) -> None:
-        if max_bytes <= 0 or max_files < 1:
-            raise ValueError("max_bytes must be > 0 and max_files >= 1")
-        self.path = path
-        self.max_bytes = max_bytes
-        self.max_files = max_files
-        self.rotated_bytes = 0  # moved out of `path` by rotations so far
-
-    def written(self) -> int:
-        """Bytes written to `path` since this rotator started watching it."""
-        return self.rotated_bytes + (_size(self.path) or 0)
-
-    def needs_rotation(self) -> bool:
-        try:
-            return os.stat(self.path).st_size >= self.max_bytes
-        except FileNotFoundError:
-            return False
-
-    def rotate_if_needed(self) -> bool:
-        """Rotate when `path` reached `max_bytes`; True if it did."""
-        if not self.needs_rotation():
-            return False
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(f"{self.path}.{self.max_files}")
-        for i in range(self.max_files - 1, 0, -1):
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(f"{self.path}.{i}", f"{self.path}.{i + 1}")
-        # Copy into a temporary name and rename, so path.1 is a new file (a follower spots
-        # the rotation by its identity) and never seen half-written.
-        tmp = f"{self.path}.1.tmp"
-        with open(self.path, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, CHUNK)
-            self.rotated_bytes += dst.tell()
-            # The window: bytes the task appends between the copy reaching EOF and the
-            # truncate below are lost. It is as short as one syscall; closing it would need
-            # the writer's cooperation (a pipe through the agent), which would not survive
-            # an agent restart. O_APPEND makes the writer continue at offset 0 afterwards
-            # instead of leaving a sparse hole the size of the old file.
-            os.truncate(self.path, 0)
-        os.rename(tmp, f"{self.path}.1")
-        return True
+def pipe_path(path: str) -> str:
+    """The FIFO that feeds log file `path`."""
+    return f"{path}.pipe"
 
 
-class LogWatcher:
-    """Rotates every registered log file once a second. `add` / `remove` at any time."""
+def open_pipe(path: str) -> int:
+    """Make the FIFO if missing and open it read-write, non-blocking: as a reader that is
+    also a writer it never reads EOF, whoever comes and goes on the other side."""
+    fifo = pipe_path(path)
+    os.makedirs(os.path.dirname(fifo) or ".", exist_ok=True)
+    try:
+        mode = os.stat(fifo).st_mode
+        if not stat.S_ISFIFO(mode):
+            os.remove(fifo)
+            raise FileNotFoundError(fifo)
+    except FileNotFoundError:
+        os.mkfifo(fifo, 0o600)
+    fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    with contextlib.suppress(OSError):  # beyond /proc/sys/fs/pipe-max-size for non-root
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    return fd
 
-    def __init__(
-        self, *, max_bytes: int = 10 * MIB, max_files: int = 3, interval: float = 1.0
-    ) -> None:
-        self.max_bytes = max_bytes
-        self.max_files = max_files
-        self.interval = interval
-        self._rotators: dict[str, LogRotator] = {}
 
-    def add(self, path: str) -> None:
-        self._rotators.setdefault(
-            path, LogRotator(path, max_bytes=self.max_bytes, max_files=self.max_files)
-        )
+@dataclass(eq=False)
+class _Stream:
+    path: str
+    fd: int
+    out: RotatingFile
+    closing: threading.Event = field(default_factory=threading.Event)
 
-    def remove(self, path: str) -> None:
-        self._rotators.pop(path, None)
 
-    def written(self, path: str) -> int:
-        """Bytes the task wrote to `path`, rotated ones included (0 when not watched)."""
-        r = self._rotators.get(path)
-        return r.written() if r is not None else 0
+class LogRelay:
+    """Moves every registered pipe into its rotated files, on one thread. `add` / `remove`
+    from the event loop at any time; `run()` owns the thread."""
+
+    def __init__(self, limits: LogLimits | None = None) -> None:
+        self.limits = limits or LogLimits()
+        self._streams: dict[str, _Stream] = {}
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._changes: list[tuple[str, _Stream]] = []
+        self._lock = threading.Lock()
+        self._stopping = False
 
     @property
     def paths(self) -> list[str]:
-        return list(self._rotators)
+        return list(self._streams)
+
+    def add(self, path: str) -> None:
+        """Start relaying into `path` (idempotent); its FIFO exists once this returns."""
+        if path in self._streams:
+            return
+        s = _Stream(path, open_pipe(path), RotatingFile(path, self.limits))
+        self._streams[path] = s
+        self._change("add", s)
+
+    def written(self, path: str) -> int:
+        """Bytes relayed into `path` since this relay began (0 when not relayed)."""
+        s = self._streams.get(path)
+        return s.out.written if s is not None else 0
+
+    def remove(self, path: str) -> None:
+        """Stop relaying into `path` once what is in its pipe is written; the FIFO goes."""
+        s = self._streams.pop(path, None)
+        if s is not None:
+            self._change("remove", s)
+
+    def _change(self, what: str, s: _Stream) -> None:
+        with self._lock:
+            self._changes.append((what, s))
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
 
     async def run(self) -> None:
-        while True:
-            await self.rotate_all()
-            await asyncio.sleep(self.interval)
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
 
-    async def rotate_all(self) -> None:
-        for r in list(self._rotators.values()):
-            if not r.needs_rotation():  # a cheap stat on the loop; the copy in a thread
-                continue
+        def serve() -> None:
             try:
-                await asyncio.to_thread(r.rotate_if_needed)
-            except OSError as e:  # a full disk must not stop rotation of the other files
-                log.warning("rotating %s: %s", r.path, e)
+                self._serve()
+            finally:
+                loop.call_soon_threadsafe(done.set)
 
+        thread = threading.Thread(target=serve, name="log-relay", daemon=True)
+        thread.start()
+        try:
+            await done.wait()
+        finally:
+            self._stopping = True
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
+            await asyncio.to_thread(thread.join, 5.0)
+            for s in self._streams.values():
+                os.close(s.fd)  # the FIFOs stay: tasks live on, a later agent reads on
+                s.out.close()
+            self._streams.clear()
 
-def read_tail(path: str, n_bytes: int) -> bytes:
-    """The last `n_bytes` of `path` (all of it if shorter; b"" if missing)."""
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            f.seek(max(0, size - max(0, n_bytes)))
-            return f.read()
-    except FileNotFoundError:
-        return b""
+    def _serve(self) -> None:
+        while not self._stopping:
+            for key, _ in self._selector.select():
+                if key.data is None:
+                    self._apply_changes()
+                else:
+                    self._move(key.data)
 
-
-def _identity(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_ctime_ns
-
-
-def _read_from(path: str, offset: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read(CHUNK)
-    except FileNotFoundError:
-        return b""
-
-
-def _size(path: str) -> int | None:
-    try:
-        return os.stat(path).st_size
-    except FileNotFoundError:
-        return None
-
-
-async def follow(
-    path: str, *, from_end_bytes: int | None = None, poll: float = 0.1
-) -> AsyncIterator[bytes]:
-    """Yield what is in `path` (the last `from_end_bytes` of it, or all when None), then
-    whatever is appended, forever. Survives rotation: when path.1 is replaced the rest of
-    the old content is read from it, then `path` is read again from 0; when `path` merely
-    shrank (truncated by someone else) reading restarts from 0.
-
-    Reads are small, local and non-blocking in practice, so they run on the loop.
-    """
-    start_size = _size(path) or 0
-    offset = 0 if from_end_bytes is None else max(0, start_size - max(0, from_end_bytes))
-    rotated = _identity(f"{path}.1")
-    shrunk = False
-    while True:
-        now_rotated = _identity(f"{path}.1")
-        if now_rotated != rotated and now_rotated is not None:
-            rotated, shrunk = now_rotated, False
-            while chunk := _read_from(f"{path}.1", offset):  # the old file's unread end
-                offset += len(chunk)
-                yield chunk
-            offset = 0
-        size = _size(path)
-        if size is not None and size < offset:
-            if not shrunk:  # maybe mid-rotation: let the rotator publish path.1 first
-                shrunk = True
-                await asyncio.sleep(poll)
+    def _apply_changes(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 4096):
+                pass
+        with self._lock:
+            changes, self._changes = self._changes, []
+        for what, s in changes:
+            if what == "add":
+                self._selector.register(s.fd, selectors.EVENT_READ, s)
                 continue
-            offset = 0
-        shrunk = False
-        chunk = _read_from(path, offset)
-        if chunk:
-            offset += len(chunk)
-            yield chunk
-            continue  # more may be waiting: read again before sleeping
-        await asyncio.sleep(poll)
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(s.fd)
+            self._move(s, until_empty=True)
+            os.close(s.fd)
+            s.out.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(pipe_path(s.path))
+
+    def _move(self, s: _Stream, *, until_empty: bool = False) -> None:
+        """Up to a few chunks from the pipe into the file (all of it with `until_empty`,
+        which is at most a pipe's worth once no writer is left)."""
+        budget = 2 * PIPE_SIZE if until_empty else 4 * CHUNK
+        while budget > 0:
+            try:
+                room = s.out.room()
+                n = _splice(s.fd, s.out.fd, min(CHUNK, room))
+            except BlockingIOError:
+                return  # the pipe is empty
+            except OSError as e:  # a full disk: drop this chunk, keep the task unblocked
+                log.warning("writing %s: %s", s.path, e)
+                with contextlib.suppress(OSError):
+                    os.read(s.fd, CHUNK)
+                return
+            if n == 0:
+                return
+            s.out.wrote(n)
+            budget -= n
+
+
+def _splice(src: int, dst: int, n: int) -> int:
+    """Pipe to file in the kernel (splice(2)); read and write where there is none."""
+    if hasattr(os, "splice"):
+        # NONBLOCK: the relay's own end counts as a writer, so an empty pipe would block.
+        return os.splice(src, dst, n, flags=os.SPLICE_F_NONBLOCK)
+    data = os.read(src, n)
+    return os.write(dst, data) if data else 0

@@ -4,7 +4,7 @@
     scrape: UsageSampler.sample() first, then AgentCollector reads, at scrape time,
         runners   -> tasks by state, restarts, OOM kills (per task)
         usage     -> cpu seconds, memory and its limit (per task and per alloc)
-        LogWatcher-> log bytes written (per task and stream)
+        LogRelay  -> log bytes written (per task and stream)
         proxy     -> ProxyCollector (per service)
 
 One registry per agent. Per-task series carry the alloc id: they live on the node

@@ -352,6 +352,20 @@ def server(
     help="memory (MB) kept for the system and the agent [default: 5%, 256 MB to 2 GB]",
 )
 @click.option(
+    "--log-max-file-size",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="size (MB) at which a task's log file is rotated",
+)
+@click.option(
+    "--log-max-files",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="log files kept per task stream, the current one included",
+)
+@click.option(
     "--pids-limit",
     type=click.IntRange(min=1),
     default=DEFAULT_PIDS,
@@ -375,6 +389,8 @@ def agent(
     memory: int,
     reserve_cpu: int | None,
     reserve_memory: int | None,
+    log_max_file_size: int,
+    log_max_files: int,
     pids_limit: int,
     ingress_addr: str,
     log_level: str,
@@ -385,6 +401,7 @@ def agent(
     from podium.agent import fingerprint
     from podium.agent.agent import Agent, AgentConfig
     from podium.drivers import builtin_drivers
+    from podium.runtime.logfiles import MIB, LogLimits
     from podium.runtime.logging import setup
 
     setup(log_level)
@@ -407,6 +424,7 @@ def agent(
         reserve_cpu=reserve_cpu,
         reserve_memory=reserve_memory,
         ingress_addr=_ingress_addr(ctx, ingress_addr)[0],
+        log_limits=LogLimits(max_file_size=log_max_file_size * MIB, max_files=log_max_files),
     )
     try:  # the reservations must leave something: say so before anything starts
         fingerprint.resources(

@@ -31,13 +31,17 @@ class TaskConfig:
     env: dict[str, str]
     alloc_dir: str  # shared by the group's tasks
     task_dir: str  # private to this task; logs live in task_dir/logs
-    stdout_path: str
+    stdout_path: str  # the log files (read by `alloc logs`)
     stderr_path: str
     cpu: int = 100  # MHz-equivalent shares; also the hard limit, as a fraction of a core:
     cpu_per_core: int = 1000  # what one of this node's cores counts in those units
     memory_mb: int = 64
     pids: int = 0  # most processes (and threads) the task may have; 0 = the driver's default
     labels: dict[str, str] = field(default_factory=dict)
+    # FIFOs the agent's log relay reads into those files (rotated, bounded); a driver whose
+    # task writes to a file descriptor opens these instead of the files. "" = none.
+    stdout_pipe: str = ""
+    stderr_pipe: str = ""
 
 
 @dataclass(slots=True)

@@ -45,6 +45,7 @@ from podium.drivers.base import (
 )
 from podium.drivers.docker_engine import DEFAULT_SOCKET, Demux, Engine, EngineError
 from podium.errors import DriverError, TaskNotFound
+from podium.runtime.logfiles import LogLimits, RotatingFile
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +338,9 @@ class DockerDriver:
         if last:
             with contextlib.suppress(ValueError):
                 params["since"] = _since(last)
-        fds = {1: _open_log(out_path), 2: _open_log(err_path)}
+        # The same files, bounds and rotation as the process driver's (the relay's).
+        limits = LogLimits()
+        files = {1: RotatingFile(out_path, limits), 2: RotatingFile(err_path, limits)}
         saved, saved_at = last, time.monotonic()
         try:
             async with self.engine.stream(
@@ -349,7 +352,7 @@ class DockerDriver:
                         ts, _, line = payload.partition(b" ")
                         if last and ts <= last:
                             continue  # written before the agent restarted
-                        os.write(fds.get(kind, fds[1]), line)
+                        files.get(kind, files[1]).write(line)
                         last = ts
                     if last != saved and time.monotonic() - saved_at > CURSOR_EVERY:
                         _save_cursor(cursor_path, last)
@@ -358,8 +361,8 @@ class DockerDriver:
             if e.status != 404:
                 log.warning("task %s: log stream ended: %s", handle.task, e)
         finally:
-            for fd in fds.values():
-                os.close(fd)
+            for f in files.values():
+                f.close()
             if last != saved:
                 _save_cursor(cursor_path, last)
 
@@ -533,12 +536,6 @@ def _cid(handle: TaskHandle) -> str:
     if not isinstance(cid, str) or not cid:
         raise DriverError(f"docker handle: bad state {handle.state!r}")
     return cid
-
-
-def _open_log(path: str) -> int:
-    # O_APPEND, as the process driver: the rotator truncates the file in place.
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
 
 
 def _save_cursor(path: str, ts: bytes) -> None:

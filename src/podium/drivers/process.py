@@ -1,6 +1,7 @@
 """The `process` driver: a command in its own session, limited by a cgroup or rlimits.
 
-    start ─ open logs ─ make cgroup (memory, cpu quota, pids) ─ spawn /bin/sh in a new
+    start ─ open stdout/stderr: the agent's log FIFOs, read-write (else the log files)
+          ─ make cgroup (memory, cpu quota, pids) ─ spawn /bin/sh in a new
             session (no preexec_fn) ─ sh writes its pid into each cgroup.procs ─ exec command
     wait  ─ our child: asyncio's Process.wait │ recovered: poll pid + start time
     stop  ─ signal the group ─ grace ─ SIGKILL group + cgroup members + descendants ─ reap
@@ -29,6 +30,7 @@ import re
 import resource
 import shutil
 import signal as _signal
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -340,19 +342,23 @@ def _exit_code(rc: int) -> tuple[int, int | None]:
 
 
 # $1: how many cgroup.procs files follow; then those files; then the data rlimit in KiB
-# or "-"; then the command and its arguments. `echo` and `ulimit` are builtins: the
-# shell's own pid joins each cgroup and its own rlimit is set, then `exec` becomes the
-# task (same pid, same session). A failed join or ulimit exits 125 with the reason on
-# stderr (the task's log), before the task runs at all.
+# or "-"; then the soft open-files limit; then the command and its arguments. `echo` and
+# `ulimit` are builtins: the shell's own pid joins each cgroup and its own rlimits are set,
+# then `exec` becomes the task (same pid, same session). A failed join or ulimit exits 125
+# with the reason on stderr (the task's log), before the task runs at all.
 _EXEC_HELPER = """n=$1; shift
 while [ "$n" -gt 0 ]; do
   echo $$ >"$1" || { echo "podium: cannot join cgroup $1" >&2; exit 125; }
   n=$((n - 1)); shift
 done
 if [ "$1" != - ]; then ulimit -d "$1" || exit 125; fi
-shift
+ulimit -S -n "$2" 2>/dev/null
+shift 2
 exec "$@"
 """
+# Tasks get the open-files limit the agent itself was started with (the agent raises its
+# own: it holds pipes and proxy connections for many tasks).
+TASK_NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 JOIN_FAILED = 125
 
 
@@ -361,7 +367,18 @@ def limited_argv(argv: list[str], *, joins: list[str], data_limit: int | None) -
     `joins`, with RLIMIT_DATA at `data_limit` bytes (None: unchanged). Spawn the result
     with start_new_session=True and no preexec_fn."""
     kib = "-" if data_limit is None else str(max(1, data_limit // 1024))
-    return ["/bin/sh", "-c", _EXEC_HELPER, "podium-exec", str(len(joins)), *joins, kib, *argv]
+    nofile = "unlimited" if TASK_NOFILE == resource.RLIM_INFINITY else str(TASK_NOFILE)
+    return [
+        "/bin/sh",
+        "-c",
+        _EXEC_HELPER,
+        "podium-exec",
+        str(len(joins)),
+        *joins,
+        kib,
+        nofile,
+        *argv,
+    ]
 
 
 def _resolve(command: str, cwd: str, env: dict[str, str]) -> None:
@@ -482,11 +499,21 @@ def _task_env(env: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _open_log(path: str) -> int:
-    # O_APPEND: the rotator truncates in place, and the task must then write at offset 0
-    # instead of leaving a hole; the file outlives the agent, the fd outlives nothing.
+def _open_output(pipe: str, path: str) -> int:
+    """The task's stdout or stderr: the agent's FIFO for it when there is one, opened
+    read-write (so the task is a reader of its own pipe: while no agent reads it, its output
+    waits in the pipe, then it blocks, instead of dying of SIGPIPE); else the file itself."""
+    if pipe and stat.S_ISFIFO(_mode(pipe)):
+        return os.open(pipe, os.O_RDWR | os.O_CLOEXEC)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+
+
+def _mode(path: str) -> int:
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return 0
 
 
 class ProcessDriver:
@@ -562,7 +589,10 @@ class ProcessDriver:
         argv = limited_argv(
             [command, *args], joins=cg.join_files() if cg else [], data_limit=data_limit
         )
-        out, err = _open_log(cfg.stdout_path), _open_log(cfg.stderr_path)
+        out, err = (
+            _open_output(cfg.stdout_pipe, cfg.stdout_path),
+            _open_output(cfg.stderr_pipe, cfg.stderr_path),
+        )
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,

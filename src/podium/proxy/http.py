@@ -1,10 +1,15 @@
-"""L7: HTTP/1.1 framing over asyncio Protocols, pooled kept-alive upstream connections.
+"""L7: HTTP/1.1 over asyncio Protocols, pooled kept-alive upstream connections.
 
-Bytes pass through untouched: a request or response head is searched (a few
-`bytes.find` calls on its lowered copy) only for what framing needs
-(Content-Length, Transfer-Encoding: chunked, Connection, and Host for ingress),
-never parsed into objects or re-encoded. One exchange per client connection at a
-time: pipelined requests wait in the buffer and go out one after another.
+Requests from clients (the internet-facing side) are parsed by llhttp (httptools) in its
+strict mode, which refuses what RFC 9112 says to refuse: Content-Length with
+Transfer-Encoding, duplicate or malformed Content-Length, whitespace before a colon,
+obs-fold, bare LF, bad chunk framing; on top of it a duplicate or (HTTP/1.1) missing Host
+and Transfer-Encoding in HTTP/1.0 are refused. What goes to the endpoint is re-encoded
+from what was parsed (request line, headers as received, a chunked body re-chunked, no
+trailers), so client and endpoint can never disagree on where a request ends.
+Responses from endpoints are framed by a small scanner (Content-Length, chunked,
+until-close) and passed through untouched. One exchange per client connection at a time:
+pipelined requests wait, parsed, in a queue and go out one after another.
 
     HTTPDownstream ── request ──► Balancer.pick ─► EndpointState.idle (pool) or connect
           ▲                                            │
@@ -15,8 +20,11 @@ from __future__ import annotations
 
 import asyncio
 from bisect import bisect_left
+from collections import deque
 from time import monotonic
 from typing import cast
+
+import httptools
 
 from podium.proxy.balancer import Balancer, EndpointState
 from podium.proxy.listener import Listener
@@ -332,26 +340,69 @@ class HTTPUpstream(asyncio.Protocol):
             self.transport.abort()
 
 
+class Request:
+    """One request as parsed, re-encoded for the endpoint: the head from the parser's parts,
+    a chunked body re-chunked, so the endpoint reads exactly the framing we read."""
+
+    __slots__ = (
+        "attached",
+        "chunked",
+        "close",
+        "complete",
+        "error",
+        "head_req",
+        "host",
+        "method",
+        "out",
+        "streaming",
+        "target",
+        "wire",
+    )
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.target = b""
+        self.host = b""
+        self.close = False
+        self.chunked = False
+        self.head_req = False
+        self.streaming = False  # its body goes on as it comes: not buffered, not retried
+        self.complete = False
+        self.attached = False  # its bytes so far went to an endpoint; the rest follows there
+        self.out = bytearray()  # bytes not yet sent (all of them until dispatched)
+        self.wire = b""  # a whole buffered request: what a retry sends again
+        self.error: tuple[int, str] | None = None  # not a request: answer this and close
+
+
 class HTTPDownstream(asyncio.Protocol):
-    """A client connection: frames requests, sends each to an endpoint, relays the answer."""
+    """A client connection: parses requests (llhttp via httptools, strict: what RFC 9112
+    says to reject is rejected), sends each to an endpoint, relays the answer."""
 
     __slots__ = (
         "attempts",
+        "backlog",
         "balancer",
-        "buf",
         "busy",
-        "chunks",
         "close_after",
         "closed",
+        "cur",
         "ep",
+        "hdrs",
+        "head_bytes",
         "head_req",
         "idle_since",
         "idle_t0",
         "listener",
         "loop",
+        "p_cl",
+        "p_done",
+        "p_expect",
+        "p_host",
+        "p_te",
+        "p_url",
+        "parser",
         "paused",
-        "req",
-        "req_more",
+        "queue",
         "sent",
         "status",
         "t0",
@@ -365,7 +416,18 @@ class HTTPDownstream(asyncio.Protocol):
         self.listener = listener
         self.loop = listener.loop
         self.balancer: Balancer | None = listener.balancer
-        self.buf = b""
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
+        self.queue: deque[Request] = deque()  # queue[0] is in flight while busy
+        self.cur: Request | None = None  # the request being parsed (its body may go on)
+        self.p_url = b""
+        self.hdrs: list[bytes] = []
+        self.p_host: bytes | None = None
+        self.p_te = False
+        self.p_cl = 0
+        self.p_expect = False
+        self.p_done = False  # the current message's head is complete (then: a body or trailer)
+        self.head_bytes = 0
+        self.backlog = 0  # bytes read while a request was in flight
         self.busy = False
         self.closed = False
         self.paused = False
@@ -373,9 +435,6 @@ class HTTPDownstream(asyncio.Protocol):
         self.tunnel = False
         self.up: HTTPUpstream | None = None
         self.ep: EndpointState | None = None
-        self.req = b""
-        self.req_more = 0  # body bytes still to come: n, or -1 for chunked
-        self.chunks: ChunkScanner | None = None
         self.head_req = False
         self.sent = False  # response bytes went to the client: no retry after that
         self.status = 0
@@ -415,112 +474,176 @@ class HTTPDownstream(asyncio.Protocol):
         if self.up is not None and self.up.transport is not None:
             self.up.transport.resume_reading()
 
+    # -- parsing (httptools calls these from feed_data) ------------------------------
+
+    def on_message_begin(self) -> None:
+        self.p_url = b""
+        self.hdrs = []
+        self.p_host = None
+        self.p_te = False
+        self.p_cl = 0
+        self.p_expect = False
+        self.p_done = False
+
+    def on_url(self, url: bytes) -> None:
+        self.p_url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.p_done:
+            return  # a chunked body's trailer section: not forwarded
+        n = len(name)
+        if n == 4 and name.lower() == b"host":
+            if self.p_host is not None:
+                raise ProtocolError("more than one Host header")
+            self.p_host = value
+        elif n == 17 and name.lower() == b"transfer-encoding":
+            self.p_te = True
+        elif n == 14 and name.lower() == b"content-length":
+            self.p_cl = int(value)  # llhttp checked it: digits, one header
+        elif n == 6 and name.lower() == b"expect":
+            self.p_expect = True  # the client waits for 100 Continue: stream the body
+        self.hdrs.append(b"%s: %s\r\n" % (name, value))
+
+    def on_headers_complete(self) -> None:
+        self.p_done = True
+        p = self.parser
+        assert p is not None
+        version = p.get_http_version()
+        if version == "1.1":
+            if self.p_host is None:
+                raise ProtocolError("no Host header")
+        elif version != "1.0":
+            raise ProtocolError("unsupported HTTP version")
+        elif self.p_te:
+            raise ProtocolError("Transfer-Encoding in an HTTP/1.0 request")
+        r = Request()
+        r.method = method = p.get_method()
+        r.target = self.p_url
+        r.host = self.p_host or b""
+        r.close = not p.should_keep_alive()
+        r.head_req = method == b"HEAD"
+        r.chunked = self.p_te
+        r.streaming = self.p_te or self.p_expect or self.p_cl > BUFFER_BODY or p.should_upgrade()
+        r.out += b"%s %s HTTP/%s\r\n%s\r\n" % (
+            method,
+            self.p_url,
+            version.encode(),
+            b"".join(self.hdrs),
+        )
+        self.head_bytes = 0
+        self.cur = r
+        if self.queue:
+            self.backlog += len(r.out)  # waits behind the request in flight
+        self.queue.append(r)
+
+    def on_body(self, body: bytes) -> None:
+        r = self.cur
+        assert r is not None
+        data = b"%x\r\n%s\r\n" % (len(body), body) if r.chunked else body
+        if r.attached:
+            up = self.up
+            if up is not None and up.transport is not None:
+                up.transport.write(data)
+            return  # the exchange ended early: the rest of the body has no reader
+        if self.queue and r is not self.queue[0]:
+            self.backlog += len(data)
+        r.out += data
+
+    def on_message_complete(self) -> None:
+        r = self.cur
+        assert r is not None
+        self.cur = None
+        if r.chunked:
+            self._end_chunks(r)
+        r.complete = True
+        if not r.streaming:
+            r.wire = bytes(r.out)
+
+    def _end_chunks(self, r: Request) -> None:
+        if r.attached:
+            up = self.up
+            if up is not None and up.transport is not None:
+                up.transport.write(b"0\r\n\r\n")
+        else:
+            r.out += b"0\r\n\r\n"
+
     # -- requests ---------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if self.busy:
-            if self.tunnel:
-                if self.up is not None and self.up.transport is not None:
+        if self.tunnel:
+            if self.up is not None and self.up.transport is not None:
+                self.up.transport.write(data)
+            return
+        parser = self.parser
+        if parser is None:
+            r = self.queue[-1] if self.queue else None
+            if r is not None and r.error is None:  # after an upgrade request: raw bytes
+                if r.attached and self.up is not None and self.up.transport is not None:
                     self.up.transport.write(data)
-                return
-            if self.req_more:
-                data = self._body_more(data)
-                if not data:
-                    return
-            self.buf += data
-            if len(self.buf) > PIPELINE_MAX and not self.paused:
+                else:
+                    r.out += data
+            return
+        if not self.p_done:
+            self.head_bytes += len(data)
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self.parser = None  # what follows belongs to the protocol switched to
+            r = self.queue[-1]
+            r.close = True
+            r.out += data[e.args[0] :]
+        except httptools.HttpParserError as e:
+            cause = e.__context__ if isinstance(e, httptools.HttpParserCallbackError) else e
+            self._refuse(400, f"bad request: {cause}")
+        else:
+            if not self.p_done and self.head_bytes > MAX_HEAD:
+                self._refuse(431, "request head too large")
+        if self.busy:
+            if self.backlog > PIPELINE_MAX and not self.paused:
                 self.paused = True
                 self.transport.pause_reading()
             return
-        self.buf = self.buf + data if self.buf else data
         self._next()
 
+    def _refuse(self, status: int, message: str) -> None:
+        """Parsing stopped here: answer `status` once the requests before it are answered,
+        then close (what follows cannot be framed)."""
+        self.parser = None
+        cur = self.cur
+        if cur is not None and (cur.attached or (self.busy and self.queue[0] is cur)):
+            # Its body was going through to an endpoint that now waits for the rest: there
+            # is no honest way on for either side.
+            self.transport.abort()
+            return
+        r = Request()
+        r.error = (status, message)
+        if cur is not None:
+            self.queue.remove(cur)  # a half-parsed request is never sent
+        self.cur = None
+        self.queue.append(r)
+        self.transport.pause_reading()
+
     def _next(self) -> None:
-        # The hot path of every request: keep it to a few C-level bytes calls and stores.
-        buf = self.buf
-        while buf[:1] == b"\r" and buf[:2] == b"\r\n":  # empty lines between requests
-            buf = buf[2:]
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            self.buf = buf
-            if len(buf) > MAX_HEAD:
-                self._reject(431, "request head too large")
+        queue = self.queue
+        if not queue:
             return
-        line_end = buf.find(b"\r\n")
-        sp1 = buf.find(b" ", 0, line_end)
-        sp2 = buf.rfind(b" ", 0, line_end)
-        if sp1 <= 0 or sp2 <= sp1:
-            self._reject(400, "malformed request line")
+        r = queue[0]
+        if r.error is not None:
+            self._reject(*r.error)
             return
-        head_end = end + 4
-        stop = end + 2  # header lines (each "\r\nname: value") lie in [line_end, stop)
-        have = len(buf)
-        lower = buf.lower() if have == head_end else buf[:stop].lower()
-        version = buf[sp2 + 1 : line_end]
-        i = lower.find(b"\r\nconnection:", line_end, stop)
-        if version == b"HTTP/1.1":
-            self.close_after = i >= 0 and lower.find(b"close", i, lower.find(b"\r\n", i + 2)) > 0
-        elif version == b"HTTP/1.0":
-            self.close_after = i < 0 or lower.find(b"keep-alive", i, lower.find(b"\r\n", i + 2)) < 0
-        else:
-            self._reject(400, "unsupported HTTP version")
-            return
+        if not (r.complete or r.streaming):
+            return  # a small body still coming: wait for all of it (it can be retried)
         balancer = self.balancer
         listener = self.listener
         if listener.router is not None:
-            host = header_value(lower, b"\r\nhost:") or b""
-            service = listener.router.match(host, buf[sp1 + 1 : sp2])
+            service = listener.router.match(r.host.lower(), r.target)
             if service is None:
-                self._reject(404, "no route", close=True)
+                self._reject(404, "no route")
                 return
             balancer = listener.balancer_for(service)
         assert balancer is not None
-        req_more = 0
-        i = lower.find(b"\r\ncontent-length:", line_end, stop)
-        j = lower.find(b"\r\ntransfer-encoding:", line_end, stop)
-        if j >= 0:
-            te = lower[j + 20 : lower.find(b"\r\n", j + 2)].strip()
-            if i >= 0 or not te.endswith(b"chunked"):
-                self._reject(400, "bad transfer-encoding")  # refuse what smuggling needs
-                return
-            self.chunks = chunks = ChunkScanner()
-            try:
-                body_end = chunks.feed(buf, head_end)
-            except ProtocolError:
-                self._reject(400, "bad chunked body")
-                return
-            if body_end < 0:
-                req, rest, req_more = buf, b"", -1
-            else:
-                req, rest = buf[:body_end], buf[body_end:]
-        elif i >= 0:
-            eol = lower.find(b"\r\n", i + 2)
-            if lower.find(b"\r\ncontent-length:", eol, stop) >= 0:
-                self._reject(400, "more than one content-length")
-                return
-            try:
-                length = int(lower[i + 17 : eol])  # int() allows the surrounding spaces
-                if length < 0:
-                    raise ValueError
-            except ValueError:
-                self._reject(400, "bad content-length")
-                return
-            total = head_end + length
-            if have >= total:
-                req, rest = (buf, b"") if have == total else (buf[:total], buf[total:])
-            elif length <= BUFFER_BODY and lower.find(b"\r\nexpect:", line_end, stop) < 0:
-                self.buf = buf  # wait for the whole body: small bodies can be retried
-                return
-            else:
-                req, rest, req_more = buf, b"", total - have
-        elif have == head_end:
-            req, rest = buf, b""
-        else:
-            req, rest = buf[:head_end], buf[head_end:]
-        self.buf = rest
-        self.req = req
-        self.req_more = req_more
-        self.head_req = buf[0] == 72 and buf[:5] == b"HEAD "
+        self.close_after = r.close
+        self.head_req = r.head_req
         self.balancer = balancer
         self.busy = True
         self.sent = False
@@ -530,34 +653,19 @@ class HTTPDownstream(asyncio.Protocol):
 
     def _idempotent(self) -> bool:
         """Whether the request in flight may be sent twice (only whole, buffered requests)."""
-        return self.req_more == 0 and self.req[: self.req.find(b" ")] in IDEMPOTENT
+        r = self.queue[0]
+        return not r.streaming and r.method in IDEMPOTENT
 
-    def _body_more(self, data: bytes) -> bytes:
-        """Stream more of a large or chunked request body; return what follows it."""
-        if self.req_more > 0:
-            if len(data) <= self.req_more:
-                part, rest = data, b""
-            else:
-                part, rest = data[: self.req_more], data[self.req_more :]
-            self.req_more -= len(part)
+    def _send(self, up: HTTPUpstream) -> None:
+        r = self.queue[0]
+        self.up = up
+        if r.streaming:
+            data = bytes(r.out)
+            r.out.clear()
+            r.attached = True
+            up.send(self, data)
         else:
-            assert self.chunks is not None
-            try:
-                stop = self.chunks.feed(data, 0)
-            except ProtocolError:
-                self.transport.abort()
-                return b""
-            if stop < 0:
-                part, rest = data, b""
-            else:
-                part, rest = data[:stop], data[stop:]
-                self.req_more = 0
-        up = self.up
-        if up is not None and up.transport is not None:
-            up.transport.write(part)
-        else:
-            self.req += part
-        return rest
+            up.send(self, r.wire)
 
     def _dispatch(self, balancer: Balancer, now: float) -> None:
         ep = balancer.pick(now, self.tried or ())
@@ -571,8 +679,7 @@ class HTTPDownstream(asyncio.Protocol):
             up = idle.pop()
             t = up.transport
             if t is not None and not t.is_closing():
-                self.up = up
-                up.send(self, self.req)
+                self._send(up)
                 return
         self.listener.spawn(self._connect(balancer, ep))
 
@@ -589,8 +696,7 @@ class HTTPDownstream(asyncio.Protocol):
         if self.ep is not ep or self.closed:
             up.abort()  # the client left (or timed out) while we connected
             return
-        self.up = up
-        up.send(self, self.req)
+        self._send(up)
 
     def _attempt_failed(self, ep: EndpointState, status: int, why: str, *, connect: bool) -> None:
         ep.active -= 1
@@ -676,24 +782,26 @@ class HTTPDownstream(asyncio.Protocol):
         if self.attempts:
             self.attempts = 0
             self.tried = None
-        if self.req_more:
-            self.close_after = True  # the rest of the request body would read as a request
+        r = self.queue.popleft()
+        if not r.complete:
+            self.close_after = True  # the rest of its body is on the way: no reader for it
         if self.close_after:
             self.transport.close()
             return
         if self.listener.router is not None:
             self.balancer = None
-        if self.paused:
+        self.backlog = 0
+        if self.paused and self.parser is not None:
             self.paused = False
             self.transport.resume_reading()
-        if self.buf:
+        if self.queue:
             if soon:
                 self.loop.call_soon(self._resume)
             else:
                 self._next()
 
     def _resume(self) -> None:
-        if not self.busy and not self.closed and self.buf:
+        if not self.busy and not self.closed and self.queue:
             self._next()
 
     def upstream_lost(self, up: HTTPUpstream, before_response: bool) -> None:
@@ -732,10 +840,11 @@ class HTTPDownstream(asyncio.Protocol):
         self.transport.write(error_response(status, message, close=self.close_after))
         self._finish(soon=True)
 
-    def _reject(self, status: int, message: str, *, close: bool = True) -> None:
-        """A request we will not forward: answer and close (its body would be misread)."""
-        self.buf = b""
-        self.transport.write(error_response(status, message, close=close))
+    def _reject(self, status: int, message: str) -> None:
+        """A request we will not forward: answer and close (what follows cannot be trusted)."""
+        self.parser = None
+        self.queue.clear()
+        self.transport.write(error_response(status, message, close=True))
         self.transport.close()
 
     # -- housekeeping ------------------------------------------------------------

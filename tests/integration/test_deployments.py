@@ -69,7 +69,8 @@ def job_file(
                         "driver": "process",
                         "config": {"command": sys.executable, "args": [str(SERVER)]},
                         "env": {"VERSION": version, "HEALTHY": "1" if healthy else "0"},
-                        "resources": {"cpu": 50, "memory": 32},
+                        # 300 MHz: a hard limit, and python must start in time
+                        "resources": {"cpu": 300, "memory": 32},
                     }
                 ],
             }

@@ -123,7 +123,8 @@ def service_job(
                     {
                         "name": "server",
                         "config": {"command": sys.executable, "args": [SERVER, name]},
-                        "resources": {"cpu": 20, "memory": 32},
+                        # 300 MHz: a hard limit, and python must start in time
+                        "resources": {"cpu": 300, "memory": 32},
                     }
                 ],
             }
@@ -144,7 +145,8 @@ def client_job(name: str, upstreams: list[dict[str, Any]], command: list[str]) -
                     {
                         "name": "client",
                         "config": {"command": command[0], "args": command[1:]},
-                        "resources": {"cpu": 20, "memory": 32},
+                        # 300 MHz: a hard limit, and python must start in time
+                        "resources": {"cpu": 300, "memory": 32},
                         "upstreams": upstreams,
                     }
                 ],

@@ -215,7 +215,7 @@ def test_server_restart_with_agents_running_declares_nothing_down(
         assert [n["status"] for n in nodes] == ["ready"] * 3, nodes
         time.sleep(0.1)
 
-    events = cluster.api("GET", "/v1/events", params={"since": seq, "limit": 0})
+    events = cluster.api("GET", "/v1/events", params={"index": seq, "limit": 0})
     downs = [e for e in events if e["type"] == "node.down"]
     assert downs == [], downs
     allocs = cluster.job("sleepers")["allocations"]
@@ -394,7 +394,7 @@ def test_partitioned_nodes_stop_copies_whose_group_says_so(
     assert not (web_pids() & old_web)
     allocs = cluster.job("sleepers")["allocations"]
     assert {a["id"]: a["pids"]["t"] for a in allocs} == sleepers
-    events = cluster.api("GET", "/v1/events", params={"since": seq, "limit": 0})
+    events = cluster.api("GET", "/v1/events", params={"index": seq, "limit": 0})
     assert [e for e in events if e["type"] == "node.down"] == []
 
 

@@ -118,6 +118,38 @@ def _ingress_addr(ctx: click.Context, ingress_addr: str) -> tuple[str, bool]:
     return f"{host}:{port}", not explicit
 
 
+def events_options(f: Any) -> Any:
+    """--events-max and --events-max-age: the event ring the server keeps in its store."""
+    f = click.option(
+        "--events-max-age",
+        default="24h",
+        show_default=True,
+        help="Events older than this are dropped (a duration: 90m, 24h, 7d)",
+    )(f)
+    return click.option(
+        "--events-max",
+        default=10_000,
+        show_default=True,
+        type=click.IntRange(min=1),
+        help="Events kept (the newest; a restart or failover keeps them)",
+    )(f)
+
+
+def _event_ring(max_events: int, max_age: str) -> Any:
+    from podium.model.spec import parse_duration
+    from podium.server.events import EventRing
+
+    try:
+        age = float(parse_duration(max_age))
+    except (ValueError, ValidationError):
+        raise click.BadParameter(
+            f"expected a duration such as 24h, got {max_age!r}", param_hint="--events-max-age"
+        ) from None
+    if age <= 0:
+        raise click.BadParameter("expected a positive duration", param_hint="--events-max-age")
+    return EventRing(max_events=max_events, max_age=age)
+
+
 def run_until_signal(main: Coroutine[Any, Any, None]) -> None:
     """Run `main` on uvloop; SIGINT/SIGTERM cancel it cleanly."""
     import uvloop
@@ -188,6 +220,7 @@ def _data_dir(path: str | None, default: str) -> str:
     help="HTTP ingress address; off to disable; the default falls back to a free port",
 )
 @click.option("--log-level", default="info", show_default=True)
+@events_options
 @click.pass_context
 def dev(
     ctx: click.Context,
@@ -196,6 +229,8 @@ def dev(
     dns_addr: str,
     ingress_addr: str,
     log_level: str,
+    events_max: int,
+    events_max_age: str,
 ) -> None:
     """A real single-node cluster: server and agent in one process, on SQLite."""
     from podium.agent.agent import Agent, AgentConfig
@@ -215,6 +250,7 @@ def dev(
             port=port,
             dns=dns,
             dns_fallback=dns_fallback,
+            events=_event_ring(events_max, events_max_age),
         )
     )
 
@@ -275,6 +311,7 @@ def dev(
     help="Service DNS (udp+tcp) address; off to disable; the default falls back to a free port",
 )
 @click.option("--log-level", default="info", show_default=True)
+@events_options
 @click.pass_context
 def server(
     ctx: click.Context,
@@ -285,6 +322,8 @@ def server(
     dns_addr: str,
     log_level: str,
     leader_ttl: float,
+    events_max: int,
+    events_max_age: str,
 ) -> None:
     """Run a server (API, scheduler, controllers); `podium server members` lists them."""
     if ctx.invoked_subcommand is not None:
@@ -312,6 +351,7 @@ def server(
             dns=dns,
             dns_fallback=dns_fallback,
             leader_ttl=leader_ttl,
+            events=_event_ring(events_max, events_max_age),
         )
     )
     run_until_signal(srv.run())
@@ -437,7 +477,7 @@ def agent(
 
 def build() -> click.Group:
     """The whole `podium` command, every noun added (idempotent; tests invoke it in-process)."""
-    from podium.cli import alloc, deployment, job, node, operator, server_ops, service
+    from podium.cli import alloc, deployment, events, job, node, operator, server_ops, service
 
     server.add_command(server_ops.members)
     for group in (
@@ -447,6 +487,7 @@ def build() -> click.Group:
         node.node,
         service.service,
         operator.operator,
+        events.events,
     ):
         cli.add_command(group)
     return cli

@@ -48,6 +48,18 @@ async def apply_updates(
                 revision=0,
             )
             ops: list[Op] = [Put(keys.alloc(a.id), encode(new))]
+            for type_, msg in _changes(a, new):
+                ops.append(
+                    event_put(
+                        type_,
+                        msg,
+                        namespace=a.namespace,
+                        job=a.job,
+                        alloc=a.id,
+                        node=node_id,
+                        now=now,
+                    )
+                )
             for ev in u.events:
                 msg = f"{ev.task}: {ev.message}" if ev.task else ev.message
                 ops.append(
@@ -74,6 +86,20 @@ async def apply_updates(
         if not pending:
             break
     return applied
+
+
+def _changes(old: Allocation, new: Allocation) -> list[tuple[str, str]]:
+    """Events for what an agent report changed: the alloc's status and its health."""
+    out = []
+    if new.client_status != old.client_status:
+        out.append((f"alloc.{new.client_status}", new.client_description or new.client_status))
+    if new.healthy is not None and new.healthy != old.healthy:
+        if new.healthy:
+            out.append(("alloc.healthy", "every task running and every check passing"))
+        else:
+            failing = [f"{c.name} {c.status}" for c in new.checks if c.status != "passing"]
+            out.append(("alloc.unhealthy", ", ".join(failing) or new.client_description))
+    return out
 
 
 async def modify(

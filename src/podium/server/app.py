@@ -25,7 +25,6 @@ from starlette.routing import Route
 
 from podium import __version__
 from podium.errors import (
-    Compacted,
     NotFound,
     PodiumError,
     Problem,
@@ -44,7 +43,7 @@ from podium.server import nodes as node_ops
 from podium.server.catalog import Catalog
 from podium.server.controllers import periodic as periodic_ops
 from podium.server.controllers.placement import victims
-from podium.server.events import readable_event
+from podium.server.events import TOPICS, EventFilter, readable_event
 from podium.server.idempotency import Idempotency
 from podium.server.metrics import ServerMetrics
 from podium.server.openapi import openapi_document
@@ -757,38 +756,90 @@ class Api:
 
     # -------------------------------------------------------------- events
 
+    def _event_filter(self, req: Request) -> EventFilter:
+        """topic (comma-separated), key (job name, alloc id or prefix, node id or name),
+        namespace, index (after this store index; or the SSE Last-Event-ID), since (a
+        duration back from now); job, alloc, node narrow further."""
+        raw_topics = req.query_params.get("topic", "")
+        topics = frozenset(t.strip() for t in raw_topics.split(",") if t.strip())
+        unknown = sorted(topics - set(TOPICS))
+        if unknown:
+            raise ValidationError(
+                [Problem("topic", f"unknown topic {unknown[0]!r}; expected one of {list(TOPICS)}")]
+            )
+        key = req.query_params.get("key", "")
+        if len(key) > 256:
+            raise ValidationError([Problem("key", "expected at most 256 characters")])
+        node_ids = frozenset(n.id for n in self.state.find_node(key)) if key else frozenset()
+        index = _int_param(req, "index", 0)
+        last = req.headers.get("last-event-id", "")
+        if last.isdigit():
+            index = max(index, int(last))
+        back = _float_param(req, "since", 0.0)
+        return EventFilter(
+            topics=topics,
+            key=key,
+            node_ids=node_ids,
+            namespace=req.query_params.get("namespace", ""),
+            index=index,
+            since=self.now() - back if back > 0 else 0.0,
+        )
+
     async def events(self, req: Request) -> Response:
-        since = _int_param(req, "since", 0)
+        """Events, oldest first: the last `limit` that match; follow=true streams them (SSE,
+        `id:` is the store index, a `: heartbeat` comment every `heartbeat` seconds)."""
+        flt = self._event_filter(req)
         limit = _int_param(req, "limit", 100)
         follow = req.query_params.get("follow", "") in ("1", "true", "yes")
+        heartbeat = min(max(_float_param(req, "heartbeat", 10.0), 0.05), 300.0)
         job, alloc, node = (req.query_params.get(k) for k in ("job", "alloc", "node"))
 
         def wanted(ev: Any) -> bool:
             return (
-                (not job or ev.job == job)
+                flt.wants(ev)
+                and (not job or ev.job == job)
                 and (not alloc or ev.alloc.startswith(alloc))
                 and (not node or ev.node == node)
             )
 
-        kvs, rev = await self.state.store.list(keys.EVENTS)
-        evs = [e for e in map(readable_event, kvs) if e and e.seq > since and wanted(e)]
-        evs.sort(key=lambda e: e.seq)
+        async def history() -> tuple[list[Any], int]:
+            kvs, rev = await self.state.store.list(keys.EVENTS)
+            evs = [e for e in map(readable_event, kvs) if e and wanted(e)]
+            evs.sort(key=lambda e: e.seq)
+            return (evs[-limit:] if limit > 0 else evs), rev
+
         if not follow:
-            return json_response(evs[-limit:] if limit > 0 else evs)
+            return json_response((await history())[0])
+
+        def sse(e: Any) -> bytes:
+            return b"id: %d\ndata: %s\n\n" % (e.seq, msgspec.json.encode(e))
 
         async def stream() -> AsyncIterator[bytes]:
-            for e in evs[-limit:] if limit > 0 else []:
-                yield b"data: " + msgspec.json.encode(e) + b"\n\n"
-            try:
-                async for w in self.state.store.watch(keys.EVENTS, start_rev=rev + 1):
-                    if w.type == "put":
-                        new = readable_event(w.kv)
-                        if new is not None and wanted(new):
-                            yield b"data: " + msgspec.json.encode(new) + b"\n\n"
-            except Compacted:
-                yield b"event: compacted\ndata: {}\n\n"
+            # Follow first, then read the history: nothing written in between is missed,
+            # and what both hold is sent once (the feed's copies at or below `rev`).
+            with self.ctx.metrics.subscribe("events"), self.state.events.follow() as feed:
+                evs, rev = await history()
+                yield b": following\n\n"
+                for e in evs:
+                    yield sse(e)
+                while True:
+                    try:
+                        async with asyncio.timeout(heartbeat):
+                            e = await feed.get()
+                    except TimeoutError:
+                        yield b": heartbeat\n\n"
+                        continue
+                    if e is None:
+                        yield b"event: lagged\ndata: {}\n\n"
+                        return
+                    if e.seq > rev and wanted(e):
+                        yield sse(e)
 
-        return StreamingResponse(stream(), media_type="text/event-stream")
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
 
     # ---------------------------------------------------------------- operator
 

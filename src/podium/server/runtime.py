@@ -20,6 +20,7 @@ from podium.runtime.clock import Clock, SystemClock
 from podium.server import failures_mirror
 from podium.server.catalog import Catalog
 from podium.server.dns import DnsConfig, DnsServer
+from podium.server.events import EventRing
 from podium.server.heartbeat_leases import HeartbeatLeases
 from podium.server.leader import Leadership, LeadershipConfig
 from podium.server.metrics import ClusterCollector, ServerMetrics, TimedStore, backend_of
@@ -49,6 +50,7 @@ class ServerConfig:
     leader_ttl: float = 3.0
     server_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     metrics: bool = True  # False: /v1/metrics is empty and nothing is counted
+    events: EventRing = field(default_factory=EventRing)  # how many events kept, how long
 
 
 @dataclass
@@ -83,7 +85,7 @@ class Server:
         """
         from podium.server.controllers.deployments import DeploymentController
         from podium.server.controllers.drain import DrainController
-        from podium.server.controllers.gc import GarbageCollector
+        from podium.server.controllers.gc import GarbageCollector, GCSettings
         from podium.server.controllers.node_liveness import NodeLivenessController
         from podium.server.controllers.periodic import PeriodicController
         from podium.server.controllers.placement import PlacementController
@@ -100,7 +102,12 @@ class Server:
                 name="liveness",
             )
             tg.create_task(DrainController(state, cfg.clock).run(), name="drain")
-            tg.create_task(GarbageCollector(state, cfg.clock).run(), name="gc")
+            tg.create_task(
+                GarbageCollector(
+                    state, cfg.clock, GCSettings(events=cfg.events), metrics=metrics
+                ).run(),
+                name="gc",
+            )
             if self.ctx.leadership is not None and self.ctx.leadership.config.elect:
                 tg.create_task(failures_mirror.publish(state), name="failures-publish")
             tg.create_task(DeploymentController(state, cfg.clock).run(), name="deployments")

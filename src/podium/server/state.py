@@ -26,7 +26,7 @@ import msgspec
 from podium.errors import Compacted, StoreError
 from podium.model.types import Allocation, Deployment, Job, Node, PlacementFailure
 from podium.runtime.waiters import park
-from podium.server.events import event_put
+from podium.server.events import EventHub, event_put
 from podium.store import keys
 from podium.store.base import Get, KeyValue, Store, WatchEvent
 
@@ -96,6 +96,7 @@ class ClusterState:
         # Last placement failures per job key, set by the placement controller.
         self.placement_failures: dict[str, list[PlacementFailure]] = {}
         self.ready = asyncio.Event()
+        self.events = EventHub()  # events the watch brings, for the streams following them
         # Stored values that did not decode: key -> (its revision, why), while the key holds
         # such a value; and how many were met since this server started (never goes down).
         self.bad_values: dict[str, tuple[int, str]] = {}
@@ -318,6 +319,8 @@ class ClusterState:
             if key.startswith(prefix):
                 break
         else:
+            if ev.type == "put" and key.startswith(keys.EVENTS):
+                self.events.publish(ev.kv)
             self._advance(ev.kv.mod_rev)
             return
         name = key[len(prefix) :]

@@ -25,6 +25,7 @@ from podium.agent import fingerprint
 from podium.agent.alloc_runner import AllocHooks, AllocRunner
 from podium.agent.disconnect import Contact, DisconnectWatch
 from podium.agent.local_state import LocalState
+from podium.agent.log_index import LogIndexer
 from podium.agent.logs import LogRelay
 from podium.agent.metrics import AgentMetrics
 from podium.agent.proxy_manager import ProxyManager
@@ -108,6 +109,7 @@ class Agent:
             watch_wait=config.watch_wait,
         )
         self.logs = LogRelay(config.log_limits)
+        self.log_index = LogIndexer(self.logs)  # when each log byte came: `logs --since`
         self.usage = UsageSampler(self.runners)
         self.metrics = AgentMetrics(self)
 
@@ -180,6 +182,7 @@ class Agent:
                 )
                 self.node = await self._fingerprint(await http_ready)
                 tg.create_task(self.logs.run(), name="log-relay")
+                tg.create_task(self.log_index.run(), name="log-index")
                 tg.create_task(self.proxies.run(), name="proxy")
                 await self._register()
                 tg.create_task(self._heartbeat_loop(), name="heartbeat")

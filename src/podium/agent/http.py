@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -20,8 +21,10 @@ from starlette.routing import Route
 
 from podium.drivers.base import ExecDriver
 from podium.errors import DriverError
+from podium.model.pattern import PatternError, compile_pattern
 from podium.runtime import http
 from podium.runtime.logfiles import follow, read_tail
+from podium.runtime.merge import Merge
 
 if TYPE_CHECKING:
     from podium.agent.agent import Agent
@@ -75,6 +78,66 @@ def create_agent_app(agent: Agent) -> Starlette:
 
         return StreamingResponse(stream(), media_type="application/octet-stream")
 
+    async def lines(req: Request) -> Response:
+        """An alloc's log lines as NDJSON {time, task, stream, line}, oldest first: `since`
+        (wall time) picks the start through the time index, `grep` (RE2) filters, `follow`
+        goes on until the alloc's tasks are done. The first object is {"retention": ...}."""
+        alloc_id = req.path_params["id"]
+        matches = [r for i, r in agent.runners.items() if i.startswith(alloc_id)]
+        if len(matches) != 1:
+            msg = "no allocation" if not matches else f"{len(matches)} allocations"
+            return _json({"error": f"{msg} matching {alloc_id!r} on this node"}, 404)
+        runner = matches[0]
+        q = req.query_params
+        tasks = [q["task"]] if q.get("task") else list(runner.tasks)
+        unknown = [t for t in tasks if t not in runner.tasks]
+        if unknown:
+            return _json(
+                {"error": f"task: no task {unknown[0]!r}; tasks are {sorted(runner.tasks)}"}, 400
+            )
+        kinds = {"stdout": ["stdout"], "stderr": ["stderr"], "both": ["stdout", "stderr"]}
+        streams = kinds.get(q.get("type", "stdout"))
+        if streams is None:
+            return _json({"error": "type: expected stdout, stderr or both"}, 400)
+        try:
+            since = float(q.get("since", "0") or 0)
+        except ValueError:
+            return _json({"error": "since: expected a wall time in seconds"}, 400)
+        try:
+            match = compile_pattern(q["grep"]).search if q.get("grep") else None
+        except PatternError as e:
+            return _json({"error": f"grep: {e}"}, 400)
+        follow_ = q.get("follow", "") in ("1", "true", "yes")
+        paths = [
+            (t, kind, getattr(runner.tasks[t].cfg, f"{kind}_path"))
+            for t in tasks
+            for kind in streams
+        ]
+
+        def obj(t: str, kind: str, at: float, text: str) -> bytes:
+            return (
+                msgspec.json.encode({"time": at, "task": t, "stream": kind, "line": text}) + b"\n"
+            )
+
+        async def stream() -> AsyncIterator[bytes]:
+            yield msgspec.json.encode({"retention": agent.log_index.retention()}) + b"\n"
+            old = [
+                (ln.time, t, kind, ln.text)
+                for t, kind, path in paths
+                for ln in agent.log_index.lines(path, since=since, match=match)
+            ]
+            for at, t, kind, text in sorted(old, key=lambda x: x[0]):
+                yield obj(t, kind, at, text)
+            if not follow_:
+                return
+            async with Merge[bytes]() as merged:
+                for t, kind, path in paths:
+                    merged.add(_follow_lines(path, t, kind, match, runner.finished, obj))
+                while (item := await merged.get()) is not None:
+                    yield item
+
+        return StreamingResponse(stream(), media_type="application/x-ndjson")
+
     async def exec_(req: Request) -> Response:
         found = runner_task(req)
         if isinstance(found, Response):
@@ -127,9 +190,38 @@ def create_agent_app(agent: Agent) -> Starlette:
             Route("/v1/agent/health", health),
             Route("/v1/agent/usage", usage),
             Route("/v1/agent/alloc/{id}/logs", logs),
+            Route("/v1/agent/alloc/{id}/lines", lines),
             Route("/v1/agent/alloc/{id}/exec", exec_, methods=["POST"]),
         ]
     )
+
+
+async def _follow_lines(
+    path: str,
+    task: str,
+    kind: str,
+    match: Callable[[str], Any] | None,
+    finished: asyncio.Event,
+    encode: Callable[[str, str, float, str], bytes],
+) -> AsyncIterator[bytes]:
+    """New complete lines of `path` from its end, stamped when read, until `finished`."""
+    partial = b""
+    chunks = follow(path, from_end_bytes=0).__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(0.5):
+                chunk = await anext(chunks)
+        except TimeoutError:
+            if finished.is_set():
+                await chunks.aclose()  # type: ignore[attr-defined]
+                return
+            continue
+        *done, partial = (partial + chunk).split(b"\n")
+        now = time.time()
+        for raw in done:
+            text = raw.decode("utf-8", "replace")
+            if match is None or match(text):
+                yield encode(task, kind, now, text)
 
 
 async def serve_agent_http(agent: Agent, host: str, port: int, ready: asyncio.Future[str]) -> None:

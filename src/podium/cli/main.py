@@ -477,7 +477,17 @@ def agent(
 
 def build() -> click.Group:
     """The whole `podium` command, every noun added (idempotent; tests invoke it in-process)."""
-    from podium.cli import alloc, deployment, events, job, node, operator, server_ops, service
+    from podium.cli import (
+        alloc,
+        deployment,
+        events,
+        job,
+        logs,
+        node,
+        operator,
+        server_ops,
+        service,
+    )
 
     server.add_command(server_ops.members)
     for group in (
@@ -488,6 +498,7 @@ def build() -> click.Group:
         service.service,
         operator.operator,
         events.events,
+        logs.logs,
     ):
         cli.add_command(group)
     return cli

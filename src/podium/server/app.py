@@ -33,13 +33,17 @@ from podium.errors import (
 )
 from podium.model import spec as jobspec
 from podium.model.diff import diff
+from podium.model.pattern import PatternError, compile_pattern
 from podium.model.types import Allocation, AllocUpdate, Job, Node
+from podium.runtime.merge import Merge
 from podium.scheduler import ClusterSnapshot, group_hash, reconcile, schedule
 from podium.server import allocs as alloc_ops
 from podium.server import deployments as dep_ops
 from podium.server import dispatch as dispatch_ops
 from podium.server import jobs as job_ops
 from podium.server import nodes as node_ops
+from podium.server.agents import agent_client
+from podium.server.agents import alloc_lines as agent_lines
 from podium.server.catalog import Catalog
 from podium.server.controllers import periodic as periodic_ops
 from podium.server.controllers.placement import victims
@@ -541,6 +545,96 @@ class Api:
         )
         return json_response({"index": rev, "purged": purge})
 
+    async def job_logs(self, req: Request) -> Response:
+        """The log lines of every copy of a job (group, alloc narrow it) as NDJSON, each
+        {time, alloc, node, task, stream, line}: past lines in time order, then, with
+        follow, new lines as they come, from new copies too (a rollout, a reschedule)."""
+        job = self._job(req)
+        q = req.query_params
+        group, alloc = q.get("group", ""), q.get("alloc", "")
+        if group and job.group(group) is None:
+            raise NotFound(f"job {job.name!r} has no group {group!r}")
+        grep = q.get("grep", "")
+        if grep:
+            try:
+                compile_pattern(grep)
+            except PatternError as e:
+                raise ValidationError([Problem("grep", f"not a valid RE2 pattern: {e}")]) from None
+        kind = q.get("type", "stdout")
+        if kind not in ("stdout", "stderr", "both"):
+            raise ValidationError(
+                [Problem("type", f"expected stdout, stderr or both, got {kind!r}")]
+            )
+        back = _float_param(req, "since", 0.0)
+        follow = q.get("follow", "") in ("1", "true", "yes")
+        params = {"type": kind, "grep": grep, "task": q.get("task", "")}
+        if back > 0:
+            params["since"] = str(self.now() - back)
+        state = self.state
+
+        def copies() -> list[Any]:
+            return [
+                a
+                for a in state.allocs_of_job(job.namespace, job.name)
+                if (not group or a.group == group)
+                and (not alloc or a.id.startswith(alloc))
+                and (a.live or not follow)
+            ]
+
+        async def lines(client: Any, a: Any, p: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
+            node = state.nodes.get(a.node_id)
+            if node is None:
+                return
+            async for obj in agent_lines(client, node, a.id, p):
+                yield {"alloc": a.id, "node": a.node_name, **obj}
+
+        async def stream() -> AsyncIterator[bytes]:
+            async with agent_client() as client:
+                first = copies()
+                async with Merge[dict[str, Any]]() as history:
+                    for a in first:
+                        history.add(lines(client, a, params))
+                    old, retention = [], None
+                    while (item := await history.get()) is not None:
+                        if "retention" in item:
+                            retention = retention or {"retention": item["retention"]}
+                        else:
+                            old.append(item)
+                if retention is not None:  # what each task keeps: said once, first
+                    yield msgspec.json.encode(retention) + b"\n"
+                old.sort(key=lambda o: o["time"])
+                for o in old:
+                    yield msgspec.json.encode(o) + b"\n"
+                if not follow:
+                    return
+                live = {**params, "follow": "true", "since": str(self.now() + 3600)}
+                seen: set[str] = set()
+                async with Merge[dict[str, Any]]() as merged:
+                    while True:
+                        for a in copies():
+                            if a.id not in seen and a.client_status != "pending":
+                                seen.add(a.id)
+                                # a copy new to this stream: its whole log, then live
+                                p = (
+                                    live
+                                    if old_copy(a, history_ids)
+                                    else {**params, "follow": "true"}
+                                )
+                                merged.add(lines(client, a, p))
+                        if not merged.running:
+                            await asyncio.sleep(0.5)  # no copy runs yet: look again soon
+                            continue
+                        item = await merged.get(timeout=0.5)
+                        if item is not None and "retention" not in item:
+                            yield msgspec.json.encode(item) + b"\n"
+
+        history_ids = {a.id for a in copies()}
+
+        def old_copy(a: Any, ids: set[str]) -> bool:
+            return a.id in ids
+
+        return StreamingResponse(stream(), media_type="application/x-ndjson")
+
     async def job_versions(self, req: Request) -> Response:
         versions = await job_ops.versions(self.state, _namespace(req), req.path_params["name"])
         out = []
@@ -872,6 +966,12 @@ ROUTES: list[tuple[str, str, str, str]] = [
     ("GET", "/v1/job/{name:job}", "get_job", "Job status summary with allocations"),
     ("DELETE", "/v1/job/{name:job}", "stop_job", "Stop a job (purge=true removes it)"),
     ("GET", "/v1/job/{name:job}/versions", "job_versions", "Job versions with diffs"),
+    (
+        "GET",
+        "/v1/job/{name:job}/logs",
+        "job_logs",
+        "Log lines of every copy (NDJSON; follow, since, grep, group, task, alloc, type)",
+    ),
     ("GET", "/v1/job/{name:job}/version/{version:int}", "job_version", "One job version"),
     ("POST", "/v1/job/{name:job}/revert", "revert_job", "Submit an earlier version again"),
     ("POST", "/v1/job/{name:job}/scale", "scale_job", "Change one group's count (in place)"),

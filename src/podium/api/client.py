@@ -308,6 +308,16 @@ class Client:
     def status(self) -> Any:
         return self.request("GET", "/v1/status")
 
+    # resource use (gathered from the agents by the server)
+    def usage(self, *, job: str = "", namespace: str | None = None, node: str = "") -> Any:
+        params = {**self._listing(namespace), **({"job": job} if job else {})}
+        if node:
+            params["node"] = node
+        return self.request("GET", "/v1/usage", params=params)
+
+    def alloc_stats(self, alloc_id: str) -> Any:
+        return self.request("GET", f"/v1/allocation/{alloc_id}/stats")
+
 
 class AsyncClient:
     """Asynchronous client for the agent: registration, heartbeats, alloc watch and reports."""

@@ -11,7 +11,7 @@ import msgspec
 
 from podium.api.client import Client, _check
 from podium.cli.main import addr_option, namespace_option
-from podium.cli.output import ago, console, print_json, table
+from podium.cli.output import ago, console, mib, print_json, table
 
 
 @click.group()
@@ -110,6 +110,40 @@ def logs(
                 out.flush()
     except KeyboardInterrupt:
         pass
+
+
+@alloc.command()
+@click.argument("alloc_id")
+@click.option("--json", "as_json", is_flag=True)
+@namespace_option
+@addr_option
+def stats(alloc_id: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
+    """An allocation's CPU and memory use, per task, as its node measures them now."""
+    c = Client(addr, namespace=namespace)
+    a = c.alloc(alloc_id)
+    u = c.alloc_stats(a.id)
+    if as_json:
+        print_json(u)
+        return
+    console.print(
+        f"[bold]{a.name}[/]  id={a.id[:8]}  node={a.node_name}  "
+        f"cpu={u['cpu_percent']:.1f}% of a core  memory={mib(u['memory_bytes'])} "
+        f"of {mib(u['memory_limit_bytes'])}"
+    )
+    table(
+        ["TASK", "CPU", "CPU SECONDS", "MEMORY", "LIMIT", "PIDS"],
+        [
+            [
+                name,
+                f"{t['cpu_percent']:.1f}%",
+                f"{t['cpu_seconds']:.2f}",
+                mib(t["memory_bytes"]),
+                mib(t["memory_limit_bytes"]),
+                t["pids"],
+            ]
+            for name, t in u["tasks"].items()
+        ],
+    )
 
 
 @alloc.command()

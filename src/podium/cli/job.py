@@ -11,7 +11,8 @@ from podium.api.client import Client
 from podium.cli import jobfile
 from podium.cli.deployment import follow
 from podium.cli.main import addr_option, namespace_given, namespace_option
-from podium.cli.output import ago, console, err_console, failure_lines, print_json, table
+from podium.cli.output import ago, console, err_console, failure_lines, mib, print_json, table
+from podium.errors import PodiumError
 
 
 def _load(file: str, namespace: str | None) -> jobfile.JobFile:
@@ -255,6 +256,11 @@ def status(name: str | None, as_json: bool, namespace: str | None, addr: str | N
         )
         return
     s = c.job(name)
+    try:  # what the copies use now, as their agents measure it
+        used = c.usage(job=name, namespace=c.ns())["jobs"]
+    except PodiumError:
+        used = []
+    s["usage"] = used[0] if used else None
     if as_json:
         print_json(s)
         return
@@ -263,6 +269,12 @@ def status(name: str | None, as_json: bool, namespace: str | None, addr: str | N
         f"[bold]{j['name']}[/]  type={j['type']}  version={j['version']}  "
         f"status={s['status']}  namespace={j['namespace']}"
     )
+    if s["usage"]:
+        u = s["usage"]
+        console.print(
+            f"usage: cpu {u['cpu_percent']:.1f}% of a core, memory {mib(u['memory_bytes'])} "
+            f"of {mib(u['memory_limit_bytes'])} reserved, over {u['allocs']} copies"
+        )
     table(
         [
             "GROUP",

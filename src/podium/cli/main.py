@@ -487,6 +487,7 @@ def build() -> click.Group:
         operator,
         server_ops,
         service,
+        top,
     )
 
     server.add_command(server_ops.members)
@@ -499,6 +500,7 @@ def build() -> click.Group:
         operator.operator,
         events.events,
         logs.logs,
+        top.top,
     ):
         cli.add_command(group)
     return cli

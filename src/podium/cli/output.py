@@ -41,6 +41,11 @@ def ago(ts: float) -> str:
     return f"{d / 86400:.1f}d ago"
 
 
+def mib(n: float | None) -> str:
+    """Bytes as MiB for people ("-" when unknown)."""
+    return "-" if n is None else f"{n / (1024 * 1024):.1f} MiB"
+
+
 def failure_lines(failures: list[dict[str, Any]]) -> list[str]:
     """Human reasons for placement failures: which resource, how many nodes."""
     out = []

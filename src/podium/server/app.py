@@ -52,6 +52,7 @@ from podium.server.idempotency import Idempotency
 from podium.server.metrics import ServerMetrics
 from podium.server.openapi import openapi_document
 from podium.server.runtime import ServerContext
+from podium.server.usage import UsageGatherer
 from podium.store import keys
 from podium.store import snapshot as store_snapshot
 
@@ -683,6 +684,75 @@ class Api:
     async def get_alloc(self, req: Request) -> Response:
         return json_response(self._alloc(req))
 
+    async def alloc_stats(self, req: Request) -> Response:
+        """An alloc's CPU and memory, per task, as its agent measured them (at `time`)."""
+        a = alloc_ops.resolve(self.state, req.path_params["id"])
+        usage = self._usage()
+        await usage.refresh(max_age=min(_float_param(req, "max_age", 1.0), 60.0))
+        found = usage.alloc(a.id)
+        if found is None:
+            raise NotFound(f"no usage for allocation {a.id[:8]}: it is not running, or its node "
+                           "did not answer")  # fmt: skip
+        return json_response(found)
+
+    def _usage(self) -> UsageGatherer:
+        assert self.ctx.usage is not None
+        return self.ctx.usage
+
+    async def cluster_usage(self, req: Request) -> Response:
+        """Nodes (offered, reserved, used), jobs and allocs with their CPU and memory use;
+        `job`, `node` and `namespace` narrow it; `max_age` bounds how old figures may be."""
+        usage = self._usage()
+        await usage.refresh(max_age=min(max(_float_param(req, "max_age", 2.0), 0.5), 60.0))
+        ns, job = req.query_params.get("namespace", ""), req.query_params.get("job", "")
+        node = req.query_params.get("node", "")
+        node_ids = {n.id for n in self.state.find_node(node)} if node else set()
+
+        def want(namespace: str, name: str, node_id: str) -> bool:
+            return (
+                (not ns or namespace == ns)
+                and (not job or name == job)
+                and (not node or node_id in node_ids)
+            )
+
+        allocs = []
+        for u in usage.allocs():
+            a = self.state.allocs.get(u.id)
+            if a is None or not want(u.namespace, u.job, a.node_id):
+                continue
+            reserved = {"cpu": a.resources.cpu, "memory": a.resources.memory}
+            allocs.append(
+                msgspec.to_builtins(u)
+                | {"name": a.name, "node_name": a.node_name, "resources": reserved}
+            )
+        nodes = []
+        for n in sorted(self.state.nodes.values(), key=lambda n: n.name):
+            if node and n.id not in node_ids:
+                continue
+            held = self.state.usage.get(n.id)
+            got = usage.node(n.id)
+            nodes.append(
+                {
+                    "id": n.id,
+                    "name": n.name,
+                    "status": n.status,
+                    "offered": {"cpu": n.resources.cpu, "memory": n.resources.memory},
+                    "reserved": {
+                        "cpu": held.cpu if held else 0,
+                        "memory": held.memory if held else 0,
+                    },
+                    "cpu_percent": got.cpu_percent if got else None,
+                    "memory_bytes": got.memory_bytes if got else None,
+                    "time": got.time if got else None,
+                }
+            )
+        jobs = [
+            j for j in usage.jobs() if (not ns or j.namespace == ns) and (not job or j.job == job)
+        ]
+        return json_response(
+            {"time": usage.gathered_at, "nodes": nodes, "jobs": jobs, "allocations": allocs}
+        )
+
     async def stop_alloc(self, req: Request) -> Response:
         a = self._alloc(req)
         new = await alloc_ops.modify(
@@ -985,6 +1055,8 @@ ROUTES: list[tuple[str, str, str, str]] = [
     ("POST", "/v1/deployment/{id}/resume", "resume_deployment", "Resume a paused rollout"),
     ("GET", "/v1/allocations", "list_allocs", "List allocations"),
     ("GET", "/v1/allocation/{id}", "get_alloc", "One allocation (id or unique prefix)"),
+    ("GET", "/v1/allocation/{id}/stats", "alloc_stats", "An allocation's CPU and memory use"),
+    ("GET", "/v1/usage", "cluster_usage", "CPU and memory use of nodes, jobs and allocations"),
     ("POST", "/v1/allocation/{id}/stop", "stop_alloc", "Stop an allocation (it is replaced)"),
     (
         "POST",

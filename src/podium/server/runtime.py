@@ -26,6 +26,7 @@ from podium.server.leader import Leadership, LeadershipConfig
 from podium.server.metrics import ClusterCollector, ServerMetrics, TimedStore, backend_of
 from podium.server.nodes import Heartbeats
 from podium.server.state import ClusterState
+from podium.server.usage import UsageGatherer
 from podium.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class ServerContext:
     catalog: Catalog | None = None
     leadership: Leadership | None = None
     metrics: ServerMetrics = field(default_factory=lambda: ServerMetrics(None))
+    usage: UsageGatherer | None = None  # resource use gathered from the agents
 
 
 class Server:
@@ -150,6 +152,7 @@ class Server:
             catalog=Catalog(state),
             leadership=leadership,
             metrics=metrics,
+            usage=UsageGatherer(state),
         )
         if metrics.registry is not None:
             metrics.registry.register(ClusterCollector(state, lambda: leadership, cfg.server_id))

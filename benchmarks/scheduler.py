@@ -41,6 +41,7 @@ from podium.runtime.clock import FakeClock
 from podium.scheduler import ClusterSnapshot, reconcile, schedule
 from podium.scheduler.simulate import simulated_cluster, simulated_jobs
 from podium.server.controllers.placement import PlacementController, PlacementSettings
+from podium.server.metrics import ServerMetrics
 from podium.server.state import ClusterState
 from podium.store import keys, open_store
 from podium.store.base import Put, Store
@@ -75,7 +76,7 @@ Rows = list[tuple[str, bytes]]  # (key, value) of each alloc committed, in commi
 
 
 async def committed(
-    store: Store, nodes: list[Node], jobs: list[Job]
+    store: Store, nodes: list[Node], jobs: list[Job], *, metrics: ServerMetrics | None = None
 ) -> tuple[int, float, int, Rows]:
     """The placement controller's round over every job, from job records in the store to
     allocs committed and seen by the server's watch-fed cache."""
@@ -89,7 +90,7 @@ async def committed(
         # One round over all jobs; within it the controller commits every `commit_every`
         # placements and schedules on while that commit is written.
         settings = PlacementSettings(batch_jobs=len(jobs), commit_every=BATCH)
-        controller = PlacementController(state, FakeClock(NOW), settings)
+        controller = PlacementController(state, FakeClock(NOW), settings, metrics=metrics)
         t0, cpu0 = time.perf_counter(), time.process_time()
         await controller.evaluate([j.key for j in jobs])  # returns once the cache has all
         elapsed = time.perf_counter() - t0

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
 from typing import Any
 
 import msgspec
@@ -266,6 +267,12 @@ class Api:
                 "bad_values": len(self.state.bad_values),
             }
         )
+
+    async def ui_page(self, req: Request) -> Response:
+        return _ui_file("index.html")
+
+    async def ui_asset(self, req: Request) -> Response:
+        return _ui_file(req.path_params["file"])
 
     async def metrics(self, req: Request) -> Response:
         return Response(self.ctx.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
@@ -1019,6 +1026,9 @@ class Api:
 
 ROUTES: list[tuple[str, str, str, str]] = [
     # (method, path, handler name, summary) — also the source of the OpenAPI document
+    ("GET", "/ui", "ui_page", "The web UI"),
+    ("GET", "/ui/", "ui_page", "The web UI"),
+    ("GET", "/ui/{file}", "ui_asset", "The web UI's scripts and styles"),
     ("GET", "/v1/status", "status", "Server status"),
     ("GET", "/v1/status/members", "members", "Servers: which one leads, since when"),
     ("GET", "/v1/openapi.json", "openapi", "This document"),
@@ -1088,6 +1098,22 @@ ROUTES: list[tuple[str, str, str, str]] = [
         "A service's healthy endpoints (blocking query: index, wait; tag filters)",
     ),
 ]
+
+
+UI_FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+}
+
+
+def _ui_file(name: str) -> Response:
+    """One of the web UI's files, shipped in the package (server/ui/); nothing else."""
+    media = UI_FILES.get(name)
+    if media is None:
+        raise NotFound(f"no UI file {name!r}")
+    data = resources.files("podium.server").joinpath("ui", name).read_bytes()
+    return Response(data, media_type=media, headers={"cache-control": "no-cache"})
 
 
 def _wrap(fn: Handler, metrics: ServerMetrics, method: str, path: str) -> Handler:

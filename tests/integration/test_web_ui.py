@@ -1,0 +1,301 @@
+"""The web UI in a real browser: Debian's chromium driven through chromium-driver (Selenium),
+against one real `podium dev` (plus one more agent) shared by the module's tests.
+
+Each test saves a screenshot under its tmp dir; PODIUM_UPDATE_DOCS=1 copies them into
+docs/ui/ for docs/observability.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from integration.cluster import ROOT, DevCluster, wait_until
+from integration.multinode import AgentProc
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+DOCS_UI = ROOT / "docs" / "ui"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,900",
+]
+
+
+def browser_or_skip() -> None:
+    missing = [p for p in (CHROMIUM, DRIVER) if not os.path.exists(p)]
+    if not missing:
+        return
+    why = f"{missing} not installed (scripts/ensure-chromium.sh installs chromium, chromium-driver)"
+    if os.environ.get("PODIUM_REQUIRE_CHROMIUM") == "1":
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+def job_file(tmp: Path, name: str, body: str) -> str:
+    path = tmp / f"{name}.yaml"
+    path.write_text(textwrap.dedent(body))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevCluster, AgentProc]]:
+    browser_or_skip()
+    base = tmp_path_factory.mktemp("ui")
+    c = DevCluster(base / "dev").start()
+    extra = AgentProc("extra", "127.0.0.2", base / "extra", c.addr).start()
+    try:
+        wait_until(
+            lambda: sum(n["status"] == "ready" for n in c.api("GET", "/v1/nodes")) == 2,
+            timeout=20,
+            what="the second agent",
+        )
+        c.cli("job", "run", str(ROOT / "examples" / "web.yaml"), check=True, timeout=90)
+        yield c, extra
+    finally:
+        extra.stop()
+        c.stop()
+        c.kill_leftovers()
+
+
+@pytest.fixture(scope="module")
+def browser(cluster: Any) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="podium-chromium-")
+    for flag in [*FLAGS, f"--user-data-dir={profile}"]:
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    driver.set_page_load_timeout(20)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+class Page:
+    def __init__(self, driver: Any, c: DevCluster, tmp: Path) -> None:
+        self.d, self.c, self.tmp = driver, c, tmp
+        driver.set_window_size(1280, 900)
+
+    def open(self, fragment: str) -> None:
+        self.d.get(f"{self.c.addr}/ui/{fragment}")
+
+    def js(self, script: str, *args: Any) -> Any:
+        return self.d.execute_script(script, *args)
+
+    def text(self, css: str) -> str:
+        return str(
+            self.js(
+                "const e = document.querySelector(arguments[0]); return e ? e.innerText : ''", css
+            )
+        )
+
+    def wait(self, pred: Any, *, timeout: float = 10, what: str) -> Any:
+        return wait_until(pred, timeout=timeout, interval=0.05, what=what)
+
+    def click(self, css: str) -> None:
+        self.d.find_element("css selector", css).click()
+
+    def shot(self, name: str) -> Path:
+        self.js("document.getElementById('toast').hidden = true")  # a note from an action
+        path = self.tmp / f"{name}.png"
+        self.d.save_screenshot(str(path))
+        if os.environ.get("PODIUM_UPDATE_DOCS") == "1":
+            DOCS_UI.mkdir(exist_ok=True)
+            shutil.copy(path, DOCS_UI / path.name)
+        return path
+
+
+@pytest.fixture
+def page(browser: Any, cluster: Any, tmp_path: Path) -> Page:
+    return Page(browser, cluster[0], tmp_path)
+
+
+def test_overview_shows_nodes_and_jobs(page: Page) -> None:
+    page.open("#/")
+    page.wait(lambda: "nodes ready of 2" in page.text("#health"), what="the health cards")
+    topo = page.wait(lambda: page.text(".topo"), what="the topology")
+    assert "dev" in topo and "extra" in topo and "web.frontend[" in topo
+    assert "web" in page.text("#jobs") and "running" in page.text("#jobs")
+    assert page.shot("overview").stat().st_size > 10_000
+
+
+def test_a_job_run_from_the_cli_appears_within_two_seconds_without_reload(
+    page: Page, tmp_path: Path
+) -> None:
+    page.open("#/jobs")
+    page.wait(lambda: page.text("#jobs").count("\n") >= 1, what="the jobs list")
+    page.js("window.__sameDocument = 'yes'")
+    spec = job_file(tmp_path, "sleeper", """
+        name: sleeper
+        groups:
+          - name: g
+            tasks:
+              - name: t
+                driver: process
+                kill_timeout: 1s
+                config: {command: sleep, args: ["3600"]}
+        """)  # fmt: skip
+    page.c.cli("job", "run", "--detach", spec, check=True)
+    submitted = time.monotonic()
+    page.wait(lambda: "sleeper" in page.text("#jobs"), timeout=5, what="the new job in the page")
+    assert time.monotonic() - submitted < 2.0
+    assert page.js("return window.__sameDocument") == "yes", "the page was reloaded"
+    page.shot("jobs")
+
+
+def test_job_page_shows_allocs_and_a_running_deployments_progress(
+    page: Page, tmp_path: Path
+) -> None:
+    spec = job_file(tmp_path, "slowroll", """
+        name: slowroll
+        groups:
+          - name: g
+            count: 2
+            update: {min_healthy_time: 120s, health_check: task_states}
+            tasks:
+              - name: t
+                driver: process
+                kill_timeout: 1s
+                config: {command: sleep, args: ["3600"]}
+        """)  # fmt: skip
+    page.c.cli("job", "run", "--detach", spec, check=True)
+    page.open("#/job/slowroll")
+    page.wait(lambda: page.text("#allocs").count("slowroll.g[") == 2, what="two alloc rows")
+    dep = page.wait(lambda: page.text("#deployment"), what="the deployment box")
+    assert "running" in dep and "0/2 healthy" in dep and "2 placed" in dep
+    assert page.js("return document.querySelectorAll('#deployment [role=progressbar]').length") == 1
+    assert "Promote" in dep and "Fail" in dep
+    page.shot("job")
+
+
+def test_stopping_a_job_from_the_ui_asks_first_then_stops_it(page: Page, tmp_path: Path) -> None:
+    spec = job_file(tmp_path, "doomed", """
+        name: doomed
+        groups:
+          - name: g
+            tasks:
+              - name: t
+                driver: process
+                kill_timeout: 1s
+                config: {command: sleep, args: ["3600"]}
+        """)  # fmt: skip
+    page.c.cli("job", "run", spec, check=True, timeout=60)
+    page.open("#/job/doomed")
+    page.wait(lambda: "running" in page.text("#allocs"), what="the running copy")
+    page.click("#stop-job")
+    assert page.js("return document.getElementById('confirm').open") is True
+    assert "Stop job doomed?" in page.text("#confirm-text")
+    page.shot("confirm-stop")
+    page.click("#confirm-cancel")
+    time.sleep(0.3)
+    assert page.c.api("GET", "/v1/job/doomed")["job"]["stop"] is False  # cancel did nothing
+    page.click("#stop-job")
+    page.click("#confirm-ok")
+    page.wait(lambda: page.c.api("GET", "/v1/job/doomed")["job"]["stop"], what="the job stopped")
+    page.wait(
+        lambda: "complete" in page.text("#allocs"),
+        timeout=15,
+        what="the page to show the stopped copy (live, no reload)",
+    )
+
+
+def test_alloc_page_tails_a_log_line_printed_after_it_opened(page: Page, tmp_path: Path) -> None:
+    spec = job_file(tmp_path, "ticker", """
+        name: ticker
+        groups:
+          - name: g
+            tasks:
+              - name: t
+                driver: process
+                kill_timeout: 1s
+                config:
+                  command: sh
+                  args: ["-c", "while :; do echo tick $(date +%s%N); sleep 0.3; done"]
+        """)  # fmt: skip
+    page.c.cli("job", "run", spec, check=True, timeout=60)
+    alloc = page.c.cli_json("job", "status", "ticker")["allocations"][0]["id"]
+    page.open(f"#/alloc/{alloc}")
+    opened_ns = time.time_ns()
+
+    def fresh_line() -> bool:
+        stamps = [int(s) for s in re.findall(r"tick (\d+)", page.text("#log"))]
+        return any(s > opened_ns for s in stamps)
+
+    page.wait(fresh_line, timeout=10, what="a line printed after the page opened")
+    assert "running" in page.text("main")
+    page.wait(lambda: "MiB" in page.text("#alloc-usage"), what="the alloc's memory use")
+    assert "ticker.g[0]" in page.text("main")
+    page.js("document.getElementById('log').scrollIntoView()")
+    page.shot("alloc")
+
+
+def test_node_eligibility_asks_first_and_the_page_fits_a_phone(page: Page) -> None:
+    node = next(n for n in page.c.api("GET", "/v1/nodes") if n["name"] == "extra")
+    page.open(f"#/node/{node['id']}")
+    page.wait(lambda: "Make ineligible" in page.text("#eligibility"), what="the node page")
+    page.click("#eligibility")
+    assert page.js("return document.getElementById('confirm').open") is True
+    page.click("#confirm-ok")
+    page.wait(
+        lambda: page.c.api("GET", f"/v1/node/{node['id']}")["eligible"] is False,
+        what="the node ineligible",
+    )
+    page.wait(lambda: "Make eligible" in page.text("#eligibility"), what="the page updated")
+    page.click("#eligibility")
+    page.click("#confirm-ok")
+    page.wait(lambda: page.c.api("GET", f"/v1/node/{node['id']}")["eligible"], what="eligible")
+    page.d.set_window_size(390, 844)  # a phone
+    for fragment in ("#/", "#/jobs", f"#/node/{node['id']}"):
+        page.open(fragment)
+        time.sleep(0.8)
+        width = page.js("return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[0] <= width[1] + 1, (fragment, width)  # wide tables scroll inside
+    page.open("#/")
+    page.wait(lambda: "nodes ready" in page.text("#health"), what="the overview")
+    page.shot("phone")
+
+
+def test_agent_memory_stays_flat_with_live_views_open(page: Page, cluster: Any) -> None:
+    c, extra = cluster
+    agent = psutil.Process(extra.proc.pid)
+    on_extra = [a for a in c.api("GET", "/v1/allocations") if a["node_name"] == "extra"]
+    assert on_extra, "a copy runs on the extra agent"
+
+    def rss_over(seconds: float) -> float:
+        samples = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            samples.append(agent.memory_info().rss)
+            time.sleep(0.5)
+        return sorted(samples)[len(samples) // 2]
+
+    page.open("#/services")  # a view that reads nothing from the agents
+    idle = rss_over(8)
+    page.open(f"#/alloc/{on_extra[0]['id']}")  # usage every 2 s and a live log tail
+    page.wait(lambda: "MiB" in page.text("#alloc-usage"), what="usage from the agent")
+    busy = rss_over(12)
+    assert busy <= idle * 1.05, f"agent RSS {busy / 2**20:.1f} MiB vs idle {idle / 2**20:.1f}"

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import textwrap
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import httpx
 import psutil
 
-from integration.cluster import PODIUM, ROOT, ApiAndCli, free_port, wait_until
+from integration.cluster import PODIUM, ROOT, ApiAndCli, DevCluster, free_port, wait_until
 
 
 def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -297,3 +298,21 @@ def web_job(path: Path, *, count: int = 6, extra: str = "") -> str:
         + textwrap.indent(textwrap.dedent(extra).strip("\n") + "\n", "    ")
     )
     return str(path)
+
+
+@contextlib.contextmanager
+def dev_and_agent(base: Path) -> Iterator[tuple[DevCluster, AgentProc]]:
+    """A `podium dev` and one more agent ("extra", on 127.0.0.2) that has joined it."""
+    c = DevCluster(base / "dev").start()
+    extra = AgentProc("extra", "127.0.0.2", base / "extra", c.addr).start()
+    try:
+        wait_until(
+            lambda: sum(n["status"] == "ready" for n in c.api("GET", "/v1/nodes")) == 2,
+            timeout=20,
+            what="the second agent to join",
+        )
+        yield c, extra
+    finally:
+        extra.stop()
+        c.stop()
+        c.kill_leftovers()

@@ -23,7 +23,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from integration.cluster import ROOT, DevCluster, free_port, wait_until
-from integration.multinode import AgentProc
+from integration.multinode import AgentProc, dev_and_agent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DOC = ROOT / "docs" / "observability.md"
@@ -95,19 +95,8 @@ class Prometheus:
 
 @pytest.fixture
 def two_nodes(tmp_path: Path) -> Iterator[tuple[DevCluster, AgentProc]]:
-    c = DevCluster(tmp_path / "dev").start()
-    extra = AgentProc("extra", "127.0.0.2", tmp_path / "extra", c.addr).start()
-    try:
-        wait_until(
-            lambda: sum(n["status"] == "ready" for n in c.api("GET", "/v1/nodes")) == 2,
-            timeout=20,
-            what="the second agent to join",
-        )
-        yield c, extra
-    finally:
-        extra.stop()
-        c.stop()
-        c.kill_leftovers()
+    with dev_and_agent(tmp_path) as both:
+        yield both
 
 
 def value(result: list[dict[str, Any]]) -> float:

@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from integration.cluster import ROOT, DevCluster, wait_until
-from integration.multinode import AgentProc
+from integration.multinode import AgentProc, dev_and_agent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -56,24 +56,28 @@ def job_file(tmp: Path, name: str, body: str) -> str:
     return str(path)
 
 
+def sleeper(tmp: Path, name: str, *, count: int = 1, update: str = "{}") -> str:
+    """A job of `count` copies of `sleep 3600` (quick to stop)."""
+    return job_file(tmp, name, f"""
+        name: {name}
+        groups:
+          - name: g
+            count: {count}
+            update: {update}
+            tasks:
+              - name: t
+                driver: process
+                kill_timeout: 1s
+                config: {{command: sleep, args: ["3600"]}}
+        """)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevCluster, AgentProc]]:
     browser_or_skip()
-    base = tmp_path_factory.mktemp("ui")
-    c = DevCluster(base / "dev").start()
-    extra = AgentProc("extra", "127.0.0.2", base / "extra", c.addr).start()
-    try:
-        wait_until(
-            lambda: sum(n["status"] == "ready" for n in c.api("GET", "/v1/nodes")) == 2,
-            timeout=20,
-            what="the second agent",
-        )
+    with dev_and_agent(tmp_path_factory.mktemp("ui")) as (c, extra):
         c.cli("job", "run", str(ROOT / "examples" / "web.yaml"), check=True, timeout=90)
         yield c, extra
-    finally:
-        extra.stop()
-        c.stop()
-        c.kill_leftovers()
 
 
 @pytest.fixture(scope="module")
@@ -149,16 +153,7 @@ def test_a_job_run_from_the_cli_appears_within_two_seconds_without_reload(
     page.open("#/jobs")
     page.wait(lambda: page.text("#jobs").count("\n") >= 1, what="the jobs list")
     page.js("window.__sameDocument = 'yes'")
-    spec = job_file(tmp_path, "sleeper", """
-        name: sleeper
-        groups:
-          - name: g
-            tasks:
-              - name: t
-                driver: process
-                kill_timeout: 1s
-                config: {command: sleep, args: ["3600"]}
-        """)  # fmt: skip
+    spec = sleeper(tmp_path, "sleeper")
     page.c.cli("job", "run", "--detach", spec, check=True)
     submitted = time.monotonic()
     page.wait(lambda: "sleeper" in page.text("#jobs"), timeout=5, what="the new job in the page")
@@ -170,18 +165,8 @@ def test_a_job_run_from_the_cli_appears_within_two_seconds_without_reload(
 def test_job_page_shows_allocs_and_a_running_deployments_progress(
     page: Page, tmp_path: Path
 ) -> None:
-    spec = job_file(tmp_path, "slowroll", """
-        name: slowroll
-        groups:
-          - name: g
-            count: 2
-            update: {min_healthy_time: 120s, health_check: task_states}
-            tasks:
-              - name: t
-                driver: process
-                kill_timeout: 1s
-                config: {command: sleep, args: ["3600"]}
-        """)  # fmt: skip
+    update = "{min_healthy_time: 120s, health_check: task_states}"
+    spec = sleeper(tmp_path, "slowroll", count=2, update=update)
     page.c.cli("job", "run", "--detach", spec, check=True)
     page.open("#/job/slowroll")
     page.wait(lambda: page.text("#allocs").count("slowroll.g[") == 2, what="two alloc rows")
@@ -193,16 +178,7 @@ def test_job_page_shows_allocs_and_a_running_deployments_progress(
 
 
 def test_stopping_a_job_from_the_ui_asks_first_then_stops_it(page: Page, tmp_path: Path) -> None:
-    spec = job_file(tmp_path, "doomed", """
-        name: doomed
-        groups:
-          - name: g
-            tasks:
-              - name: t
-                driver: process
-                kill_timeout: 1s
-                config: {command: sleep, args: ["3600"]}
-        """)  # fmt: skip
+    spec = sleeper(tmp_path, "doomed")
     page.c.cli("job", "run", spec, check=True, timeout=60)
     page.open("#/job/doomed")
     page.wait(lambda: "running" in page.text("#allocs"), what="the running copy")

@@ -37,13 +37,19 @@ def _json(data: Any, status: int = 200) -> Response:
 
 
 def create_agent_app(agent: Agent) -> Starlette:
-    def runner_task(req: Request) -> tuple[Any, Any] | Response:
+    def find_runner(req: Request) -> Any:
+        """The one runner the path's alloc id (or prefix) names, or a 404 response."""
         alloc_id = req.path_params["id"]
         matches = [r for i, r in agent.runners.items() if i.startswith(alloc_id)]
         if len(matches) != 1:
             msg = "no allocation" if not matches else f"{len(matches)} allocations"
             return _json({"error": f"{msg} matching {alloc_id!r} on this node"}, 404)
-        runner = matches[0]
+        return matches[0]
+
+    def runner_task(req: Request) -> tuple[Any, Any] | Response:
+        runner = find_runner(req)
+        if isinstance(runner, Response):
+            return runner
         name = req.query_params.get("task") or next(iter(runner.tasks))
         task = runner.tasks.get(name)
         if task is None:
@@ -82,12 +88,9 @@ def create_agent_app(agent: Agent) -> Starlette:
         """An alloc's log lines as NDJSON {time, task, stream, line}, oldest first: `since`
         (wall time) picks the start through the time index, `grep` (RE2) filters, `follow`
         goes on until the alloc's tasks are done. The first object is {"retention": ...}."""
-        alloc_id = req.path_params["id"]
-        matches = [r for i, r in agent.runners.items() if i.startswith(alloc_id)]
-        if len(matches) != 1:
-            msg = "no allocation" if not matches else f"{len(matches)} allocations"
-            return _json({"error": f"{msg} matching {alloc_id!r} on this node"}, 404)
-        runner = matches[0]
+        runner = find_runner(req)
+        if isinstance(runner, Response):
+            return runner
         q = req.query_params
         tasks = [q["task"]] if q.get("task") else list(runner.tasks)
         unknown = [t for t in tasks if t not in runner.tasks]

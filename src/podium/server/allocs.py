@@ -48,23 +48,13 @@ async def apply_updates(
                 revision=0,
             )
             ops: list[Op] = [Put(keys.alloc(a.id), encode(new))]
-            for type_, msg in _changes(a, new):
+            reported = [
+                (ev.type, f"{ev.task}: {ev.message}" if ev.task else ev.message) for ev in u.events
+            ]
+            for type_, msg in [*_changes(a, new), *reported]:
                 ops.append(
                     event_put(
                         type_,
-                        msg,
-                        namespace=a.namespace,
-                        job=a.job,
-                        alloc=a.id,
-                        node=node_id,
-                        now=now,
-                    )
-                )
-            for ev in u.events:
-                msg = f"{ev.task}: {ev.message}" if ev.task else ev.message
-                ops.append(
-                    event_put(
-                        ev.type,
                         msg,
                         namespace=a.namespace,
                         job=a.job,

@@ -32,7 +32,7 @@ groups:
         env: {{VERSION: "{version}"}}
         config:
           command: sh
-          args: ["-c", "while :; do echo \\"tick $VERSION $PODIUM_ALLOC_ID\\"; echo other; sleep 0.2; done"]
+          args: ["-c", "while :; do echo \\"tick $VERSION $PODIUM_ALLOC_ID $(date +%s%N)\\"; echo other; sleep 0.2; done"]
 """
 
 
@@ -100,6 +100,8 @@ def test_follow_merges_all_copies_through_a_rolling_update(
         assert f.proc.poll() is None, "the same command followed the rollout"
         for ln in got:  # each line is its own copy's
             assert ln["alloc"] in ln["line"]
+        texts = [ln["line"] for ln in got]
+        assert len(texts) == len(set(texts)), "a line came twice"
     finally:
         f.stop()
 

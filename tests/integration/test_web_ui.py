@@ -145,6 +145,10 @@ def test_overview_shows_nodes_and_jobs(page: Page) -> None:
     assert "dev" in topo and "extra" in topo and "web.frontend[" in topo
     assert "web" in page.text("#jobs") and "running" in page.text("#jobs")
     assert page.shot("overview").stat().st_size > 10_000
+    page.d.find_element("css selector", "body").send_keys("n")  # one keystroke: nodes
+    page.wait(lambda: "extra" in page.text("#nodes"), what="the nodes list by keyboard")
+    page.d.find_element("css selector", "body").send_keys("/")  # search the jobs
+    page.wait(lambda: page.js("return document.activeElement.id") == "job-search", what="focus")
 
 
 def test_a_job_run_from_the_cli_appears_within_two_seconds_without_reload(
@@ -222,6 +226,8 @@ def test_alloc_page_tails_a_log_line_printed_after_it_opened(page: Page, tmp_pat
         return any(s > opened_ns for s in stamps)
 
     page.wait(fresh_line, timeout=10, what="a line printed after the page opened")
+    stamps = re.findall(r"tick (\d+)", page.text("#log"))
+    assert len(stamps) == len(set(stamps)), "a line was shown twice"
     assert "running" in page.text("main")
     page.wait(lambda: "MiB" in page.text("#alloc-usage"), what="the alloc's memory use")
     assert "ticker.g[0]" in page.text("main")

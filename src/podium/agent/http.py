@@ -87,7 +87,8 @@ def create_agent_app(agent: Agent) -> Starlette:
     async def lines(req: Request) -> Response:
         """An alloc's log lines as NDJSON {time, task, stream, line}, oldest first: `since`
         (wall time) picks the start through the time index, `grep` (RE2) filters, `follow`
-        goes on until the alloc's tasks are done. The first object is {"retention": ...}."""
+        goes on until the alloc's tasks are done. The first object is {"retention": ...};
+        with follow, {"live": true} marks where the past ends."""
         runner = find_runner(req)
         if isinstance(runner, Response):
             return runner
@@ -133,6 +134,7 @@ def create_agent_app(agent: Agent) -> Starlette:
                 yield obj(t, kind, at, text)
             if not follow_:
                 return
+            yield b'{"live": true}\n'  # the past ends here; what follows is new
             async with Merge[bytes]() as merged:
                 for t, kind, path in paths:
                     merged.add(_follow_lines(path, t, kind, match, runner.finished, obj))

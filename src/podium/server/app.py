@@ -590,56 +590,62 @@ class Api:
             ]
 
         async def lines(client: Any, a: Any, p: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
+            """One copy's lines, tagged; ends with (or holds) a {"live"} marker once its
+            past is sent, even when its agent does not answer."""
             node = state.nodes.get(a.node_id)
-            if node is None:
-                return
-            async for obj in agent_lines(client, node, a.id, p):
-                yield {"alloc": a.id, "node": a.node_name, **obj}
+            marked = False
+            if node is not None:
+                async for obj in agent_lines(client, node, a.id, p):
+                    marked = marked or "live" in obj
+                    yield {"alloc": a.id, "node": a.node_name, **obj}
+            if not marked:
+                yield {"alloc": a.id, "live": True}
 
         async def stream() -> AsyncIterator[bytes]:
-            async with agent_client() as client:
-                first = copies()
-                async with Merge[dict[str, Any]]() as history:
-                    for a in first:
-                        history.add(lines(client, a, params))
-                    old, retention = [], None
-                    while (item := await history.get()) is not None:
-                        if "retention" in item:
-                            retention = retention or {"retention": item["retention"]}
-                        else:
-                            old.append(item)
+            # Each copy is asked once for its past and then (with follow) what comes: the
+            # agent marks where its past ends. Past lines of every copy are held until all
+            # are in, then sent in time order; after that lines pass as they come.
+            ask = {**params, "follow": "true"} if follow else params
+            seen: set[str] = set()
+
+            def add_new(merged: Merge[dict[str, Any]]) -> int:
+                fresh = [
+                    a
+                    for a in copies()
+                    if a.id not in seen and not (follow and a.client_status == "pending")
+                ]
+                for a in fresh:
+                    seen.add(a.id)
+                    merged.add(lines(client, a, ask))
+                return len(fresh)
+
+            async with agent_client() as client, Merge[dict[str, Any]]() as merged:
+                waiting = add_new(merged)  # copies whose past is still coming
+                past: list[dict[str, Any]] = []
+                retention: dict[str, Any] | None = None
+                while waiting:
+                    item = await merged.get()
+                    if item is None:
+                        break
+                    if "live" in item:
+                        waiting -= 1
+                    elif "retention" in item:
+                        retention = retention or {"retention": item["retention"]}
+                    else:
+                        past.append(item)
                 if retention is not None:  # what each task keeps: said once, first
                     yield msgspec.json.encode(retention) + b"\n"
-                old.sort(key=lambda o: o["time"])
-                for o in old:
+                past.sort(key=lambda o: o["time"])
+                for o in past:
                     yield msgspec.json.encode(o) + b"\n"
-                if not follow:
-                    return
-                live = {**params, "follow": "true", "since": str(self.now() + 3600)}
-                seen: set[str] = set()
-                async with Merge[dict[str, Any]]() as merged:
-                    while True:
-                        for a in copies():
-                            if a.id not in seen and a.client_status != "pending":
-                                seen.add(a.id)
-                                # a copy new to this stream: its whole log, then live
-                                p = (
-                                    live
-                                    if old_copy(a, history_ids)
-                                    else {**params, "follow": "true"}
-                                )
-                                merged.add(lines(client, a, p))
-                        if not merged.running:
-                            await asyncio.sleep(0.5)  # no copy runs yet: look again soon
-                            continue
-                        item = await merged.get(timeout=0.5)
-                        if item is not None and "retention" not in item:
-                            yield msgspec.json.encode(item) + b"\n"
-
-        history_ids = {a.id for a in copies()}
-
-        def old_copy(a: Any, ids: set[str]) -> bool:
-            return a.id in ids
+                while follow:
+                    add_new(merged)  # copies that started since: their whole log, then live
+                    if not merged.running:
+                        await asyncio.sleep(0.5)  # no copy runs yet: look again soon
+                        continue
+                    item = await merged.get(timeout=0.5)
+                    if item is not None and "live" not in item and "retention" not in item:
+                        yield msgspec.json.encode(item) + b"\n"
 
         return StreamingResponse(stream(), media_type="application/x-ndjson")
 

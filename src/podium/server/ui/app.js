@@ -450,6 +450,20 @@ function live() {
   es.onerror = () => { dot.className = "live off"; }; // EventSource reconnects by itself
 }
 
+// One keystroke to each section (k9s style), "/" to the jobs search; not while typing.
+const KEYS = { o: "#/", j: "#/jobs", n: "#/nodes", s: "#/services", e: "#/events" };
+window.addEventListener("keydown", (ev) => {
+  if (ev.ctrlKey || ev.metaKey || ev.altKey || /^(INPUT|SELECT|TEXTAREA)$/.test(ev.target.tagName)) return;
+  if (document.getElementById("confirm").open) return;
+  if (ev.key === "/") {
+    ev.preventDefault();
+    if (location.hash !== "#/jobs") location.hash = "#/jobs";
+    setTimeout(() => { const s = document.getElementById("job-search"); if (s) s.focus(); }, 50);
+  } else if (KEYS[ev.key]) {
+    location.hash = KEYS[ev.key];
+  }
+});
+
 window.addEventListener("hashchange", route);
 setInterval(() => { if (!document.hidden) schedule(0); }, 2000); // resource figures move on their own
 route();

@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,7 @@ def test_prometheus_scrapes_server_and_agents(
     c, _ = two_nodes
     c.cli("job", "run", WEB, check=True, timeout=60)
     prom = Prometheus(tmp_path, config_for(c.addr.removeprefix("http://")))
+    started = time.monotonic()
     try:
         wait_until(
             lambda: (
@@ -150,6 +152,14 @@ def test_prometheus_scrapes_server_and_agents(
         assert {m["metric"]["node"] for m in memory} == {"dev", "extra"}  # http_sd labels
         limits = prom.query('podium_alloc_memory_limit_bytes{job_name="web"}')
         assert {float(m["value"][1]) for m in limits} == {64 * 1024 * 1024}
+        # The suite stops once all of that is seen; PODIUM_PROMETHEUS_SECONDS=30 scrapes for
+        # the literal 30 s, and every target must have answered every scrape of it.
+        literal = float(os.environ.get("PODIUM_PROMETHEUS_SECONDS", "0"))
+        if literal > 0:
+            time.sleep(max(0.0, started + literal - time.monotonic()))
+            window = f"{int(literal) - 5}s"
+            ups = prom.query(f"min_over_time(up[{window}])")
+            assert len(ups) == 3 and all(float(u["value"][1]) == 1 for u in ups), ups
     finally:
         prom.stop()
     texts = {}

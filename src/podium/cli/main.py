@@ -272,6 +272,7 @@ def dev(
             tg.create_task(agent.run())
             await agent.registered.wait()
             click.echo(f"podium dev: API at {server.address} (data in {ddir})", err=True)
+            click.echo(f"  web UI at {server.address}/ui/", err=True)
             if server.dns is not None:
                 dns_at = f"{server.dns.config.host}:{server.dns.port}"
                 click.echo(f"  service DNS at {dns_at} (udp+tcp, NAME.service.podium)", err=True)

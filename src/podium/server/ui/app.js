@@ -130,10 +130,12 @@ function view(title, draw, { header = null, unmount = null } = {}) {
 // ------------------------------------------------------------------ views
 
 async function overview() {
-  const [nodes, jobs, deps, usage] = await Promise.all([
+  const [nodes, jobs, deps, usage, status] = await Promise.all([
     api("/v1/nodes"), api("/v1/jobs"), api("/v1/deployments"), api("/v1/usage").catch(() => null),
+    api("/v1/status"),
   ]);
-  const allocs = await api("/v1/allocations");
+  // Every copy as a chip while that stays readable (and cheap to re-read every 2 s).
+  const allocs = status.allocations <= 2000 ? await api("/v1/allocations") : [];
   const count = (xs, f) => xs.filter(f).length;
   const running = deps.filter((d) => d.status === "running" || d.status === "paused");
   const used = Object.fromEntries(((usage && usage.nodes) || []).map((n) => [n.id, n]));
@@ -160,7 +162,8 @@ async function overview() {
       bar(n.used.cpu, n.resources.cpu, `cpu reserved ${n.used.cpu}/${n.resources.cpu} MHz`),
       bar(n.used.memory, n.resources.memory, `memory reserved ${n.used.memory}/${n.resources.memory} MB`),
       u && u.memory_bytes != null ? bar(u.memory_bytes / 1048576, n.resources.memory, `memory used ${mib(u.memory_bytes)}, cpu ${pct(u.cpu_percent)}`, "used") : null,
-      h("div", { class: "chips" }, mine.map((a) => h("a", { class: `chip ${a.healthy === false ? "bad" : ""}`, href: `#/alloc/${a.id}`, title: a.client_status }, a.name))));
+      allocs.length ? h("div", { class: "chips" }, mine.map((a) => h("a", { class: `chip ${a.healthy === false ? "bad" : ""}`, href: `#/alloc/${a.id}`, title: a.client_status }, a.name)))
+        : h("div", { class: "muted" }, `${n.allocations} allocations`));
   });
   return [
     cards,

@@ -17,7 +17,8 @@ from integration.cluster import PODIUM, ROOT, DevCluster, wait_until
 
 pytestmark = pytest.mark.integration
 
-# ~30% of a core and 40 MB touched per copy: visible, and light on a shared machine.
+# ~30% of a core and 40 MB touched per copy: visible, and light on a shared machine. Its
+# cpu (1000 MHz shares) leaves room for that under a CFS quota on a ~2.6 GHz core.
 BURNER = textwrap.dedent("""
     name: burner
     groups:
@@ -27,7 +28,7 @@ BURNER = textwrap.dedent("""
           - name: t
             driver: process
             kill_timeout: 1s
-            resources: {cpu: 200, memory: 128}
+            resources: {cpu: 1000, memory: 128}
             config:
               command: python3
               args:
@@ -60,6 +61,7 @@ def test_top_stats_and_job_totals_show_what_the_copies_use(burning: DevCluster) 
             (d := c.cli_json("top"))
             and len(d["allocations"]) == 2
             and all(a["cpu_percent"] > 10 for a in d["allocations"])
+            and all(a["memory_bytes"] > 35 * 1024 * 1024 for a in d["allocations"])
             and d
         ),
         timeout=20,
@@ -68,13 +70,13 @@ def test_top_stats_and_job_totals_show_what_the_copies_use(burning: DevCluster) 
     for a in data["allocations"]:
         assert a["memory_bytes"] > 35 * 1024 * 1024
         assert a["memory_limit_bytes"] == 128 * 1024 * 1024
-        assert a["resources"] == {"cpu": 200, "memory": 128}
+        assert a["resources"] == {"cpu": 1000, "memory": 128}
         assert abs(a["time"] - time.time()) < 10
     (job,) = [j for j in data["jobs"] if j["job"] == "burner"]
     assert job["allocs"] == 2 and job["cpu_percent"] > 20
     assert job["memory_bytes"] == sum(a["memory_bytes"] for a in data["allocations"])
     (node,) = data["nodes"]
-    assert node["name"] == "dev" and node["reserved"] == {"cpu": 400, "memory": 256}
+    assert node["name"] == "dev" and node["reserved"] == {"cpu": 2000, "memory": 256}
     assert node["cpu_percent"] > 20 and node["memory_bytes"] >= job["memory_bytes"]
 
     status = c.cli_json("job", "status", "burner")

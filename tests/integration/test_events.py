@@ -101,6 +101,10 @@ def test_filters_replay_and_heartbeats(dev_cluster: DevCluster) -> None:
     jobs = c.cli_json("events", "--topic", "job", "--key", "web", "--limit", "0")
     assert jobs and all(e["type"].startswith("job.") and e["job"] == "web" for e in jobs)
     assert {"job.registered", "job.plan_applied"} <= {e["type"] for e in jobs}
+    svc = c.cli_json("events", "--topic", "service", "--key", "web", "--limit", "0")
+    assert len(svc) >= 3 and all(e["service"] == "web" for e in svc)  # each copy's endpoint
+    assert {e["type"] for e in svc} <= {"service.endpoint_healthy", "service.endpoint_unhealthy"}
+    assert len({e["alloc"] for e in svc if e["type"] == "service.endpoint_healthy"}) == 3
     nodes = c.cli_json("events", "--topic", "node", "--key", "dev", "--limit", "0")
     assert nodes and all(e["type"].startswith("node.") for e in nodes)
     everything = c.cli_json("events", "--limit", "0")

@@ -37,6 +37,7 @@ def test_topics_are_the_first_word_and_task_events_belong_to_the_alloc() -> None
     assert topic_of("task.restarting") == "alloc"
     assert topic_of("node.down") == "node"
     assert topic_of("deployment.created") == "deployment"
+    assert topic_of("service.endpoint_healthy") == "service"
 
 
 def test_filter_by_topic_key_index_and_time() -> None:
@@ -47,6 +48,7 @@ def test_filter_by_topic_key_index_and_time() -> None:
     by_alloc = EventFilter(key="ab12")
     assert by_alloc.wants(ev("task.started", alloc="ab12cd34"))
     assert not by_alloc.wants(ev("job.registered"))  # an empty alloc matches no prefix
+    assert EventFilter(key="api").wants(ev("service.endpoint_healthy", service="api"))
     by_node = EventFilter(key="dev", node_ids=frozenset({"n-1"}))
     assert by_node.wants(ev("node.down", node="n-1"))
     assert not EventFilter(index=10).wants(ev("job.registered", seq=10))

@@ -14,7 +14,13 @@ from podium.cli.main import addr_option, namespace_option
 from podium.cli.output import console, print_json
 from podium.server.events import TOPICS, topic_of
 
-COLORS = {"alloc": "cyan", "job": "green", "node": "yellow", "deployment": "magenta"}
+COLORS = {
+    "alloc": "cyan",
+    "job": "green",
+    "node": "yellow",
+    "deployment": "magenta",
+    "service": "blue",
+}
 
 
 def _line(ev: dict[str, Any]) -> str:
@@ -25,6 +31,7 @@ def _line(ev: dict[str, Any]) -> str:
         part
         for part in (
             ev.get("job") or "",
+            f"service={ev['service']}" if ev.get("service") else "",
             ev["alloc"][:8] if ev.get("alloc") else "",
             f"node={ev['node'][:8]}" if ev.get("node") else "",
         )

@@ -420,6 +420,7 @@ class Event(Struct):
     job: str = ""
     alloc: str = ""
     node: str = ""
+    service: str = ""  # service.* events: the service whose endpoint changed
     message: str = ""
 
 

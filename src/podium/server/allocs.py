@@ -49,9 +49,10 @@ async def apply_updates(
             )
             ops: list[Op] = [Put(keys.alloc(a.id), encode(new))]
             reported = [
-                (ev.type, f"{ev.task}: {ev.message}" if ev.task else ev.message) for ev in u.events
+                (ev.type, f"{ev.task}: {ev.message}" if ev.task else ev.message, "")
+                for ev in u.events
             ]
-            for type_, msg in [*_changes(a, new), *reported]:
+            for type_, msg, service in [*_changes(state, a, new), *reported]:
                 ops.append(
                     event_put(
                         type_,
@@ -60,6 +61,7 @@ async def apply_updates(
                         job=a.job,
                         alloc=a.id,
                         node=node_id,
+                        service=service,
                         now=now,
                     )
                 )
@@ -78,17 +80,27 @@ async def apply_updates(
     return applied
 
 
-def _changes(old: Allocation, new: Allocation) -> list[tuple[str, str]]:
-    """Events for what an agent report changed: the alloc's status and its health."""
+def _changes(state: ClusterState, old: Allocation, new: Allocation) -> list[tuple[str, str, str]]:
+    """Events (type, message, service) for what an agent report changed: the alloc's
+    status, its health, and so whether it is an endpoint of its group's services."""
     out = []
     if new.client_status != old.client_status:
-        out.append((f"alloc.{new.client_status}", new.client_description or new.client_status))
+        desc = new.client_description or new.client_status
+        out.append((f"alloc.{new.client_status}", desc, ""))
     if new.healthy is not None and new.healthy != old.healthy:
         if new.healthy:
-            out.append(("alloc.healthy", "every task running and every check passing"))
+            out.append(("alloc.healthy", "every task running and every check passing", ""))
         else:
             failing = [f"{c.name} {c.status}" for c in new.checks if c.status != "passing"]
-            out.append(("alloc.unhealthy", ", ".join(failing) or new.client_description))
+            out.append(("alloc.unhealthy", ", ".join(failing) or new.client_description, ""))
+        job = state.jobs.get(f"{new.namespace}/{new.job}")
+        group = job.group(new.group) if job is not None else None
+        for svc in group.services if group is not None else []:
+            port = new.ports.get(svc.port, 0)
+            where = f"{new.node_name}:{port}" if port else new.node_name
+            word = "healthy" if new.healthy else "unhealthy"
+            msg = f"{svc.name}: endpoint {new.job}.{new.group}[{new.index}] at {where} {word}"
+            out.append((f"service.endpoint_{word}", msg, svc.name))
     return out
 
 

@@ -38,11 +38,19 @@ def event_put(
     job: str = "",
     alloc: str = "",
     node: str = "",
+    service: str = "",
     now: float | None = None,
 ) -> Put:
     t = time.time() if now is None else now
     ev = Event(
-        time=t, type=type_, namespace=namespace, job=job, alloc=alloc, node=node, message=message
+        time=t,
+        type=type_,
+        namespace=namespace,
+        job=job,
+        alloc=alloc,
+        node=node,
+        service=service,
+        message=message,
     )
     # Time first so a prefix listing is roughly chronological; the suffix keeps keys unique.
     key = f"{keys.EVENTS}{int(t * 1e6):017d}-{_salt:04d}-{next(_counter):08d}"
@@ -67,7 +75,7 @@ def readable_event(kv: KeyValue) -> Event | None:
 # ------------------------------------------------------------------ topics and filters
 
 # An event's topic is the first word of its type; a task's events belong to its alloc.
-TOPICS = ("job", "alloc", "node", "deployment", "store")
+TOPICS = ("job", "alloc", "node", "deployment", "service", "store")
 _TOPIC_ALIASES = {"task": "alloc"}
 
 
@@ -78,8 +86,8 @@ def topic_of(type_: str) -> str:
 
 @dataclass(frozen=True)
 class EventFilter:
-    """Which events a reader wants: topics (empty: all), a key (job name, alloc id or
-    prefix, node id), a namespace, and a start (after store index `index`, at or after
+    """Which events a reader wants: topics (empty: all), a key (job or service name, alloc
+    id or prefix, node id), a namespace, and a start (after store index `index`, at or after
     wall time `since`)."""
 
     topics: frozenset[str] = frozenset()
@@ -100,7 +108,10 @@ class EventFilter:
         if not k:
             return True
         return (
-            ev.job == k or (ev.alloc != "" and ev.alloc.startswith(k)) or ev.node in self.node_ids
+            ev.job == k
+            or ev.service == k
+            or (ev.alloc != "" and ev.alloc.startswith(k))
+            or ev.node in self.node_ids
         )
 
 

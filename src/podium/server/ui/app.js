@@ -412,7 +412,7 @@ function servicesView() {
 
 function eventsView() {
   const topic = h("select", { id: "event-topic", onchange: () => schedule(0) },
-    ["", "job", "alloc", "node", "deployment", "store"].map((t) => h("option", { value: t }, t || "every topic")));
+    ["", "job", "alloc", "node", "deployment", "service", "store"].map((t) => h("option", { value: t }, t || "every topic")));
   const key = h("input", { placeholder: "job, alloc or node", id: "event-key", oninput: () => schedule(300) });
   return view("Events", async () => {
     const evs = await api(`/v1/events?${q({ topic: topic.value, key: key.value.trim(), limit: 200 })}`);

@@ -146,7 +146,10 @@ def deployment(c: DevCluster, job: str) -> dict[str, Any]:
 
 
 def events(c: DevCluster, job: str) -> list[dict[str, Any]]:
-    return [e for e in c.api("GET", "/v1/events", params={"job": job}) if e["job"] == job]
+    # Every event kept (limit 0), not the last 100: a copy's status and health changes are
+    # events too, and a flapping rollout makes many.
+    evs = c.api("GET", "/v1/events", params={"job": job, "limit": 0})
+    return [e for e in evs if e["job"] == job]
 
 
 def test_rolling_update_keeps_capacity_and_ends_on_the_new_version(

@@ -38,9 +38,14 @@ def job_file(
     *,
     count: int = 4,
     healthy: bool = True,
+    defaults: bool = False,
     **update: Any,
 ) -> str:
+    """With `defaults`, the update policy and the check's timing are podium's defaults."""
     strategy = {"max_parallel": 1, "min_healthy_time": "1s", "healthy_deadline": "6s"} | update
+    check: dict[str, Any] = {"type": "http", "path": "/health"}
+    if not defaults:
+        check |= {"interval": "0.3s", "timeout": "0.3s"}
     spec = {
         "name": name,
         "groups": [
@@ -48,19 +53,12 @@ def job_file(
                 "name": "app",
                 "count": count,
                 "network": {"ports": {"http": {}}},
-                "update": strategy,
+                **({} if defaults else {"update": strategy}),
                 "services": [
                     {
                         "name": name,
                         "port": "http",
-                        "checks": [
-                            {
-                                "type": "http",
-                                "path": "/health",
-                                "interval": "0.3s",
-                                "timeout": "0.3s",
-                            }
-                        ],
+                        "checks": [check],
                     }
                 ],
                 "tasks": [
@@ -182,9 +180,13 @@ def test_a_bad_version_fails_and_is_rolled_back_on_its_own(
                what="the first version's deployment to succeed")  # fmt: skip
     with Poller(cluster, "bad") as poll:
         t0 = time.time()
-        res = cluster.cli("job", "run", job_file(tmp_path, "bad", "v2", healthy=False), timeout=60)
+        # Default update policy and check timing: judged by its failing checks, not at
+        # healthy_deadline (5 minutes).
+        bad = job_file(tmp_path, "bad", "v2", healthy=False, defaults=True)
+        res = cluster.cli("job", "run", bad, timeout=60)
         assert res.returncode == 1, res.stdout + res.stderr
         failed = next(e for e in events(cluster, "bad") if e["type"] == "deployment.failed")
+        print(f"rolled back {failed['time'] - t0:.1f}s after `job run` started")
         # Back on v1 by itself: a new version with v1's spec, rolled out and healthy.
         wait_until(
             lambda: (
@@ -195,8 +197,12 @@ def test_a_bad_version_fails_and_is_rolled_back_on_its_own(
             what="the rollback to finish",
         )
         time.sleep(0.3)
-    assert failed["time"] - t0 < 6 + 2, f"failed after {failed['time'] - t0:.1f}s"
+    assert failed["time"] - t0 <= 15, f"failed after {failed['time'] - t0:.1f}s"
     assert "rolling back to version 0" in failed["message"], failed["message"]
+    assert "HTTP 500" in failed["message"], failed["message"]
+    # `job run` says it rolled back, and why: the failing check's output.
+    out = res.stdout + res.stderr
+    assert "rolled back" in out and "HTTP 500" in out, out
     assert serving_versions(cluster, "bad") == ["v1"] * 4
     assert poll.min_healthy >= 4 - 1, f"only {poll.min_healthy} healthy copies at one moment"
     assert not any("v2" in seen for seen in poll.versions_seen), "a broken copy passed a check"

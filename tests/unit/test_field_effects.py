@@ -28,7 +28,12 @@ import msgspec
 import pytest
 
 from podium.agent.alloc_runner import AllocHooks, AllocRunner
-from podium.agent.deploy_health import DeploymentHealth
+from podium.agent.deploy_health import (
+    CheckStreak,
+    DeploymentHealth,
+    Observation,
+    counts_as_healthy,
+)
 from podium.agent.health import CheckRunner, run_check
 from podium.agent.proxy_manager import ProxyManager
 from podium.model import spec
@@ -252,16 +257,30 @@ def rollout(job: T.Job) -> Any:
 
 
 def health(job: T.Job) -> Any:
-    """The agent's deployment-health verdicts: checks pass from 2 s on, or never."""
+    """The agent's deployment-health verdicts, its tasks running throughout: checks pass
+    from 2 s on; never pass (no answer); or fail from the start (HTTP 500), failures in a
+    row counted by a CheckRunner as on the agent."""
+    update = job.groups[0].update
     out = []
     for passing_from in (2.0, 10_000.0):
-        h = DeploymentHealth(job.groups[0].update, started=0.0)
+        h = DeploymentHealth(update, started=0.0)
         t = 0.0
         while h.verdict is None and t < 1000:
-            h.observe(t, tasks_running=True, checks_passing=t >= passing_from, failed=False,
-                      restarts=0)  # fmt: skip
+            ok = counts_as_healthy(update, tasks_running=True, checks_passing=t >= passing_from)
+            h.observe(t, Observation(healthy=ok, restarts=0))
             t += 0.5
         out.append((h.verdict, h.decided_at))
+    runner = CheckRunner(T.Check(name="c"), address="127.0.0.1", port=1,
+                         on_result=lambda *_: None)  # fmt: skip
+    runner.reset(0.0, update.check_grace)
+    h, t = DeploymentHealth(update, started=0.0), 0.0
+    while h.verdict is None and t < 1000:
+        runner._record(t, "critical", "HTTP 500")
+        streak = CheckStreak("c", runner.failures, "HTTP 500")
+        ok = counts_as_healthy(update, tasks_running=True, checks_passing=False)
+        h.observe(t, Observation(healthy=ok, restarts=0, checks=[streak]))
+        t += 0.5
+    out.append((h.verdict, h.decided_at))
     return out
 
 
@@ -339,6 +358,13 @@ async def _probe_server() -> tuple[asyncio.Server, int, list[str]]:
     return server, server.sockets[0].getsockname()[1], seen
 
 
+async def _in_task(command: list[str], timeout: float) -> tuple[int, bytes]:
+    """A stand-in for the driver's exec, which runs a command check inside the task."""
+    proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out
+
+
 def probe(job: T.Job) -> Any:
     """One health probe of the first check against the loopback server, and how many
     probes its runner makes in 0.35 s."""
@@ -347,9 +373,11 @@ def probe(job: T.Job) -> Any:
         server, port, seen = await _probe_server()
         chk = job.groups[0].services[0].checks[0]
         try:
-            status, output = await run_check(chk, address="127.0.0.1", port=port, env={}, cwd="/")
-            runner = CheckRunner(chk, address="127.0.0.1", port=port, env={}, cwd="/",
-                                 on_change=lambda: None)  # fmt: skip
+            status, output = await run_check(
+                chk, address="127.0.0.1", port=port, run_in_task=_in_task
+            )
+            runner = CheckRunner(chk, address="127.0.0.1", port=port, run_in_task=_in_task,
+                                 on_result=lambda *_: None)  # fmt: skip
             seen.clear()
             task = asyncio.create_task(runner.run())
             await asyncio.sleep(0.35)
@@ -475,6 +503,8 @@ FIELDS: dict[str, Differs | Proven] = {
     "groups.update.auto_promote": D(f"{G}.update", {"auto_promote": True}, rollout),
     "groups.update.canary": D(f"{G}.update", {"canary": 1}, rollout),
     "groups.update.health_check": D(f"{G}.update", {"health_check": "task_states"}, health),
+    "groups.update.unhealthy_after": D(f"{G}.update", {"unhealthy_after": 1}, health),
+    "groups.update.check_grace": D(f"{G}.update", {"check_grace": 1}, health),
     "groups.network.ports": D(f"{G}.network.ports", {"http": {}, "web": {}, "admin": {}}, plan),
     "groups.network.ports.static": D(f"{G}.network.ports.admin", {"static": 9090}, plan),
     "groups.services.name": D(f"{G}.services.0.name", "www", endpoint),

@@ -273,6 +273,7 @@ def test_every_default_is_filled() -> None:
     assert (group.restart.delay, group.restart.mode) == (1.0, "fail")
     assert group.reschedule.unlimited and group.reschedule.delay_function == "exponential"
     assert (group.update.max_parallel, group.update.canary) == (1, 0)
+    assert (group.update.unhealthy_after, group.update.check_grace) == (3, 5.0)
     task = group.tasks[0]
     assert (task.driver, task.kill_signal, task.kill_timeout) == ("process", "SIGTERM", 5.0)
     assert (task.resources.cpu, task.resources.memory) == (100, 64)
@@ -461,6 +462,10 @@ RULES: list[tuple[tuple[Any, ...], object, str, str]] = [
         "must be longer than min_healthy_time",
     ),
     ((*G, "update", "canary"), -1, "groups[0].update.canary", "from 0 to 10000"),
+    ((*G, "update", "unhealthy_after"), -1, "groups[0].update.unhealthy_after", "from 0 to 1000"),
+    ((*G, "update", "unhealthy_after"), 2.5, "groups[0].update.unhealthy_after", "integer"),
+    ((*G, "update", "check_grace"), "soon", "groups[0].update.check_grace", "duration"),
+    ((*G, "update", "check_grace"), "-1s", "groups[0].update.check_grace", ""),
     # resources
     ((*T0, "resources", "memory"), "lots", "groups[0].tasks[0].resources.memory", ""),
     ((*T0, "resources", "memory"), 0, "groups[0].tasks[0].resources.memory", "from 1 to"),
@@ -543,6 +548,11 @@ RULES: list[tuple[tuple[Any, ...], object, str, str]] = [
     ((*C0, "type"), "grpc", "groups[0].services[0].checks[0].type", '"http", "tcp", "command"'),
     ((*C0, "port"), "grpc", "groups[0].services[0].checks[0].port", "a port label of the group"),
     ((*C0, "path"), "health", "groups[0].services[0].checks[0].path", 'starting with "/"'),
+    # CR/LF would end the request line and inject headers; spaces split it.
+    ((*C0, "path"), "/a\r\nX-Evil: 1", "groups[0].services[0].checks[0].path", "no spaces, CR"),
+    ((*C0, "path"), "/a b", "groups[0].services[0].checks[0].path", "no spaces, CR"),
+    ((*C0, "path"), "/a\x00", "groups[0].services[0].checks[0].path", "control characters"),
+    ((*C0, "path"), "/" + "a" * 1024, "groups[0].services[0].checks[0].path", "at most 1024"),
     ((*C0, "method"), "FETCH", "groups[0].services[0].checks[0].method", '"GET", "HEAD"'),
     ((*C0, "interval"), 0, "groups[0].services[0].checks[0].interval", "greater than 0"),
     ((*C0, "timeout"), "0s", "groups[0].services[0].checks[0].timeout", "greater than 0"),

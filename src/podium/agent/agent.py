@@ -18,6 +18,7 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -42,6 +43,7 @@ from podium.runtime.logfiles import LogLimits
 log = logging.getLogger(__name__)
 
 FINGERPRINT_EVERY = 10.0  # seconds between driver health checks (an engine may come or go)
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::")
 
 
 @runtime_checkable
@@ -129,6 +131,23 @@ class Agent:
             f.write(nid)
         return nid
 
+    def own_ports(self) -> dict[int, str]:
+        """The ports this node's own podium services listen on, and what each is: tasks
+        cannot have them, and checks never probe them."""
+        out: dict[int, str] = {}
+        for url in self.config.servers:
+            parsed = urlsplit(url if "://" in url else f"http://{url}")
+            if parsed.port and parsed.hostname in (self.config.address, *_LOOPBACK):
+                out[parsed.port] = "the podium server's API"
+        ingress = self.config.ingress_addr.rpartition(":")[2]
+        if ingress.isdigit() and int(ingress):
+            out[int(ingress)] = "the node's ingress"
+        for _, port in self.proxies.proxy.addresses():
+            out[port] = "a listener of the node's proxy"
+        if self.node is not None and self.node.http_addr:
+            out[int(self.node.http_addr.rpartition(":")[2])] = "the agent's API"
+        return out
+
     async def _fingerprint(self, http_addr: str) -> Node:
         c = self.config
         res = fingerprint.resources(
@@ -138,7 +157,10 @@ class Agent:
             reserve_memory=c.reserve_memory,
         )
         res.port_min, res.port_max = c.port_min, c.port_max
-        res.reserved_ports = self._taken_ports(fingerprint.bound_ports(c.address))
+        # The node's own services' ports count even before they listen (the ingress and the
+        # proxy start after this).
+        own = {**self.own_ports(), int(http_addr.rpartition(":")[2]): "the agent's API"}
+        res.reserved_ports = self._taken_ports(fingerprint.bound_ports(c.address) | own.keys())
         infos, attrs = await fingerprint.drivers(self.drivers)
         return Node(
             id=self._node_id(),
@@ -249,7 +271,7 @@ class Agent:
             if infos != self.node.drivers:
                 await self._refingerprint(infos, attrs)
             bound = await asyncio.to_thread(fingerprint.bound_ports, self.config.address)
-            ports = self._taken_ports(bound)
+            ports = self._taken_ports(bound | self.own_ports().keys())
             if ports != self.node.resources.reserved_ports:
                 log.info("ports taken on the host changed: %d reserved now", len(ports))
                 self.node.resources.reserved_ports = ports
@@ -327,7 +349,12 @@ class Agent:
                 self.node,
                 self.drivers,
                 self.config.data_dir,
-                AllocHooks(report=self._report, save=self.local.set_alloc, metrics=self.metrics),
+                AllocHooks(
+                    report=self._report,
+                    save=self.local.set_alloc,
+                    metrics=self.metrics,
+                    own_ports=self.own_ports,
+                ),
                 recovered=self.local.allocs.get(a.id),
             )
             upstreams = [u for t in runner.group.tasks for u in t.upstreams]

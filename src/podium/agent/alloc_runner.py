@@ -2,8 +2,11 @@
 
 AllocRunner.run()
   TaskGroup: TaskRunner per task | CheckRunner per service check (once tasks run)
+             | deployment timers | check sync
   status: pending -> running -> complete | failed ; healthy when every task runs
-          and every check passes
+          and every check passed since the tasks' latest start
+  reports: task changes and check status flips at once; a check's new output or
+           time alone at most every CHECK_SYNC seconds (fresh, without flooding)
 stop():    stop every task (signal, grace, kill) -> complete
 restart(): restart every task in place
 """
@@ -17,16 +20,22 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from podium.agent.deploy_health import DeploymentHealth
-from podium.agent.health import CheckRunner
+from podium.agent.deploy_health import (
+    CheckStreak,
+    DeploymentHealth,
+    Observation,
+    counts_as_healthy,
+)
+from podium.agent.health import CheckRunner, TaskExec
 from podium.agent.interpolate import render
 from podium.agent.logs import pipe_path
 from podium.agent.task_runner import TaskHooks, TaskRunner
-from podium.drivers.base import Driver, TaskConfig, TaskHandle
+from podium.drivers.base import Driver, ExecDriver, TaskConfig, TaskHandle
+from podium.errors import TaskNotFound
 from podium.model.types import (
     Allocation,
     AllocUpdate,
@@ -37,6 +46,7 @@ from podium.model.types import (
     TaskEvent,
     TaskState,
 )
+from podium.runtime.logfiles import read_tail
 
 if TYPE_CHECKING:
     from podium.agent.metrics import AgentMetrics
@@ -45,12 +55,21 @@ log = logging.getLogger(__name__)
 
 PAYLOAD_FILE = "payload"  # a dispatched run's payload, in each task's dir
 
+CHECK_SYNC = 5.0  # seconds: the most often a check's output or time alone is reported
+
+
+def _no_ports() -> Mapping[int, str]:
+    return {}
+
 
 @dataclass
 class AllocHooks:
     report: Callable[[AllocUpdate], None]  # coalesced by the agent's reporter
     save: Callable[[str, dict[str, TaskHandle]], None]  # persist this alloc's handles
     metrics: AgentMetrics | None = None  # health check results and latency
+    # The node's own listening ports (agent and server API, proxy, ingress) -> what they
+    # are: checks never probe them.
+    own_ports: Callable[[], Mapping[int, str]] = field(default=_no_ports)
 
 
 def task_env(
@@ -153,6 +172,9 @@ class AllocRunner:
         self.finished = asyncio.Event()
         self._stop_requested = False
         self._all_running = asyncio.Event()
+        self._healthy_since = 0.0
+        self._checks_epoch = 0.0  # the tasks' latest start the checks were reset for
+        self._checks_unsynced = False  # a check result not reported yet
         # Judged here only while the deployment that placed this copy waits for a verdict.
         self.deploy: DeploymentHealth | None = None
         if alloc.deployment_id and alloc.deployment_healthy is None:
@@ -216,7 +238,7 @@ class AllocRunner:
                     message=f"driver {t.driver!r} is not available on this node",
                 )
             self.tasks[t.name] = runner
-        env0 = next(iter(self.tasks.values())).cfg.env if self.tasks else {}
+        run_in_task = self._exec_in(next(iter(self.tasks.values()))) if self.tasks else None
         for svc in self.group.services:
             for chk in svc.checks:
                 label = chk.port or svc.port
@@ -226,12 +248,26 @@ class AllocRunner:
                         chk,
                         address=self.node.address,
                         port=port,
-                        env=env0,
-                        cwd=shared,
-                        on_change=self._changed,
+                        on_result=self._check_result,
+                        run_in_task=run_in_task,
+                        own_ports=self.hooks.own_ports,
                         observe=self._check_observer(svc.name, chk.name),
                     )
                 )
+
+    @staticmethod
+    def _exec_in(task: TaskRunner) -> TaskExec | None:
+        """Command checks run inside the group's first task (its cgroup, its container)."""
+        driver = task.driver
+        if not isinstance(driver, ExecDriver):
+            return None
+
+        async def run(command: list[str], timeout: float) -> tuple[int, bytes]:
+            if task.handle is None:
+                raise TaskNotFound(f"task {task.name} is not running")
+            return await driver.exec(task.handle, command, timeout=timeout)
+
+        return run
 
     # ------------------------------------------------------------ callbacks
 
@@ -256,9 +292,37 @@ class AllocRunner:
         self.hooks.save(self.alloc.id, dict(self.handles))
 
     def _changed(self) -> None:
+        """A task changed, or a check's status flipped: report now."""
+        self._refresh()
+        self._report()
+
+    def _check_result(self, check: CheckRunner, flipped: bool) -> None:
+        if flipped:
+            self._changed()
+            return
+        # Same status: judged now (failures in a row count), reported within CHECK_SYNC.
+        if self._refresh():
+            self._report()
+        else:
+            self._checks_unsynced = True
+
+    def _report(self) -> None:
+        self._checks_unsynced = False
+        self.hooks.report(self.update())
+
+    def _refresh(self) -> bool:
+        """Recompute status and health from the tasks and checks; True when the
+        deployment verdict was just given (worth reporting at once)."""
         states = [r.state for r in self.tasks.values()]
-        if all(s.state == "running" for s in states):
+        all_running = bool(states) and all(s.state == "running" for s in states)
+        if all_running:
             self._all_running.set()
+        latest_start = max((s.started_at for s in states), default=0.0)
+        if latest_start > self._checks_epoch:
+            # A task (re)started: what the checks saw before says nothing about it.
+            self._checks_epoch = latest_start
+            for c in self.checks:
+                c.reset(latest_start, self.group.update.check_grace)
         if any(s.failed for s in states):
             status: ClientStatus = "failed"
             bad = next(n for n, r in self.tasks.items() if r.state.failed)
@@ -266,7 +330,7 @@ class AllocRunner:
         elif all(s.state == "dead" for s in states):
             status = "complete"
             self.description = "stopped" if self._stop_requested else "all tasks completed"
-        elif all(s.state == "running" for s in states):
+        elif all_running:
             status = "running"
             self.description = "all tasks running"
         else:
@@ -277,26 +341,48 @@ class AllocRunner:
                 if r.state.state != "running"
             )
         self.client_status = status
-        self._judge_deployment()
-        self.hooks.report(self.update())
+        good = counts_as_healthy(
+            self.group.update,
+            tasks_running=all_running,
+            checks_passing=all(c.status.status == "passing" for c in self.checks),
+        )
+        if not good:
+            self._healthy_since = 0.0
+        elif not self._healthy_since:
+            self._healthy_since = time.time()
+        return self._judge_deployment(good, states)
 
-    def _judge_deployment(self) -> None:
+    def _judge_deployment(self, good: bool, states: list[TaskState]) -> bool:
         d = self.deploy
         if d is None or d.verdict is not None:
-            return
-        states = [r.state for r in self.tasks.values()]
-        verdict = d.observe(
-            time.time(),
-            tasks_running=self.client_status == "running"
-            and all(s.state == "running" for s in states),
-            checks_passing=all(c.status.status == "passing" for c in self.checks),
-            failed=self.client_status == "failed",
+            return False
+        obs = Observation(
+            healthy=good and self.client_status == "running",
             restarts=sum(s.restarts for s in states),
+            failed=self.description if self.client_status == "failed" else "",
+            last_exit=self._last_exit,
+            checks=[CheckStreak(c.check.name, c.failures, c.status.output) for c in self.checks],
         )
-        if verdict is not None:
-            kind = "alloc.deployment_healthy" if verdict else "alloc.deployment_unhealthy"
-            self.events.append(TaskEvent(type=kind, message=d.why))
+        verdict = d.observe(time.time(), obs)
         self._deploy_wake.set()
+        if verdict is None:
+            return False
+        kind = "alloc.deployment_healthy" if verdict else "alloc.deployment_unhealthy"
+        self.events.append(TaskEvent(type=kind, message=d.why))
+        return True
+
+    def _last_exit(self) -> str:
+        """The latest exit of a task that exited, with the last line it wrote to stderr
+        (e.g. "Address already in use"): what a user needs to see first."""
+        exited = [r for r in self.tasks.values() if r.state.finished_at]
+        if not exited:
+            return ""
+        r = max(exited, key=lambda r: r.state.finished_at)
+        s = r.state
+        how = f"killed by signal {s.signal}" if s.signal else f"exited with code {s.exit_code}"
+        lines = read_tail(r.cfg.stderr_path, 2048).decode("utf-8", "replace").splitlines()
+        last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
+        return f"task {r.name} {how}" + (f": {last[:200]}" if last else "")
 
     async def _watch_deployment(self) -> None:
         """Wake for the deployment's timers (min_healthy_time, healthy_deadline)."""
@@ -310,9 +396,23 @@ class AllocRunner:
             if d.verdict is None:
                 self._changed()
 
+    async def _sync_checks(self) -> None:
+        """Report check results that changed only in output or time, at most every
+        CHECK_SYNC seconds: `alloc status` stays fresh, the server is not flooded."""
+        while True:
+            await asyncio.sleep(CHECK_SYNC)
+            if self._checks_unsynced:
+                self._report()
+
     def healthy(self) -> bool | None:
-        if self.client_status != "running":
-            return False if self.client_status == "failed" else None
+        """Every task running and every check passing since their latest start (None:
+        not known yet). A task between restarts is not healthy, whatever answers its port."""
+        states = [r.state for r in self.tasks.values()]
+        if self.client_status == "failed":
+            return False
+        if not all(s.state == "running" for s in states):
+            started = any(s.started_at or s.restarts for s in states)
+            return False if started and self.client_status == "running" else None
         if any(c.status.status == "pending" for c in self.checks):
             return None
         return all(c.status.status == "passing" for c in self.checks)
@@ -329,8 +429,10 @@ class AllocRunner:
             },
             checks=[c.status for c in self.checks],
             healthy=self.healthy(),
+            healthy_since=self._healthy_since,
             deployment_healthy=self.deploy.verdict if self.deploy else None,
             deployment_health_time=self.deploy.decided_at if self.deploy else 0.0,
+            deployment_health_description=self.deploy.why if self.deploy else "",
             events=events,
         )
 
@@ -342,12 +444,15 @@ class AllocRunner:
                 for r in self.tasks.values():
                     if r.state.state != "dead":
                         tg.create_task(r.run(), name=f"task:{self.alloc.id[:8]}:{r.name}")
-                checks = tg.create_task(self._run_checks())
-                judge = tg.create_task(self._watch_deployment())
+                helpers = [
+                    tg.create_task(self._run_checks()),
+                    tg.create_task(self._watch_deployment()),
+                    tg.create_task(self._sync_checks()),
+                ]
                 self._changed()
                 await self._tasks_done()
-                checks.cancel()
-                judge.cancel()
+                for h in helpers:
+                    h.cancel()
         finally:
             self.finished.set()
         self._changed()

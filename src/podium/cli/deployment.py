@@ -12,7 +12,7 @@ from rich.table import Table
 
 from podium.api.client import Client
 from podium.cli.main import addr_option, namespace_option
-from podium.cli.output import ago, console, print_json, table
+from podium.cli.output import ago, console, err_console, failure_lines, print_json, table
 
 _DONE = ("successful", "failed", "cancelled")
 _COLOR = {
@@ -73,10 +73,12 @@ def status(
     sys.exit(follow(c, view["deployment"]["id"], timeout=timeout, as_json=as_json))
 
 
-def follow(c: Client, dep_id: str, *, timeout: float, as_json: bool = False) -> int:
-    """Live progress until the deployment ends: 0 successful, 1 failed/cancelled, 2 timeout."""
+def follow(c: Client, dep_id: str, *, timeout: float, as_json: bool = False, job: str = "") -> int:
+    """Live progress until the deployment ends: 0 successful, 1 failed/cancelled, 2 timeout.
+    With `job`, a placement failure that lasts over a second ends it too (1), with why."""
     deadline = time.monotonic() + timeout
     view = c.deployment(dep_id)
+    unplaced = _Unplaced(c, job)
     if as_json or not console.is_terminal:
         last = ""
         while True:
@@ -88,7 +90,7 @@ def follow(c: Client, dep_id: str, *, timeout: float, as_json: bool = False) -> 
                 else:
                     console.print(line, markup=False, highlight=False)
                 last = line
-            if d["status"] in _DONE or time.monotonic() > deadline:
+            if d["status"] in _DONE or time.monotonic() > deadline or unplaced.failed():
                 break
             time.sleep(0.25)
             view = c.deployment(dep_id)
@@ -98,10 +100,39 @@ def follow(c: Client, dep_id: str, *, timeout: float, as_json: bool = False) -> 
                 time.sleep(0.25)
                 view = c.deployment(dep_id)
                 live.update(render(view))
+                if unplaced.failed():
+                    break
+    if unplaced.lines:
+        err_console.print("[red]placement failed:[/]")
+        for ln in unplaced.lines:
+            err_console.print(f"  {ln}", markup=False)
+        return 1
     d = view["deployment"]
     if d["status"] == "successful":
         return 0
     return 1 if d["status"] in _DONE else 2
+
+
+class _Unplaced:
+    """Whether the job's copies cannot be placed (for a second: capacity may be freeing)."""
+
+    def __init__(self, c: Client, job: str) -> None:
+        self.c, self.job = c, job
+        self.since: float | None = None
+        self.lines: list[str] = []
+
+    def failed(self) -> bool:
+        if not self.job:
+            return False
+        failures = self.c.job(self.job)["placement_failures"]
+        if not failures:
+            self.since = None
+            return False
+        self.since = self.since or time.monotonic()
+        if time.monotonic() - self.since <= 1.0:
+            return False
+        self.lines = failure_lines(failures)
+        return True
 
 
 def _line(d: dict[str, Any]) -> str:

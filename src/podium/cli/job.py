@@ -84,33 +84,73 @@ def run(
         else:
             console.print(f"runs start with `podium job dispatch {name}`")
         return
-    if resp["changed"] and resp["version"] > 0:
-        dep_id = _deployment_of(c, name, resp["version"])
-        if dep_id:
-            console.print(f"deployment {dep_id[:8]} rolling out version {resp['version']}")
-            sys.exit(follow(c, dep_id, timeout=timeout))
-    sys.exit(_monitor(c, name, resp["version"], timeout))
+    dep_id = _deployment_of(c, name, resp["version"])
+    if not dep_id:
+        sys.exit(_monitor(c, name, resp["version"], timeout))
+    console.print(f"deployment {dep_id[:8]} rolling out version {resp['version']}")
+    code = follow(c, dep_id, timeout=timeout, job=name)
+    sys.exit(_verdict(c, name, dep_id, code))
 
 
-def _deployment_of(c: Client, name: str, version: int, wait: float = 2.0) -> str:
-    """The deployment the server opens for `version` (none if nothing rolls out)."""
+def _deployment_of(c: Client, name: str, version: int, wait: float = 5.0) -> str:
+    """The deployment that rolls `version` out; "" when the placement controller changed
+    things without one (in place, batch and system jobs, max_parallel 0) or could not place."""
     deadline = time.monotonic() + wait
     while True:
         for d in c.deployments(job=name):
             if d["job_version"] == version:
                 return str(d["id"])
         s = c.job(name)
-        if s["job"]["version"] != version or time.monotonic() > deadline:
+        if s["job"]["version"] != version or s["placement_failures"]:
             return ""
-        if all(
-            a["job_version"] == version for a in s["allocations"] if a["desired_status"] == "run"
-        ):
-            return ""  # every copy already on this version: changed in place
+        live = [
+            a
+            for a in s["allocations"]
+            if a["desired_status"] == "run" and a["client_status"] in ("pending", "running")
+        ]
+        desired = sum(g["desired"] for g in s["groups"].values())
+        # Deployments are written before the allocs that name them: copies of this version
+        # and no deployment means none rolls it out.
+        if (live and all(a["job_version"] == version for a in live)) or desired == 0:
+            return ""
+        if time.monotonic() > deadline:
+            return ""
         time.sleep(0.1)
 
 
+def _verdict(c: Client, name: str, dep_id: str, code: int) -> int:
+    """Say how the deployment ended: healthy, or failed with why and what was rolled back."""
+    d = c.deployment(dep_id)["deployment"]
+    if d["status"] == "successful":
+        console.print(
+            f"[green]job {name!r} version {d['job_version']} healthy[/]: "
+            f"deployment {dep_id[:8]} successful"
+        )
+        return 0
+    if d["status"] == "failed":
+        err_console.print(
+            f"[red]deployment {dep_id[:8]} of version {d['job_version']} failed:[/] "
+            f"{d['status_description']}",
+            highlight=False,
+        )
+        if d["reverted_to"] >= 0:
+            err_console.print(
+                f"rolled back: version {d['reverted_to']}'s spec runs again, as a new version "
+                f"(follow it: podium deployment status {name} --watch)",
+                markup=False,
+                highlight=False,
+            )
+        else:
+            err_console.print("not rolled back: no earlier version of the job deployed healthy")
+        return 1
+    if d["status"] == "cancelled":
+        err_console.print(f"deployment {dep_id[:8]} cancelled: {d['status_description']}")
+    return code or 1
+
+
 def _monitor(c: Client, name: str, version: int, timeout: float) -> int:
-    """Progress until healthy (0), failed (1) or the timeout (1)."""
+    """Without a deployment: progress until every copy has been healthy for its group's
+    min_healthy_time (0), a copy or placement fails (1), or the timeout (1)."""
     deadline = time.monotonic() + timeout
     last = ""
     first_failure_at: float | None = None
@@ -128,9 +168,12 @@ def _monitor(c: Client, name: str, version: int, timeout: float) -> int:
             placed = len(cur)
             running = sum(1 for a in cur if a["client_status"] == "running")
             healthy = sum(1 for a in cur if a["client_status"] == "running" and a["healthy"])
+            settled = sum(g["settled"] for g in groups.values())
             complete = sum(1 for a in cur if a["client_status"] == "complete")
-            line = f"{placed}/{desired} placed, {running} running, {healthy} healthy" + (
-                f", {complete} complete" if complete else ""
+            line = (
+                f"{placed}/{desired} placed, {running} running, {healthy} healthy"
+                + (f" ({settled} for min_healthy_time)" if settled < healthy else "")
+                + (f", {complete} complete" if complete else "")
             )
             status.update(line)
             if line != last:
@@ -161,7 +204,7 @@ def _monitor(c: Client, name: str, version: int, timeout: float) -> int:
                 if s["status"] == "complete":
                     console.print(f"[green]job {name!r} complete[/]: {line}")
                     return 0
-            elif desired and healthy >= desired:
+            elif desired and settled >= desired:
                 console.print(f"[green]job {name!r} healthy[/]: {line}")
                 return 0
             elif desired == 0 and not cur:
@@ -306,6 +349,14 @@ def status(name: str | None, as_json: bool, namespace: str | None, addr: str | N
         if v.get("progress"):
             line = f"progress {g}: {v['progress']}, at most {v['parallelism']} at once"
             console.print(line, markup=False, highlight=False)
+        if len(v["versions"]) > 1:  # a rollout under way: the counts above span versions
+            parts = [
+                f"version {ver}{' (current)' if int(ver) == j['version'] else ''}: "
+                f"{n['running']} running, {n['healthy']} healthy"
+                + (f", {n['pending']} pending" if n["pending"] else "")
+                for ver, n in v["versions"].items()
+            ]
+            console.print(f"{g}: {'; '.join(parts)}", markup=False, highlight=False)
     if j.get("parent"):
         console.print(f"run of {j['parent']}", markup=False, highlight=False)
     if s.get("next_run"):
@@ -372,9 +423,17 @@ def stop(
 ) -> None:
     """Stop every allocation of a job."""
     c = Client(addr, namespace=namespace)
-    ids = [a["id"] for a in c.allocs(job=name)]
+    # Only the copies that run (or are starting) now: stopped ones of older versions are
+    # history, not something this stop does.
+    ids = [
+        a["id"]
+        for a in c.allocs(job=name)
+        if a["desired_status"] == "run" and a["client_status"] in ("pending", "running")
+    ]
     c.stop_job(name, purge=purge)
-    console.print(f"job {name!r} {'purged' if purge else 'stopping'}")
+    console.print(
+        f"job {name!r} {'purged' if purge else 'stopping'}: {len(ids)} allocation(s) running"
+    )
     if detach:
         return
     deadline = time.monotonic() + timeout
@@ -384,7 +443,9 @@ def stop(
             live = [a for a in allocs if a["client_status"] in ("pending", "running")]
             st.update(f"{len(ids) - len(live)}/{len(ids)} allocations stopped")
             if not live:
-                console.print(f"[green]job {name!r} stopped[/]: {len(ids)} allocation(s) down")
+                console.print(
+                    f"[green]job {name!r} stopped[/]: {len(ids)} running allocation(s) stopped"
+                )
                 return
             time.sleep(0.2)
     err_console.print("[red]timed out waiting for allocations to stop[/]")

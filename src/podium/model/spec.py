@@ -81,6 +81,7 @@ MAX_JOB_BYTES = 4 * 1024 * 1024  # the server's request body limit (server.app.M
 BATCH_FIELDS = ("completions", "parallelism", "backoff_limit", "active_deadline")
 CONCURRENCY = ("allow", "forbid", "replace")
 DEFAULT_BACKOFF_LIMIT = 6  # as Kubernetes' Job
+MAX_CHECK_PATH = 1024
 
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -103,12 +104,13 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 _DURATION_UNITS |= {"h": 3600.0, "d": 86400.0}
 _BRACKETS = re.compile(r"[\[\]{}]")
+_CHECK_PATH = re.compile(r"/[\x21-\x7e]*")  # visible ASCII: no space, CR, LF or other control
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(mb|mib|m|gb|gib|g|tb|tib|t)\s*", re.IGNORECASE)
 _SIZE_MB = {"m": 1, "g": 1024, "t": 1024 * 1024}
 
 _RESTART_DURATIONS = ("interval", "delay")
 _RESCHEDULE_DURATIONS = ("interval", "delay", "max_delay")
-_UPDATE_DURATIONS = ("min_healthy_time", "healthy_deadline", "progress_deadline")
+_UPDATE_DURATIONS = ("min_healthy_time", "healthy_deadline", "progress_deadline", "check_grace")
 _DISCONNECT_DURATIONS = ("stop_after_disconnect", "lost_after")
 
 
@@ -292,6 +294,8 @@ def _update_defaults() -> dict[str, Any]:
         "auto_promote": False,
         "canary": 0,
         "health_check": "checks",
+        "unhealthy_after": 3,
+        "check_grace": 5.0,
     }
 
 
@@ -319,7 +323,7 @@ def canonicalize(raw: dict[str, Any]) -> dict[str, Any]:
       {1 attempt in 24h, delay 5s, constant}.
     - update: max_parallel 1, min_healthy_time 5s, healthy_deadline 5m,
       progress_deadline 10m, canary 0, auto_revert true, auto_promote false,
-      health_check "checks".
+      health_check "checks", unhealthy_after 3, check_grace 5s.
     - migrate (drains): max_parallel 1. disconnect: stop_after_disconnect 0 (never),
       lost_after 0 (replace copies on a down node at once). shutdown_delay 0.
     - task: driver "process", config {}, resources {cpu 100, memory 64},
@@ -816,6 +820,8 @@ _UPDATE_RULES: dict[str, _Rule] = {
     "auto_promote": _bool,
     "canary": _int(0, 10_000),
     "health_check": _one_of("checks", "task_states"),
+    "unhealthy_after": _int(0, 1000),
+    "check_grace": _dur(positive=False),
 }
 _MIGRATE_RULES: dict[str, _Rule] = {"max_parallel": _int(1, 10_000)}
 _DISCONNECT_RULES: dict[str, _Rule] = {
@@ -1200,9 +1206,10 @@ def _check_check(
         )
     elif "port" in check and port != service_port:  # an inherited port was checked on the service
         _check_port_ref(c, port, _at(path, "port"), labels)
-    path_ok = "path" in check and c.string(check["path"], _at(path, "path"))
-    if path_ok and kind == "http" and not check["path"].startswith("/"):
-        c.expect(_at(path, "path"), 'a URL path starting with "/"', check["path"])
+    if "path" in check and c.string(check["path"], _at(path, "path")):
+        problem = check_path_problem(check["path"])
+        if problem:
+            c.expect(_at(path, "path"), problem, check["path"])
     if "method" in check:
         c.choice(check["method"], _at(path, "method"), HTTP_METHODS)
     command = check.get("command", [])
@@ -1214,6 +1221,19 @@ def _check_check(
     if interval is not None and timeout is not None and timeout > interval:
         c.add(_at(path, "timeout"), f"must not be longer than the interval ({interval}s)")
     return check
+
+
+def check_path_problem(path: str) -> str:
+    """ "" when `path` is safe to send as an HTTP check's request target, else what it must be
+    (the agent asks again before each probe: a spec stored before this rule is not trusted)."""
+    if len(path) > MAX_CHECK_PATH:
+        return f"a URL path of at most {MAX_CHECK_PATH} characters"
+    if not _CHECK_PATH.fullmatch(path):
+        return (
+            'a URL path starting with "/", in visible ASCII characters '
+            "(no spaces, CR, LF or other control characters; percent-encode the rest)"
+        )
+    return ""
 
 
 def _check_task(

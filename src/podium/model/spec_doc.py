@@ -327,6 +327,16 @@ MEANINGS: dict[str, dict[str, tuple[str, str]]] = {
             "`task_states` (running is enough).",
             "task_states",
         ),
+        "unhealthy_after": (
+            "Fail fast: a new copy is unhealthy at once when one of its checks fails this many "
+            "times in a row, or its tasks exit this many times (0-1000; 0: only "
+            "`healthy_deadline` judges).",
+            "5",
+        ),
+        "check_grace": (
+            "Check failures this soon after a task starts are not counted (it is starting).",
+            "30s",
+        ),
     },
     "migrate": {
         "max_parallel": ("Copies of the group moving off a draining node at once (1-10000).", "2"),
@@ -364,13 +374,26 @@ MEANINGS: dict[str, dict[str, tuple[str, str]]] = {
     },
     "check": {
         "name": ("The check's name, unique in the group.", "web-ready"),
-        "type": ("`http` (a 2xx answer), `tcp` (a connection), or `command` (exit code 0).", "tcp"),
-        "port": ("The port label it checks.", "http"),
-        "path": ("HTTP path to request.", "/health"),
+        "type": (
+            "`http` (a 2xx or 3xx answer; redirects are not followed), `tcp` (a connection), "
+            "or `command` (exit code 0).",
+            "tcp",
+        ),
+        "port": (
+            "The port label it checks (never one of the node's own listeners: the agent and "
+            "server API, the proxy, the ingress).",
+            "http",
+        ),
+        "path": (
+            'HTTP path to request: starts with "/", visible ASCII only (no spaces, CR or LF), '
+            "at most 1024 characters.",
+            "/health",
+        ),
         "method": ("HTTP method.", "HEAD"),
         "command": (
-            "For `command` checks: the command and its arguments, run in the task's context; "
-            "one string is split like a shell would.",
+            "For `command` checks: the command and its arguments, run inside the group's first "
+            "task through its driver (its cgroup, its container, its environment); one string "
+            "is split like a shell would.",
             "[pg_isready, -q]",
         ),
         "interval": ("How often it runs.", "5s"),

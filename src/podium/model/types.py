@@ -122,6 +122,11 @@ class UpdateStrategy(Struct):
     canary: int = 0  # new-version allocs started beside the old ones before the rollout
     # What "healthy" means: every task running and every check passing, or tasks only.
     health_check: Literal["checks", "task_states"] = "checks"
+    # Fail fast: a new copy is unhealthy at once when one of its checks fails this many
+    # times in a row, or its tasks exit this many times; 0 = only healthy_deadline judges.
+    unhealthy_after: int = 3
+    # Check failures within this long of a task's start are not counted (it is starting).
+    check_grace: float = 5.0
 
 
 class MigrateStrategy(Struct):
@@ -336,6 +341,9 @@ class Allocation(Struct, gc=False):
     task_states: dict[str, TaskState] = msgspec.field(default_factory=dict)
     checks: list[CheckStatus] = msgspec.field(default_factory=list)
     healthy: bool | None = None
+    # Since when (agent's wall time) the copy has been healthy without a break, as its
+    # group's update.health_check defines it; 0 while it is not.
+    healthy_since: float = 0.0
     previous_alloc: str = ""
     next_alloc: str = ""
     reschedule_count: int = 0
@@ -351,6 +359,7 @@ class Allocation(Struct, gc=False):
     # healthy by healthy_deadline (False); None while undecided.
     deployment_healthy: bool | None = None
     deployment_health_time: float = 0.0
+    deployment_health_description: str = ""  # why the agent gave its verdict
     create_time: float = 0.0
     modify_time: float = 0.0
     revision: int = 0
@@ -520,6 +529,8 @@ class AllocUpdate(Struct):
     task_states: dict[str, TaskState] = msgspec.field(default_factory=dict)
     checks: list[CheckStatus] = msgspec.field(default_factory=list)
     healthy: bool | None = None
+    healthy_since: float = 0.0
     deployment_healthy: bool | None = None
     deployment_health_time: float = 0.0
+    deployment_health_description: str = ""
     events: list[TaskEvent] = msgspec.field(default_factory=list)

@@ -39,11 +39,17 @@ async def apply_updates(
                 task_states=u.task_states,
                 checks=u.checks,
                 healthy=u.healthy,
+                healthy_since=u.healthy_since,
                 # A deployment verdict, once given, stays (an agent restart forgets it).
                 deployment_healthy=(
                     a.deployment_healthy if u.deployment_healthy is None else u.deployment_healthy
                 ),
                 deployment_health_time=u.deployment_health_time or a.deployment_health_time,
+                deployment_health_description=(
+                    a.deployment_health_description
+                    if u.deployment_healthy is None
+                    else u.deployment_health_description
+                ),
                 modify_time=now,
                 revision=0,
             )

@@ -306,21 +306,45 @@ def _of(allocs: list[Allocation], group: str) -> list[Allocation]:
 
 
 def summary(state: ClusterState, job: Job, *, now: float = 0.0) -> dict[str, Any]:
+    """The job, its groups' counts, its allocs and its latest deployment.
+
+    A group's pending/running/healthy/unhealthy count every live copy, whatever its
+    version (during a rollout the old copies serve too); `versions` splits them by
+    version. complete/failed/lost count the current version's copies. `settled` counts
+    the current version's copies healthy without a break for min_healthy_time."""
     allocs = state.allocs_of_job(job.namespace, job.name)
     groups: dict[str, dict[str, Any]] = {}
     parent = job.type == "cron" or job.parameterized is not None  # runs nothing itself
     for g in job.groups:
         mine = _of(allocs, g.name)
-        live = [a for a in mine if a.desired_status == "run" and a.job_version == job.version]
+        wanted = [a for a in mine if a.desired_status == "run"]
+        current = [a for a in wanted if a.job_version == job.version]
+        serving = [a for a in wanted if a.client_status in ("pending", "running")]
         counts = {s: 0 for s in ("pending", "running", "complete", "failed", "lost")}
-        for a in live:
+        for a in serving:
             counts[a.client_status] += 1
+        for a in current:
+            if a.client_status not in ("pending", "running"):
+                counts[a.client_status] += 1
+        versions: dict[int, dict[str, int]] = {}
+        for a in serving:
+            v = versions.setdefault(a.job_version, {"pending": 0, "running": 0, "healthy": 0})
+            v[a.client_status] += 1
+            v["healthy"] += a.client_status == "running" and a.healthy is True
         groups[g.name] = {
             "desired": 0 if job.stop or parent else g.count,
             **counts,
-            "healthy": sum(1 for a in live if a.healthy and a.client_status == "running"),
-            "unhealthy": sum(1 for a in live if a.healthy is False),
-            "restarts": sum(ts.restarts for a in live for ts in a.task_states.values()),
+            "healthy": sum(1 for a in serving if a.healthy and a.client_status == "running"),
+            "unhealthy": sum(1 for a in serving if a.healthy is False),
+            "settled": sum(
+                1
+                for a in current
+                if a.client_status == "running"
+                and a.healthy_since
+                and now - a.healthy_since >= g.update.min_healthy_time
+            ),
+            "restarts": sum(ts.restarts for a in serving for ts in a.task_states.values()),
+            "versions": {str(v): c for v, c in sorted(versions.items(), reverse=True)},
         }
         if batch.is_batch(job):
             prog = batch.progress(job, g, mine, now)
@@ -375,6 +399,8 @@ def alloc_row(a: Allocation) -> dict[str, Any]:
         "client_status": a.client_status,
         "client_description": a.client_description,
         "healthy": a.healthy,
+        "healthy_since": a.healthy_since,
+        "deployment_id": a.deployment_id,
         "ports": a.ports,
         "restarts": sum(ts.restarts for ts in a.task_states.values()),
         "pids": {t: ts.pid for t, ts in a.task_states.items()},

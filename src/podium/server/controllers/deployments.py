@@ -1,7 +1,8 @@
 """The deployment controller: watches each running deployment and gives its verdict.
 
     alloc / deployment changes, and a timer for deadlines
-      -> count, per group, the copies the deployment placed: healthy, unhealthy
+      -> count, per group, the copies the deployment placed (placed, unhealthy) and the
+         healthy copies of the version (those it placed, and those kept in place)
       -> a copy unhealthy, or no progress before progress_deadline: failed, and with
          auto_revert the job goes back to its last stable version (a new version)
       -> canaries all healthy and auto_promote: promoted
@@ -9,8 +10,9 @@
          version is marked stable
 
 The placement controller starts deployments and rolls batches; this one only judges.
-The agents give each copy's verdict (deployment_healthy); a copy whose agent says
-nothing by its healthy_deadline (plus a little) counts as unhealthy here.
+The agents give each copy's verdict (deployment_healthy) and its reason, which the
+failure message quotes; a copy whose agent says nothing by its healthy_deadline (plus
+a little) counts as unhealthy here.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class DeploymentController:
                     v.revert_to = stable
                 else:
                     v.message += "; no stable version to roll back to"
+                v.deployment.status_description = v.message
             await self._commit(d, v, job, now)
 
     async def _commit(self, d: Deployment, v: Verdict, job: Job, now: float) -> None:
@@ -139,6 +142,18 @@ def judge(
             continue
         members = [a for a in allocs if a.deployment_id == d.id and a.group == name]
         healthy = [a for a in members if a.deployment_healthy is True]
+        # Copies this version kept (updated in place, e.g. after a count change) are not
+        # the deployment's to judge, but they are healthy copies of the version: counted.
+        kept = sum(
+            1
+            for a in allocs
+            if a.group == name
+            and a.deployment_id != d.id
+            and a.job_version == job.version
+            and a.live
+            and a.client_status == "running"
+            and a.healthy is True
+        )
         unhealthy = [
             a
             for a in members
@@ -151,9 +166,9 @@ def judge(
             )
         ]
         new = msgspec.structs.replace(
-            dg, placed=len(members), healthy=len(healthy), unhealthy=len(unhealthy)
+            dg, placed=len(members), healthy=len(healthy) + kept, unhealthy=len(unhealthy)
         )
-        if len(healthy) > dg.healthy and dg.progress_deadline:
+        if new.healthy > dg.healthy and dg.progress_deadline:
             new.require_progress_by = now + dg.progress_deadline
         canaries_healthy = sum(1 for a in healthy if a.canary and a.desired_status == "run")
         if (
@@ -167,7 +182,13 @@ def judge(
         groups[name] = new
         if unhealthy and not failure:
             a = unhealthy[0]
-            why = a.client_description if a.client_status == "failed" else "not healthy in time"
+            if a.deployment_health_description:  # the agent's verdict, with its reason
+                why = a.deployment_health_description
+            elif a.client_status == "failed":
+                why = a.client_description
+            else:
+                deadline = g.update.healthy_deadline
+                why = f"no verdict from its node within healthy_deadline {deadline:g}s"
             failure = f"alloc {a.id[:8]} ({a.name}) unhealthy: {why}"
         if (
             not failure

@@ -34,8 +34,8 @@ from podium.agent.health import CheckRunner, TaskExec
 from podium.agent.interpolate import render
 from podium.agent.logs import pipe_path
 from podium.agent.task_runner import TaskHooks, TaskRunner
-from podium.drivers.base import Driver, ExecDriver, TaskConfig, TaskHandle
-from podium.errors import TaskNotFound
+from podium.drivers.base import Driver, ExecDriver, ListenerDriver, TaskConfig, TaskHandle
+from podium.errors import DriverError, TaskNotFound
 from podium.model.types import (
     Allocation,
     AllocUpdate,
@@ -251,6 +251,7 @@ class AllocRunner:
                         on_result=self._check_result,
                         run_in_task=run_in_task,
                         own_ports=self.hooks.own_ports,
+                        owner=self._owns,
                         observe=self._check_observer(svc.name, chk.name),
                     )
                 )
@@ -268,6 +269,22 @@ class AllocRunner:
             return await driver.exec(task.handle, command, timeout=timeout)
 
         return run
+
+    async def _owns(self, port: int) -> bool | None:
+        """Whether one of the alloc's tasks listens on `port` (None: no driver can tell)."""
+        unknown = False
+        for t in self.tasks.values():
+            if t.handle is None:
+                continue
+            if not isinstance(t.driver, ListenerDriver):
+                unknown = True
+                continue
+            try:
+                if await t.driver.listens(t.handle, port):
+                    return True
+            except (DriverError, OSError):
+                unknown = True
+        return None if unknown else False
 
     # ------------------------------------------------------------ callbacks
 

@@ -7,8 +7,10 @@ the task's cgroup and container, never the agent's).
                            failures within `grace` of the start are not counted
 
 A check never probes the node's own services (the agent and server API, the proxy and
-ingress listeners): a task that failed to bind a port podium holds must not look healthy
-because podium answered.
+ingress listeners), and an http or tcp check that passes counts only once the port is
+found to be the task's (where the driver can tell: the process driver's tasks listen on
+the host themselves): a task that failed to bind a port some other process holds must
+not look healthy because that process answered.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from podium.model.types import Check, CheckStatus
 
 # Runs a command inside the task: (command, timeout) -> (exit code, output).
 TaskExec = Callable[[list[str], float], Awaitable[tuple[int, bytes]]]
+# Whether the alloc's tasks listen on a port: True, False (another process does), None
+# (cannot tell, e.g. a container's port published through the engine).
+PortOwner = Callable[[int], Awaitable[bool | None]]
 OUTPUT_LIMIT = 512  # bytes of a command's output, characters of an HTTP body, kept
 
 
@@ -135,6 +140,7 @@ class CheckRunner:
         on_result: Callable[[CheckRunner, bool], None],
         run_in_task: TaskExec | None = None,
         own_ports: Callable[[], Mapping[int, str]] = dict,
+        owner: PortOwner | None = None,
         observe: Callable[[str, float], None] | None = None,
     ) -> None:
         self.check = check
@@ -142,6 +148,8 @@ class CheckRunner:
         self.address, self.port = address, port
         self.run_in_task = run_in_task
         self.own_ports = own_ports
+        self.owner = owner
+        self._owned = False  # the port was found to be the task's since its latest start
         self.status = CheckStatus(name=check.name)
         self.failures = 0  # critical results in a row, counted from `count_from`
         self.count_from = 0.0
@@ -154,6 +162,7 @@ class CheckRunner:
         self.count_from = started + grace
         self.status = CheckStatus(name=self.check.name)
         self.failures = 0
+        self._owned = False
 
     async def run(self) -> None:
         async with http_client() as client:
@@ -167,11 +176,26 @@ class CheckRunner:
                     run_in_task=self.run_in_task,
                     own_ports=self.own_ports(),
                 )
+                if status == "passing" and self.check.type != "command":
+                    status, output = await self._whose(status, output)
                 if self.observe is not None:
                     self.observe(status, time.perf_counter() - t0)
                 if began >= self._epoch:
                     self._record(began, status, output)
                 await asyncio.sleep(self.check.interval)
+
+    async def _whose(self, status: str, output: str) -> tuple[str, str]:
+        """A passing probe counts once the port is the task's (asked once per task start)."""
+        if self._owned or self.owner is None:
+            return status, output
+        owned = await self.owner(self.port)
+        if owned is False:
+            return "critical", (
+                f"port {self.port} answers, but no process of this alloc listens on it: "
+                "another process holds the port"
+            )
+        self._owned = owned is True
+        return status, output
 
     def _record(self, began: float, status: str, output: str) -> None:
         flipped = status != self.status.status

@@ -97,10 +97,12 @@ def _deployment_of(c: Client, name: str, version: int, wait: float = 5.0) -> str
     things without one (in place, batch and system jobs, max_parallel 0) or could not place."""
     deadline = time.monotonic() + wait
     while True:
-        for d in c.deployments(job=name):
-            if d["job_version"] == version:
-                return str(d["id"])
         s = c.job(name)
+        submitted = s["job"]["submit_time"]
+        for d in c.deployments(job=name):
+            # Not one left over from a purged job of the same name and version.
+            if d["job_version"] == version and d["create_time"] >= submitted:
+                return str(d["id"])
         if s["job"]["version"] != version or s["placement_failures"]:
             return ""
         live = [

@@ -129,6 +129,16 @@ class StatsDriver(Protocol):
 
 
 @runtime_checkable
+class ListenerDriver(Protocol):
+    """A driver whose tasks listen on the host's ports themselves (no proxy in between), so it
+    can tell whether a port that answers is the task's or some other process's."""
+
+    async def listens(self, handle: TaskHandle, port: int) -> bool:
+        """True when a process of the task listens on TCP `port`."""
+        ...
+
+
+@runtime_checkable
 class ExecDriver(Protocol):
     async def exec(
         self, handle: TaskHandle, command: list[str], *, timeout: float = 30.0

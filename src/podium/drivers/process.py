@@ -763,6 +763,27 @@ class ProcessDriver:
             return False
         return _process(st.pid, st.create_time) is not None
 
+    async def listens(self, handle: TaskHandle, port: int) -> bool:
+        return await asyncio.to_thread(self._listens, handle, port)
+
+    def _listens(self, handle: TaskHandle, port: int) -> bool:
+        st = _State.of(handle)
+        procs = _tree(_process(st.pid, st.create_time))
+        if st.cgroup is not None:  # also what left the process tree (a double fork)
+            known = {p.pid for p in procs}
+            for pid in st.cgroup.procs():
+                if pid not in known:
+                    with contextlib.suppress(psutil.Error):
+                        procs.append(psutil.Process(pid))
+        for p in procs:
+            try:
+                conns = p.net_connections(kind="tcp")
+            except psutil.Error:
+                continue
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns):
+                return True
+        return False
+
     async def recover(self, handle: TaskHandle) -> bool:
         st = _State.of(handle)
         if _process(st.pid, st.create_time) is None:

@@ -13,14 +13,14 @@ and updates jobs every 0.1 s through the failing-over CLI client.
 5 trials of each in the same run; prints each, the medians, the writes acknowledged and
 lost, the steady tasks restarted, and last `cp_failover_s=N`.
 
-Run: .venv/bin/python benchmarks/failover.py --control-plane   (about two minutes)
+Run: .venv/bin/python benchmarks/failover.py --control-plane   (about two minutes; installs
+etcd-server and etcd-client with apt-get when missing and root)
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -30,9 +30,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+import tools
+
 from integration.cluster import wait_until
 from integration.control_plane import ControlPlane, Writer, job, running, stored_marks
 from podium.server.runtime import ServerConfig
+
+TOOLS = {"etcd": "etcd-server", "etcdctl": "etcd-client"}  # binary -> Debian package
 
 
 def leader_trial(cp: ControlPlane) -> float:
@@ -47,7 +51,7 @@ def leader_trial(cp: ControlPlane) -> float:
 
 def etcd_status(endpoints: list[str]) -> list[dict[str, int]]:
     """member_id and leader id as each answering endpoint reports them."""
-    etcdctl = shutil.which("etcdctl")
+    etcdctl = tools.which("etcdctl")
     assert etcdctl, "etcdctl not found (the etcd-client package)"
     res = subprocess.run(
         [etcdctl, "--endpoints", ",".join(endpoints), "endpoint", "status", "-w", "json"],
@@ -86,6 +90,7 @@ def etcd_trial(cp: ControlPlane) -> float:
 
 
 def main(trials: int = 5) -> None:
+    tools.ensure(TOOLS)
     ttl = float(os.environ.get("PODIUM_BENCH_LEADER_TTL", str(ServerConfig.leader_ttl)))
     with tempfile.TemporaryDirectory(prefix="podium-cp-failover-") as tmp:
         cp = ControlPlane(Path(tmp) / "cp", leader_ttl=ttl)

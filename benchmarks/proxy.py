@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -32,6 +31,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import tools
 
 TOOLS = {"nginx": "nginx", "haproxy": "haproxy", "wrk": "wrk"}  # binary -> apt package
 BODY = "x" * 64
@@ -96,25 +97,6 @@ def median(rs: list[Result]) -> Result:
     )
 
 
-def ensure_tools() -> None:
-    missing = [pkg for tool, pkg in TOOLS.items() if not _which(tool)]
-    if not missing:
-        return
-    if os.geteuid() != 0:
-        sys.exit(
-            f"missing {', '.join(missing)}: install them (apt-get install {' '.join(missing)})"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-q", *missing], check=True, env=env, stdout=subprocess.DEVNULL
-    )
-
-
-def _which(tool: str) -> str | None:
-    return shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin")
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -145,7 +127,7 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 def run_wrk(port: int, args: argparse.Namespace, pid: int | None) -> Result:
     cmd = [
         "taskset", "-c", args.load_cpu,
-        _which("wrk") or "wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s",
+        tools.which("wrk") or "wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s",
         "--latency", f"http://127.0.0.1:{port}/",
     ]  # fmt: skip
     before = cpu_seconds(pid) if pid else 0.0
@@ -186,7 +168,7 @@ def bench_haproxy(mode: str, a: int, b: int, work: Path, args: argparse.Namespac
             reuse="http-reuse always" if http else "",
         )
     )
-    proc = start([_which("haproxy") or "haproxy", "-f", str(conf), "-db"], args.proxy_cpu)
+    proc = start([tools.which("haproxy") or "haproxy", "-f", str(conf), "-db"], args.proxy_cpu)
     try:
         wait_port(port)
         run_wrk(port, _warmup(args), proc.pid)
@@ -225,13 +207,19 @@ def main() -> int:
     p.add_argument("--proxy-cpu", default="0", help="core the proxy under test runs on")
     p.add_argument("--load-cpu", default="1", help="core wrk and nginx run on")
     args = p.parse_args()
-    ensure_tools()
+    tools.ensure(TOOLS)
     a, b = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="podium-bench-proxy-") as tmp:
         work = Path(tmp)
         (work / "nginx.conf").write_text(NGINX_CONF.format(dir=tmp, a=a, b=b, body=BODY))
         nginx = start(
-            [_which("nginx") or "nginx", "-c", str(work / "nginx.conf"), "-e", str(work / "e.log")],
+            [
+                tools.which("nginx") or "nginx",
+                "-c",
+                str(work / "nginx.conf"),
+                "-e",
+                str(work / "e.log"),
+            ],
             args.load_cpu,
         )
         try:

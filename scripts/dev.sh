@@ -1,22 +1,54 @@
 #!/usr/bin/env bash
-# `make dev`: set up, start a single-node cluster (`podium dev`), deploy examples/web.yaml,
-# and keep the cluster running in the foreground until Ctrl-C.
+# `make dev`: set up, start a single-node cluster (`podium dev`), deploy examples/web.yaml
+# unless the job exists already, and keep the cluster in the foreground until Ctrl-C
+# (which stops the cluster and exits 0; the tasks keep running, see README.md).
+#
+#   PODIUM_DEV_ADDR      API address (default 127.0.0.1:4646)
+#   PODIUM_DEV_DATA_DIR  state (default .podium/dev)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 ADDR=${PODIUM_DEV_ADDR:-127.0.0.1:4646}
+DATA=${PODIUM_DEV_DATA_DIR:-.podium/dev}
 export PODIUM_ADDR="http://$ADDR"
-.venv/bin/podium dev --addr "$ADDR" &
+PODIUM=.venv/bin/podium
+
+"$PODIUM" dev --addr "$ADDR" --data-dir "$DATA" &
 DEV=$!
-trap 'kill -TERM $DEV 2>/dev/null; wait $DEV 2>/dev/null' INT TERM EXIT
+stop_dev() {
+  kill -TERM "$DEV" 2>/dev/null || true
+  wait "$DEV" 2>/dev/null || true
+}
+interrupted() {
+  echo
+  echo "stopping podium dev; the tasks keep running (podium job stop web stops them)"
+  stop_dev
+  trap - EXIT
+  exit 0
+}
+trap interrupted INT TERM
+trap stop_dev EXIT
+
 for _ in $(seq 1 100); do
-  if .venv/bin/podium node status >/dev/null 2>&1 && [ -n "$(.venv/bin/podium node status --json | grep '"ready"')" ]; then
+  if ! kill -0 "$DEV" 2>/dev/null; then
+    wait "$DEV" # podium dev could not start (it said why): its exit status is ours
+    exit 1
+  fi
+  if "$PODIUM" node status --json 2>/dev/null | grep -q '"ready"'; then
     break
   fi
   sleep 0.1
 done
-.venv/bin/podium job run examples/web.yaml
-.venv/bin/podium job status web
+
+if "$PODIUM" job status web --json >/dev/null 2>&1; then
+  # A re-run must not undo what the user did to the example since (a scale-down, say).
+  echo "job 'web' exists already: not submitting examples/web.yaml again" \
+    "(podium job run examples/web.yaml would)"
+else
+  echo "submitting examples/web.yaml (job 'web')"
+  "$PODIUM" job run examples/web.yaml || true # its own message says what went wrong
+fi
+"$PODIUM" job status web || true
 echo
 echo "podium is running at $PODIUM_ADDR. In another shell:"
 echo "  export PODIUM_ADDR=$PODIUM_ADDR"
@@ -24,5 +56,5 @@ echo "  .venv/bin/podium job status web     # the example: 3 copies of a Python 
 echo "  .venv/bin/podium logs web -f        # every copy's output, merged"
 echo "  .venv/bin/podium top                # CPU and memory, live"
 echo "The web UI: $PODIUM_ADDR/ui/"
-echo "Ctrl-C stops the cluster."
-wait $DEV
+echo "Ctrl-C stops the cluster; the tasks keep running until \`podium job stop web\`."
+wait "$DEV"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -40,6 +41,24 @@ def wait_until(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def read_until(proc: subprocess.Popen[bytes], marker: str, *, timeout: float) -> str:
+    """What `proc` wrote to its stdout (a pipe) until `marker` appeared, it ended, or the
+    timeout; read unbuffered, so nothing waits in a buffer while select() says "nothing"."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    said = b""
+    deadline = time.monotonic() + timeout
+    while marker.encode() not in said and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.2)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            said += chunk
+        elif proc.poll() is not None:
+            break
+    return said.decode(errors="replace")
 
 
 class ApiAndCli:

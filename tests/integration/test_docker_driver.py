@@ -414,7 +414,9 @@ def test_docker_job_serves_logs_execs_restarts_and_stops(
     assert f"127.0.0.1:{port}->{port}/tcp" in ctr["Ports"]
     # Logs: stdout from the shell, stderr from httpd's request log.
     out = wait_until(
-        lambda: c.cli("alloc", "logs", short).stdout, timeout=10, what="stdout log lines"
+        lambda: c.cli("alloc", "logs", short, "--stdout").stdout,
+        timeout=10,
+        what="stdout log lines",
     )
     assert out == f"serving on {port}\n"
     err = wait_until(

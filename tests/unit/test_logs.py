@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from podium.agent.logs import LogRelay, open_pipe, pipe_path
-from podium.runtime.logfiles import LogLimits, RotatingFile, follow, read_tail
+from podium.runtime.logfiles import LogLimits, RotatingFile, follow, read_tail, tail_bytes
 
 
 def names(tmp: Path) -> list[str]:
@@ -160,3 +160,29 @@ async def test_a_pipe_outlives_the_relay_and_the_next_one_reads_on(tmp_path: Pat
         run.cancel()
     os.close(writer)
     assert Path(pipe_path(str(log))).exists()  # noqa: ASYNC240 - kept for the task and the next agent
+
+
+def test_tail_bytes_counts_lines_from_the_end(tmp_path: Path) -> None:
+    log = tmp_path / "out.log"
+
+    def tail(data: bytes, n: int, **kw: int) -> bytes:
+        log.write_bytes(data)
+        return data[len(data) - tail_bytes(str(log), n, **kw) :]
+
+    assert tail_bytes(str(tmp_path / "missing"), 3) == 0
+    assert tail(b"a\nb\nc\n", 2) == b"b\nc\n"
+    assert tail(b"a\nb\nc", 1) == b"c"  # an unfinished last line is a line
+    assert tail(b"a\nb\nc\n", 9) == b"a\nb\nc\n"
+    assert tail(b"a\nb\nc\n", 0) == b""
+    many = b"".join(b"line %d\n" % i for i in range(50_000))  # more than one read
+    assert tail(many, 2) == b"line 49998\nline 49999\n"
+    assert tail(many, 20_000).count(b"\n") == 20_000
+    assert len(tail(many, 50_000, limit=1000)) == 1000  # bounded
+
+
+def test_tail_bytes_reaches_into_rotated_files(tmp_path: Path) -> None:
+    log = tmp_path / "out.log"
+    Path(f"{log}.1").write_bytes(b"old 1\nold 2\n")
+    log.write_bytes(b"new 1\n")
+    n = tail_bytes(str(log), 2)
+    assert read_tail(str(log), n) == b"old 2\nnew 1\n"

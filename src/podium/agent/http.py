@@ -23,7 +23,7 @@ from podium.drivers.base import ExecDriver
 from podium.errors import DriverError
 from podium.model.pattern import PatternError, compile_pattern
 from podium.runtime import http
-from podium.runtime.logfiles import follow, read_tail
+from podium.runtime.logfiles import follow, read_tail, tail_bytes
 from podium.runtime.merge import Merge
 
 if TYPE_CHECKING:
@@ -69,8 +69,11 @@ def create_agent_app(agent: Agent) -> Starlette:
         path = task.cfg.stdout_path if kind == "stdout" else task.cfg.stderr_path
         try:
             tail = int(req.query_params.get("tail", "65536"))
+            lines = req.query_params.get("lines")
+            if lines is not None:  # the last N lines: as many bytes as they take
+                tail = tail_bytes(path, int(lines))
         except ValueError:
-            return _json({"error": "tail: expected a number of bytes"}, 400)
+            return _json({"error": "tail, lines: expected a number (of bytes, of lines)"}, 400)
         if req.query_params.get("follow", "") not in ("1", "true", "yes"):
             try:
                 data = read_tail(path, tail)

@@ -1,17 +1,18 @@
-"""`podium alloc …`: status, logs, stop, restart, exec."""
+"""`podium alloc …`: list, status, logs, stop, restart, exec."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any
+import threading
+from typing import Any, BinaryIO
 
 import click
 import httpx
 import msgspec
 
 from podium.api.client import Client, _check
-from podium.cli.main import addr_option, namespace_option
-from podium.cli.output import ago, console, mib, print_json, table
+from podium.cli.main import addr_option, json_option, namespace_option
+from podium.cli.output import ago, console, mib, print_json, short_id, table
 
 
 @click.group()
@@ -27,9 +28,38 @@ def _agent_url(c: Client, alloc_id: str) -> tuple[str, Any]:
     return f"http://{node['http_addr']}", a
 
 
+@alloc.command("list")
+@click.option("--job", default=None, help="Only this job's allocations")
+@click.option("--node", default=None, help="Only those on this node (id)")
+@json_option("the allocations")
+@namespace_option
+@addr_option
+def list_(
+    job: str | None, node: str | None, as_json: bool, namespace: str | None, addr: str | None
+) -> None:
+    """Allocations: every one, or of a job (--job), a node (--node), a namespace (-n)."""
+    rows = Client(addr, namespace=namespace).allocs(job=job, node=node)
+    rows.sort(key=lambda a: (a["namespace"], a["job"], a["name"], -a["create_time"]))
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no allocations")
+        return
+    table(
+        ["ID", "NAME", "NAMESPACE", "NODE", "VERSION", "DESIRED", "STATUS", "HEALTHY", "CREATED"],
+        [
+            [short_id(a["id"]), a["name"], a["namespace"], a["node_name"], a["job_version"],
+             a["desired_status"], a["client_status"],
+             {True: "yes", False: "no", None: "-"}[a["healthy"]], ago(a["create_time"])]
+            for a in rows
+        ],
+    )  # fmt: skip
+
+
 @alloc.command()
 @click.argument("alloc_id")
-@click.option("--json", "as_json", is_flag=True)
+@json_option("the allocation")
 @namespace_option
 @addr_option
 def status(alloc_id: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
@@ -40,7 +70,7 @@ def status(alloc_id: str, as_json: bool, namespace: str | None, addr: str | None
         return
     console.print(f"[bold]{a.name}[/]  id={a.id}")
     console.print(
-        f"node={a.node_name} ({a.node_id[:8]})  version={a.job_version}  "
+        f"node={a.node_name} ({short_id(a.node_id)})  version={a.job_version}  "
         f"desired={a.desired_status}  status={a.client_status}  healthy={a.healthy}"
     )
     if a.client_description:
@@ -74,47 +104,115 @@ def status(alloc_id: str, as_json: bool, namespace: str | None, addr: str | None
 @alloc.command()
 @click.argument("alloc_id")
 @click.option("--task", default=None, help="Task name (default: the first)")
-@click.option("--stderr", is_flag=True, help="Show stderr instead of stdout")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new output")
-@click.option("--tail", default=65536, show_default=True, help="Bytes from the end to start at")
+@click.option(
+    "--stdout", "only", flag_value="stdout", default=None, help="Only stdout, as it is written"
+)
+@click.option("--stderr", "only", flag_value="stderr", help="Only stderr, as it is written")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output (Ctrl-C stops)")
+@click.option(
+    "--tail",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Lines from the end of each stream to start with",
+)
 @namespace_option
 @addr_option
 def logs(
     alloc_id: str,
     task: str | None,
-    stderr: bool,
+    only: str | None,
     follow: bool,
     tail: int,
     namespace: str | None,
     addr: str | None,
 ) -> None:
-    """A task's stdout (or stderr), read from its node."""
+    """A task's output, read from its node: stdout and stderr, each under a
+    `==> stdout <==` / `==> stderr <==` marker (as `tail` shows several files);
+    --stdout or --stderr for one stream alone, unmarked."""
     c = Client(addr, namespace=namespace)
     base, a = _agent_url(c, alloc_id)
-    params = {
-        "type": "stderr" if stderr else "stdout",
-        "tail": str(tail),
-        "follow": "true" if follow else "false",
-    }
+    params = {"lines": str(tail), "follow": "true" if follow else "false"}
     if task:
         params["task"] = task
     url = f"{base}/v1/agent/alloc/{a.id}/logs"
     out = sys.stdout.buffer
+    streams = [only] if only else ["stdout", "stderr"]
     try:
-        with httpx.stream("GET", url, params=params, timeout=None) as resp:
-            if resp.status_code >= 400:
-                resp.read()
-                _check(resp)
-            for chunk in resp.iter_raw():
-                out.write(chunk)
-                out.flush()
+        if follow:
+            _follow_streams(url, params, streams, out, marked=only is None)
+        else:
+            for kind in streams:
+                data = _get_log(url, {**params, "type": kind})
+                if only:
+                    out.write(data)
+                elif data:
+                    out.write(
+                        f"==> {kind} <==\n".encode()
+                        + data
+                        + (b"" if data.endswith(b"\n") else b"\n")
+                    )
+            out.flush()
     except KeyboardInterrupt:
         pass
 
 
+def _get_log(url: str, params: dict[str, str]) -> bytes:
+    resp = httpx.get(url, params=params, timeout=30)
+    if resp.status_code >= 400:
+        _check(resp)
+    return resp.content
+
+
+def _follow_streams(
+    url: str, params: dict[str, str], streams: list[str], out: BinaryIO, *, marked: bool
+) -> None:
+    """Follow each stream in its own thread; whole lines go out, a marker before each run of
+    lines from a stream other than the last one shown."""
+    lock = threading.Lock()
+    last: list[str] = [""]
+    failures: list[BaseException] = []
+
+    def pump(kind: str) -> None:
+        rest = b""
+        try:
+            with httpx.stream("GET", url, params={**params, "type": kind}, timeout=None) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    _check(resp)
+                for chunk in resp.iter_raw():
+                    if not marked:
+                        with lock:
+                            out.write(chunk)
+                            out.flush()
+                        continue
+                    rest += chunk
+                    whole, sep, rest = rest.rpartition(b"\n")
+                    if not sep:
+                        rest = whole + rest
+                        continue
+                    with lock:
+                        if last[0] != kind:
+                            out.write(f"==> {kind} <==\n".encode())
+                            last[0] = kind
+                        out.write(whole + b"\n")
+                        out.flush()
+        except Exception as e:  # raised again by the main thread, which can exit cleanly
+            failures.append(e)
+
+    threads = [threading.Thread(target=pump, args=(k,), daemon=True) for k in streams]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads) and not failures:
+        for t in threads:
+            t.join(timeout=0.2)
+    if failures:
+        raise failures[0]
+
+
 @alloc.command()
 @click.argument("alloc_id")
-@click.option("--json", "as_json", is_flag=True)
+@json_option("the allocation's use, per task")
 @namespace_option
 @addr_option
 def stats(alloc_id: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
@@ -126,7 +224,7 @@ def stats(alloc_id: str, as_json: bool, namespace: str | None, addr: str | None)
         print_json(u)
         return
     console.print(
-        f"[bold]{a.name}[/]  id={a.id[:8]}  node={a.node_name}  "
+        f"[bold]{a.name}[/]  id={short_id(a.id)}  node={a.node_name}  "
         f"cpu={u['cpu_percent']:.1f}% of a core  memory={mib(u['memory_bytes'])} "
         f"of {mib(u['memory_limit_bytes'])}"
     )
@@ -148,22 +246,34 @@ def stats(alloc_id: str, as_json: bool, namespace: str | None, addr: str | None)
 
 @alloc.command()
 @click.argument("alloc_id")
+@json_option("the allocation as changed")
 @namespace_option
 @addr_option
-def stop(alloc_id: str, namespace: str | None, addr: str | None) -> None:
+def stop(alloc_id: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
     """Stop an allocation; the scheduler places a replacement."""
     a = Client(addr, namespace=namespace).stop_alloc(alloc_id)
-    console.print(f"allocation {a['id'][:8]} stopping")
+    if as_json:
+        print_json(a)
+        return
+    console.print(f"allocation {short_id(a['id'])} ({_name(a)}) stopping")
 
 
 @alloc.command()
 @click.argument("alloc_id")
+@json_option("the allocation as changed")
 @namespace_option
 @addr_option
-def restart(alloc_id: str, namespace: str | None, addr: str | None) -> None:
+def restart(alloc_id: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
     """Restart an allocation's tasks in place, on the same node."""
     a = Client(addr, namespace=namespace).restart_alloc(alloc_id)
-    console.print(f"allocation {a['id'][:8]} restarting")
+    if as_json:
+        print_json(a)
+        return
+    console.print(f"allocation {short_id(a['id'])} ({_name(a)}) restarting")
+
+
+def _name(a: dict[str, Any]) -> str:
+    return f"{a['job']}.{a['group']}[{a['index']}]"
 
 
 @alloc.command(name="exec", context_settings={"ignore_unknown_options": True})

@@ -8,11 +8,20 @@ from typing import Any
 
 import click
 from rich.live import Live
-from rich.table import Table
 
 from podium.api.client import Client
-from podium.cli.main import addr_option, namespace_option
-from podium.cli.output import ago, console, err_console, failure_lines, print_json, table
+from podium.cli.main import addr_option, json_option, namespace_option, timeout_option
+from podium.cli.output import (
+    ago,
+    console,
+    err_console,
+    failure_lines,
+    make_table,
+    print_json,
+    short_id,
+    table,
+)
+from podium.errors import NotFound
 
 _DONE = ("successful", "failed", "cancelled")
 _COLOR = {
@@ -31,7 +40,7 @@ def deployment() -> None:
 
 @deployment.command("list")
 @click.option("--job", default="", help="Only this job's deployments")
-@click.option("--json", "as_json", is_flag=True)
+@json_option("the deployments")
 @namespace_option
 @addr_option
 def list_(job: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
@@ -43,7 +52,7 @@ def list_(job: str, as_json: bool, namespace: str | None, addr: str | None) -> N
     table(
         ["ID", "JOB", "VERSION", "STATUS", "DESCRIPTION", "CREATED"],
         [
-            [d["id"][:8], d["job"], d["job_version"], d["status"], d["status_description"],
+            [short_id(d["id"]), d["job"], d["job_version"], d["status"], d["status_description"],
              ago(d["create_time"])]
             for d in ds
         ],
@@ -52,9 +61,15 @@ def list_(job: str, as_json: bool, namespace: str | None, addr: str | None) -> N
 
 @deployment.command()
 @click.argument("ref")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--watch", "-w", is_flag=True, help="Follow live until the deployment ends")
-@click.option("--timeout", default=600.0, show_default=True, help="Seconds to follow")
+@json_option("the deployment and its allocations (with --watch: each change)")
+@click.option(
+    "--watch",
+    "-w",
+    is_flag=True,
+    help="Follow live until it ends; when the job's latest deployment has ended already, "
+    "wait for the next one",
+)
+@timeout_option(600.0, "the deployment to end (with --watch)")
 @namespace_option
 @addr_option
 def status(
@@ -63,14 +78,45 @@ def status(
     """A deployment (by job name or id): per group desired, canaries, placed, healthy.
     Exit status with --watch: 0 successful, 1 failed or cancelled, 2 still running."""
     c = Client(addr, namespace=namespace)
-    view = c.deployment(ref)
-    if as_json and not watch:
-        print_json(view)
-        return
     if not watch:
-        console.print(render(view))
+        view = c.deployment(ref)
+        if as_json:
+            print_json(view)
+        else:
+            console.print(render(view))
         return
-    sys.exit(follow(c, view["deployment"]["id"], timeout=timeout, as_json=as_json))
+    deadline = time.monotonic() + timeout
+    dep_id = _to_watch(c, ref, deadline)
+    if dep_id is None:
+        sys.exit(2)
+    sys.exit(follow(c, dep_id, timeout=max(0.0, deadline - time.monotonic()), as_json=as_json))
+
+
+def _to_watch(c: Client, ref: str, deadline: float) -> str | None:
+    """The deployment `--watch` follows: REF's; or, when REF names a job whose latest
+    deployment has ended (or that has none yet), the next one. None: none came in time."""
+    try:
+        view = c.deployment(ref)
+    except NotFound:
+        c.job(ref)  # no such job either: that NotFound is the error to show
+        view = None
+    d = view["deployment"] if view else None
+    if d is not None and (d["status"] not in _DONE or d["job"] != ref):
+        return str(d["id"])  # still running, or asked for by id: follow (or show) it
+    seen = d["job_version"] if d else -1
+    said = (
+        f"deployment {short_id(d['id'])} of job {ref!r} (version {seen}) is {d['status']}"
+        if d
+        else f"job {ref!r} has no deployment yet"
+    )
+    err_console.print(f"{said}; waiting for the next deployment (Ctrl-C to stop)", markup=False)
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        for nxt in c.deployments(job=ref):
+            if nxt["job_version"] > seen:
+                return str(nxt["id"])
+    err_console.print(f"no new deployment of job {ref!r} came in time", markup=False)
+    return None
 
 
 def follow(c: Client, dep_id: str, *, timeout: float, as_json: bool = False, job: str = "") -> int:
@@ -144,38 +190,39 @@ def _line(d: dict[str, Any]) -> str:
         for g, v in d["groups"].items()
     ]
     return (
-        f"deployment {d['id'][:8]} v{d['job_version']} {d['status']}: "
+        f"deployment {short_id(d['id'])} v{d['job_version']} {d['status']}: "
         f"{'; '.join(parts)} — {d['status_description']}"
     )
 
 
-def render(view: dict[str, Any]) -> Table:
+def render(view: dict[str, Any]) -> Any:
     d = view["deployment"]
     color = _COLOR.get(d["status"], "white")
-    t = Table(
-        title=(
-            f"deployment {d['id'][:8]}  job {d['job']} version {d['job_version']}  "
-            f"[{color}]{d['status']}[/]: {d['status_description']}"
-        ),
-        title_justify="left",
-    )
-    for col in ("GROUP", "DESIRED", "CANARIES", "PROMOTED", "PLACED", "HEALTHY", "UNHEALTHY",
-                "PROGRESS DEADLINE"):  # fmt: skip
-        t.add_column(col)
     now = time.time()
+    rows = []
     for g, v in d["groups"].items():
         left = v["require_progress_by"] - now if v["require_progress_by"] else None
-        t.add_row(
-            g,
-            str(v["desired_total"]),
-            str(v["desired_canaries"]),
-            "yes" if v["promoted"] else ("-" if not v["desired_canaries"] else "no"),
-            str(v["placed"]),
-            f"[green]{v['healthy']}[/]",
-            f"[red]{v['unhealthy']}[/]" if v["unhealthy"] else "0",
-            "-" if left is None or d["status"] in _DONE else f"{max(0.0, left):.0f}s",
+        rows.append(
+            [
+                g,
+                v["desired_total"],
+                v["desired_canaries"],
+                "yes" if v["promoted"] else ("-" if not v["desired_canaries"] else "no"),
+                v["placed"],
+                f"[green]{v['healthy']}[/]",
+                f"[red]{v['unhealthy']}[/]" if v["unhealthy"] else "0",
+                "-" if left is None or d["status"] in _DONE else f"{max(0.0, left):.0f}s",
+            ]
         )
-    return t
+    return make_table(
+        ["GROUP", "DESIRED", "CANARIES", "PROMOTED", "PLACED", "HEALTHY", "UNHEALTHY",
+         "PROGRESS DEADLINE"],
+        rows,
+        title=(
+            f"deployment {short_id(d['id'])}  job {d['job']} version {d['job_version']}  "
+            f"[{color}]{d['status']}[/]: {d['status_description']}"
+        ),
+    )  # fmt: skip
 
 
 def _act(
@@ -183,46 +230,56 @@ def _act(
     ref: str,
     addr: str | None,
     namespace: str | None,
+    as_json: bool,
     groups: list[str] | None = None,
 ) -> None:
     view = Client(addr, namespace=namespace).deployment_action(ref, action, groups=groups)
+    if as_json:
+        print_json(view)
+        return
     d = view["deployment"]
-    console.print(f"deployment {d['id'][:8]} ({d['job']} v{d['job_version']}): {d['status']}"
-                  f" — {d['status_description']}", markup=False)  # fmt: skip
+    console.print(f"deployment {short_id(d['id'])} ({d['job']} v{d['job_version']}): "
+                  f"{d['status']} — {d['status_description']}", markup=False)  # fmt: skip
 
 
 @deployment.command()
 @click.argument("ref")
 @click.option("--group", "groups", multiple=True, help="Only these groups (default: all)")
+@json_option("the deployment as changed")
 @namespace_option
 @addr_option
-def promote(ref: str, groups: tuple[str, ...], namespace: str | None, addr: str | None) -> None:
+def promote(
+    ref: str, groups: tuple[str, ...], as_json: bool, namespace: str | None, addr: str | None
+) -> None:
     """Promote the canaries: the rest of the old copies roll to the new version."""
-    _act("promote", ref, addr, namespace, list(groups) or None)
+    _act("promote", ref, addr, namespace, as_json, list(groups) or None)
 
 
 @deployment.command()
 @click.argument("ref")
+@json_option("the deployment as changed")
 @namespace_option
 @addr_option
-def fail(ref: str, namespace: str | None, addr: str | None) -> None:
+def fail(ref: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
     """Fail a deployment now (rolls back to the last stable version with auto_revert)."""
-    _act("fail", ref, addr, namespace)
+    _act("fail", ref, addr, namespace, as_json)
 
 
 @deployment.command()
 @click.argument("ref")
+@json_option("the deployment as changed")
 @namespace_option
 @addr_option
-def pause(ref: str, namespace: str | None, addr: str | None) -> None:
+def pause(ref: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
     """Pause a rollout: nothing more is replaced until `resume`."""
-    _act("pause", ref, addr, namespace)
+    _act("pause", ref, addr, namespace, as_json)
 
 
 @deployment.command()
 @click.argument("ref")
+@json_option("the deployment as changed")
 @namespace_option
 @addr_option
-def resume(ref: str, namespace: str | None, addr: str | None) -> None:
+def resume(ref: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
     """Resume a paused rollout."""
-    _act("resume", ref, addr, namespace)
+    _act("resume", ref, addr, namespace, as_json)

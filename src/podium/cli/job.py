@@ -1,18 +1,39 @@
-"""`podium job …`: run, plan, status, stop, history, validate, dispatch, periodic force."""
+"""`podium job …`: validate, plan, run, list, status, inspect, stop, history, diff, revert,
+scale, dispatch, periodic force."""
 
 from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import click
+import yaml
 
 from podium.api.client import Client
 from podium.cli import jobfile
 from podium.cli.deployment import follow
-from podium.cli.main import addr_option, namespace_given, namespace_option
-from podium.cli.output import ago, console, err_console, failure_lines, mib, print_json, table
+from podium.cli.main import (
+    addr_option,
+    json_option,
+    namespace_given,
+    namespace_option,
+    timeout_option,
+)
+from podium.cli.output import (
+    ago,
+    console,
+    diff_lines,
+    err_console,
+    failure_lines,
+    mib,
+    print_json,
+    progress_to_stderr,
+    short_id,
+    table,
+)
 from podium.errors import PodiumError
+from podium.model.spec import STORED_FIELDS
 
 
 def _load(file: str, namespace: str | None) -> jobfile.JobFile:
@@ -28,14 +49,19 @@ def job() -> None:
 
 @job.command()
 @click.argument("file")
+@json_option("the job as it would be stored (every default filled in)")
 @namespace_option
 @addr_option
-def validate(file: str, namespace: str | None, addr: str | None) -> None:
+def validate(file: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
     """Check a job file: every problem, with its path. Works without a server.
 
     FILE is a job file (YAML, or JSON when it ends in .json); - reads it from stdin.
     """
-    j = _load(file, namespace).job
+    loaded = _load(file, namespace)
+    if as_json:
+        print_json(loaded.wire())
+        return
+    j = loaded.job
     console.print(
         f"[green]ok[/] job {j.name!r}: {len(j.groups)} group(s), "
         f"{sum(g.count for g in j.groups)} alloc(s)"
@@ -51,7 +77,8 @@ def validate(file: str, namespace: str | None, addr: str | None) -> None:
     default=None,
     help="Refuse if the job changed since `job plan` printed this index",
 )
-@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for health")
+@timeout_option(300.0, "every copy to be healthy (or the rollout to end)")
+@json_option("the job (registered version, status, allocations) once followed")
 @namespace_option
 @addr_option
 def run(
@@ -59,6 +86,7 @@ def run(
     detach: bool,
     check_index: int | None,
     timeout: float,
+    as_json: bool,
     namespace: str | None,
     addr: str | None,
 ) -> None:
@@ -69,12 +97,20 @@ def run(
     """
     loaded = _load(file, namespace)
     c = Client(addr, namespace=loaded.job.namespace)
-    resp = c.register_job(loaded.wire(), check_index=check_index)
-    name = resp["name"]
-    what = "registered" if resp["changed"] else "unchanged"
-    console.print(f"job {name!r} version {resp['version']} {what} (index {resp['index']})")
-    if detach:
-        return
+    with progress_to_stderr(as_json):
+        resp = c.register_job(loaded.wire(), check_index=check_index)
+        name = resp["name"]
+        what = "registered" if resp["changed"] else "unchanged"
+        console.print(f"job {name!r} version {resp['version']} {what} (index {resp['index']})")
+        code = 0 if detach else _follow_version(c, name, resp, timeout)
+    if as_json:
+        print_json(c.job(name) | {"registered": resp})
+    sys.exit(code)
+
+
+def _follow_version(c: Client, name: str, resp: dict[str, Any], timeout: float) -> int:
+    """Follow a submitted version: its deployment if one rolls out, else the copies; a
+    cron or parameterized parent runs nothing itself, so that is only said."""
     summary = c.job(name)
     if summary["job"]["type"] == "cron" or summary["job"].get("parameterized"):
         # A parent runs nothing itself: its runs are jobs of their own.
@@ -83,13 +119,13 @@ def run(
             console.print(f"next run due {when}; `podium job status {name}` lists the runs")
         else:
             console.print(f"runs start with `podium job dispatch {name}`")
-        return
+        return 0
     dep_id = _deployment_of(c, name, resp["version"])
     if not dep_id:
-        sys.exit(_monitor(c, name, resp["version"], timeout))
-    console.print(f"deployment {dep_id[:8]} rolling out version {resp['version']}")
+        return _monitor(c, name, resp["version"], timeout)
+    console.print(f"deployment {short_id(dep_id)} rolling out version {resp['version']}")
     code = follow(c, dep_id, timeout=timeout, job=name)
-    sys.exit(_verdict(c, name, dep_id, code))
+    return _verdict(c, name, dep_id, code)
 
 
 def _deployment_of(c: Client, name: str, version: int, wait: float = 5.0) -> str:
@@ -126,12 +162,12 @@ def _verdict(c: Client, name: str, dep_id: str, code: int) -> int:
     if d["status"] == "successful":
         console.print(
             f"[green]job {name!r} version {d['job_version']} healthy[/]: "
-            f"deployment {dep_id[:8]} successful"
+            f"deployment {short_id(dep_id)} successful"
         )
         return 0
     if d["status"] == "failed":
         err_console.print(
-            f"[red]deployment {dep_id[:8]} of version {d['job_version']} failed:[/] "
+            f"[red]deployment {short_id(dep_id)} of version {d['job_version']} failed:[/] "
             f"{d['status_description']}",
             highlight=False,
         )
@@ -146,7 +182,7 @@ def _verdict(c: Client, name: str, dep_id: str, code: int) -> int:
             err_console.print("not rolled back: no earlier version of the job deployed healthy")
         return 1
     if d["status"] == "cancelled":
-        err_console.print(f"deployment {dep_id[:8]} cancelled: {d['status_description']}")
+        err_console.print(f"deployment {short_id(dep_id)} cancelled: {d['status_description']}")
     return code or 1
 
 
@@ -199,7 +235,8 @@ def _monitor(c: Client, name: str, version: int, timeout: float) -> int:
                 err_console.print(f"[red]{len(failed)} allocation(s) failed:[/]")
                 for a in failed:
                     err_console.print(
-                        f"  {a['name']} ({a['id'][:8]}): {a['client_description']}", markup=False
+                        f"  {a['name']} ({short_id(a['id'])}): {a['client_description']}",
+                        markup=False,
                     )
                 return 1
             if jobd["type"] in ("batch", "cron"):
@@ -219,7 +256,7 @@ def _monitor(c: Client, name: str, version: int, timeout: float) -> int:
 
 @job.command()
 @click.argument("file")
-@click.option("--json", "as_json", is_flag=True)
+@json_option("the plan (diff, placements, failures, index)")
 @namespace_option
 @addr_option
 def plan(file: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
@@ -234,16 +271,12 @@ def plan(file: str, as_json: bool, namespace: str | None, addr: str | None) -> N
         return
     if not p["changed"]:
         console.print("no changes")
-    for d in p["diff"]:
-        sign = {"added": "[green]+[/]", "removed": "[red]-[/]", "changed": "[yellow]~[/]"}[
-            d["kind"]
-        ]
-        detail = (
-            f"{d['old']!r} => {d['new']!r}"
-            if d["kind"] == "changed"
-            else repr(d["new"] if d["kind"] == "added" else d["old"])
-        )
-        console.print(f"{sign} {d['path']}: {detail}", markup=True, highlight=False)
+    changes = p["diff"]
+    if p["changed"] and not p["index"]:
+        console.print(f"new job {loaded.job.name!r} (namespace {loaded.job.namespace}):")
+        changes = _new_job_changes(changes)
+    for line in diff_lines(changes):
+        console.print(line, markup=False, highlight=False)
     console.print(
         f"scheduler: {p['create']} to create, {p['replace']} to replace"
         + (f" now and {p['replace_later']} later" if p.get("replace_later") else "")
@@ -272,33 +305,63 @@ def plan(file: str, as_json: bool, namespace: str | None, addr: str | None) -> N
         sys.exit(1)
 
 
+def _new_job_changes(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A new job's fields, empty ones left out, each group on its own."""
+    out = []
+    for d in changes:
+        if d["kind"] == "added" and d["path"] == "groups" and isinstance(d["new"], list):
+            out += [
+                {"kind": "added", "path": f"groups[{i}]", "old": None, "new": g}
+                for i, g in enumerate(d["new"])
+            ]
+        elif d["new"] not in ([], {}, "", None):
+            out.append(d)
+    return out
+
+
+@job.command("list")
+@json_option("the jobs")
+@namespace_option
+@addr_option
+def list_(as_json: bool, namespace: str | None, addr: str | None) -> None:
+    """Every job (of one namespace with -n): type, version, status."""
+    _list(Client(addr, namespace=namespace), as_json)
+
+
+def _list(c: Client, as_json: bool) -> None:
+    jobs = c.jobs()
+    if as_json:
+        print_json(jobs)
+        return
+    if not jobs:
+        console.print("no jobs" + (f" in namespace {c.namespace!r}" if c.namespace else ""))
+        return
+    table(
+        ["NAME", "NAMESPACE", "TYPE", "VERSION", "STATUS", "SUBMITTED"],
+        [
+            [
+                j["name"],
+                j["namespace"],
+                j["type"],
+                j["version"],
+                j["status"],
+                ago(j["submit_time"]),
+            ]
+            for j in jobs
+        ],
+    )
+
+
 @job.command()
 @click.argument("name", required=False)
-@click.option("--json", "as_json", is_flag=True)
+@json_option("the job, its groups and allocations")
 @namespace_option
 @addr_option
 def status(name: str | None, as_json: bool, namespace: str | None, addr: str | None) -> None:
-    """A job's groups and allocations (all jobs without NAME)."""
+    """A job's groups and allocations (every job, as `job list`, without NAME)."""
     c = Client(addr, namespace=namespace)
     if name is None:
-        jobs = c.jobs()
-        if as_json:
-            print_json(jobs)
-            return
-        table(
-            ["NAME", "NAMESPACE", "TYPE", "VERSION", "STATUS", "SUBMITTED"],
-            [
-                [
-                    j["name"],
-                    j["namespace"],
-                    j["type"],
-                    j["version"],
-                    j["status"],
-                    ago(j["submit_time"]),
-                ]
-                for j in jobs
-            ],
-        )
+        _list(c, as_json)
         return
     s = c.job(name)
     try:  # what the copies use now, as their agents measure it
@@ -376,7 +439,7 @@ def status(name: str | None, as_json: bool, namespace: str | None, addr: str | N
     d = s.get("deployment")
     if d:
         console.print(
-            f"latest deployment {d['id'][:8]} (version {d['job_version']}): {d['status']}"
+            f"latest deployment {short_id(d['id'])} (version {d['job_version']}): {d['status']}"
             f" — {d['status_description']}",
             markup=False,
             highlight=False,
@@ -397,7 +460,7 @@ def status(name: str | None, as_json: bool, namespace: str | None, addr: str | N
         ],
         [
             [
-                a["id"][:8],
+                short_id(a["id"]),
                 a["name"],
                 a["node_name"],
                 a["job_version"],
@@ -415,16 +478,58 @@ def status(name: str | None, as_json: bool, namespace: str | None, addr: str | N
 
 @job.command()
 @click.argument("name")
+@click.option("--version", "version", type=click.IntRange(min=0), default=None, help="This version")
+@json_option("the spec instead of YAML")
+@namespace_option
+@addr_option
+def inspect(
+    name: str, version: int | None, as_json: bool, namespace: str | None, addr: str | None
+) -> None:
+    """The job's stored spec (the current version, or --version N) as a job file.
+
+    Every default is filled in; edit it and `podium job run` it again:
+    podium job inspect web > web.yaml
+    """
+    c = Client(addr, namespace=namespace)
+    stored = c.job_version(name, version) if version is not None else c.job(name)["job"]
+    spec = {k: v for k, v in stored.items() if k not in STORED_FIELDS}
+    if as_json:
+        print_json(spec)
+        return
+    sys.stdout.write(
+        f"# job {stored['name']!r} version {stored['version']} "
+        f"(namespace {stored['namespace']}), from `podium job inspect`\n"
+        + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True, width=100)
+    )
+
+
+@job.command()
+@click.argument("name")
 @click.option("--purge", is_flag=True, help="Remove the job and its history entirely")
 @click.option("--detach", is_flag=True, help="Return at once; do not wait for allocs to stop")
-@click.option("--timeout", default=120.0, show_default=True)
+@timeout_option(120.0, "every allocation to stop")
+@json_option("the stopped job (or what was purged)")
 @namespace_option
 @addr_option
 def stop(
-    name: str, purge: bool, detach: bool, timeout: float, namespace: str | None, addr: str | None
+    name: str,
+    purge: bool,
+    detach: bool,
+    timeout: float,
+    as_json: bool,
+    namespace: str | None,
+    addr: str | None,
 ) -> None:
     """Stop every allocation of a job."""
     c = Client(addr, namespace=namespace)
+    with progress_to_stderr(as_json):
+        code = _stop(c, name, purge=purge, detach=detach, timeout=timeout)
+    if as_json:
+        print_json({"name": name, "namespace": c.ns(), "purged": True} if purge else c.job(name))
+    sys.exit(code)
+
+
+def _stop(c: Client, name: str, *, purge: bool, detach: bool, timeout: float) -> int:
     # Only the copies that run (or are starting) now: stopped ones of older versions are
     # history, not something this stop does.
     ids = [
@@ -437,7 +542,7 @@ def stop(
         f"job {name!r} {'purged' if purge else 'stopping'}: {len(ids)} allocation(s) running"
     )
     if detach:
-        return
+        return 0
     deadline = time.monotonic() + timeout
     with console.status("stopping…") as st:
         while time.monotonic() < deadline:
@@ -448,15 +553,15 @@ def stop(
                 console.print(
                     f"[green]job {name!r} stopped[/]: {len(ids)} running allocation(s) stopped"
                 )
-                return
+                return 0
             time.sleep(0.2)
     err_console.print("[red]timed out waiting for allocations to stop[/]")
-    sys.exit(1)
+    return 1
 
 
 @job.command()
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@json_option("every version with its diff")
 @namespace_option
 @addr_option
 def history(name: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
@@ -480,7 +585,8 @@ def history(name: str, as_json: bool, namespace: str | None, addr: str | None) -
 @click.argument("name")
 @click.argument("version", type=click.IntRange(min=0))
 @click.option("--detach", is_flag=True, help="Return once submitted; do not follow the rollout")
-@click.option("--timeout", default=600.0, show_default=True)
+@timeout_option(600.0, "the rollout to end")
+@json_option("the job (the new version, status, allocations) once followed")
 @namespace_option
 @addr_option
 def revert(
@@ -488,28 +594,33 @@ def revert(
     version: int,
     detach: bool,
     timeout: float,
+    as_json: bool,
     namespace: str | None,
     addr: str | None,
 ) -> None:
     """Run an earlier version again (as a new version, rolled out like any change)."""
     c = Client(addr, namespace=namespace)
-    resp = c.revert_job(name, version)
-    if not resp["changed"]:
-        console.print(f"job {name!r} already runs the spec of version {version}")
-        return
-    console.print(f"job {name!r} version {resp['version']} = version {version} again")
-    if detach:
-        return
-    dep_id = _deployment_of(c, name, resp["version"])
-    if dep_id:
-        sys.exit(follow(c, dep_id, timeout=timeout))
+    code = 0
+    with progress_to_stderr(as_json):
+        resp = c.revert_job(name, version)
+        if not resp["changed"]:
+            console.print(f"job {name!r} already runs the spec of version {version}")
+        else:
+            console.print(f"job {name!r} version {resp['version']} = version {version} again")
+            if not detach:
+                dep_id = _deployment_of(c, name, resp["version"])
+                if dep_id:
+                    code = follow(c, dep_id, timeout=timeout)
+    if as_json:
+        print_json(c.job(name) | {"registered": resp})
+    sys.exit(code)
 
 
 @job.command("diff")
 @click.argument("name")
 @click.argument("v1", type=click.IntRange(min=0))
 @click.argument("v2", type=click.IntRange(min=0))
-@click.option("--json", "as_json", is_flag=True)
+@json_option("the changes")
 @namespace_option
 @addr_option
 def diff_(
@@ -519,33 +630,36 @@ def diff_(
     from podium.model.diff import diff
 
     c = Client(addr, namespace=namespace)
-    server = ("version", "stop", "submit_time", "submitted_by", "stable", "revision")
-    a, b = ({k: v for k, v in c.job_version(name, v).items() if k not in server} for v in (v1, v2))
+    a, b = (
+        {k: v for k, v in c.job_version(name, v).items() if k not in STORED_FIELDS}
+        for v in (v1, v2)
+    )
     changes = [{"path": d.path, "kind": d.kind, "old": d.old, "new": d.new} for d in diff(a, b)]
     if as_json:
         print_json(changes)
         return
     if not changes:
         console.print(f"versions {v1} and {v2} of {name!r} are the same")
-    for d in changes:
-        sign = {"added": "+", "removed": "-", "changed": "~"}[d["kind"]]
-        detail = (
-            f"{d['old']!r} => {d['new']!r}"
-            if d["kind"] == "changed"
-            else repr(d["new"] if d["kind"] == "added" else d["old"])
-        )
-        console.print(f"{sign} {d['path']}: {detail}", markup=False, highlight=False)
+    for line in diff_lines(changes):
+        console.print(line, markup=False, highlight=False)
 
 
 @job.command()
 @click.argument("name")
 @click.argument("group")
 @click.argument("count", type=click.IntRange(min=0, max=10_000))
+@json_option("the job with its new count")
 @namespace_option
 @addr_option
-def scale(name: str, group: str, count: int, namespace: str | None, addr: str | None) -> None:
+def scale(
+    name: str, group: str, count: int, as_json: bool, namespace: str | None, addr: str | None
+) -> None:
     """Set one group's count: copies are added or removed, none restarted."""
-    resp = Client(addr, namespace=namespace).scale_job(name, group, count)
+    c = Client(addr, namespace=namespace)
+    resp = c.scale_job(name, group, count)
+    if as_json:
+        print_json(c.job(name) | {"registered": resp})
+        return
     what = f"version {resp['version']}" if resp["changed"] else "unchanged"
     console.print(f"job {name!r} group {group!r} count {count}: {what}")
 
@@ -554,7 +668,7 @@ def scale(name: str, group: str, count: int, namespace: str | None, addr: str | 
 @click.argument("name")
 @click.argument("payload_file", required=False)
 @click.option("--meta", "metas", multiple=True, metavar="KEY=VALUE", help="Meta for this run")
-@click.option("--json", "as_json", is_flag=True)
+@json_option("the run it started")
 @namespace_option
 @addr_option
 def dispatch(
@@ -595,7 +709,7 @@ def periodic() -> None:
 
 @periodic.command()
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@json_option("the run it started")
 @namespace_option
 @addr_option
 def force(name: str, as_json: bool, namespace: str | None, addr: str | None) -> None:

@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import click
@@ -84,6 +84,25 @@ def namespace_option(f: Any) -> Any:
         help='Namespace (or PODIUM_NAMESPACE); one object: default "default"; '
         "listings: every namespace unless given",
     )(f)
+
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def json_option(what: str) -> Decorator:
+    """`--json`: print `what` as JSON for programs (progress, if any, goes to stderr)."""
+    return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON")
+
+
+def timeout_option(default: float, what: str) -> Decorator:
+    """`--timeout SECONDS`: how long to follow `what` before giving up (non-zero exit)."""
+    return click.option(
+        "--timeout",
+        default=default,
+        show_default=True,
+        type=click.FloatRange(min=0),
+        help=f"Seconds to wait for {what}; then exit non-zero",
+    )
 
 
 def namespace_given(ctx: click.Context) -> bool:
@@ -219,7 +238,13 @@ def _data_dir(path: str | None, default: str) -> str:
     show_default=True,
     help="HTTP ingress address; off to disable; the default falls back to a free port",
 )
-@click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    help="How much the process logs",
+)
 @events_options
 @click.pass_context
 def dev(
@@ -311,7 +336,13 @@ def dev(
     show_default=True,
     help="Service DNS (udp+tcp) address; off to disable; the default falls back to a free port",
 )
-@click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    help="How much the process logs",
+)
 @events_options
 @click.pass_context
 def server(
@@ -416,7 +447,13 @@ def server(
 @click.option(
     "--ingress-addr", default="off", show_default=True, help="HTTP ingress HOST:PORT, or off"
 )
-@click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    help="How much the process logs",
+)
 @click.pass_context
 def agent(
     ctx: click.Context,
@@ -474,6 +511,23 @@ def agent(
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--reserve-cpu/--reserve-memory") from None
     run_until_signal(Agent(cfg, builtin_drivers(pids_limit=pids_limit)).run())
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell code that completes podium's commands, options and arguments.
+
+    \b
+    bash:  eval "$(podium completion bash)"        (in ~/.bashrc)
+    zsh:   eval "$(podium completion zsh)"         (in ~/.zshrc)
+    fish:  podium completion fish > ~/.config/fish/completions/podium.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    kind = get_completion_class(shell)
+    assert kind is not None  # click knows all three
+    click.echo(kind(build(), {}, "podium", "_PODIUM_COMPLETE").source())
 
 
 def build() -> click.Group:

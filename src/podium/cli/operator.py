@@ -16,8 +16,8 @@ from typing import Any
 import click
 
 from podium.api.client import Client
-from podium.cli.main import addr_option
-from podium.cli.output import console
+from podium.cli.main import addr_option, json_option
+from podium.cli.output import console, print_json
 from podium.store import open_store
 from podium.store import snapshot as snap
 
@@ -43,8 +43,9 @@ def snapshot() -> None:
 @snapshot.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @_store_option
+@json_option("what was saved (file, keys, revision)")
 @addr_option
-def save(file: Path, store_url: str | None, addr: str | None) -> None:
+def save(file: Path, store_url: str | None, as_json: bool, addr: str | None) -> None:
     """Write every key and value (leased ones left out) to FILE."""
     if store_url:
         db = (
@@ -63,6 +64,9 @@ def save(file: Path, store_url: str | None, addr: str | None) -> None:
     tmp = file.with_name(f".{file.name}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, file)  # never a half-written snapshot under the real name
+    if as_json:
+        print_json({"file": str(file), "keys": keys, "revision": rev})
+        return
     console.print(f"saved {keys} keys (store revision {rev}) to {file}")
 
 
@@ -70,8 +74,11 @@ def save(file: Path, store_url: str | None, addr: str | None) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Delete what the store holds first")
 @_store_option
+@json_option("what was restored (keys restored and deleted, revision)")
 @addr_option
-def restore(file: Path, force: bool, store_url: str | None, addr: str | None) -> None:
+def restore(
+    file: Path, force: bool, store_url: str | None, as_json: bool, addr: str | None
+) -> None:
     """Write FILE's keys into an empty store (or, with --force, a wiped one)."""
     data = file.read_bytes()
     snap.parse(data)  # a bad file fails here, before anything is sent or written
@@ -90,6 +97,9 @@ def restore(file: Path, force: bool, store_url: str | None, addr: str | None) ->
             params=params,
             headers={"content-type": snap.MEDIA_TYPE},
         )
+    if as_json:
+        print_json(done)
+        return
     console.print(
         f"restored {done['restored']} keys from {file}"
         + (f" (deleted {done['deleted']} first)" if done["deleted"] else "")

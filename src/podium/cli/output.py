@@ -1,14 +1,19 @@
-"""Printing for people (Rich tables) and for programs (`--json`)."""
+"""Printing for people (Rich tables, one style) and for programs (`--json`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.table import Table
+
+from podium.runtime.ids import short
 
 # Piped output (scripts, tests) gets wide lines instead of Rich's 80-column default.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
@@ -19,13 +24,43 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def table(columns: list[str], rows: list[list[Any]], *, title: str | None = None) -> None:
-    t = Table(title=title, show_edge=False, box=None, header_style="bold", pad_edge=False)
+@contextlib.contextmanager
+def progress_to_stderr(on: bool = True) -> Iterator[None]:
+    """Meanwhile, what `console` prints goes to stderr: stdout is left to one JSON document."""
+    if not on:
+        yield
+        return
+    console.stderr = True
+    try:
+        yield
+    finally:
+        console.stderr = False
+
+
+def make_table(columns: list[str], rows: list[list[Any]], *, title: str | None = None) -> Table:
+    """The one table style: no borders, bold headers (Live displays take it as it is)."""
+    t = Table(
+        title=title,
+        title_justify="left",
+        show_edge=False,
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+    )
     for c in columns:
         t.add_column(c)
     for r in rows:
         t.add_row(*("" if v is None else str(v) for v in r))
-    console.print(t)
+    return t
+
+
+def table(columns: list[str], rows: list[list[Any]], *, title: str | None = None) -> None:
+    console.print(make_table(columns, rows, title=title))
+
+
+def short_id(id_: str) -> str:
+    """An id as tables show it: short, and unique enough to type as a prefix."""
+    return short(id_)
 
 
 def ago(ts: float) -> str:
@@ -44,6 +79,32 @@ def ago(ts: float) -> str:
 def mib(n: float | None) -> str:
     """Bytes as MiB for people ("-" when unknown)."""
     return "-" if n is None else f"{n / (1024 * 1024):.1f} MiB"
+
+
+def value_text(value: Any) -> str:
+    """A scalar as YAML writes it; a mapping or list as an indented YAML block."""
+    text: str = yaml.safe_dump(value, sort_keys=False, allow_unicode=True, width=100)
+    text = text.removesuffix("...\n").rstrip("\n")
+    if isinstance(value, dict | list) and value:
+        return "\n" + "\n".join(f"    {line}" for line in text.splitlines())
+    return text
+
+
+def _spaced(text: str) -> str:
+    return text if text.startswith("\n") else " " + text
+
+
+def diff_lines(changes: list[dict[str, Any]]) -> list[str]:
+    """Field changes (model.diff) as `+ path: value`, `- path: value`, `~ path: old => new`."""
+    out = []
+    for d in changes:
+        if d["kind"] == "changed":
+            out.append(f"~ {d['path']}: {value_text(d['old'])} => {value_text(d['new'])}")
+        elif d["kind"] == "added":
+            out.append(f"+ {d['path']}:" + _spaced(value_text(d["new"])))
+        else:
+            out.append(f"- {d['path']}:" + _spaced(value_text(d["old"])))
+    return out
 
 
 def failure_lines(failures: list[dict[str, Any]]) -> list[str]:

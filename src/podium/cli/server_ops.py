@@ -7,12 +7,12 @@ import time
 import click
 
 from podium.api.client import Client
-from podium.cli.main import addr_option
+from podium.cli.main import addr_option, json_option
 from podium.cli.output import ago, print_json, table
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True)
+@json_option("the servers")
 @addr_option
 def members(as_json: bool, addr: str | None) -> None:
     """The servers of this cluster; the leader is marked, with when it took the lead."""

@@ -7,8 +7,8 @@ import sys
 import click
 
 from podium.api.client import Client
-from podium.cli.main import addr_option, namespace_option
-from podium.cli.output import console, err_console, print_json, table
+from podium.cli.main import addr_option, json_option, namespace_option
+from podium.cli.output import console, err_console, print_json, short_id, table
 
 
 @click.group()
@@ -17,7 +17,7 @@ def service() -> None:
 
 
 @service.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@json_option("the services")
 @namespace_option
 @addr_option
 def list_(namespace: str | None, as_json: bool, addr: str | None) -> None:
@@ -47,7 +47,7 @@ def list_(namespace: str | None, as_json: bool, addr: str | None) -> None:
 @service.command()
 @click.argument("name")
 @click.option("--tag", default="", help="Only endpoints carrying this tag")
-@click.option("--json", "as_json", is_flag=True)
+@json_option("the service and its healthy endpoints")
 @namespace_option
 @addr_option
 def status(name: str, tag: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
@@ -72,7 +72,7 @@ def status(name: str, tag: str, as_json: bool, namespace: str | None, addr: str 
                 [
                     f"{e['address']}:{e['port']}",
                     e["node_name"],
-                    e["alloc_id"][:8],
+                    short_id(e["alloc_id"]),
                     f"{e['job']}.{e['group']}",
                     ",".join(e["tags"]) or "-",
                 ]

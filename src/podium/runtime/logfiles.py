@@ -133,6 +133,27 @@ def read_tail(path: str, n_bytes: int) -> bytes:
     return b"".join(reversed(_tail(_files(path), max(0, n_bytes), set())))
 
 
+def tail_bytes(path: str, n_lines: int, *, limit: int = 4 * MIB) -> int:
+    """How many bytes from the end of the stream hold its last `n_lines` lines (an
+    unfinished last line counts as one), at most `limit`; 0 when there is none."""
+    if n_lines <= 0:
+        return 0
+    want = min(64 * 1024, limit)
+    while True:
+        data = read_tail(path, want)
+        end = len(data) - 1 if data.endswith(b"\n") else len(data)
+        for _ in range(n_lines):
+            i = data.rfind(b"\n", 0, end)
+            if i < 0:
+                break
+            end = i
+        else:
+            return len(data) - (end + 1)
+        if len(data) < want or want >= limit:
+            return len(data)  # the whole stream, or as much as we read, is fewer lines
+        want = min(want * 4, limit)
+
+
 async def follow(
     path: str, *, from_end_bytes: int | None = None, poll: float = 0.1
 ) -> AsyncIterator[bytes]:

@@ -851,6 +851,14 @@ class Api:
         )
         return json_response(self._node_row(node))
 
+    async def purge_node(self, req: Request) -> Response:
+        """Forget a node that is down (force=true: even a ready one); returns what it was."""
+        force = req.query_params.get("force", "") in ("1", "true", "yes")
+        node = await node_ops.purge(
+            self.state, self.ctx.heartbeats, self._node(req).id, force=force, now=self.now()
+        )
+        return json_response(msgspec.to_builtins(node) | {"purged": True})
+
     async def node_drain(self, req: Request) -> Response:
         """{"enable": bool, "deadline": seconds | "1m" | null}; progress: GET the node."""
         data = await _json_body(req)
@@ -1083,6 +1091,7 @@ ROUTES: list[tuple[str, str, str, str]] = [
     ("GET", "/v1/nodes", "list_nodes", "List nodes with resources used"),
     ("POST", "/v1/nodes/register", "register_node", "Register a node (agents)"),
     ("GET", "/v1/node/{id}", "get_node", "One node"),
+    ("DELETE", "/v1/node/{id}", "purge_node", "Forget a down node (force=true: any node)"),
     ("POST", "/v1/node/{id}/heartbeat", "heartbeat", "Heartbeat (agents)"),
     ("POST", "/v1/node/{id}/eligibility", "node_eligibility", "Enable or disable placement"),
     ("POST", "/v1/node/{id}/drain", "node_drain", "Start or cancel a drain (progress: GET node)"),

@@ -396,6 +396,7 @@ def alloc_row(a: Allocation) -> dict[str, Any]:
         "job_version": a.job_version,
         "desired_status": a.desired_status,
         "desired_reason": a.desired_reason,
+        "migrate": a.migrate,
         "client_status": a.client_status,
         "client_description": a.client_description,
         "healthy": a.healthy,

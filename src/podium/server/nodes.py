@@ -16,7 +16,7 @@ from podium.runtime.clock import Clock
 from podium.server.events import event_put
 from podium.server.state import ClusterState, encode
 from podium.store import keys
-from podium.store.base import Compare, Put
+from podium.store.base import Compare, Delete, Put
 
 
 class Heartbeats:
@@ -179,6 +179,43 @@ async def set_drain(
         if res.succeeded:
             return state.nodes[node_id]
     raise Conflict(f"node {node_id} changed too often to update; retry")
+
+
+async def purge(
+    state: ClusterState, hb: Heartbeats, node_id: str, *, force: bool, now: float
+) -> Node:
+    """Forget a node: its record goes (the copies it still held are lost, and replaced).
+
+    A `ready` node's agent is still heartbeating and would only register again, so it
+    is refused unless `force`: stop the agent (or wait until the node is down) first.
+    """
+    current = state.nodes.get(node_id)
+    if current is None:
+        raise NotFound(f"no node {node_id!r}")
+    if current.status == "ready" and not force:
+        raise Conflict(
+            f"node {current.name} is ready (its agent heartbeats); stop the agent and wait "
+            "until the node is down, or purge it anyway (force)"
+        )
+    held = sum(1 for a in state.allocs_of_node(node_id) if a.live)
+    res = await state.store.txn(
+        [Compare(keys.node(node_id), "mod_rev", "=", current.revision)],
+        [
+            Delete(keys.node(node_id)),
+            Delete(keys.heartbeat(node_id)),
+            event_put(
+                "node.purged",
+                f"node {current.name} purged ({current.status}); {held} live allocation(s) lost",
+                node=node_id,
+                now=now,
+            ),
+        ],
+    )
+    if not res.succeeded:
+        raise Conflict(f"node {current.name} changed while being purged; retry")
+    hb.forget(node_id)
+    await state.wait_for(res.revision)
+    return current
 
 
 def _put(node: Node, body: bytes) -> Put:

@@ -165,3 +165,27 @@ def test_job_stop_json_prints_the_stopped_job(cluster: DevCluster, chatty: str) 
     assert stopped["job"]["stop"] is True and stopped["status"] == "dead"
     assert "stopped" in err
     assert time.monotonic() - t0 < 30
+
+
+def test_a_short_prefix_of_a_shown_alloc_id_is_enough(cluster: DevCluster, tmp_path: Path) -> None:
+    path = tmp_path / "many.yaml"
+    path.write_text(
+        CHATTY.replace("chatty", "many").replace("  - name: g\n", "  - name: g\n    count: 6\n")
+    )
+    code, out, err = cli(cluster, "job", "run", str(path), "--timeout", "60")
+    assert code == 0, out + err
+    code, out, _ = cli(cluster, "job", "status", "many")
+    shown = re.findall(r"^(\S+)\s+many\.g\[\d\]", out, re.M)
+    assert len(shown) == 6, out
+    assert len({s[:4] for s in shown}) == 6, shown  # copies differ within 4 characters
+    named = set()
+    for s in shown:
+        code, out, err = cli(cluster, "alloc", "status", s[:4], "--json")
+        assert code == 0, out + err
+        named.add(json.loads(out)["id"])
+    assert named == set(_ids(cluster, "many"))  # each prefix named its own copy
+    cli(cluster, "job", "stop", "many", "--purge", "--detach")
+
+
+def _ids(c: DevCluster, job: str) -> list[str]:
+    return [a["id"] for a in c.api("GET", "/v1/allocations", params={"job": job})]

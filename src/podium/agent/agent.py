@@ -38,6 +38,7 @@ from podium.errors import NotFound, PodiumError
 from podium.model.types import Allocation, AllocUpdate, DriverInfo, Job, Node, NodeResources
 from podium.runtime.backoff import exponential
 from podium.runtime.clock import SystemClock
+from podium.runtime.ids import short_alloc
 from podium.runtime.logfiles import LogLimits
 
 log = logging.getLogger(__name__)
@@ -363,7 +364,7 @@ class Agent:
                 self.logs.add(t.cfg.stdout_path)
                 self.logs.add(t.cfg.stderr_path)
         except (PodiumError, ValueError, OSError) as e:
-            log.error("cannot run alloc %s: %s", a.id[:8], e)
+            log.error("cannot run alloc %s: %s", short_alloc(a.id), e)
             self._report(
                 AllocUpdate(
                     id=a.id,
@@ -373,13 +374,13 @@ class Agent:
             )
             return
         self.runners[a.id] = runner
-        self._tg.create_task(self._guard(runner), name=f"alloc:{a.id[:8]}")
+        self._tg.create_task(self._guard(runner), name=f"alloc:{short_alloc(a.id)}")
 
     async def _guard(self, runner: AllocRunner) -> None:
         try:
             await runner.run()
         except Exception as e:
-            log.exception("alloc runner %s crashed", runner.alloc.id[:8])
+            log.exception("alloc runner %s crashed", short_alloc(runner.alloc.id))
             self._report(
                 AllocUpdate(
                     id=runner.alloc.id,
@@ -400,7 +401,9 @@ class Agent:
                 continue
             with contextlib.suppress(PodiumError, OSError):
                 if await driver.recover(handle):
-                    log.warning("stopping orphaned task %s of alloc %s", handle.task, alloc_id[:8])
+                    log.warning(
+                        "stopping orphaned task %s of alloc %s", handle.task, short_alloc(alloc_id)
+                    )
                     await driver.stop(handle, timeout=5.0)
                 await driver.destroy(handle)
         self.local.set_alloc(alloc_id, {})

@@ -46,6 +46,7 @@ from podium.model.types import (
     TaskEvent,
     TaskState,
 )
+from podium.runtime.ids import short_alloc
 from podium.runtime.logfiles import read_tail
 
 if TYPE_CHECKING:
@@ -460,7 +461,7 @@ class AllocRunner:
             async with asyncio.TaskGroup() as tg:
                 for r in self.tasks.values():
                     if r.state.state != "dead":
-                        tg.create_task(r.run(), name=f"task:{self.alloc.id[:8]}:{r.name}")
+                        tg.create_task(r.run(), name=f"task:{short_alloc(self.alloc.id)}:{r.name}")
                 helpers = [
                     tg.create_task(self._run_checks()),
                     tg.create_task(self._watch_deployment()),
@@ -497,9 +498,11 @@ class AllocRunner:
         self._stop_requested = True
         delay = self.group.shutdown_delay
         if drain and delay > 0 and self.client_status == "running":
-            log.info("alloc %s: shutdown_delay %.1fs before stopping", self.alloc.id[:8], delay)
+            log.info(
+                "alloc %s: shutdown_delay %.1fs before stopping", short_alloc(self.alloc.id), delay
+            )
             await asyncio.sleep(delay)
-        log.info("stopping alloc %s (%s): %s", self.alloc.id[:8], self.alloc.name, reason)
+        log.info("stopping alloc %s (%s): %s", short_alloc(self.alloc.id), self.alloc.name, reason)
         await asyncio.gather(*(r.stop() for r in self.tasks.values()), return_exceptions=True)
 
     async def restart(self) -> None:

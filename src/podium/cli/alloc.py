@@ -12,7 +12,7 @@ import msgspec
 
 from podium.api.client import Client, _check
 from podium.cli.main import addr_option, json_option, namespace_option
-from podium.cli.output import ago, console, mib, print_json, short_id, table
+from podium.cli.output import ago, alloc_short, console, mib, print_json, short_id, table
 
 
 @click.group()
@@ -49,7 +49,7 @@ def list_(
     table(
         ["ID", "NAME", "NAMESPACE", "NODE", "VERSION", "DESIRED", "STATUS", "HEALTHY", "CREATED"],
         [
-            [short_id(a["id"]), a["name"], a["namespace"], a["node_name"], a["job_version"],
+            [alloc_short(a["id"]), a["name"], a["namespace"], a["node_name"], a["job_version"],
              a["desired_status"], a["client_status"],
              {True: "yes", False: "no", None: "-"}[a["healthy"]], ago(a["create_time"])]
             for a in rows
@@ -68,7 +68,7 @@ def status(alloc_id: str, as_json: bool, namespace: str | None, addr: str | None
     if as_json:
         print_json(msgspec.to_builtins(a))
         return
-    console.print(f"[bold]{a.name}[/]  id={a.id}")
+    console.print(f"[bold]{a.name}[/]  id={alloc_short(a.id)} ({a.id})")
     console.print(
         f"node={a.node_name} ({short_id(a.node_id)})  version={a.job_version}  "
         f"desired={a.desired_status}  status={a.client_status}  healthy={a.healthy}"
@@ -255,7 +255,7 @@ def stop(alloc_id: str, as_json: bool, namespace: str | None, addr: str | None) 
     if as_json:
         print_json(a)
         return
-    console.print(f"allocation {short_id(a['id'])} ({_name(a)}) stopping")
+    console.print(f"allocation {alloc_short(a['id'])} ({_name(a)}) stopping")
 
 
 @alloc.command()
@@ -269,7 +269,7 @@ def restart(alloc_id: str, as_json: bool, namespace: str | None, addr: str | Non
     if as_json:
         print_json(a)
         return
-    console.print(f"allocation {short_id(a['id'])} ({_name(a)}) restarting")
+    console.print(f"allocation {alloc_short(a['id'])} ({_name(a)}) restarting")
 
 
 def _name(a: dict[str, Any]) -> str:

@@ -22,6 +22,7 @@ from podium.cli.main import (
 )
 from podium.cli.output import (
     ago,
+    alloc_short,
     console,
     diff_lines,
     err_console,
@@ -235,7 +236,7 @@ def _monitor(c: Client, name: str, version: int, timeout: float) -> int:
                 err_console.print(f"[red]{len(failed)} allocation(s) failed:[/]")
                 for a in failed:
                     err_console.print(
-                        f"  {a['name']} ({short_id(a['id'])}): {a['client_description']}",
+                        f"  {a['name']} ({alloc_short(a['id'])}): {a['client_description']}",
                         markup=False,
                     )
                 return 1
@@ -460,7 +461,7 @@ def status(name: str | None, as_json: bool, namespace: str | None, addr: str | N
         ],
         [
             [
-                short_id(a["id"]),
+                alloc_short(a["id"]),
                 a["name"],
                 a["node_name"],
                 a["job_version"],

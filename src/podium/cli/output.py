@@ -13,7 +13,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from podium.runtime.ids import short
+from podium.runtime.ids import short, short_alloc
 
 # Piped output (scripts, tests) gets wide lines instead of Rich's 80-column default.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
@@ -59,8 +59,14 @@ def table(columns: list[str], rows: list[list[Any]], *, title: str | None = None
 
 
 def short_id(id_: str) -> str:
-    """An id as tables show it: short, and unique enough to type as a prefix."""
+    """A node's or deployment's id as tables show it (any prefix of it names it)."""
     return short(id_)
+
+
+def alloc_short(id_: str) -> str:
+    """An alloc's id as tables show it: the part that differs between copies first (any
+    prefix of it names the alloc; see podium.runtime.ids)."""
+    return short_alloc(id_)
 
 
 def ago(ts: float) -> str:

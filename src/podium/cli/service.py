@@ -8,7 +8,7 @@ import click
 
 from podium.api.client import Client
 from podium.cli.main import addr_option, json_option, namespace_option
-from podium.cli.output import console, err_console, print_json, short_id, table
+from podium.cli.output import alloc_short, console, err_console, print_json, table
 
 
 @click.group()
@@ -72,7 +72,7 @@ def status(name: str, tag: str, as_json: bool, namespace: str | None, addr: str 
                 [
                     f"{e['address']}:{e['port']}",
                     e["node_name"],
-                    short_id(e["alloc_id"]),
+                    alloc_short(e["alloc_id"]),
                     f"{e['job']}.{e['group']}",
                     ",".join(e["tags"]) or "-",
                 ]

@@ -50,6 +50,7 @@ from podium.drivers.base import (
     refuse_invalid,
 )
 from podium.errors import DriverError, TaskNotFound
+from podium.runtime.ids import short_alloc
 
 log = logging.getLogger(__name__)
 
@@ -656,7 +657,10 @@ class ProcessDriver:
             return None
         create_time, pid = min(leaders)
         log.warning(
-            "task %s of alloc %s: adopting its running process %d", cfg.task, cfg.alloc_id[:8], pid
+            "task %s of alloc %s: adopting its running process %d",
+            cfg.task,
+            short_alloc(cfg.alloc_id),
+            pid,
         )
         state = _State(pid, pid, create_time, cwd, cg, cg.oom_kills() if cg else 0)
         handle = TaskHandle(

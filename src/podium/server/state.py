@@ -25,6 +25,7 @@ import msgspec
 
 from podium.errors import Compacted, StoreError
 from podium.model.types import Allocation, Deployment, Job, Node, PlacementFailure
+from podium.runtime.ids import alloc_matches
 from podium.runtime.waiters import park
 from podium.server.events import EventHub, event_put
 from podium.store import keys
@@ -138,7 +139,7 @@ class ClusterState:
         exact = self.allocs.get(id_or_prefix)
         if exact is not None:
             return [exact]
-        return [a for i, a in self.allocs.items() if i.startswith(id_or_prefix)]
+        return [a for i, a in self.allocs.items() if alloc_matches(i, id_or_prefix)]
 
     def find_node(self, id_name_or_prefix: str) -> list[Node]:
         exact = self.nodes.get(id_name_or_prefix)

@@ -26,6 +26,7 @@ import msgspec
 
 from podium.model.types import Allocation, Deployment, DeploymentGroup, Job
 from podium.runtime.clock import Clock
+from podium.runtime.ids import short_alloc
 from podium.server import jobs as job_ops
 from podium.server.deployments import write_ops
 from podium.server.state import ClusterState
@@ -189,7 +190,7 @@ def judge(
             else:
                 deadline = g.update.healthy_deadline
                 why = f"no verdict from its node within healthy_deadline {deadline:g}s"
-            failure = f"alloc {a.id[:8]} ({a.name}) unhealthy: {why}"
+            failure = f"alloc {short_alloc(a.id)} ({a.name}) unhealthy: {why}"
         if (
             not failure
             and d.status == "running"

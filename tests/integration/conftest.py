@@ -16,3 +16,14 @@ def dev_cluster(tmp_path: Path) -> Iterator[DevCluster]:
     finally:
         c.stop()
         c.kill_leftovers()
+
+
+@pytest.fixture(scope="module")
+def module_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
+    """One podium dev shared by a test module whose tests do not disturb each other."""
+    c = DevCluster(tmp_path_factory.mktemp("module") / "dev").start()
+    try:
+        yield c
+    finally:
+        c.stop()
+        c.kill_leftovers()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 import yaml
 
 from integration.cluster import ROOT, DevCluster, wait_until
-from support.cli import no_traceback, run_cli
+from support.cli import cli_at
 
 pytestmark = pytest.mark.integration
 WEB = str(ROOT / "examples" / "web.yaml")
@@ -35,18 +34,12 @@ groups:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    c = DevCluster(tmp_path_factory.mktemp("cmds") / "dev").start()
-    try:
-        yield c
-    finally:
-        c.stop()
-        c.kill_leftovers()
+def cluster(module_cluster: DevCluster) -> DevCluster:
+    return module_cluster
 
 
 def cli(c: DevCluster, *args: str, input: str | None = None) -> tuple[int, str, str]:
-    result = run_cli(*args, env={"PODIUM_ADDR": c.addr}, input=input)
-    no_traceback(result, " ".join(args))
+    result = cli_at(c.addr, *args, input=input)
     return result.exit_code, result.stdout, result.stderr
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +28,8 @@ COMMANDS = (("validate",), ("plan",), ("run", "--detach"))
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    c = DevCluster(tmp_path_factory.mktemp("fuzz") / "dev").start()
-    try:
-        yield c
-    finally:
-        c.stop()
-        c.kill_leftovers()
+def cluster(module_cluster: DevCluster) -> DevCluster:
+    return module_cluster
 
 
 @pytest.fixture

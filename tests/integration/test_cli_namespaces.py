@@ -4,13 +4,12 @@ namespace a job file names (one podium dev for the module)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from integration.cluster import DevCluster
-from support.cli import no_traceback, run_cli
+from support.cli import cli_at
 
 pytestmark = pytest.mark.integration
 
@@ -28,18 +27,12 @@ groups:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    c = DevCluster(tmp_path_factory.mktemp("ns") / "dev").start()
-    try:
-        yield c
-    finally:
-        c.stop()
-        c.kill_leftovers()
+def cluster(module_cluster: DevCluster) -> DevCluster:
+    return module_cluster
 
 
 def cli(c: DevCluster, *args: str, **env: str) -> tuple[int, str]:
-    result = run_cli(*args, env={"PODIUM_ADDR": c.addr, **env})
-    no_traceback(result, " ".join(args))
+    result = cli_at(c.addr, *args, **env)
     return result.exit_code, result.output
 
 

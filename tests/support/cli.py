@@ -24,6 +24,13 @@ def run_cli(
     return CliRunner().invoke(build(), list(args), env={**base, **(env or {})}, input=input)
 
 
+def cli_at(addr: str, *args: str, input: str | None = None, **env: str) -> Result:
+    """`podium ARGS` against the server at `addr`; a traceback fails the test."""
+    result = run_cli(*args, env={"PODIUM_ADDR": addr, **env}, input=input)
+    no_traceback(result, " ".join(args))
+    return result
+
+
 def no_traceback(result: Result, what: str = "") -> None:
     """The command ended by exit (any code), never by an exception it did not handle."""
     if result.exception is None or isinstance(result.exception, SystemExit):

@@ -89,6 +89,16 @@ def namespace_option(f: Any) -> Any:
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
+def log_level_option(f: Any) -> Any:
+    return click.option(
+        "--log-level",
+        default="info",
+        show_default=True,
+        type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+        help="How much the process logs",
+    )(f)
+
+
 def json_option(what: str) -> Decorator:
     """`--json`: print `what` as JSON for programs (progress, if any, goes to stderr)."""
     return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON")
@@ -238,13 +248,7 @@ def _data_dir(path: str | None, default: str) -> str:
     show_default=True,
     help="HTTP ingress address; off to disable; the default falls back to a free port",
 )
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-    help="How much the process logs",
-)
+@log_level_option
 @events_options
 @click.pass_context
 def dev(
@@ -336,13 +340,7 @@ def dev(
     show_default=True,
     help="Service DNS (udp+tcp) address; off to disable; the default falls back to a free port",
 )
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-    help="How much the process logs",
-)
+@log_level_option
 @events_options
 @click.pass_context
 def server(
@@ -447,13 +445,7 @@ def server(
 @click.option(
     "--ingress-addr", default="off", show_default=True, help="HTTP ingress HOST:PORT, or off"
 )
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-    help="How much the process logs",
-)
+@log_level_option
 @click.pass_context
 def agent(
     ctx: click.Context,

@@ -22,6 +22,8 @@ MUTATING = (
     "job stop",
     "job revert",
     "job scale",
+    "job dispatch",
+    "job periodic force",
     "deployment promote",
     "deployment fail",
     "deployment pause",

@@ -15,15 +15,16 @@ PODIUM=.venv/bin/podium
 
 "$PODIUM" dev --addr "$ADDR" --data-dir "$DATA" &
 DEV=$!
+STOPPED="podium dev stopped; the tasks keep running (podium job stop web stops them)"
 stop_dev() {
   kill -TERM "$DEV" 2>/dev/null || true
   wait "$DEV" 2>/dev/null || true
 }
-interrupted() {
-  echo
-  echo "stopping podium dev; the tasks keep running (podium job stop web stops them)"
+interrupted() { # Ctrl-C while this script is busy: a clean stop, exit 0
   stop_dev
   trap - EXIT
+  echo
+  echo "$STOPPED"
   exit 0
 }
 trap interrupted INT TERM
@@ -57,4 +58,15 @@ echo "  .venv/bin/podium logs web -f        # every copy's output, merged"
 echo "  .venv/bin/podium top                # CPU and memory, live"
 echo "The web UI: $PODIUM_ADDR/ui/"
 echo "Ctrl-C stops the cluster; the tasks keep running until \`podium job stop web\`."
-wait "$DEV"
+# Ctrl-C reaches podium dev too, which stops cleanly (exit 0), often before this shell
+# runs its trap: its exit status is the script's, said either way.
+status=0
+wait "$DEV" || status=$?
+trap - EXIT
+echo
+if [ "$status" = 0 ]; then
+  echo "$STOPPED"
+else
+  echo "podium dev exited with status $status"
+fi
+exit "$status"

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from integration.cluster import DevCluster, wait_until
+from podium.runtime.ids import short_alloc
 
 pytestmark = pytest.mark.integration
 
@@ -133,7 +134,7 @@ def test_a_priority_90_job_preempts_what_it_needs_and_the_copies_come_back(
     big_file = tmp_path / "big.json"
     big_file.write_text(json.dumps(big))
     shown = dev_cluster.cli("job", "plan", str(big_file), check=True).stdout
-    assert "would preempt 1 allocation(s)" in shown and f"{newest_low['id'][:8]}" in shown
+    assert "would preempt 1 allocation(s)" in shown and short_alloc(newest_low["id"]) in shown
     dev_cluster.api("POST", "/v1/jobs", json={"job": big})
     wait_until(
         lambda: dev_cluster.api("GET", "/v1/job/big")["groups"]["g"]["running"] == 1,

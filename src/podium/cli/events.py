@@ -11,7 +11,7 @@ import click
 
 from podium.api.client import Client
 from podium.cli.main import addr_option, namespace_option
-from podium.cli.output import console, print_json
+from podium.cli.output import alloc_short, console, print_json
 from podium.server.events import TOPICS, topic_of
 
 COLORS = {
@@ -32,7 +32,7 @@ def _line(ev: dict[str, Any]) -> str:
         for part in (
             ev.get("job") or "",
             f"service={ev['service']}" if ev.get("service") else "",
-            ev["alloc"][:8] if ev.get("alloc") else "",
+            alloc_short(ev["alloc"]) if ev.get("alloc") else "",
             f"node={ev['node'][:8]}" if ev.get("node") else "",
         )
         if part

@@ -291,7 +291,7 @@ def plan(file: str, as_json: bool, namespace: str | None, addr: str | None) -> N
         console.print(f"[yellow]would preempt {len(preempted)} allocation(s)[/] of lower priority:")
         for x in preempted:
             console.print(
-                f"  {x['alloc_name']} ({x['alloc_id'][:8]}, {x['namespace']}/{x['job']}, "
+                f"  {x['alloc_name']} ({alloc_short(x['alloc_id'])}, {x['namespace']}/{x['job']}, "
                 f"priority {x['priority']}) on {x['node_name']} for {x['for_name']}",
                 markup=False,
                 highlight=False,

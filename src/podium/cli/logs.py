@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from podium.api.client import Client
 from podium.cli.main import addr_option, namespace_option
-from podium.cli.output import console, err_console
+from podium.cli.output import alloc_short, console, err_console
 
 PALETTE = ("cyan", "green", "yellow", "magenta", "blue", "red", "bright_cyan", "bright_green")
 
@@ -77,7 +77,7 @@ def logs(
                 sys.stdout.write(json.dumps(line, sort_keys=True) + "\n")
                 sys.stdout.flush()
                 continue
-            prefix = f"{line['alloc'][:8]} {line['node']}"
+            prefix = f"{alloc_short(line['alloc'])} {line['node']}"
             if not tty:
                 sys.stdout.write(f"{prefix} | {line['line']}\n")
                 sys.stdout.flush()

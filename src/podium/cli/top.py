@@ -8,21 +8,15 @@ from typing import Any
 import click
 from rich.console import Group
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from podium.api.client import Client
 from podium.cli.main import addr_option, namespace_option
-from podium.cli.output import console, mib, print_json
+from podium.cli.output import alloc_short, console, make_table, mib, print_json
 
 
-def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    t = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
-    for c in columns:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*("-" if v is None else str(v) for v in r))
-    return t
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Any:
+    return make_table(columns, [["-" if v is None else v for v in r] for r in rows], title=title)
 
 
 def _pct(v: float | None) -> str:
@@ -52,7 +46,7 @@ def render(data: dict[str, Any], *, by: str, limit: int) -> Group:
         for j in sorted(data["jobs"], key=sort_key(by))
     ]  # fmt: skip
     allocs = [
-        [a["id"][:8], a["name"], a["node_name"], _pct(a["cpu_percent"]),
+        [alloc_short(a["id"]), a["name"], a["node_name"], _pct(a["cpu_percent"]),
          mib(a["memory_bytes"]), mib(a["memory_limit_bytes"])]
         for a in sorted(data["allocations"], key=sort_key(by))[:limit]
     ]  # fmt: skip
@@ -68,11 +62,22 @@ def render(data: dict[str, Any], *, by: str, limit: int) -> Group:
 
 @click.command()
 @click.option(
-    "--sort", "by", type=click.Choice(["cpu", "memory"]), default="cpu", show_default=True
+    "--sort",
+    "by",
+    type=click.Choice(["cpu", "memory"]),
+    default="cpu",
+    show_default=True,
+    help="Biggest first by this",
 )
 @click.option("--once", is_flag=True, help="Print one view and exit (no live refresh)")
 @click.option("--json", "as_json", is_flag=True, help="The figures as JSON (implies --once)")
-@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.5))
+@click.option(
+    "--interval",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0.5),
+    help="Seconds between refreshes",
+)
 @click.option("--limit", default=20, show_default=True, help="Allocations shown")
 @namespace_option
 @addr_option

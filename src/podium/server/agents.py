@@ -16,6 +16,7 @@ import httpx
 import msgspec
 
 from podium.model.types import Node
+from podium.runtime.ids import short_alloc
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,9 @@ async def alloc_lines(
         async with client.stream("GET", url, params=params) as resp:
             if resp.status_code != 200:
                 await resp.aread()
-                log.info("logs of %s from %s: %s", alloc_id[:8], node.name, resp.text[:200])
+                log.info(
+                    "logs of %s from %s: %s", short_alloc(alloc_id), node.name, resp.text[:200]
+                )
                 return
             async for line in resp.aiter_lines():
                 if line:

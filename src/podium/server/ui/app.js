@@ -40,6 +40,9 @@ async function api(path, opts = {}) {
 const q = (params) => new URLSearchParams(Object.entries(params).filter(([, v]) => v !== "" && v != null)).toString();
 const badge = (s) => h("span", { class: `badge s-${String(s).replace(/[^a-z_-]/gi, "")}` }, s);
 const short = (id) => (id || "").slice(0, 8);
+// An alloc id as the CLI shows it: the half of its first field that counts up between the
+// copies of a group first (podium/runtime/ids.py short_alloc), so copies differ early.
+const shortAlloc = (id) => ((id || "").length < 8 ? id || "" : id.slice(4, 8) + id.slice(0, 4));
 const mib = (b) => (b == null ? "-" : `${(b / 1048576).toFixed(1)} MiB`);
 const pct = (v) => (v == null ? "-" : `${v.toFixed(1)}%`);
 const ago = (t) => {
@@ -271,7 +274,7 @@ function deploymentBox(d, ns) {
 function allocTable(allocs) {
   return table(["ID", "NAME", "NODE", "VERSION", "DESIRED", "STATUS", "HEALTHY", "RESTARTS", "CREATED"],
     allocs.map((a) => h("tr", { "data-alloc": a.id },
-      h("td", {}, h("a", { href: `#/alloc/${a.id}` }, short(a.id))), h("td", {}, a.name), h("td", {}, a.node_name),
+      h("td", {}, h("a", { href: `#/alloc/${a.id}` }, shortAlloc(a.id))), h("td", {}, a.name), h("td", {}, a.node_name),
       h("td", {}, a.job_version), h("td", {}, a.desired_status), h("td", {}, badge(a.client_status)),
       h("td", {}, a.healthy == null ? "-" : badge(a.healthy ? "healthy" : "unhealthy")),
       h("td", {}, a.restarts), h("td", {}, ago(a.create_time)))), { id: "allocs" });
@@ -311,7 +314,7 @@ function allocView(id) {
     }
   }
   let started = false;
-  const v = view(`Allocation ${short(id)}`, async () => {
+  const v = view(`Allocation ${shortAlloc(id)}`, async () => {
     const [a, events, stats] = await Promise.all([
       api(`/v1/allocation/${id}`), api(`/v1/events?${q({ alloc: id, limit: 30 })}`),
       api(`/v1/allocation/${id}/stats`).catch(() => null),
@@ -350,7 +353,7 @@ function allocView(id) {
 function eventsTable(events) {
   return table(["TIME", "INDEX", "TYPE", "JOB", "ALLOC", "MESSAGE"], events.map((e) => h("tr", {},
     h("td", {}, clock(e.time)), h("td", {}, e.seq), h("td", {}, e.type), h("td", {}, e.job),
-    h("td", {}, e.alloc ? h("a", { href: `#/alloc/${e.alloc}` }, short(e.alloc)) : ""), h("td", { class: "msg" }, e.message))), { id: "events" });
+    h("td", {}, e.alloc ? h("a", { href: `#/alloc/${e.alloc}` }, shortAlloc(e.alloc)) : ""), h("td", { class: "msg" }, e.message))), { id: "events" });
 }
 
 function nodesView() {

@@ -35,8 +35,16 @@ from podium.agent.usage import UsageSampler
 from podium.api.client import AsyncClient
 from podium.drivers.base import Driver, TaskHandle
 from podium.errors import NotFound, PodiumError
-from podium.model.types import Allocation, AllocUpdate, DriverInfo, Job, Node, NodeResources
-from podium.runtime.backoff import exponential
+from podium.model.types import (
+    Allocation,
+    AllocUpdate,
+    DriverInfo,
+    Job,
+    Node,
+    NodeResources,
+    ReportRejected,
+)
+from podium.runtime.backoff import Backoff
 from podium.runtime.clock import SystemClock
 from podium.runtime.ids import short_alloc
 from podium.runtime.logfiles import LogLimits
@@ -100,7 +108,9 @@ class Agent:
         self.heartbeat_ttl = 3.0
         self.registered = asyncio.Event()
         self.synced = asyncio.Event()  # first sync with the server done
-        self._pending: dict[str, AllocUpdate] = {}
+        self._pending: dict[str, AllocUpdate] = {}  # reports to send, the newest per alloc
+        self.reports_sent = 0  # requests the server answered
+        self.reports_dropped = 0  # reports the server refused for good (alloc gone)
         self._report_wake = asyncio.Event()
         self._jobs: dict[tuple[str, str, int], Job] = {}
         self._tg: asyncio.TaskGroup | None = None
@@ -224,7 +234,7 @@ class Agent:
 
     async def _register(self) -> None:
         assert self.node is not None
-        attempt = 0
+        backoff = Backoff(base=0.2, cap=5.0)
         while True:
             try:
                 resp = await self.client.register_node(self.node)
@@ -239,9 +249,8 @@ class Agent:
                 self.registered.set()
                 return
             except PodiumError as e:
-                delay = exponential(attempt, base=0.2, cap=5.0)
+                delay = backoff.next()
                 log.warning("register failed (%s); retrying in %.1fs", e, delay)
-                attempt += 1
                 await asyncio.sleep(delay)
 
     async def _heartbeat_loop(self) -> None:
@@ -293,18 +302,18 @@ class Agent:
         # The first look answers at once (the sync below sweeps orphans); later ones block.
         # Not keyed on the index: a node that never had an alloc stays at index 0, and
         # asking with wait=0 again and again would spin a core.
-        index, attempt, wait = 0, 0, 0.0
+        index, wait = 0, 0.0
+        backoff = Backoff(base=0.2, cap=5.0)
         while True:
             try:
                 new_index, allocs = await self.client.node_allocs(
                     self.node.id, index=index, wait=wait
                 )
                 self.contact.heard()
-                attempt = 0
+                backoff.reset()
             except PodiumError as e:
-                delay = exponential(attempt, base=0.2, cap=5.0)
+                delay = backoff.next()
                 log.warning("watching allocs failed (%s); retrying in %.1fs", e, delay)
-                attempt += 1
                 await asyncio.sleep(delay)
                 continue
             await self.sync(allocs)
@@ -443,15 +452,27 @@ class Agent:
     # ------------------------------------------------------------- reporting
 
     def _report(self, update: AllocUpdate) -> None:
-        prev = self._pending.get(update.id)
-        if prev is not None and prev.events:
-            update.events = prev.events + update.events
-        self._pending[update.id] = update
+        self._queue(update)
         self._report_wake.set()
 
+    def _queue(self, update: AllocUpdate, *, older: bool = False) -> None:
+        """Keep `update` to send: one report per alloc, the newest; the events of an older
+        one (`older`: a report sent before and not applied) go first."""
+        other = self._pending.get(update.id)
+        if other is None:
+            self._pending[update.id] = update
+        elif older:
+            other.events = update.events + other.events
+        else:
+            update.events = other.events + update.events
+            self._pending[update.id] = update
+
     async def _reporter_loop(self) -> None:
+        """Send what was reported, batched; keep what the server did not apply (a lost
+        race, a server that has not seen the alloc yet, no server at all) and send it
+        again with backoff, until it is applied or the server says the alloc is gone."""
         assert self.node is not None
-        attempt = 0
+        backoff = Backoff(base=0.2, cap=5.0)
         while True:
             await self._report_wake.wait()
             await asyncio.sleep(self.config.report_interval)  # gather a burst into one request
@@ -460,17 +481,35 @@ class Agent:
             if not batch:
                 continue
             try:
-                await self.client.alloc_updates(self.node.id, list(batch.values()))
-                attempt = 0
+                answer = await self.client.alloc_updates(self.node.id, list(batch.values()))
+                again = self._not_applied(batch, answer)
+                self.reports_sent += 1
             except PodiumError as e:
-                # Keep them (newer reports for the same alloc win) and try again.
-                for k, v in batch.items():
-                    if k in self._pending:
-                        self._pending[k].events = v.events + self._pending[k].events
-                    else:
-                        self._pending[k] = v
-                delay = exponential(attempt, base=0.2, cap=5.0)
-                attempt += 1
-                log.warning("reporting alloc status failed (%s); retrying in %.1fs", e, delay)
-                await asyncio.sleep(delay)
-                self._report_wake.set()
+                again, why = list(batch.values()), str(e)
+            else:
+                if not again:
+                    backoff.reset()
+                    continue
+                why = f"{len(again)} not applied yet"
+            for update in again:
+                self._queue(update, older=True)
+            delay = backoff.next()
+            log.warning("reporting alloc status: %s; sending again in %.1fs", why, delay)
+            await asyncio.sleep(delay)
+            self._report_wake.set()
+
+    def _not_applied(self, batch: dict[str, AllocUpdate], answer: object) -> list[AllocUpdate]:
+        """The reports of `batch` to send again, by the server's answer; those it refused
+        for good (the alloc is gone, or not this node's) are dropped, with a log line."""
+        rejected = answer.get("rejected", []) if isinstance(answer, dict) else []
+        again = []
+        for r in msgspec.convert(rejected, list[ReportRejected]):
+            update = batch.get(r.id)
+            if update is None:
+                continue
+            if r.retry:
+                again.append(update)
+            else:
+                self.reports_dropped += 1
+                log.info("report for alloc %s dropped: %s", r.id[:8], r.reason)
+        return again

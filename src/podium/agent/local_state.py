@@ -19,9 +19,10 @@ from dataclasses import asdict
 from typing import Any
 
 from podium.drivers.base import TaskHandle
+from podium.runtime.backoff import Backoff
 
 log = logging.getLogger(__name__)
-_RETRY = 1.0  # seconds between attempts to save when a write fails
+_RETRY = 1.0  # seconds: the first retry window of a failed save (then it grows to 10x)
 
 
 class LocalState:
@@ -65,6 +66,7 @@ class LocalState:
             self._writer = loop.create_task(self._write_behind(), name="agent-state")
 
     async def _write_behind(self) -> None:
+        backoff = Backoff(base=_RETRY, cap=10 * _RETRY)
         while self._dirty:
             self._dirty = False
             text = self._encode()  # on the loop: a consistent picture of the dicts
@@ -73,7 +75,7 @@ class LocalState:
             except OSError as e:  # e.g. the disk is full: keep the change, try again
                 log.error("cannot save the agent's state to %s: %s; retrying", self.path, e)
                 self._dirty = True
-                await asyncio.sleep(_RETRY)
+                await asyncio.sleep(backoff.next())
 
     async def flush(self) -> None:
         """Wait until every change made so far is on disk."""

@@ -21,7 +21,7 @@ from podium.api.client import AsyncClient
 from podium.errors import PodiumError
 from podium.model.types import Upstream
 from podium.proxy import Endpoint, Proxy, Route, UpstreamConfig
-from podium.runtime.backoff import exponential
+from podium.runtime.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -172,14 +172,15 @@ class ProxyManager:
             task.cancel()
 
     async def _watch_service(self, namespace: str, name: str, key: str) -> None:
-        index, attempt, wait = 0, 0, 0.0
+        index, wait = 0, 0.0
+        backoff = Backoff(base=0.2, cap=5.0)
         while True:
             try:
                 data = await self.client.service(namespace, name, index=index, wait=wait)
-                attempt, wait = 0, self.watch_wait
+                wait = self.watch_wait
+                backoff.reset()
             except PodiumError as e:
-                delay = exponential(attempt, base=0.2, cap=5.0)
-                attempt += 1
+                delay = backoff.next()
                 log.warning("watching service %s failed (%s); retry in %.1fs", key, e, delay)
                 await asyncio.sleep(delay)
                 continue
@@ -190,14 +191,15 @@ class ProxyManager:
             index = int(data["index"])
 
     async def _watch_ingress(self, host: str, port: int) -> None:
-        index, attempt, wait = 0, 0, 0.0
+        index, wait = 0, 0.0
+        backoff = Backoff(base=0.2, cap=5.0)
         while True:
             try:
                 data = await self.client.services(index=index, wait=wait)
-                attempt, wait = 0, self.watch_wait
+                wait = self.watch_wait
+                backoff.reset()
             except PodiumError as e:
-                delay = exponential(attempt, base=0.2, cap=5.0)
-                attempt += 1
+                delay = backoff.next()
                 log.warning("watching ingress routes failed (%s); retry in %.1fs", e, delay)
                 await asyncio.sleep(delay)
                 continue

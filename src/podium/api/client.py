@@ -28,6 +28,7 @@ from podium.errors import (
     ValidationError,
 )
 from podium.model.types import Allocation, Node
+from podium.runtime.backoff import Backoff
 
 DEFAULT_ADDR = "http://127.0.0.1:4646"
 
@@ -97,7 +98,7 @@ def _not_podium(resp: httpx.Response, what: str = "") -> PodiumError:
 
 
 FAILOVER_ROUNDS = 2  # the CLI tries every server this many times before giving up
-FAILOVER_PAUSE = 0.5  # seconds between rounds (a leader change, a store blip)
+FAILOVER_PAUSE = 0.5  # mean seconds between rounds (a leader change, a store blip), jittered
 
 
 def _unavailable(addresses: list[str], last: Exception | None) -> Unavailable:
@@ -151,9 +152,10 @@ class Client:
         if method != "GET":
             kw["headers"] = {"Idempotency-Key": uuid.uuid4().hex, **(kw.get("headers") or {})}
         last: Exception | None = None
+        pause = Backoff(base=2 * FAILOVER_PAUSE, cap=4 * FAILOVER_PAUSE)
         for attempt in range(FAILOVER_ROUNDS * len(self.addresses)):
             if attempt and attempt % len(self.addresses) == 0:
-                time.sleep(FAILOVER_PAUSE)
+                time.sleep(pause.next())
             try:
                 return _check(self._http.request(method, self.address + path, **kw), raw=raw)
             except (httpx.TransportError, Unavailable) as e:
@@ -374,8 +376,9 @@ class AsyncClient:
         )
         return data["index"], msgspec.convert(data["allocations"], list[Allocation])
 
-    async def alloc_updates(self, node_id: str, updates: list[Any]) -> None:
-        await self.request(
+    async def alloc_updates(self, node_id: str, updates: list[Any]) -> Any:
+        """{"applied": N, "rejected": [{"id", "reason", "retry"}]}: what was not applied."""
+        return await self.request(
             "POST",
             f"/v1/node/{node_id}/allocations/status",
             content=msgspec.json.encode(updates),

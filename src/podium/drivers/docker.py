@@ -45,6 +45,7 @@ from podium.drivers.base import (
 )
 from podium.drivers.docker_engine import DEFAULT_SOCKET, Demux, Engine, EngineError
 from podium.errors import DriverError, TaskNotFound
+from podium.runtime.backoff import Backoff
 from podium.runtime.logfiles import LogLimits, RotatingFile
 
 log = logging.getLogger(__name__)
@@ -305,14 +306,13 @@ class DockerDriver:
         # connection per running container. A stream that broke off while the container
         # runs (engine restarting, unreachable) is resumed from the cursor; the engine
         # being away never fails the task, which keeps running without us.
-        attempt = 0
+        backoff = Backoff(base=0.2, cap=5.0)
         while True:
             await self._pump_logs(handle)
             try:
                 st = await self._state(handle)
             except EngineError as e:
-                delay = min(5.0, 0.2 * 2**attempt)
-                attempt += 1
+                delay = backoff.next()
                 log.warning("task %s: %s; retrying in %.1fs", handle.task, e, delay)
                 await asyncio.sleep(delay)
                 continue
@@ -320,7 +320,7 @@ class DockerDriver:
                 return ExitResult(error="container is gone")
             if not (st.get("Running") or st.get("Restarting")):
                 break
-            attempt = 0
+            backoff.reset()
             await asyncio.sleep(0.05)
         code = int(st.get("ExitCode", -1))
         sig = code - 128 if 128 < code <= 128 + 64 else None

@@ -520,6 +520,15 @@ class TaskEvent(Struct):
     task: str = ""
 
 
+class ReportRejected(Struct):
+    """An agent report the server did not apply: why, and whether to send it again
+    (False: the alloc is gone or not this node's, so the report has nowhere to go)."""
+
+    id: str
+    reason: str
+    retry: bool
+
+
 class AllocUpdate(Struct):
     """What an agent reports about one of its allocs (the client half of the alloc)."""
 

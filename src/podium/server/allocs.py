@@ -2,7 +2,9 @@
 
 The server owns `desired_*`; the agent owns `client_*`, task states and checks.
 Each side re-reads and retries on a revision conflict, so neither overwrites
-the other's half.
+the other's half. A report the server could not apply is answered as such (why, and
+whether to send it again); the agent keeps those until they are applied or their
+alloc is gone.
 """
 
 from __future__ import annotations
@@ -12,66 +14,39 @@ from collections.abc import Callable
 import msgspec
 
 from podium.errors import Conflict, NotFound
-from podium.model.types import Allocation, AllocUpdate
+from podium.model.types import Allocation, AllocUpdate, ReportRejected
 from podium.server.events import event_put
 from podium.server.state import ClusterState, encode
 from podium.store import keys
 from podium.store.base import Compare, Op, Put
 
+ROUNDS = 5  # tries within one request for a report whose alloc other writers keep changing
+
 
 async def apply_updates(
     state: ClusterState, node_id: str, updates: list[AllocUpdate], *, now: float
-) -> int:
-    """Merge agent reports into their allocs; all in one batch, retrying lost races."""
-    pending = {u.id: u for u in updates}
+) -> tuple[int, list[ReportRejected]]:
+    """Merge agent reports into their allocs, all in one batch, retrying lost races a few
+    times. Returns how many were applied and, for each report that was not, why and
+    whether to send it again: the agent keeps those, so no report is dropped silently."""
+    pending = {u.id: u for u in updates}  # one per alloc: the last in the list is the newest
     applied = 0
-    for _ in range(5):
+    rejected: list[ReportRejected] = []
+    for _ in range(ROUNDS):
         batch: list[tuple[list[Compare], list[Op]]] = []
         order: list[str] = []
-        for u in pending.values():
+        for u in list(pending.values()):
             a = state.allocs.get(u.id)
-            if a is None or a.node_id != node_id:
-                continue  # gone, or not this node's: nothing to merge into
-            new = msgspec.structs.replace(
-                a,
-                client_status=u.client_status,
-                client_description=u.client_description,
-                task_states=u.task_states,
-                checks=u.checks,
-                healthy=u.healthy,
-                healthy_since=u.healthy_since,
-                # A deployment verdict, once given, stays (an agent restart forgets it).
-                deployment_healthy=(
-                    a.deployment_healthy if u.deployment_healthy is None else u.deployment_healthy
-                ),
-                deployment_health_time=u.deployment_health_time or a.deployment_health_time,
-                deployment_health_description=(
-                    a.deployment_health_description
-                    if u.deployment_healthy is None
-                    else u.deployment_health_description
-                ),
-                modify_time=now,
-                revision=0,
+            if a is None:
+                continue  # judged against the store below
+            if a.node_id != node_id:
+                why = f"the allocation belongs to node {a.node_id}, not {node_id}"
+                rejected.append(ReportRejected(id=u.id, reason=why, retry=False))
+                pending.pop(u.id)
+                continue
+            batch.append(
+                ([Compare(keys.alloc(a.id), "mod_rev", "=", a.revision)], _merge(state, a, u, now))
             )
-            ops: list[Op] = [Put(keys.alloc(a.id), encode(new))]
-            reported = [
-                (ev.type, f"{ev.task}: {ev.message}" if ev.task else ev.message, "")
-                for ev in u.events
-            ]
-            for type_, msg, service in [*_changes(state, a, new), *reported]:
-                ops.append(
-                    event_put(
-                        type_,
-                        msg,
-                        namespace=a.namespace,
-                        job=a.job,
-                        alloc=a.id,
-                        node=node_id,
-                        service=service,
-                        now=now,
-                    )
-                )
-            batch.append(([Compare(keys.alloc(a.id), "mod_rev", "=", a.revision)], ops))
             order.append(u.id)
         if not batch:
             break
@@ -83,7 +58,65 @@ async def apply_updates(
                 pending.pop(id_)
         if not pending:
             break
-    return applied
+    for alloc_id in pending:
+        rejected.append(await _why_not(state, alloc_id))
+    return applied, rejected
+
+
+async def _why_not(state: ClusterState, alloc_id: str) -> ReportRejected:
+    if alloc_id in state.allocs:
+        why = f"other writes to the allocation won {ROUNDS} times in a row"
+        return ReportRejected(id=alloc_id, reason=why, retry=True)
+    # Not in this server's cache: gone, or not seen here yet (the agent learned of it
+    # from a server whose cache is ahead of this one). The store knows which.
+    if await state.store.get(keys.alloc(alloc_id)) is None:
+        return ReportRejected(id=alloc_id, reason="the server has no such allocation", retry=False)
+    why = "this server has not seen the allocation yet"
+    return ReportRejected(id=alloc_id, reason=why, retry=True)
+
+
+def _merge(state: ClusterState, a: Allocation, u: AllocUpdate, now: float) -> list[Op]:
+    """The writes that merge report `u` into alloc `a`: the alloc, the events of what the
+    report changed, and the events the agent reported."""
+    new = msgspec.structs.replace(
+        a,
+        client_status=u.client_status,
+        client_description=u.client_description,
+        task_states=u.task_states,
+        checks=u.checks,
+        healthy=u.healthy,
+        healthy_since=u.healthy_since,
+        # A deployment verdict, once given, stays (an agent restart forgets it).
+        deployment_healthy=(
+            a.deployment_healthy if u.deployment_healthy is None else u.deployment_healthy
+        ),
+        deployment_health_time=u.deployment_health_time or a.deployment_health_time,
+        deployment_health_description=(
+            a.deployment_health_description
+            if u.deployment_healthy is None
+            else u.deployment_health_description
+        ),
+        modify_time=now,
+        revision=0,
+    )
+    ops: list[Op] = [Put(keys.alloc(a.id), encode(new))]
+    reported = [
+        (ev.type, f"{ev.task}: {ev.message}" if ev.task else ev.message, "") for ev in u.events
+    ]
+    for type_, msg, service in [*_changes(state, a, new), *reported]:
+        ops.append(
+            event_put(
+                type_,
+                msg,
+                namespace=a.namespace,
+                job=a.job,
+                alloc=a.id,
+                node=a.node_id,
+                service=service,
+                now=now,
+            )
+        )
+    return ops
 
 
 def _changes(state: ClusterState, old: Allocation, new: Allocation) -> list[tuple[str, str, str]]:

@@ -898,8 +898,8 @@ class Api:
     async def node_alloc_updates(self, req: Request) -> Response:
         node_id = req.path_params["id"]
         updates = _decode_as(list[AllocUpdate], await _json_body(req), "updates")
-        n = await alloc_ops.apply_updates(self.state, node_id, updates, now=self.now())
-        return json_response({"applied": n})
+        n, rejected = await alloc_ops.apply_updates(self.state, node_id, updates, now=self.now())
+        return json_response({"applied": n, "rejected": rejected})
 
     # ------------------------------------------------------------ services
 

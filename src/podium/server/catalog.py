@@ -24,6 +24,7 @@ import msgspec
 
 from podium.errors import PodiumError
 from podium.model.types import Allocation, Group, Ingress, Job, Node, ServiceSpec, Struct
+from podium.runtime.backoff import Backoff
 from podium.runtime.waiters import park
 from podium.server.state import ClusterState
 from podium.store import keys
@@ -124,6 +125,7 @@ class Catalog:
 
     async def run(self) -> None:
         """Read the specs of older job versions that live allocs still run."""
+        backoff = Backoff(base=0.5, cap=10.0)
         while True:
             await self._missing_wake.wait()
             self._missing_wake.clear()
@@ -134,9 +136,10 @@ class Catalog:
                     job = msgspec.json.decode(kv.value, type=Job) if kv is not None else None
                 except (OSError, PodiumError, msgspec.DecodeError) as e:
                     log.warning("catalog: cannot read %s/%s v%d: %s", ns, name, version, e)
-                    await asyncio.sleep(1.0)
+                    await asyncio.sleep(backoff.next())
                     self._missing_wake.set()  # try again
                     continue
+                backoff.reset()
                 self._missing.discard(vkey)
                 if job is None:
                     self._versions[vkey] = {}  # purged: its copies declare nothing

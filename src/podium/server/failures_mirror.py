@@ -24,6 +24,7 @@ import msgspec
 
 from podium.errors import Compacted, PodiumError
 from podium.model.types import PlacementFailure
+from podium.runtime.backoff import Backoff
 from podium.server.state import ClusterState
 from podium.store import keys
 from podium.store.base import Compare, Delete, Op, Put
@@ -55,9 +56,11 @@ async def publish(state: ClusterState, *, interval: float = 0.25) -> None:
 
 async def follow(state: ClusterState, leading: Callable[[], bool]) -> None:
     """Every server: mirror the published failures while it does not lead."""
+    backoff = Backoff(base=0.25, cap=5.0)
     while True:
         try:
             kvs, rev = await state.store.list(keys.PLACEMENT_FAILURES)
+            backoff.reset()
             if not leading():
                 fresh = {kv.key[len(keys.PLACEMENT_FAILURES) :]: _decode(kv.value) for kv in kvs}
                 state.placement_failures.clear()
@@ -74,4 +77,4 @@ async def follow(state: ClusterState, leading: Callable[[], bool]) -> None:
             log.info("placement failure watch compacted; re-listing")
         except (PodiumError, OSError, msgspec.DecodeError) as e:
             log.warning("placement failure watch failed (%s); retrying", e)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(backoff.next())

@@ -19,6 +19,7 @@ import asyncio
 import logging
 
 from podium.errors import Compacted, NotFound, PodiumError
+from podium.runtime.backoff import Backoff
 from podium.runtime.clock import Clock
 from podium.server.nodes import Heartbeats
 from podium.store import keys
@@ -75,9 +76,11 @@ class HeartbeatLeases(Heartbeats):
 
     async def run(self) -> None:
         """Follow /heartbeats/ (re-listing after a compaction or a store outage)."""
+        backoff = Backoff(base=0.25, cap=2.0)
         while True:
             try:
                 kvs, rev = await self.store.list(keys.HEARTBEATS)
+                backoff.reset()
                 present = {kv.key[len(keys.HEARTBEATS) :] for kv in kvs}
                 for node_id in self._present - present:
                     self._gone[node_id] = self.clock.monotonic()
@@ -96,4 +99,4 @@ class HeartbeatLeases(Heartbeats):
                 log.info("heartbeat watch compacted; re-listing")
             except (PodiumError, OSError) as e:
                 log.warning("heartbeat watch failed (%s); retrying", e)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(backoff.next())

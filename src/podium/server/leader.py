@@ -26,7 +26,7 @@ from typing import Any, cast
 import msgspec
 
 from podium.errors import Compacted, NotFound, NotLeader, PodiumError
-from podium.runtime.backoff import exponential
+from podium.runtime.backoff import Backoff
 from podium.runtime.clock import Clock
 from podium.server.fencing import FencedStore, LeaderView, Term
 from podium.server.state import ClusterState
@@ -159,7 +159,7 @@ class Leadership:
     # -------------------------------------------------------------- campaign
 
     async def _campaign(self) -> Term:
-        attempt = 0
+        backoff = Backoff(base=0.1, cap=self.config.ttl / 2)
         while True:
             await self._ensure_lease()
             me = LeaderInfo(self.member.id, self.member.address, self.clock.now())
@@ -186,12 +186,11 @@ class Leadership:
                     await self.store.delete(keys.LEADER, expect_rev=current.mod_rev)
                     continue
                 await self._follow(res.revision)
-                attempt = 0
+                backoff.reset()
             except NotFound:  # our lease is gone: get a new one
                 self._lease = 0
             except _STORE_TROUBLE as e:
-                delay = exponential(attempt, base=0.1, cap=self.config.ttl / 2)
-                attempt += 1
+                delay = backoff.next()
                 log.warning("campaign failed (%s); retrying in %.1fs", e, delay)
                 await asyncio.sleep(delay)
 
@@ -209,6 +208,7 @@ class Leadership:
             return
 
     async def _watch_own_key(self, term: Term) -> None:
+        backoff = Backoff(base=self.config.ttl / 10, cap=self.config.ttl / 4)
         while True:
             try:
                 async for ev in self.store.watch(keys.LEADER, start_rev=term.token):
@@ -219,7 +219,7 @@ class Leadership:
                         return
             except _STORE_TROUBLE as e:  # the lease watchdog judges store trouble
                 log.info("watch of the leader key broke (%s); watching again", e)
-                await asyncio.sleep(self.config.ttl / 10)
+                await asyncio.sleep(backoff.next())
 
     # ----------------------------------------------------------------- lease
 
@@ -228,11 +228,11 @@ class Leadership:
 
     async def _ensure_lease(self) -> None:
         """Hold a live lease with our member key on it (retrying while the store is down)."""
-        attempt = 0
         async with self._lease_lock:
-            await self._grant_lease(attempt)
+            await self._grant_lease()
 
-    async def _grant_lease(self, attempt: int) -> None:
+    async def _grant_lease(self) -> None:
+        backoff = Backoff(base=0.1, cap=self.config.ttl / 2)
         while not self._lease:
             try:
                 started = self._mono()
@@ -242,8 +242,7 @@ class Leadership:
                 )
                 self._lease, self._renewed = lease, started
             except _STORE_TROUBLE as e:
-                delay = exponential(attempt, base=0.1, cap=self.config.ttl / 2)
-                attempt += 1
+                delay = backoff.next()
                 log.warning("cannot register with the store (%s); retrying in %.1fs", e, delay)
                 await asyncio.sleep(delay)
 

@@ -25,6 +25,7 @@ import msgspec
 
 from podium.errors import Compacted, StoreError
 from podium.model.types import Allocation, Deployment, Job, Node, PlacementFailure
+from podium.runtime.backoff import Backoff
 from podium.runtime.ids import alloc_matches
 from podium.runtime.waiters import park
 from podium.server.events import EventHub, event_put
@@ -230,17 +231,20 @@ class ClusterState:
             await self._feed()
 
     async def _feed(self) -> None:
+        backoff = Backoff(base=0.25, cap=2.0)
         while True:
             try:
                 rev = await self._load()
                 self.ready.set()
+                backoff.reset()
                 async for batch in self._follow(rev + 1):
                     self._apply_batch(batch)
             except Compacted:
                 log.warning("state watch compacted; re-listing")
             except StoreError as e:
-                log.warning("state watch failed (%s); re-listing in 0.5s", e)
-                await asyncio.sleep(0.5)
+                delay = backoff.next()
+                log.warning("state watch failed (%s); re-listing in %.1fs", e, delay)
+                await asyncio.sleep(delay)
 
     async def _load(self) -> int:
         # Every kind read in one transaction: one revision, so the watch that follows
@@ -366,6 +370,7 @@ class ClusterState:
 
     async def _tell_bad_values(self) -> None:
         """One `store.bad_value` event per value skipped (kept until the store takes it)."""
+        backoff = Backoff(base=0.5, cap=10.0)
         while True:
             await self._bad_wake.wait()
             self._bad_wake.clear()
@@ -377,8 +382,9 @@ class ClusterState:
                     await self.store.put(put.key, put.value)
                 except (StoreError, OSError) as e:
                     log.warning("cannot record a bad value event (%s); retrying", e)
-                    await asyncio.sleep(1.0)
+                    await backoff.wait()
                     continue
+                backoff.reset()
                 self._bad_to_tell.pop(0)
 
     def _index_alloc(self, old: Allocation | None, new: Allocation | None, rev: int) -> None:

@@ -54,6 +54,7 @@ import grpc
 from aetcd import rpc
 
 from podium.errors import Compacted, NotFound, StoreError, StoreUnavailable
+from podium.runtime.backoff import Backoff
 from podium.store.base import Compare, Delete, Get, KeyValue, Put, TxnResult, WatchEvent
 from podium.store.memory import Txn, TxnFrontend, leases_used
 
@@ -62,7 +63,9 @@ T = TypeVar("T")
 
 DEFAULT_PREFIX = "/podium"
 _MD = (("hasleader", "true"),)  # etcd: fail fast on a member that has no leader
-_RETRY_PAUSE = 0.1
+# Retries within a call's deadline, and watch reconnects: full jitter, so the servers
+# that lost etcd together do not come back to it together.
+_RETRY_BASE, _RETRY_CAP = 0.05, 1.0
 _MAX_MESSAGE = 256 * 1024 * 1024
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", _MAX_MESSAGE),
@@ -166,6 +169,7 @@ class EtcdStore(TxnFrontend):
         """Run one RPC with the store's deadline, retrying what is safe to retry."""
         self._stubs()
         deadline = time.monotonic() + self._timeout
+        backoff = Backoff(base=_RETRY_BASE, cap=_RETRY_CAP)
         while True:
             try:
                 return await fn()
@@ -184,8 +188,9 @@ class EtcdStore(TxnFrontend):
                 left = deadline - time.monotonic()
                 code, details = e.code(), e.details() or ""
                 safe = idempotent or "no leader" in details
-                if code in _DOWN and safe and left > _RETRY_PAUSE:
-                    await asyncio.sleep(_RETRY_PAUSE)
+                delay = backoff.next()
+                if code in _DOWN and safe and left > delay:
+                    await asyncio.sleep(delay)
                     continue
                 raise self._error(what, e) from None
 
@@ -352,6 +357,7 @@ class EtcdStore(TxnFrontend):
         key, end = self._range(prefix)
         nxt = start
         down_since: float | None = None
+        backoff = Backoff(base=_RETRY_BASE, cap=_RETRY_CAP)
         while True:
             if self._closed:
                 raise StoreError("store is closed")
@@ -371,6 +377,7 @@ class EtcdStore(TxnFrontend):
                     if resp.canceled:
                         raise _Dropped(resp.cancel_reason or "etcd cancelled the watch")
                     down_since = None
+                    backoff.reset()
                     for ev in resp.events:
                         out = self._event(ev)
                         nxt = out.kv.mod_rev + 1
@@ -393,7 +400,7 @@ class EtcdStore(TxnFrontend):
                         f"reconnect for {self._watch_reconnect:g}s: {_why(e)}"
                     ) from None
                 log.warning("etcd watch on %r dropped (%s); resuming at %d", prefix, _why(e), nxt)
-                await asyncio.sleep(_RETRY_PAUSE)
+                await asyncio.sleep(backoff.next())
             finally:
                 self._streams.discard(call)
                 call.cancel()

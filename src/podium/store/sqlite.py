@@ -67,6 +67,7 @@ import msgspec
 
 import podium
 from podium.errors import Compacted, NotFound, StoreError
+from podium.runtime.backoff import Backoff
 from podium.store.base import KeyValue, TxnResult, WatchEvent
 from podium.store.memory import (
     LeaseDeadline,
@@ -433,6 +434,7 @@ class SQLiteStore(TxnFrontend):
         self._inflight = batch
 
     async def _write_loop(self) -> None:
+        restarts = Backoff(base=0.25, cap=5.0)  # when a writer process cannot be started
         while True:
             if self._inflight is None:
                 if not self._queue:
@@ -448,8 +450,9 @@ class SQLiteStore(TxnFrontend):
                         log.error("store %s: %s", self.path, e)
                         self._fail(builtins.list(self._queue), f"no writer process: {e}")
                         self._queue.clear()
-                        await asyncio.sleep(0.5)
+                        await asyncio.sleep(restarts.next())
                         continue
+                    restarts.reset()
                 self._send_next()
                 if self._inflight is None:
                     continue

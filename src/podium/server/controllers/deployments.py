@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import msgspec
 
 from podium.model.types import Allocation, Deployment, DeploymentGroup, Job
+from podium.runtime.backoff import Backoff
 from podium.runtime.clock import Clock
 from podium.runtime.ids import short_alloc
 from podium.server import jobs as job_ops
@@ -68,6 +69,7 @@ class DeploymentController:
 
     async def run(self) -> None:
         await self.state.ready.wait()
+        backoff = Backoff(base=0.25, cap=5.0)
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.tick):
@@ -76,9 +78,10 @@ class DeploymentController:
             await asyncio.sleep(0.01)  # gather changes that arrive together
             try:
                 await self.evaluate()
+                backoff.reset()
             except Exception:
                 log.exception("deployment evaluation failed; will retry")
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(backoff.next())
 
     async def evaluate(self) -> None:
         now = self.clock.now()

@@ -20,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from podium.model.types import Allocation, Deployment, Job, Node, Plan
+from podium.runtime.backoff import Backoff
 from podium.runtime.clock import Clock
 from podium.scheduler import ClusterSnapshot, Reconciliation, reconcile, schedule_into
 from podium.scheduler.preempt import Candidate
@@ -62,6 +63,7 @@ class PlacementController:
         self._wake = asyncio.Event()
         self._later: dict[str, float] = {}  # job key -> earliest time it has delayed work
         self._placing: set[str] = set()  # the job keys of the round under way
+        self._retry = Backoff(base=0.25, cap=5.0)  # after a failed evaluation
         state.add_listener(self._on_change)
 
     def _on_change(self, prefix: str, old: object | None, new: object | None) -> None:
@@ -137,11 +139,12 @@ class PlacementController:
             ]
             try:
                 await self.evaluate(batch)
+                self._retry.reset()
             except Exception:
                 # Retryable by construction: put the work back and let the next round try.
                 log.exception("evaluation of %d jobs failed; will retry", len(batch))
                 self._dirty.update(batch)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(self._retry.next())
                 return
 
     async def evaluate(self, job_keys: list[str]) -> None:

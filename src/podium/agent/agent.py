@@ -15,6 +15,7 @@ import logging
 import os
 import resource
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -109,6 +110,7 @@ class Agent:
         self.registered = asyncio.Event()
         self.synced = asyncio.Event()  # first sync with the server done
         self._pending: dict[str, AllocUpdate] = {}  # reports to send, the newest per alloc
+        self._ending: set[str] = set()  # stopped allocs without a runner, being reported done
         self.reports_sent = 0  # requests the server answered
         self.reports_dropped = 0  # reports the server refused for good (alloc gone)
         self._report_wake = asyncio.Event()
@@ -329,12 +331,18 @@ class Agent:
             if runner is None:
                 if a.desired_status == "run" and a.client_status in ("pending", "running"):
                     await self._start_runner(a)
+                elif a.desired_status == "stop" and not a.terminal and a.id not in self._ending:
+                    # Stopped before it ever ran here (or while this agent was away): say
+                    # so, or the stop never finishes.
+                    self._ending.add(a.id)
+                    self._spawn(self._end_unstarted(a))
                 continue
             if a.desired_status == "stop":
                 self._spawn(runner.stop(reason=a.desired_reason or "stop requested", drain=True))
             elif a.restart_seq > runner.restart_seq:
                 runner.restart_seq = a.restart_seq
                 self._spawn(runner.restart())
+        self._ending.intersection_update(i for i, a in wanted.items() if not a.terminal)
         for alloc_id, runner in list(self.runners.items()):
             if alloc_id not in wanted:
                 # The server forgot it (garbage-collected or purged): it must not keep running.
@@ -344,7 +352,7 @@ class Agent:
         if not self.synced.is_set():
             # Tasks in the local state that belong to no live alloc: stop them, once.
             for alloc_id, handles in list(self.local.allocs.items()):
-                if alloc_id not in self.runners:
+                if alloc_id not in self.runners and alloc_id not in self._ending:
                     self._spawn(self._stop_orphan(alloc_id, handles))
             self._spawn(self._sweep_listed())
             self.synced.set()
@@ -416,6 +424,30 @@ class Agent:
                     await driver.stop(handle, timeout=5.0)
                 await driver.destroy(handle)
         self.local.set_alloc(alloc_id, {})
+
+    async def _end_unstarted(self, a: Allocation) -> None:
+        """An alloc the server stopped that runs nothing here: stop what a previous run of
+        this agent may have left of it, then report it complete."""
+        handles = self.local.allocs.get(a.id)
+        if handles:
+            await self._stop_orphan(a.id, handles)
+        now = time.time()
+        states = {
+            name: msgspec.structs.replace(t, state="dead", finished_at=t.finished_at or now)
+            for name, t in a.task_states.items()
+        }
+        why = a.desired_reason or "stop requested"
+        started = a.client_status == "running" or bool(handles)
+        self._report(
+            AllocUpdate(
+                id=a.id,
+                client_status="complete",
+                client_description=f"stopped: {why}"
+                if started
+                else f"stopped before it started: {why}",
+                task_states=states,
+            )
+        )
 
     async def _sweep_listed(self) -> None:
         """Stop the tasks a driver lists for this node that belong to no live alloc (e.g.

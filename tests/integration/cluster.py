@@ -159,5 +159,29 @@ class DevCluster(ApiAndCli):
                 pass
 
 
+def wait_rounds(addr: str, *controllers: str, n: int = 2, timeout: float = 30.0) -> None:
+    """Wait until the leader at `addr` has completed `n` more rounds of each controller
+    named: whatever it would do about what the caller has seen, it has done by then. The
+    proof of a negative ("nothing was placed") without sleeping and hoping."""
+
+    def rounds() -> dict[str, int]:
+        status = httpx.get(addr + "/v1/status", timeout=5).json()
+        return {c: int(status["controller_rounds"].get(c, 0)) for c in controllers}
+
+    start = rounds()
+    wait_until(
+        lambda: all(r >= start[c] + n for c, r in rounds().items()),
+        timeout=timeout,
+        interval=0.05,
+        what=f"{n} more rounds of {', '.join(controllers)} at {addr}",
+    )
+
+
+def agent_syncs(node: dict[str, Any]) -> int:
+    """How often the node's agent has matched its runners to the server's allocs."""
+    r = httpx.get(f"http://{node['http_addr']}/v1/agent/health", timeout=2)
+    return int(r.json()["syncs"])
+
+
 def http_get(port: int, path: str = "/", timeout: float = 2.0) -> int:
     return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=timeout).status_code

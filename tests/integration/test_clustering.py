@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from integration.cluster import wait_until
+from integration.cluster import wait_rounds, wait_until
 from integration.multinode import MultiNodeCluster, healthy_running, web_job
 
 pytestmark = pytest.mark.integration
@@ -158,7 +158,8 @@ def test_lost_after_keeps_a_returning_nodes_allocs_instead_of_replacing_them(
             timeout=10,
             what="the node to be down",
         )
-        time.sleep(1.0)  # the placement controller has evaluated the down node by now
+        # Two placement rounds since the server saw the node down: nothing was replaced.
+        wait_rounds(cluster.addr, "placement")
         allocs = cluster.job("web")["allocations"]
         assert len(allocs) == 6, "nothing replaced while the group waits for its node"
         assert not any(a["client_status"] == "lost" for a in allocs)
@@ -169,7 +170,7 @@ def test_lost_after_keeps_a_returning_nodes_allocs_instead_of_replacing_them(
         timeout=10,
         what="the node to be ready again",
     )
-    time.sleep(1.0)
+    wait_rounds(cluster.addr, "placement")  # what it would replace, it would have by now
     job = cluster.job("web")
     assert {a["id"]: a["pids"]["server"] for a in healthy_running(job)} == before
     assert len(job["allocations"]) == 6

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from integration.cluster import wait_until
+from integration.cluster import wait_rounds, wait_until
 from integration.control_plane import ControlPlane, Writer, job, running, stored_marks
 from podium.errors import NotLeader
 from podium.runtime.clock import SystemClock
@@ -101,7 +101,8 @@ def test_paused_leader_is_fenced_and_steps_down(cp: ControlPlane) -> None:
     wait_until(lambda: not old.is_leader(), timeout=5, what="the old leader to step down")
     assert cp.leader() is new
     wait_running(cp, "during-pause", 2)
-    time.sleep(1.0)  # a stale placement would show up as extra allocs now
+    # Two more placement rounds of the new leader: a stale placement would show by then.
+    wait_rounds(new.addr, "placement")
     allocs = cp.api("GET", "/v1/job/during-pause")["allocations"]
     assert len(allocs) == 2, f"placed twice: {allocs}"
     assert "stepped down" in old.logs()
@@ -159,7 +160,7 @@ def test_etcd_member_loss(cp: ControlPlane) -> None:
     assert r.status_code == 503, r.text
     assert took < 10.0, f"the write took {took:.1f}s to fail"
     assert "error" in r.json()
-    time.sleep(3 * cp.heartbeat_ttl)  # agents cannot report; their tasks keep running
+    time.sleep(3 * cp.heartbeat_ttl)  # the outage lasts 3 TTLs (the scenario, not a wait)
     for a in cp.agents:
         assert a.alive
     pids = {pid for pid, _ in before.values()}
@@ -195,6 +196,7 @@ async def test_fencing_on_etcd_rejects_a_deposed_leaders_writes(etcd_server: Etc
         views.append(view)
         await asyncio.Event().wait()
 
+    feed = asyncio.get_running_loop().create_task(state.run())  # as on a server
     task = asyncio.get_running_loop().create_task(lead.run(work))
     try:
         async with asyncio.timeout(10):
@@ -219,7 +221,8 @@ async def test_fencing_on_etcd_rejects_a_deposed_leaders_writes(etcd_server: Etc
                 await asyncio.sleep(0.02)
         await store.lease_revoke(other)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for t in (task, feed):
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
         await store.close()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from integration.cluster import DevCluster, wait_until
+from integration.cluster import DevCluster, wait_rounds, wait_until
 
 pytestmark = pytest.mark.integration
 SERVER = Path(__file__).with_name("versioned_server.py")
@@ -224,7 +224,8 @@ def test_a_canary_waits_for_promotion_then_the_rest_rolls(
         return g["desired_canaries"] == 1 and g["healthy"] == 1
 
     wait_until(canary_healthy, timeout=30, what="the canary to be healthy")
-    time.sleep(1.0)  # nothing more moves before promotion
+    # Nothing more moves before promotion: two rounds of both controllers change nothing.
+    wait_rounds(cluster.addr, "placement", "deployments")
     assert serving_versions(cluster, "can") == ["v1", "v1", "v1", "v2"]
     res = cluster.cli("deployment", "promote", "can", check=True)
     assert "promoted" in res.stdout

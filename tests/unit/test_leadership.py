@@ -47,20 +47,26 @@ class Member:
         )
         self.terms: list[ClusterState] = []
         self.task: asyncio.Task[None] | None = None
+        self.feed: asyncio.Task[None] | None = None
 
     async def work(self, state: ClusterState) -> None:
         self.terms.append(state)
         await asyncio.Event().wait()  # a controller: runs until cancelled
 
     def start(self) -> Member:
-        self.task = asyncio.get_running_loop().create_task(self.lead.run(self.work))
+        # The cache follows the store as on a server: a term's work waits for it to reach
+        # the election's revision.
+        loop = asyncio.get_running_loop()
+        self.feed = loop.create_task(self.state.run())
+        self.task = loop.create_task(self.lead.run(self.work))
         return self
 
     async def stop(self) -> None:
         assert self.task is not None
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        for task in (self.task, self.feed):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def until(pred: object, timeout: float = 5.0) -> None:
@@ -71,8 +77,8 @@ async def until(pred: object, timeout: float = 5.0) -> None:
 
 async def test_exactly_one_leads_and_another_takes_over(store: MemoryStore) -> None:
     a, b = Member(store, "a").start(), Member(store, "b").start()
-    await until(lambda: a.lead.is_leader or b.lead.is_leader)
-    await asyncio.sleep(TTL)  # both have campaigned by now
+    # Both have campaigned: each knows who leads (one itself, the other from the key).
+    await until(lambda: a.lead.leader is not None and b.lead.leader is not None)
     assert a.lead.is_leader != b.lead.is_leader
     first, second = (a, b) if a.lead.is_leader else (b, a)
     assert len(first.terms) == 1 and not second.terms

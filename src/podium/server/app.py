@@ -265,6 +265,8 @@ class Api:
                 "store": self.ctx.store_url,
                 # Stored values that do not decode (skipped: see the store.bad_value events).
                 "bad_values": len(self.state.bad_values),
+                # Rounds each leader controller completed here (none on a follower).
+                "controller_rounds": dict(self.state.rounds),
             }
         )
 
@@ -888,10 +890,14 @@ class Api:
         if wait > 0:
             with self.ctx.metrics.subscribe("node_allocations"):
                 await self.state.wait_node(node_id, index, timeout=wait)
+        node = self.state.nodes.get(node_id)
         return json_response(
             {
                 "index": self.state.node_index[node_id],
                 "allocations": self.state.allocs_of_node(node_id),
+                # While it is down the server has not decided about its lost copies
+                # (reconnect.py): the agent heartbeats first and acts after.
+                "node_status": node.status if node is not None else "unknown",
             }
         )
 

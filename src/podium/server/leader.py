@@ -3,7 +3,8 @@
     every server   a lease (TTL) kept alive; /members/<id> lives on it (who is up)
     campaign       txn: /leader absent -> put /leader {id, address, since} on our lease
                    else follow: watch /leader until it is deleted, then campaign again
-    a term         TaskGroup: work(LeaderView) | watch /leader
+    a term         TaskGroup: work(LeaderView), once the cache has seen the election's
+                   revision (barrier: nothing the last leader committed is missed) | watch /leader
                    ends when the lease is not renewed within its TTL, the key is no longer
                    ours, or a fenced write fails (fencing.py); then the work is cancelled,
                    the lease is given up (so others need not wait out its TTL) and we follow
@@ -79,6 +80,9 @@ class Leadership:
         self._leader: LeaderInfo | None = None  # who leads, as last seen
         self.leader_changes = 0  # times `leader` named a different server (metrics)
         self.terms = 0  # terms this server has led
+        # The store revision at the current term's election: its work starts once the
+        # cache has seen it (the previous leader's last commits are below it).
+        self.barrier = 0
         self.changed = asyncio.Event()  # set (and replaced) whenever `is_leader` flips
         self._term: Term | None = None
         self._lease = 0
@@ -124,11 +128,12 @@ class Leadership:
         self._lost = asyncio.Event()
         self.fenced.term = term
         self.terms += 1
+        self.barrier = term.token
         self._flip()
         log.info("this server leads now (term %d, fence %d)", self.terms, term.token)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(work(cast(ClusterState, self.view)), name="leader-work")
+                tg.create_task(self._work(term, work), name="leader-work")
                 tg.create_task(self._watch_own_key(term), name="leader-key")
                 await self._lost.wait()
                 raise _Lost(self._lost_why)
@@ -145,6 +150,17 @@ class Leadership:
             self._flip()
         log.warning("this server stepped down: %s", self._lost_why)
         await self._give_up_lease()
+
+    async def _work(self, term: Term, work: Work) -> None:
+        """The term's work, once the cache has seen everything written before the election.
+
+        Every write of the previous leader committed below our key's create revision (its
+        later ones fail its fence), but the watch may not have brought them here yet: a
+        controller deciding on that cache could place a job a second time."""
+        if self.state.revision < term.token:
+            log.info("waiting for the cache to reach revision %d before leading", term.token)
+            await self.state.wait_for(term.token, timeout=None)
+        await work(cast(ClusterState, self.view))
 
     def _lose(self, why: str) -> None:
         """Called by the fence, the lease watchdog and the key watch: the term is over."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -97,6 +97,9 @@ class ClusterState:
         self.usage: dict[str, NodeUsage] = defaultdict(NodeUsage)
         # Last placement failures per job key, set by the placement controller.
         self.placement_failures: dict[str, list[PlacementFailure]] = {}
+        # Rounds each leader controller has completed (its name -> count): proof for tests
+        # and operators that a controller looked and decided, even when it changed nothing.
+        self.rounds: Counter[str] = Counter()
         self.ready = asyncio.Event()
         self.events = EventHub()  # events the watch brings, for the streams following them
         # Stored values that did not decode: key -> (its revision, why), while the key holds
@@ -151,8 +154,9 @@ class ClusterState:
             return by_name
         return [n for i, n in self.nodes.items() if i.startswith(id_name_or_prefix)]
 
-    async def wait_for(self, revision: int, *, timeout: float = 5.0) -> None:
-        """Return once the cache has seen `revision` (read-your-writes for the API)."""
+    async def wait_for(self, revision: int, *, timeout: float | None = 5.0) -> None:
+        """Return once the cache has seen `revision` (read-your-writes for the API);
+        `timeout` None waits as long as it takes."""
         if self.revision >= revision:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

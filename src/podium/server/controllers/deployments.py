@@ -78,6 +78,7 @@ class DeploymentController:
             await asyncio.sleep(0.01)  # gather changes that arrive together
             try:
                 await self.evaluate()
+                self.state.rounds["deployments"] += 1
                 backoff.reset()
             except Exception:
                 log.exception("deployment evaluation failed; will retry")

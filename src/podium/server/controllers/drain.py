@@ -119,6 +119,7 @@ class DrainController:
         while True:
             try:
                 await self.step()
+                self.state.rounds["drain"] += 1
             except PodiumError as e:  # a lost race: the next pass reads fresh state
                 log.info("drain pass: %s; retrying", e)
             try:

@@ -49,6 +49,7 @@ class NodeLivenessController:
         await self.state.ready.wait()
         while True:
             await self.check()
+            self.state.rounds["liveness"] += 1
             await self.clock.sleep(self.settings.check_interval)
 
     async def check(self) -> None:

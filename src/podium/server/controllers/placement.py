@@ -165,6 +165,7 @@ class PlacementController:
             self._placing = set()
         if round_.revision:
             await self.state.wait_for(round_.revision)
+        self.state.rounds["placement"] += 1
 
     async def _evaluate(self, round_: _Round, snapshot: ClusterSnapshot, now: float) -> None:
         # Decide every job first; the deployments those decisions start or end are written

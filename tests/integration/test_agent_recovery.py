@@ -24,7 +24,7 @@ import httpx
 import psutil
 import pytest
 
-from integration.cluster import DevCluster, wait_until
+from integration.cluster import DevCluster, agent_syncs, wait_until
 from integration.docker_image import IMAGE, engine_problem, ensure_image, remove_containers
 
 pytestmark = pytest.mark.integration
@@ -155,6 +155,14 @@ def agent_runners(c: DevCluster) -> int:
     return int(r.json()["allocs"]) if node["status"] == "ready" else -1
 
 
+def synced_twice(c: DevCluster) -> bool:
+    """The restarted agent has matched its runners to the server's allocs twice: the
+    first sync adopts (or wrongly starts) tasks, the second follows the reports that made;
+    a wrong agent's second copies exist by then."""
+    node = c.api("GET", "/v1/nodes")[0]
+    return node["status"] == "ready" and agent_syncs(node) >= 2
+
+
 def restart(c: DevCluster) -> None:
     c.kill9()
     c.start()
@@ -177,8 +185,8 @@ def test_kill9_agent_ten_times_keeps_every_task(cluster: DevCluster, tmp_path: P
     for i in range(KILLS):
         restart(c)
         wait_until(lambda: agent_runners(c) == 10, timeout=20, what="the agent to take its allocs")
-        # Give a wrong agent time to start second copies, then compare with the OS.
-        time.sleep(0.5)
+        # Once a wrong agent would have started second copies, compare with the OS.
+        wait_until(lambda: synced_twice(c), timeout=20, what="the agent's second sync")
         now = wait_until(
             lambda: tasks_if(c, expected),
             timeout=10,
@@ -225,8 +233,9 @@ def test_tasks_that_exit_while_the_agent_is_down_are_restarted_once(
         ok = len(s) == expected and all(t["state"] == "running" for t in s.values())
         return s if ok and all(s[k]["restarts"] == 1 for k in victims) else None
 
+    # "Once": each restarted task runs again with one restart counted, reported after it
+    # started; another restart would need the new process to exit (the OS check below).
     wait_until(settled, timeout=20, what="the exited tasks to be restarted")
-    time.sleep(1.0)  # "once": nothing restarts again
     states = server_tasks(c, "exits")
     now = os_tasks(c)
     for key in keys:
@@ -309,7 +318,7 @@ def test_lost_state_finds_containers_by_label_and_stops_orphans(
                 what="the stray container to stop",
             )
             wait_until(lambda: agent_runners(c) == 3, timeout=20, what="the agent's allocs")
-            time.sleep(1.0)
+            wait_until(lambda: synced_twice(c), timeout=20, what="the agent's second sync")
             assert os_tasks(c) == before, "containers were adopted by label, never duplicated"
             states = server_tasks(c, "boxes")
             assert [t["restarts"] for t in states.values()] == [0, 0, 0], states

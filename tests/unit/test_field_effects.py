@@ -561,6 +561,9 @@ FIELDS: dict[str, Differs | Proven] = {
         "tests/unit/test_drain_disconnect.py::test_stop_after_disconnect_picks_only_groups_that_ask"
     ),
     "groups.disconnect.lost_after": D(f"{G}.disconnect", {"lost_after": 60}, lost),
+    "groups.disconnect.reconcile": Proven(
+        "tests/unit/test_reconnect.py::test_keep_replacement_stops_the_original"
+    ),
     "groups.shutdown_delay": Proven(
         "tests/integration/test_service_discovery.py::"
         "test_shutdown_delay_leaves_the_catalog_before_the_signal"

@@ -113,6 +113,7 @@ class Agent:
         self._ending: set[str] = set()  # stopped allocs without a runner, being reported done
         self.reports_sent = 0  # requests the server answered
         self.reports_dropped = 0  # reports the server refused for good (alloc gone)
+        self.syncs = 0  # times the runners were matched to the server's allocs
         self._report_wake = asyncio.Event()
         self._jobs: dict[tuple[str, str, int], Job] = {}
         self._tg: asyncio.TaskGroup | None = None
@@ -256,21 +257,26 @@ class Agent:
                 await asyncio.sleep(delay)
 
     async def _heartbeat_loop(self) -> None:
-        assert self.node is not None
         while True:
             await asyncio.sleep(self.heartbeat_ttl / 3)
             try:
-                # A heartbeat stuck longer than the TTL is worth nothing: give up and
-                # send a fresh one rather than wait out the client's default timeout.
-                resp = await self.client.heartbeat(
-                    self.node.id, timeout=max(1.0, self.heartbeat_ttl / 2)
-                )
-                self.contact.heard()
-                self.heartbeat_ttl = float(resp.get("heartbeat_ttl", self.heartbeat_ttl))
-            except NotFound:
-                await self._register()
+                await self._beat()
             except PodiumError as e:
                 log.warning("heartbeat failed: %s", e)
+
+    async def _beat(self) -> None:
+        assert self.node is not None
+        try:
+            # A heartbeat stuck longer than the TTL is worth nothing: give up and send a
+            # fresh one rather than wait out the client's default timeout.
+            resp = await self.client.heartbeat(
+                self.node.id, timeout=max(1.0, self.heartbeat_ttl / 2)
+            )
+        except NotFound:
+            await self._register()
+            return
+        self.contact.heard()
+        self.heartbeat_ttl = float(resp.get("heartbeat_ttl", self.heartbeat_ttl))
 
     async def _fingerprint_loop(self) -> None:
         """Re-register when a driver's health changed: an engine that went away takes no new
@@ -308,10 +314,18 @@ class Agent:
         backoff = Backoff(base=0.2, cap=5.0)
         while True:
             try:
-                new_index, allocs = await self.client.node_allocs(
+                new_index, allocs, node_status = await self.client.node_allocs(
                     self.node.id, index=index, wait=wait
                 )
                 self.contact.heard()
+                if node_status == "down":
+                    # The server has not heard from us since it marked the node down, nor
+                    # decided which of our lost copies run on: tell it we are here, then
+                    # look again (the heartbeat makes the node ready with that decision).
+                    await self._beat()
+                    wait = 0.0
+                    await asyncio.sleep(backoff.next())
+                    continue
                 backoff.reset()
             except PodiumError as e:
                 delay = backoff.next()
@@ -356,6 +370,7 @@ class Agent:
                     self._spawn(self._stop_orphan(alloc_id, handles))
             self._spawn(self._sweep_listed())
             self.synced.set()
+        self.syncs += 1
 
     async def _start_runner(self, a: Allocation) -> None:
         assert self.node is not None and self._tg is not None

@@ -171,7 +171,13 @@ def create_agent_app(agent: Agent) -> Starlette:
         return _json({"exit_code": code, "output": out.decode("utf-8", "replace")})
 
     async def health(req: Request) -> Response:
-        return _json({"node": agent.node.id if agent.node else "", "allocs": len(agent.runners)})
+        return _json(
+            {
+                "node": agent.node.id if agent.node else "",
+                "allocs": len(agent.runners),
+                "syncs": agent.syncs,  # what the agent did with the server's word, so far
+            }
+        )
 
     async def metrics(req: Request) -> Response:
         # Prometheus text: tasks, usage, checks, logs, and the proxy's services.

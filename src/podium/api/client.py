@@ -367,14 +367,16 @@ class AsyncClient:
 
     async def node_allocs(
         self, node_id: str, *, index: int, wait: float
-    ) -> tuple[int, list[Allocation]]:
+    ) -> tuple[int, list[Allocation], str]:
+        """(index, the node's allocs, the node's status as the server sees it)."""
         data = await self.request(
             "GET",
             f"/v1/node/{node_id}/allocations",
             params={"index": index, "wait": f"{wait}s"},
             timeout=wait + 10,
         )
-        return data["index"], msgspec.convert(data["allocations"], list[Allocation])
+        allocs = msgspec.convert(data["allocations"], list[Allocation])
+        return data["index"], allocs, str(data.get("node_status", "ready"))
 
     async def alloc_updates(self, node_id: str, updates: list[Any]) -> Any:
         """{"applied": N, "rejected": [{"id", "reason", "retry"}]}: what was not applied."""

@@ -325,7 +325,9 @@ def canonicalize(raw: dict[str, Any]) -> dict[str, Any]:
       progress_deadline 10m, canary 0, auto_revert true, auto_promote false,
       health_check "checks", unhealthy_after 3, check_grace 5s.
     - migrate (drains): max_parallel 1. disconnect: stop_after_disconnect 0 (never),
-      lost_after 0 (replace copies on a down node at once). shutdown_delay 0.
+      lost_after 0 (replace copies on a down node at once), reconcile keep_original (a
+      copy whose node comes back runs on unless its replacement already runs elsewhere).
+      shutdown_delay 0.
     - task: driver "process", config {}, resources {cpu 100, memory 64},
       kill_signal SIGTERM, kill_timeout 5s. Env and meta numbers/booleans become strings;
       memory may be written "512MB" or "2GB". No upstreams; an upstream: mode tcp,
@@ -469,7 +471,7 @@ def _canon_group(raw: dict[str, Any], kind: str) -> dict[str, Any]:
     group["update"] = _merged(_update_defaults(), group.get("update"), _UPDATE_DURATIONS)
     group["migrate"] = _merged({"max_parallel": 1}, group.get("migrate"), ())
     group["disconnect"] = _merged(
-        {"stop_after_disconnect": 0.0, "lost_after": 0.0},
+        {"stop_after_disconnect": 0.0, "lost_after": 0.0, "reconcile": "keep_original"},
         group.get("disconnect"),
         _DISCONNECT_DURATIONS,
     )
@@ -827,6 +829,7 @@ _MIGRATE_RULES: dict[str, _Rule] = {"max_parallel": _int(1, 10_000)}
 _DISCONNECT_RULES: dict[str, _Rule] = {
     "stop_after_disconnect": _dur(positive=False),
     "lost_after": _dur(positive=False),
+    "reconcile": _one_of("keep_original", "keep_replacement"),
 }
 _RESOURCE_RULES: dict[str, _Rule] = {
     "cpu": _int(1, 1_000_000, "MHz"),

@@ -351,6 +351,12 @@ MEANINGS: dict[str, dict[str, tuple[str, str]]] = {
             "(0: at once).",
             "1m",
         ),
+        "reconcile": (
+            "When the node comes back: keep_original runs the copy on and cancels its "
+            "replacement unless that already runs on another node; keep_replacement stops "
+            "the copy.",
+            "keep_replacement",
+        ),
     },
     "network": {
         "ports": ("Port labels and their specs (see #port).", "{http: {}, admin: {static: 9000}}"),

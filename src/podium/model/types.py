@@ -143,6 +143,10 @@ class DisconnectPolicy(Struct):
     # The server waits this long after the node goes down before it marks the copy
     # lost and replaces it; 0 = replace at once.
     lost_after: float = 0.0
+    # When the node comes back: keep_original runs the lost copy on (its tasks were
+    # never touched) and cancels its replacement, unless that already runs on another
+    # node; keep_replacement stops the original.
+    reconcile: Literal["keep_original", "keep_replacement"] = "keep_original"
 
 
 class Task(Struct):

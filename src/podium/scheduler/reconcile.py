@@ -123,6 +123,11 @@ class Reconciliation:
         return out
 
 
+# Why a copy marked lost is stopped; a copy stopped for this reason alone may run on
+# when its node comes back (server/reconnect.py).
+LOST_REASON = "alloc lost"
+
+
 def group_hash(job: Job, group: Group) -> str:
     """What a running copy depends on: the group minus its count, spreads, rollout,
     reschedule, migrate and disconnect settings (the server's and agent's business, not the copy's).
@@ -201,7 +206,7 @@ def reconcile(
                 client_status="lost",
                 client_description=why,
                 desired_status="stop",
-                desired_reason=a.desired_reason or "alloc lost",
+                desired_reason=a.desired_reason or LOST_REASON,
             )
             rec.lost.append(copy)
             rec.update(copy)
@@ -338,8 +343,14 @@ class _Group:
         ))  # fmt: skip
 
     def keep_one(self, live: list[Allocation], what: str) -> Allocation:
-        """Keep the best copy (current version, then newest); stop the others."""
-        ranked = sorted(live, key=lambda a: (self.is_current(a), a.create_time, a.id), reverse=True)
+        """Keep the best copy (current version, then an original over its replacement: a
+        copy whose node came back, then newest); stop the others."""
+        originals = {a.previous_alloc for a in live if a.previous_alloc}
+        ranked = sorted(
+            live,
+            key=lambda a: (self.is_current(a), a.id in originals, a.create_time, a.id),
+            reverse=True,
+        )
         for dup in ranked[1:]:
             self.stop(dup, f"duplicate of {what}")
         return ranked[0]

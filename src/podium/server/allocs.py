@@ -44,6 +44,12 @@ async def apply_updates(
                 rejected.append(ReportRejected(id=u.id, reason=why, retry=False))
                 pending.pop(u.id)
                 continue
+            if a.client_status == "lost" and _node_down(state, node_id):
+                # Whether it runs on is decided when the node is back (reconnect.py).
+                why = "the node is down; send it again once the node is back"
+                rejected.append(ReportRejected(id=u.id, reason=why, retry=True))
+                pending.pop(u.id)
+                continue
             batch.append(
                 ([Compare(keys.alloc(a.id), "mod_rev", "=", a.revision)], _merge(state, a, u, now))
             )
@@ -61,6 +67,11 @@ async def apply_updates(
     for alloc_id in pending:
         rejected.append(await _why_not(state, alloc_id))
     return applied, rejected
+
+
+def _node_down(state: ClusterState, node_id: str) -> bool:
+    node = state.nodes.get(node_id)
+    return node is not None and node.status == "down"
 
 
 async def _why_not(state: ClusterState, alloc_id: str) -> ReportRejected:

@@ -13,10 +13,11 @@ import msgspec
 from podium.errors import Conflict, NotFound
 from podium.model.types import Node
 from podium.runtime.clock import Clock
+from podium.server import reconnect
 from podium.server.events import event_put
 from podium.server.state import ClusterState, encode
 from podium.store import keys
-from podium.store.base import Compare, Delete, Put
+from podium.store.base import Compare, Delete, Op, Put
 
 
 class Heartbeats:
@@ -71,13 +72,16 @@ async def register(state: ClusterState, hb: Heartbeats, node: Node, *, now: floa
             revision=0,
         )
         what = "registered" if current is None else "re-registered"
-        res = await state.store.txn(
-            [Compare(keys.node(node.id), "mod_rev", "=", current.revision if current else 0)],
-            [
-                _put(new, encode(new)),
-                event_put("node." + what, f"node {node.name} {what}", node=node.id, now=now),
-            ],
-        )
+        compares = [Compare(keys.node(node.id), "mod_rev", "=", current.revision if current else 0)]
+        ops: list[Op] = [
+            _put(new, encode(new)),
+            event_put("node." + what, f"node {node.name} {what}", node=node.id, now=now),
+        ]
+        if current is not None and current.status == "down":
+            more_compares, more_ops = reconnect.decide(state, current, now=now)
+            compares += more_compares
+            ops += more_ops
+        res = await state.store.txn(compares, ops)
         if res.succeeded:
             hb.beat(node.id)
             await state.wait_for(res.revision)
@@ -89,25 +93,32 @@ async def register(state: ClusterState, hb: Heartbeats, node: Node, *, now: floa
 async def set_status(
     state: ClusterState, node_id: str, status: str, reason: str, *, now: float
 ) -> bool:
-    """Move a node to `ready` or `down`; False if someone else changed it first."""
-    current = state.nodes.get(node_id)
-    if current is None or current.status == status:
-        return False
-    new = msgspec.structs.replace(
-        current, status=status, status_description=reason, status_time=now, revision=0
-    )
-    res = await state.store.txn(
-        [Compare(keys.node(node_id), "mod_rev", "=", current.revision)],
-        [
+    """Move a node to `ready` or `down`; False if someone else changed it first. A down
+    node that comes back is made ready with the decision about its lost copies, in one
+    transaction (reconnect.py); that is retried on a lost race."""
+    for _ in range(5 if status == "ready" else 1):
+        current = state.nodes.get(node_id)
+        if current is None or current.status == status:
+            return False
+        new = msgspec.structs.replace(
+            current, status=status, status_description=reason, status_time=now, revision=0
+        )
+        compares = [Compare(keys.node(node_id), "mod_rev", "=", current.revision)]
+        ops: list[Op] = [
             _put(new, encode(new)),
             event_put(
                 f"node.{status}", f"node {current.name} {status}: {reason}", node=node_id, now=now
             ),
-        ],
-    )
-    if res.succeeded:
+        ]
+        if status == "ready" and current.status == "down":
+            more_compares, more_ops = reconnect.decide(state, current, now=now)
+            compares += more_compares
+            ops += more_ops
+        res = await state.store.txn(compares, ops)
         await state.wait_for(res.revision)
-    return res.succeeded
+        if res.succeeded:
+            return True
+    return False
 
 
 async def set_eligibility(state: ClusterState, node_id: str, eligible: bool, *, now: float) -> Node:

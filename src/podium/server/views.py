@@ -1,0 +1,368 @@
+"""The shapes of the API's answers and request bodies, as msgspec types: the OpenAPI
+document's schemas are generated from them (openapi.py), and the API tests check real
+answers against those schemas, so a field added to an answer without being declared here
+fails a test instead of going undocumented.
+
+Answers that are a resource kind as stored (Job, Node, Allocation, Deployment, Event) use
+model/types.py directly; the rest (listings, summaries, acknowledgements) are declared
+here. `forbid_unknown_fields` makes each schema say `additionalProperties: false`.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from podium.model.diff import FieldChange
+from podium.model.types import (
+    Allocation,
+    AllocUsage,
+    Deployment,
+    Job,
+    Node,
+    PlacementFailure,
+    Preemption,
+    ReportRejected,
+)
+from podium.server.catalog import Endpoint
+from podium.server.usage import JobUsage
+
+
+class View(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Base of every answer declared here."""
+
+
+# --------------------------------------------------------------------- meta
+
+
+class Status(View):
+    version: str
+    leader: bool
+    leader_address: str | None
+    revision: int
+    nodes: int
+    jobs: int
+    allocations: int
+    store: str
+    bad_values: int  # stored values that do not decode (skipped)
+    controller_rounds: dict[str, int]  # rounds each leader controller completed here
+
+
+class Member(View):
+    id: str
+    address: str
+    started: float
+    leader: bool
+    leader_since: float | None
+
+
+class MetricsTarget(View):
+    targets: list[str]
+    labels: dict[str, str]
+
+
+# --------------------------------------------------------------------- jobs
+
+
+class JobRow(View):
+    name: str
+    namespace: str
+    type: str
+    version: int
+    priority: int
+    status: str
+    parent: str  # a run of a cron or parameterized job: the job that launched it
+    index: int
+    submit_time: float
+
+
+class Registered(View):
+    name: str
+    namespace: str
+    version: int
+    index: int
+    changed: bool
+    deployment_id: str
+
+
+class Validated(View):
+    valid: bool
+    job: Job
+
+
+class PlannedPlacement(View):
+    group: str
+    index: int
+    node: str
+    replaces: str
+
+
+class Plan(View):
+    index: int
+    changed: bool
+    diff: list[FieldChange]
+    create: int
+    replace: int
+    stop: int
+    in_place: int
+    canaries: int
+    deployment: bool
+    replace_later: int
+    unchanged: int
+    placements: list[PlannedPlacement]
+    failures: list[PlacementFailure]
+    preemptions: list[Preemption]
+
+
+class AllocRow(View):
+    id: str
+    namespace: str
+    job: str
+    group: str
+    name: str
+    node_id: str
+    node_name: str
+    job_version: int
+    desired_status: str
+    desired_reason: str
+    client_status: str
+    client_description: str
+    healthy: bool | None
+    healthy_since: float
+    deployment_id: str
+    ports: dict[str, int]
+    restarts: int
+    pids: dict[str, int]
+    previous_alloc: str
+    next_alloc: str
+    create_time: float
+    modify_time: float
+
+
+class VersionCount(View):
+    pending: int
+    running: int
+    healthy: int
+
+
+class GroupSummary(View):
+    desired: int
+    pending: int
+    running: int
+    complete: int
+    failed: int
+    lost: int
+    healthy: int
+    unhealthy: int
+    settled: int  # current-version copies healthy for the group's min_healthy_time
+    restarts: int
+    versions: dict[str, VersionCount]  # job version -> its serving copies
+    # batch jobs only
+    completions: int | None = None
+    parallelism: int | None = None
+    progress: str | None = None
+    failed_reason: str | None = None
+
+
+class ChildRun(View):
+    """A run a cron or parameterized job launched."""
+
+    name: str
+    status: str
+    submit_time: float
+
+
+class JobSummary(View):
+    deployment: Deployment | None
+    job: Job
+    status: str
+    children: list[ChildRun]
+    next_run: float | None  # a cron job's next run (wall time); None otherwise
+    groups: dict[str, GroupSummary]
+    allocations: list[AllocRow]
+    placement_failures: list[PlacementFailure]
+
+
+class Launched(View):
+    """A run of a parameterized or cron job, launched now."""
+
+    name: str
+    index: int
+    parent: str
+
+
+class Dispatch(View):
+    meta: dict[str, str] = msgspec.field(default_factory=dict)
+    payload: str = ""  # base64, at most 16 KiB decoded
+
+
+class Stopped(View):
+    index: int
+    purged: bool
+
+
+class JobVersion(View):
+    version: int
+    submit_time: float
+    diff: list[FieldChange]
+    job: Job
+
+
+class JobSubmission(View):
+    """POST /v1/jobs, /v1/jobs/plan, /v1/jobs/validate: the job (or its YAML text) and,
+    optionally, the index a plan was made at (refused with 409 if the job changed since).
+    A bare job object, or YAML text with a yaml content type, is accepted as well."""
+
+    job: Job | str
+    check_index: int | None = None
+
+
+class Revert(View):
+    version: int
+    check_index: int | None = None
+
+
+class Scale(View):
+    group: str
+    count: int
+
+
+# -------------------------------------------------------------- deployments
+
+
+class DeploymentAllocRow(AllocRow):
+    canary: bool
+    deployment_healthy: bool | None
+
+
+class DeploymentView(View):
+    deployment: Deployment
+    allocations: list[DeploymentAllocRow]
+
+
+class Promote(View):
+    groups: list[str] | None = None  # None: every group with canaries
+
+
+# -------------------------------------------------------------------- nodes
+
+
+class Used(View):
+    cpu: int
+    memory: int
+
+
+class NodeRow(Node, kw_only=True, forbid_unknown_fields=True):
+    """A node as stored, with what its live allocs hold."""
+
+    used: Used = msgspec.field(default_factory=lambda: Used(cpu=0, memory=0))
+    allocations: int = 0  # live allocs
+
+
+class NodeRegistered(View):
+    node: Node
+    heartbeat_ttl: float
+
+
+class HeartbeatAck(View):
+    heartbeat_ttl: float
+    status: str
+
+
+class Eligibility(View):
+    eligible: bool
+
+
+class Drain(View):
+    enable: bool
+    deadline: float | str | None = None  # seconds, or a duration such as "10m"
+
+
+class Problem(View):
+    path: str
+    message: str
+
+
+class Error(View):
+    """Every error answer: what went wrong, and for bad input each problem by its path."""
+
+    error: str
+    problems: list[Problem] = msgspec.field(default_factory=list)
+
+
+class NodeAllocs(View):
+    index: int
+    allocations: list[Allocation]
+    node_status: str  # while "down", the agent heartbeats before it acts on these
+
+
+class ReportsApplied(View):
+    applied: int
+    rejected: list[ReportRejected]
+
+
+# -------------------------------------------------------------------- usage
+
+
+class NodeUse(View):
+    id: str
+    name: str
+    status: str
+    offered: Used
+    reserved: Used  # what its live allocs ask for
+    cpu_percent: float | None  # as its agent measured (None: no figure)
+    memory_bytes: int | None
+    time: float | None
+
+
+class AllocUse(AllocUsage, kw_only=True, forbid_unknown_fields=True):
+    name: str = ""
+    node_name: str = ""
+    resources: Used = msgspec.field(default_factory=lambda: Used(cpu=0, memory=0))
+
+
+class Usage(View):
+    time: float
+    nodes: list[NodeUse]
+    jobs: list[JobUsage]
+    allocations: list[AllocUse]
+
+
+# ----------------------------------------------------------------- services
+
+
+class ServiceRoute(View):
+    host: str
+    path: str
+
+
+class ServiceRow(View):
+    name: str
+    namespace: str
+    healthy: int
+    total: int
+    tags: list[str]
+    ingress: list[ServiceRoute]
+    index: int
+
+
+class Services(View):
+    index: int
+    services: list[ServiceRow]
+
+
+class Service(View):
+    name: str
+    namespace: str
+    index: int
+    known: bool
+    endpoints: list[Endpoint]
+
+
+# ----------------------------------------------------------------- operator
+
+
+class Restored(View):
+    restored: int
+    deleted: int
+    snapshot_revision: int
+    revision: int

@@ -10,6 +10,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -106,3 +107,16 @@ def remove_containers(label: str) -> None:
     ).stdout.split()
     if ids:
         subprocess.run(["docker", "rm", "-fv", *ids], capture_output=True, timeout=60)
+
+
+def docker_ok(why: str = "these tests") -> bool:
+    """Whether containers can join a test: an engine answers (then the image is there);
+    where the test command requires docker, its absence fails the test instead."""
+    problem = engine_problem()
+    if problem is None:
+        ensure_image()
+        return True
+    if os.environ.get("PODIUM_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"docker is required here but: {problem}")
+    print(f"{why} run without containers: {problem}", file=sys.stderr)
+    return False

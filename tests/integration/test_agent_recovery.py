@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 import uuid
@@ -25,7 +24,9 @@ import psutil
 import pytest
 
 from integration.cluster import DevCluster, agent_syncs, wait_until
-from integration.docker_image import IMAGE, engine_problem, ensure_image, remove_containers
+from integration.docker_image import IMAGE, engine_problem, remove_containers
+from integration.docker_image import docker_ok as containers_ok
+from integration.os_tasks import os_tasks as tasks_on_os
 
 pytestmark = pytest.mark.integration
 
@@ -34,14 +35,7 @@ KILLS = 10
 
 def docker_ok() -> bool:
     """Containers join the recovery tests where an engine answers (it must in CI)."""
-    problem = engine_problem()
-    if problem is None:
-        ensure_image()
-        return True
-    if os.environ.get("PODIUM_REQUIRE_DOCKER") == "1":
-        pytest.fail(f"docker is required here but: {problem}")
-    print(f"recovery tests run without containers: {problem}", file=sys.stderr)
-    return False
+    return containers_ok("recovery tests")
 
 
 def node_id(c: DevCluster) -> str:
@@ -101,35 +95,7 @@ def job_spec(tmp: Path, name: str, *, count: int, processes: int, containers: in
 
 def os_tasks(c: DevCluster) -> dict[tuple[str, str], list[str]]:
     """(alloc id, task) -> the pids / container ids the OS holds for it right now."""
-    found: dict[tuple[str, str], list[str]] = {}
-    for p in c.task_processes():
-        try:
-            if p.status() == psutil.STATUS_ZOMBIE:
-                continue
-            env = p.environ()
-        except psutil.Error:
-            continue
-        found.setdefault((env["PODIUM_ALLOC_ID"], env["PODIUM_TASK"]), []).append(str(p.pid))
-    if engine_problem() is None:
-        out = subprocess.run(
-            [
-                "docker",
-                "ps",
-                "--no-trunc",
-                "--filter",
-                f"label=podium.node_id={node_id(c)}",
-                "--format",
-                '{{.ID}} {{.Label "podium.alloc_id"}} {{.Label "podium.task"}}',
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout
-        for line in out.splitlines():
-            cid, alloc, task = line.split()
-            found.setdefault((alloc, task), []).append(cid)
-    return found
+    return tasks_on_os(c.task_processes(), node_id(c))
 
 
 def tasks_if(c: DevCluster, n: int) -> dict[tuple[str, str], list[str]] | None:

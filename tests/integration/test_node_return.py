@@ -21,28 +21,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from integration.cluster import wait_until
-from integration.docker_image import IMAGE, engine_problem, ensure_image, remove_containers
+from integration.docker_image import IMAGE, docker_ok, engine_problem, remove_containers
 from integration.multinode import AgentProc, MultiNodeCluster
+from integration.os_tasks import os_tasks
 
 pytestmark = pytest.mark.integration
 
 GAPS = (1.0, 3.5, 2.0, 4.0, 1.5, 3.0, 2.5, 4.0, 1.2, 3.8)  # seconds the agent stays dead
 ALLOCS = 10
 PROCESSES = 4  # per alloc, and one container: 50 tasks
-
-
-def _containers() -> bool:
-    problem = engine_problem()
-    if problem is None:
-        ensure_image()
-        return True
-    if os.environ.get("PODIUM_REQUIRE_DOCKER") == "1":
-        pytest.fail(f"docker is required here but: {problem}")
-    return False
 
 
 @pytest.fixture
@@ -95,27 +85,7 @@ def _spec(tmp: Path, containers: bool) -> str:
 
 
 def _os_tasks(agent: AgentProc) -> dict[tuple[str, str], list[str]]:
-    """(alloc id, task) -> the pids / container ids the OS holds for it now."""
-    found: dict[tuple[str, str], list[str]] = {}
-    for p in agent.task_processes():
-        try:
-            if p.status() == psutil.STATUS_ZOMBIE:
-                continue
-            env = p.environ()
-        except psutil.Error:
-            continue
-        found.setdefault((env["PODIUM_ALLOC_ID"], env["PODIUM_TASK"]), []).append(str(p.pid))
-    node = _node_id(agent)
-    if node and engine_problem() is None:
-        out = subprocess.run(
-            ["docker", "ps", "--no-trunc", "--filter", f"label=podium.node_id={node}",
-             "--format", '{{.ID}} {{.Label "podium.alloc_id"}} {{.Label "podium.task"}}'],
-            capture_output=True, text=True, check=True, timeout=30,
-        ).stdout  # fmt: skip
-        for line in out.splitlines():
-            cid, alloc, task = line.split()
-            found.setdefault((alloc, task), []).append(cid)
-    return found
+    return os_tasks(agent.task_processes(), _node_id(agent))
 
 
 def _kill_agent_only(agent: AgentProc) -> None:
@@ -137,7 +107,7 @@ def _settled(c: MultiNodeCluster, ids: set[str]) -> list[dict[str, Any]] | None:
 def test_agent_kill9_ten_times_keeps_every_task(cluster: MultiNodeCluster, tmp_path: Path) -> None:
     c = cluster
     agent = c.agents[0]
-    containers = _containers()
+    containers = docker_ok("the node return test")
     expected = ALLOCS * (PROCESSES + (1 if containers else 0))
     res = c.cli("job", "run", _spec(tmp_path, containers), timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr

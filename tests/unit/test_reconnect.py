@@ -3,8 +3,6 @@ elsewhere (server/reconnect.py), decided in the same write that makes the node r
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,24 +18,16 @@ from podium.server.events import decode_event
 from podium.server.nodes import Heartbeats
 from podium.server.state import ClusterState, encode
 from podium.store import keys
-from podium.store.memory import MemoryStore
 from support.builders import make_alloc, make_group, make_job, make_node
+from support.state import memory_state
 
 NOW = 1000.0
 
 
 @pytest.fixture
 async def state() -> AsyncIterator[ClusterState]:
-    store = MemoryStore()
-    st = ClusterState(store)
-    feed = asyncio.create_task(st.run())
-    await st.ready.wait()
-    try:
+    async with memory_state() as st:
         yield st
-    finally:
-        feed.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await feed
 
 
 def _job(policy: str = "keep_original") -> Job:

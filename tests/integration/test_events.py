@@ -114,7 +114,8 @@ def test_filters_replay_and_heartbeats(dev_cluster: DevCluster) -> None:
     assert [e["seq"] for e in after] == [e["seq"] for e in everything if e["seq"] > middle]
     recent = c.cli_json("events", "--since", "1m", "--limit", "0")
     assert recent[: len(everything)] == everything  # (a deployment may have moved on since)
-    assert c.cli_json("events", "--topic", "node", "--since", "10m", "--limit", "0") == nodes
+    since = c.cli_json("events", "--topic", "node", "--since", "10m", "--limit", "0")
+    assert since[: len(nodes)] == nodes  # (the node may have said more since, under load)
     time.sleep(1.1)
     assert c.cli_json("events", "--topic", "node", "--since", "1s", "--limit", "0") == []
     bad = c.cli("events", "--topic", "bogus")

@@ -122,6 +122,10 @@ DOCS: dict[str, Doc] = {
     "heartbeat": Doc(v.HeartbeatAck),
     "node_eligibility": Doc(v.NodeRow, v.Eligibility),
     "node_drain": Doc(v.NodeRow, v.Drain),
+    "purge_node": Doc(
+        v.NodePurged,
+        query=(Query("force", "boolean", "Purge even a node that is ready."),),
+    ),
     "node_allocs": Doc(v.NodeAllocs, query=(INDEX, WAIT)),
     "node_alloc_updates": Doc(v.ReportsApplied, list[AllocUpdate]),
     "events": Doc(

@@ -124,6 +124,7 @@ class AllocRow(View):
     job_version: int
     desired_status: str
     desired_reason: str
+    migrate: bool
     client_status: str
     client_description: str
     healthy: bool | None
@@ -256,6 +257,12 @@ class NodeRow(Node, kw_only=True, forbid_unknown_fields=True):
 
     used: Used = msgspec.field(default_factory=lambda: Used(cpu=0, memory=0))
     allocations: int = 0  # live allocs
+
+
+class NodePurged(Node, kw_only=True, forbid_unknown_fields=True):
+    """A node as it was when purged."""
+
+    purged: bool
 
 
 class NodeRegistered(View):

@@ -70,7 +70,14 @@ start_dockerd() {
   echo "==> starting dockerd $* (log: $LOG)"
   mkdir -p "$(dirname "$LOG")"
   # setsid + nohup: the daemon outlives this script and the test run, as a service would.
-  setsid nohup dockerd "$@" >>"$LOG" 2>&1 </dev/null &
+  # It keeps none of this shell's other open files: a lock the caller holds (`flock LOCK
+  # make test`) would otherwise be held by the daemon for as long as it runs.
+  (
+    for fd in $(ls /proc/$BASHPID/fd); do
+      [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+    done 2>/dev/null
+    exec setsid nohup dockerd "$@" >>"$LOG" 2>&1 </dev/null
+  ) &
   STARTED=$!
   local i
   for ((i = 0; i < WAIT * 4; i++)); do

@@ -9,7 +9,12 @@ Prints, measured in this one run:
     in batches of 1,000, and SQLite's own (the sqlite3 module alone, same settings: the
     ceiling), and SQLite's for the same values under random uuid4 keys (what ids that
     scatter a batch over the B-tree would cost);
-and, last, `placements_per_s=N` (committed).
+and the longest the event loop was held while the committed run placed, and in a later
+round on the full cluster (a task that asks to wake every 5 ms notes the CPU time the
+loop's thread spent between two of its turns, and how late it woke): the loop that runs
+the scheduler also renews the leader's lease and takes heartbeats, so it must never be
+held for long. Then `max_loop_stall_ms=N` (the CPU figure; target < 100) and, last,
+`placements_per_s=N` (committed).
 
 `--store etcd` starts a local single-member etcd (tests/support/etcd.py, data in the same
 temporary folder as the SQLite file, so both fsync to the same disk), runs the committed
@@ -48,6 +53,23 @@ from podium.store.base import Put, Store
 
 NOW = 1_700_000_000.0
 CPU: list[float] = []  # this process's CPU seconds in each committed run
+STALLS: list[float] = []  # the longest the event loop was held (CPU s) in each committed run
+TICK = 0.005  # how often the stall monitor asks to wake
+
+
+async def watch_loop(longest: list[float]) -> None:
+    """Note how long the event loop was held between two of this task's turns: in
+    longest[0] the CPU time this thread spent meanwhile (podium's own work: a process
+    the OS did not run in that time is not stalled by podium), in longest[1] how much
+    later than asked the task woke (wall time, which a busy machine adds to)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked, cpu = loop.time() + TICK, time.thread_time()
+        await asyncio.sleep(TICK)
+        longest[0] = max(longest[0], time.thread_time() - cpu)
+        longest[1] = max(longest[1], loop.time() - asked)
+
+
 BATCH = int(os.environ.get("PODIUM_BENCH_BATCH", "2000"))
 
 
@@ -91,13 +113,45 @@ async def committed(
         # placements and schedules on while that commit is written.
         settings = PlacementSettings(batch_jobs=len(jobs), commit_every=BATCH)
         controller = PlacementController(state, FakeClock(NOW), settings, metrics=metrics)
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        await controller.evaluate([j.key for j in jobs])  # returns once the cache has all
-        elapsed = time.perf_counter() - t0
-        CPU.append(time.process_time() - cpu0)
+        longest = [0.0, 0.0]
+        monitor = asyncio.create_task(watch_loop(longest))
+        await asyncio.sleep(0)  # armed before the round starts
+        try:
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            await controller.evaluate([j.key for j in jobs])  # returns once the cache has all
+            elapsed = time.perf_counter() - t0
+            CPU.append(time.process_time() - cpu0)
+        finally:
+            monitor.cancel()
         placed = len(state.allocs)
+        print(
+            f"the round over every job: the event loop was held {longest[0] * 1000:.0f} ms "
+            f"at most ({longest[1] * 1000:.0f} ms late at most, wall time)"
+        )
         requested = sum(g.count for j in jobs for g in j.groups)
         rows = [(keys.alloc(a.id), enc.encode(a)) for a in state.allocs.values()]
+        # A round on the full cluster: one job grows by 10 copies, and the round looks at
+        # every alloc there is (the snapshot of the cluster it schedules on).
+        job = jobs[0]
+        grown = msgspec.structs.replace(
+            job, groups=[msgspec.structs.replace(job.groups[0], count=job.groups[0].count + 10)]
+        )
+        await state.wait_for(await store.put(keys.job(job.namespace, job.name), enc.encode(grown)))
+        later = [0.0, 0.0]
+        monitor = asyncio.create_task(watch_loop(later))
+        await asyncio.sleep(0)
+        try:
+            t1 = time.perf_counter()
+            await controller.evaluate([job.key])
+            second = time.perf_counter() - t1
+        finally:
+            monitor.cancel()
+        print(
+            f"a later round ({len(state.allocs) - placed} placed among {placed} allocs) took "
+            f"{second * 1000:.0f} ms; the event loop was held {later[0] * 1000:.0f} ms at most "
+            f"({later[1] * 1000:.0f} ms late at most, wall time)"
+        )
+        STALLS.append(max(longest[0], later[0]))
         return placed, elapsed, requested - placed, rows
     finally:
         feed.cancel()
@@ -181,6 +235,7 @@ async def main() -> None:
         finally:
             if etcd is not None:
                 etcd.stop()
+    print(f"max_loop_stall_ms={STALLS[-1] * 1000:.0f}")
     print(f"placements_per_s={rate:.0f}")
     if args.store == "etcd":
         print(f"etcd_vs_sqlite={rate / sqlite_rate:.2f}")

@@ -8,6 +8,10 @@
 
 It also wakes on its own for delayed work (a failed alloc's reschedule time) and
 sweeps every job periodically, so a missed notification costs seconds, not forever.
+
+A round is seconds of work on a large cluster, on the event loop that also renews the
+leader's lease and takes heartbeats: it runs in slices (runtime/slices.py), giving the
+loop a turn every 10 ms of work (benchmarks/scheduler.py measures the longest hold).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 from podium.model.types import Allocation, Deployment, Job, Node, Plan
 from podium.runtime.backoff import Backoff
 from podium.runtime.clock import Clock
+from podium.runtime.slices import SLICE, Slicer
 from podium.scheduler import ClusterSnapshot, Reconciliation, reconcile, schedule_into
 from podium.scheduler.preempt import Candidate
 from podium.server.deployments import write_ops
@@ -33,6 +38,8 @@ from podium.store.base import Compare, Op
 
 log = logging.getLogger(__name__)
 
+_SNAPSHOT_STEP = 1000  # nodes or allocs added to a round's snapshot between looks at the clock
+
 
 @dataclass
 class PlacementSettings:
@@ -43,6 +50,8 @@ class PlacementSettings:
     # commit overlaps scheduling the rest of the round (the store writes on its own core).
     commit_every: int = 2000
     max_inflight: int = 2
+    # Seconds of a round's work between turns given to the rest of the event loop.
+    slice: float = SLICE
 
 
 class PlacementController:
@@ -149,14 +158,28 @@ class PlacementController:
 
     async def evaluate(self, job_keys: list[str]) -> None:
         now = self.clock.now()
-        live = (a for a in self.state.allocs.values() if a.live)
+        # The round works in slices, giving the event loop a turn every `slice` seconds:
+        # the leader's lease keepalive and the heartbeats share it, and a round over a
+        # large cluster is seconds of work.
+        slicer = Slicer(budget=self.settings.slice)
         # One snapshot for the round: each plan is applied to it, so the plans still in
-        # flight to the store are counted when the next jobs are placed.
-        snapshot = ClusterSnapshot.build(list(self.state.nodes.values()), live)
+        # flight to the store are counted when the next jobs are placed. Filled a slice at
+        # a time from one copy of the cache's nodes and allocs: the cluster as of one moment.
+        nodes = list(self.state.nodes.values())
+        allocs = list(self.state.allocs.values())
+        snapshot = ClusterSnapshot()
+        for i in range(0, len(nodes), _SNAPSHOT_STEP):
+            for n in nodes[i : i + _SNAPSHOT_STEP]:
+                snapshot.upsert_node(n)
+            await slicer.tick()
+        for i in range(0, len(allocs), _SNAPSHOT_STEP):
+            for a in allocs[i : i + _SNAPSHOT_STEP]:
+                snapshot.add_alloc(a)  # (one that is not live is left out)
+            await slicer.tick()
         round_ = _Round(job_keys)
         self._placing = set(job_keys)
         try:
-            await self._evaluate(round_, snapshot, now)
+            await self._evaluate(round_, snapshot, now, slicer)
         except BaseException:
             for task in round_.inflight:  # their outcome no longer matters: the jobs
                 task.add_done_callback(_ignore)  # go back to dirty
@@ -167,7 +190,9 @@ class PlacementController:
             await self.state.wait_for(round_.revision)
         self.state.rounds["placement"] += 1
 
-    async def _evaluate(self, round_: _Round, snapshot: ClusterSnapshot, now: float) -> None:
+    async def _evaluate(
+        self, round_: _Round, snapshot: ClusterSnapshot, now: float, slicer: Slicer
+    ) -> None:
         # Decide every job first; the deployments those decisions start or end are written
         # in one commit, before any alloc names them and before scheduling begins.
         decided: list[tuple[str, Job | None, Reconciliation]] = []
@@ -182,6 +207,7 @@ class PlacementController:
             deployment = self.state.latest_deployment(ns, name)
             rec = reconcile(job, allocs, self.state.nodes, now=now, deployment=deployment)
             decided.append((key, job, rec))
+            await slicer.tick()
         lost = await self._write_deployments(decided, now)
         plans: list[Plan] = []
         updates: list[Allocation] = []
@@ -218,6 +244,8 @@ class PlacementController:
             if placements >= self.settings.commit_every:
                 await self._commit(round_, plans, updates, now)
                 plans, updates, placements = [], [], 0
+            else:
+                await slicer.tick()
         await self._commit(round_, plans, updates, now)
         while round_.inflight:
             await self._settle(round_)

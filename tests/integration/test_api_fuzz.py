@@ -15,7 +15,8 @@ import yaml
 from integration.cluster import ROOT, DevCluster
 from podium.errors import ValidationError
 from podium.model import spec as jobspec
-from podium.server.app import MAX_BODY, MAX_JSON_DEPTH, ROUTES
+from podium.runtime.bodies import MAX_BODY, MAX_JSON_DEPTH
+from podium.server.app import ROUTES
 from support.mutate import ODD_VALUES, mutate
 
 pytestmark = pytest.mark.integration
@@ -241,3 +242,88 @@ def test_node_registration_resources_are_validated(dev_cluster: DevCluster) -> N
         assert "id" in [p["path"] for p in r.json()["problems"]], r.text
     names = {n["name"] for n in dev_cluster.api("GET", "/v1/nodes")}
     assert names == {node["name"]}, names
+
+
+# ------------------------------------------------------------ the agent's routes
+
+AGENT_ROUTES = (
+    ("GET", "/v1/metrics", ()),
+    ("GET", "/v1/agent/health", ()),
+    ("GET", "/v1/agent/usage", ("max_age",)),
+    ("GET", "/v1/agent/alloc/{id}/logs", ("task", "type", "tail", "follow")),
+    ("GET", "/v1/agent/alloc/{id}/lines", ("task", "type", "since", "grep", "follow")),
+    ("POST", "/v1/agent/alloc/{id}/exec", ("task",)),
+)
+
+
+def test_every_agent_route_answers_odd_requests_without_a_5xx(dev_cluster: DevCluster) -> None:
+    """The agent's own API (logs, exec, usage) takes input from the CLI: odd input is a 4xx
+    naming what was wrong, never a 5xx, and the agent and its task stay up."""
+    rng = random.Random(19_13)
+    dev_cluster.cli("job", "run", str(ROOT / "examples" / "web.yaml"), check=True, timeout=60)
+    (node,) = dev_cluster.api("GET", "/v1/nodes")
+    agent = f"http://{node['http_addr']}"
+    alloc = dev_cluster.cli_json("job", "status", "web")["allocations"][0]["id"]
+    exec_bodies: list[bytes] = [
+        b"",
+        b"{",
+        b"null",
+        b"[]",
+        b"\xff\xfe",
+        _deep_json(2000),
+        b"[" * 2000 + b"]" * 2000,
+        b" " * (MAX_BODY + 1),
+    ]
+    for cmd in (["true"], [], "true", [1], ["true", None], ["no-such-command-podium"]):
+        for timeout in ("x", None, -1, 0, 1e400, "1e400", [], {}, float("nan"), 10**30):
+            body: dict[str, Any] = {"command": cmd}
+            if timeout is not None:
+                body["timeout"] = timeout
+            exec_bodies.append(json.dumps(body).encode())
+    failures: list[str] = []
+    sent = 0
+    with httpx.Client(base_url=agent, timeout=10) as http:
+        for method, path, names in AGENT_ROUTES:
+            tries = exec_bodies if method == "POST" else [b""] * 40
+            for body in tries:
+                # A body is read (and refused) whatever the path: most go to the real alloc.
+                ids = (
+                    (alloc, alloc[:8]) if method == "POST" and rng.random() < 0.8 else ODD_SEGMENTS
+                )
+                url = path.replace("{id}", rng.choice(ids))
+                params = {
+                    q: rng.choice(ODD_QUERY) for q in rng.sample(names, rng.randint(0, len(names)))
+                }
+                params.pop("follow", None)  # a follow streams until the task ends
+                try:
+                    r = http.request(method, url, params=params, content=body)
+                except httpx.HTTPError as e:
+                    failures.append(f"{method} {url} {str(params)[:200]}: {e!r}")
+                    continue
+                sent += 1
+                if r.status_code >= 500:
+                    failures.append(
+                        f"{method} {url} {str(params)[:200]} {body[:60]!r}: "
+                        f"{r.status_code} {r.text[:200]}"
+                    )
+    assert sent > 200
+    assert not failures, "\n".join(failures[:20]) + f"\n({len(failures)} of {sent})"
+    # What each refusal says.
+    url = f"{agent}/v1/agent/alloc/{alloc}/exec"
+    r = httpx.post(url, content=b" " * (MAX_BODY + 1))
+    assert r.status_code == 413, (r.status_code, r.text)
+    r = httpx.post(url, content=_deep_json(2000))
+    assert r.status_code == 400 and "nested" in r.json()["error"], r.text
+    r = httpx.post(url, json={"command": ["true"], "timeout": "x"})
+    assert r.status_code == 400 and r.json()["error"].startswith("timeout:"), r.text
+    r = httpx.post(url, json={"command": ["no-such-command-podium"]})
+    assert r.status_code == 422 and "no-such-command-podium" in r.json()["error"], r.text
+    r = httpx.post(url, json={"command": ["sleep", "5"], "timeout": 0.3}, timeout=10)
+    assert r.status_code == 422 and "timed out" in r.json()["error"], r.text
+    r = httpx.post(url, json={"command": ["sh", "-c", "exit 3"]})
+    assert r.status_code == 200 and r.json()["exit_code"] == 3, r.text
+    res = dev_cluster.cli("alloc", "exec", alloc[:8], "--", "no-such-command-podium")
+    assert res.returncode != 0 and "no-such-command-podium" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    assert httpx.get(f"{agent}/v1/agent/health", timeout=5).json()["allocs"] == 3
+    assert dev_cluster.proc is not None and dev_cluster.proc.poll() is None

@@ -20,9 +20,10 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from podium.drivers.base import ExecDriver
-from podium.errors import DriverError
+from podium.errors import DriverError, TaskNotFound, ValidationError
 from podium.model.pattern import PatternError, compile_pattern
 from podium.runtime import http
+from podium.runtime.bodies import json_body
 from podium.runtime.logfiles import follow, read_tail, tail_bytes
 from podium.runtime.merge import Merge
 
@@ -32,8 +33,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+EXEC_BODY_LIMIT = 256 * 1024  # an exec request is a command line and a timeout
+MAX_EXEC_TIMEOUT = 3600.0  # seconds
+
+
 def _json(data: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(data), status_code=status, media_type="application/json")
+
+
+def _error(e: ValidationError) -> Response:
+    problems = [{"path": p.path, "message": p.message} for p in e.problems]
+    return _json({"error": str(e), "problems": problems}, e.status_code)
 
 
 def create_agent_app(agent: Agent) -> Starlette:
@@ -147,26 +157,40 @@ def create_agent_app(agent: Agent) -> Starlette:
         return StreamingResponse(stream(), media_type="application/x-ndjson")
 
     async def exec_(req: Request) -> Response:
+        try:
+            body = await json_body(req, limit=EXEC_BODY_LIMIT)
+        except ValidationError as e:
+            return _error(e)
         found = runner_task(req)
         if isinstance(found, Response):
             return found
         _, task = found
-        try:
-            body = msgspec.json.decode(await req.body())
-        except msgspec.DecodeError:
-            return _json({"error": "expected a JSON body"}, 400)
         cmd = body.get("command") if isinstance(body, dict) else None
         if not isinstance(cmd, list) or not cmd or not all(isinstance(c, str) for c in cmd):
             return _json({"error": "command: expected a non-empty list of strings"}, 400)
+        timeout = body.get("timeout", 30.0)
+        # (type(), not isinstance: true is no number of seconds; NaN fails the comparison)
+        if type(timeout) not in (int, float) or not 0 < timeout <= MAX_EXEC_TIMEOUT:
+            return _json(
+                {
+                    "error": f"timeout: expected seconds, more than 0 and at most "
+                    f"{MAX_EXEC_TIMEOUT:g}, got {str(timeout)[:40]}"
+                },
+                400,
+            )
         if task.handle is None or not isinstance(task.driver, ExecDriver):
             return _json(
                 {"error": f"task {task.name} is not running or its driver cannot exec"}, 409
             )
         try:
-            code, out = await task.driver.exec(
-                task.handle, cmd, timeout=float(body.get("timeout", 30))
-            )
-        except (DriverError, OSError) as e:
+            code, out = await task.driver.exec(task.handle, cmd, timeout=float(timeout))
+        except TaskNotFound as e:
+            return _json({"error": str(e)}, 409)
+        except DriverError as e:
+            # The command could not run in the task, or did not finish in time: about
+            # the request, not this agent.
+            return _json({"error": str(e)}, 422)
+        except OSError as e:
             return _json({"error": str(e)}, 500)
         return _json({"exit_code": code, "output": out.decode("utf-8", "replace")})
 

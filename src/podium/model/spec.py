@@ -77,7 +77,7 @@ SIGNALS = frozenset(s.name for s in signal.Signals)
 SERVER_FIELDS = ("version", "stop", "submit_time", "revision", "parent", "payload")
 # Every field the server sets on a stored version (the rest is the user's spec).
 STORED_FIELDS = (*SERVER_FIELDS, "submitted_by", "stable")
-MAX_JOB_BYTES = 4 * 1024 * 1024  # the server's request body limit (server.app.MAX_BODY)
+MAX_JOB_BYTES = 4 * 1024 * 1024  # the server's request body limit (runtime.bodies.MAX_BODY)
 BATCH_FIELDS = ("completions", "parallelism", "backoff_limit", "active_deadline")
 CONCURRENCY = ("allow", "forbid", "replace")
 DEFAULT_BACKOFF_LIMIT = 6  # as Kubernetes' Job

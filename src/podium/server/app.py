@@ -29,13 +29,14 @@ from podium.errors import (
     NotFound,
     PodiumError,
     Problem,
-    TooLarge,
     ValidationError,
 )
 from podium.model import spec as jobspec
 from podium.model.diff import diff
 from podium.model.pattern import PatternError, compile_pattern
 from podium.model.types import Allocation, AllocUpdate, Job, Node
+from podium.runtime.bodies import json_body as _json_body
+from podium.runtime.bodies import read_body as _body
 from podium.runtime.merge import Merge
 from podium.scheduler import ClusterSnapshot, group_hash, reconcile, schedule
 from podium.server import allocs as alloc_ops
@@ -58,11 +59,6 @@ from podium.store import keys
 from podium.store import snapshot as store_snapshot
 
 log = logging.getLogger(__name__)
-
-MAX_BODY = jobspec.MAX_JOB_BYTES  # what the CLI checks a job file against, too
-# Deeper than any document the API takes (a job may nest 64 levels inside its wrapper),
-# far below the interpreter's recursion limit, which the JSON decoder would meet first.
-MAX_JSON_DEPTH = 100
 
 
 class _JobName(Convertor[str]):
@@ -121,65 +117,6 @@ def _float_param(req: Request, name: str, default: float) -> float:
         raise ValidationError(
             [Problem(name, f"expected a duration such as 30s, got {raw!r}")]
         ) from None
-
-
-async def _body(req: Request, *, limit: int = MAX_BODY) -> bytes:
-    """The request body, up to `limit` bytes: a larger one is refused (413) as soon as its
-    Content-Length says so or its bytes pass the limit, never read whole first."""
-    cached: bytes | None = getattr(req, "_body", None)
-    if cached is not None:
-        return cached
-    declared = req.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit() or len(declared) > 19:
-            raise ValidationError([Problem("", f"bad Content-Length {declared[:40]!r}")])
-        if int(declared) > limit:
-            raise TooLarge([Problem("", f"request body is larger than {limit} bytes")])
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in req.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge([Problem("", f"request body is larger than {limit} bytes")])
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    req._body = body  # where Starlette keeps a body it read: later reads get this one
-    return body
-
-
-async def _json_body(req: Request) -> Any:
-    body = await _body(req)
-    if not body.strip():
-        raise ValidationError([Problem("", "expected a JSON body")])
-    too_deep = ValidationError(
-        [Problem("", f"invalid JSON: nested more than {MAX_JSON_DEPTH} levels deep")]
-    )
-    try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError as e:
-        raise ValidationError([Problem("", f"invalid JSON: {e}")]) from None
-    except RecursionError:  # deeper than the decoder goes (about the recursion limit)
-        raise too_deep from None
-    # Only a body with more containers than the limit can nest past it: most are small.
-    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and _deeper_than(data, MAX_JSON_DEPTH):
-        raise too_deep
-    return data
-
-
-def _deeper_than(data: Any, limit: int) -> bool:
-    """Whether decoded JSON nests containers more than `limit` levels (no recursion)."""
-    if type(data) is not dict and type(data) is not list:
-        return False
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = value.values() if type(value) is dict else value
-        for child in children:
-            if type(child) is dict or type(child) is list:
-                stack.append((child, depth + 1))
-    return False
 
 
 def _decode_as(kind: type[Any], data: Any, what: str) -> Any:

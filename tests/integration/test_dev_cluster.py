@@ -206,18 +206,16 @@ def test_alloc_logs_exec_restart_and_stop(dev_cluster: DevCluster) -> None:
     assert dev_cluster.cli("alloc", "exec", short, "--", "sh", "-c", "exit 3").returncode == 3
     # Restart in place: same alloc, new process, counted once, and it stays up.
     dev_cluster.cli("alloc", "restart", short, check=True)
-    wait_until(
-        lambda: (
-            next(x for x in _running(dev_cluster, "web") if x["id"] == a["id"])["pids"]["server"]
-            not in (pid, 0)
-        ),
-        timeout=10,
-        what="a new process",
-    )
-    time.sleep(1.5)
-    after = dev_cluster.cli_json("alloc", "status", short)
+
+    def restarted() -> dict | None:
+        now = dev_cluster.cli_json("alloc", "status", short)
+        return now if now["task_states"]["server"]["restarts"] >= 1 else None
+
+    after = wait_until(restarted, timeout=10, what="the restart to be counted")
     assert after["task_states"]["server"]["restarts"] == 1, after["task_states"]
     assert after["client_status"] == "running"
+    new_pid = next(x for x in _running(dev_cluster, "web") if x["id"] == a["id"])["pids"]["server"]
+    assert new_pid not in (pid, 0) and psutil.pid_exists(new_pid)
     assert http_get(port) == 200
     # Stop: the alloc ends and a replacement takes its index.
     dev_cluster.cli("alloc", "stop", short, check=True)

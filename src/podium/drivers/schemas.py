@@ -38,8 +38,10 @@ def _labels(labels: dict[str, str]) -> str:
 PROCESS = ConfigSchema(
     driver="process",
     summary="Runs a command on the node in its own session (process group), with the task's "
-    "env, limited by a cgroup (memory, cpu) where the node has them, else by rlimits. "
-    "Stopping it signals the whole session, so nothing it started outlives it.",
+    "env, limited by a cgroup (memory, cpu quota, pids) where the node has them. Without "
+    "cgroups only memory is limited, by an rlimit that binds each process on its own: a task "
+    "of N processes may use N times its memory, and cpu and pids are not limited. Stopping it "
+    "signals the whole session, so nothing it started outlives it.",
     fields=(
         ConfigField(
             "command",

@@ -8,19 +8,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
+import yaml
 
+from podium.runtime import slices
 from podium.runtime.clock import FakeClock
 from podium.scheduler.simulate import simulated_cluster, simulated_jobs
+from podium.server.app import create_app
 from podium.server.controllers.placement import PlacementController, PlacementSettings
+from podium.server.nodes import Heartbeats
+from podium.server.runtime import ServerContext
 from podium.server.state import ClusterState, encode
 from podium.store import keys
 from podium.store.base import Put
 from podium.store.memory import MemoryStore
 
 NOW = 1_700_000_000.0
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "web.yaml"
 
 
 class Turns:
@@ -95,4 +103,37 @@ async def test_a_round_gives_the_loop_a_turn_per_job_and_per_thousand_allocs(
     async with counting() as turns:
         await controller.evaluate([job.key])
     assert len(state.allocs) == placed + 5
+    assert turns.count >= placed // 1000, (turns.count, placed)
+
+
+async def test_job_plan_gives_the_loop_a_turn_per_thousand_allocs(
+    cluster: tuple[MemoryStore, ClusterState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`job plan` is a user's request on the leader's loop: it reads the whole cluster
+    into a snapshot a slice at a time too."""
+    store, state = cluster
+    jobs = simulated_jobs(8000, seed=2)
+    done = await store.txn_many(
+        [([], [Put(keys.job(j.namespace, j.name), encode(j))]) for j in jobs]
+    )
+    await state.wait_for(done[-1].revision)
+    settings = PlacementSettings(batch_jobs=len(jobs), commit_every=100_000)
+    await PlacementController(state, FakeClock(NOW), settings).evaluate([j.key for j in jobs])
+    placed = len(state.allocs)
+    clock = FakeClock(NOW)
+    ctx = ServerContext(
+        state=state,
+        heartbeats=Heartbeats(clock),
+        clock=clock,
+        store_url="memory://",
+        heartbeat_ttl=10.0,
+    )
+    doc = {"job": yaml.safe_load(EXAMPLE.read_text())}
+    monkeypatch.setattr(slices, "SLICE", 0.0)  # every slice boundary is a turn
+    transport = httpx.ASGITransport(app=create_app(ctx))
+    client = httpx.AsyncClient(transport=transport, base_url="http://podium")
+    async with client, counting() as turns:
+        r = await client.post("/v1/jobs/plan", json=doc)
+    assert r.status_code == 200, r.text
+    assert r.json()["create"] == 3
     assert turns.count >= placed // 1000, (turns.count, placed)

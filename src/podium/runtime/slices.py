@@ -19,8 +19,8 @@ SLICE = 0.01  # seconds of work between turns given to the rest of the loop
 
 
 class Slicer:
-    def __init__(self, *, budget: float = SLICE) -> None:
-        self.budget = budget
+    def __init__(self, *, budget: float | None = None) -> None:
+        self.budget = SLICE if budget is None else budget
         self.turns = 0  # how often it yielded
         self._since = time.perf_counter()
 

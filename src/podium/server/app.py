@@ -38,7 +38,8 @@ from podium.model.types import Allocation, AllocUpdate, Job, Node
 from podium.runtime.bodies import json_body as _json_body
 from podium.runtime.bodies import read_body as _body
 from podium.runtime.merge import Merge
-from podium.scheduler import ClusterSnapshot, group_hash, reconcile, schedule
+from podium.runtime.slices import Slicer
+from podium.scheduler import group_hash, reconcile, schedule
 from podium.server import allocs as alloc_ops
 from podium.server import deployments as dep_ops
 from podium.server import dispatch as dispatch_ops
@@ -48,7 +49,7 @@ from podium.server.agents import agent_client
 from podium.server.agents import alloc_lines as agent_lines
 from podium.server.catalog import Catalog
 from podium.server.controllers import periodic as periodic_ops
-from podium.server.controllers.placement import victims
+from podium.server.controllers.placement import cluster_snapshot, victims
 from podium.server.events import TOPICS, EventFilter, readable_event
 from podium.server.idempotency import Idempotency
 from podium.server.metrics import ServerMetrics
@@ -386,9 +387,8 @@ class Api:
             submit_time=self.now(),
         )
         allocs = self.state.allocs_of_job(job.namespace, job.name)
-        snapshot = ClusterSnapshot.build(
-            list(self.state.nodes.values()), (a for a in self.state.allocs.values() if a.live)
-        )
+        # Read a slice at a time: a user's request on the loop the leader's work shares.
+        snapshot = await cluster_snapshot(self.state, Slicer())
         rec = reconcile(
             candidate,
             allocs,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from podium.model.types import Allocation, Deployment, Job, Node, Plan
 from podium.runtime.backoff import Backoff
 from podium.runtime.clock import Clock
-from podium.runtime.slices import SLICE, Slicer
+from podium.runtime.slices import Slicer
 from podium.scheduler import ClusterSnapshot, Reconciliation, reconcile, schedule_into
 from podium.scheduler.preempt import Candidate
 from podium.server.deployments import write_ops
@@ -50,8 +50,28 @@ class PlacementSettings:
     # commit overlaps scheduling the rest of the round (the store writes on its own core).
     commit_every: int = 2000
     max_inflight: int = 2
-    # Seconds of a round's work between turns given to the rest of the event loop.
-    slice: float = SLICE
+    # Seconds of a round's work between turns given to the rest of the event loop
+    # (None: runtime.slices.SLICE).
+    slice: float | None = None
+
+
+async def cluster_snapshot(state: ClusterState, slicer: Slicer) -> ClusterSnapshot:
+    """The cluster as of one moment (one copy of the cache's nodes and allocs; allocs no
+    longer live are left out) read into a scheduling snapshot a thousand at a time, the
+    event loop given its turns by `slicer`: on a large cluster this alone takes a good
+    part of a second."""
+    nodes = list(state.nodes.values())
+    allocs = list(state.allocs.values())
+    snapshot = ClusterSnapshot()
+    for i in range(0, len(nodes), _SNAPSHOT_STEP):
+        for n in nodes[i : i + _SNAPSHOT_STEP]:
+            snapshot.upsert_node(n)
+        await slicer.tick()
+    for i in range(0, len(allocs), _SNAPSHOT_STEP):
+        for a in allocs[i : i + _SNAPSHOT_STEP]:
+            snapshot.add_alloc(a)
+        await slicer.tick()
+    return snapshot
 
 
 class PlacementController:
@@ -163,19 +183,8 @@ class PlacementController:
         # large cluster is seconds of work.
         slicer = Slicer(budget=self.settings.slice)
         # One snapshot for the round: each plan is applied to it, so the plans still in
-        # flight to the store are counted when the next jobs are placed. Filled a slice at
-        # a time from one copy of the cache's nodes and allocs: the cluster as of one moment.
-        nodes = list(self.state.nodes.values())
-        allocs = list(self.state.allocs.values())
-        snapshot = ClusterSnapshot()
-        for i in range(0, len(nodes), _SNAPSHOT_STEP):
-            for n in nodes[i : i + _SNAPSHOT_STEP]:
-                snapshot.upsert_node(n)
-            await slicer.tick()
-        for i in range(0, len(allocs), _SNAPSHOT_STEP):
-            for a in allocs[i : i + _SNAPSHOT_STEP]:
-                snapshot.add_alloc(a)  # (one that is not live is left out)
-            await slicer.tick()
+        # flight to the store are counted when the next jobs are placed.
+        snapshot = await cluster_snapshot(self.state, slicer)
         round_ = _Round(job_keys)
         self._placing = set(job_keys)
         try:

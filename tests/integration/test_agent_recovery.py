@@ -292,3 +292,52 @@ def test_lost_state_finds_containers_by_label_and_stops_orphans(
         if orphan.poll() is None:
             orphan.kill()
         orphan.wait(5)
+
+
+@pytest.mark.parametrize(
+    ("code", "restart", "outcome"),
+    [(0, "{}", "complete"), (3, "{attempts: 0, mode: fail}", "failed")],
+)
+def test_a_batch_task_that_ends_while_the_agent_is_down_is_judged_by_its_exit(
+    cluster: DevCluster, tmp_path: Path, code: int, restart: str, outcome: str
+) -> None:
+    """A cron child that finished while `podium dev` was down ran again when it came back:
+    its exit status was lost with its parent. It is kept, and judged as if seen (a failed
+    exit goes through the restart policy like any other: here it allows no restart)."""
+    c = cluster
+    runs, go = tmp_path / "runs", tmp_path / "go"
+    spec = tmp_path / "once.yaml"
+    spec.write_text(
+        textwrap.dedent(
+            f"""\
+            name: once
+            type: batch
+            groups:
+              - name: g
+                restart: {restart}
+                reschedule: {{attempts: 0}}
+                tasks:
+                  - name: t
+                    config:
+                      command: sh
+                      args: ["-c", "echo run >>{runs}; until [ -e {go} ]; do sleep 0.05; done; exit {code}"]
+                    resources: {{cpu: 10, memory: 16}}
+            """
+        )
+    )
+    c.cli("job", "run", "--detach", str(spec), check=True, timeout=30)
+    wait_until(lambda: runs.exists(), timeout=20, what="the task to start")
+    c.kill9()
+    go.touch()
+    wait_until(lambda: not c.task_processes(), timeout=10, what="the task to end")
+    c.start()
+
+    def finished() -> dict[str, Any] | None:
+        (row,) = c.api("GET", "/v1/allocations", params={"job": "once"})
+        return row if row["client_status"] in ("complete", "failed") else None
+
+    row = wait_until(finished, timeout=20, what="the alloc to finish")
+    state = c.api("GET", f"/v1/allocation/{row['id']}")["task_states"]["t"]
+    assert (row["client_status"], state["exit_code"]) == (outcome, code), state
+    assert runs.read_text() == "run\n", "the task ran again"
+    assert state["restarts"] == 0, state

@@ -305,6 +305,39 @@ async def test_recovery_by_new_instance_then_external_kill(hx: Harness) -> None:
     await fresh.destroy(h2)
 
 
+async def test_a_kept_exit_outlives_the_driver(hx: Harness, tmp_path: Path) -> None:
+    """keep_exit (batch tasks): a task that ends while no agent runs is recovered with how
+    it ended (code or signal), so it is judged, not run again; a supervised one ends as
+    before, a stop's signal included."""
+    go = tmp_path / "go"
+    fresh = ProcessDriver(
+        cgroup_parent=CGROUP_PARENT, use_cgroups=hx.driver.cgroups().version != "none"
+    )
+    script = f"until [ -e {go} ]; do sleep 0.02; done; exit 7"
+    _, coded = await hx.start(sh(script), keep_exit=True)
+    _, killed = await hx.start({"command": "sleep", "args": ["1000"]}, keep_exit=True)
+    _, unkept = await hx.start(sh(script))
+    victim = next(p for p in psutil.Process(killed.state["pid"]).children() if p.name() == "sleep")
+    victim.kill()
+    go.touch()
+    async with asyncio.timeout(5):
+        while await hx.driver.inspect(coded) or await hx.driver.inspect(killed):
+            await asyncio.sleep(0.02)
+    assert await fresh.recover(coded) and await fresh.recover(killed)
+    assert not await fresh.inspect(coded)
+    assert (await fresh.wait(coded)).exit_code == 7
+    res = await fresh.wait(killed)
+    assert (res.exit_code, res.signal) == (137, signal.SIGKILL)
+    async with asyncio.timeout(5):
+        while await hx.driver.inspect(unkept):
+            await asyncio.sleep(0.02)
+    assert not await fresh.recover(unkept)  # its exit went with its parent
+    _, stopped = await hx.start({"command": "sleep", "args": ["1000"]}, keep_exit=True)
+    await hx.driver.stop(stopped, timeout=2)
+    res = await hx.driver.wait(stopped)
+    assert (res.exit_code, res.signal) == (143, signal.SIGTERM)
+
+
 async def test_recover_refuses_reused_pid(hx: Harness) -> None:
     _, h = await hx.start({"command": "sleep", "args": ["1000"]})
     forged = TaskHandle(

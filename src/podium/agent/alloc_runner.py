@@ -209,6 +209,7 @@ class AllocRunner:
                 cpu_per_core=cpu_per_core(self.node),
                 memory_mb=t.resources.memory,
                 pids=t.resources.pids,
+                keep_exit=batch,
                 labels={
                     "podium.alloc_id": self.alloc.id,
                     "podium.job": self.job.name,

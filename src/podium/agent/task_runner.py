@@ -202,7 +202,10 @@ class TaskRunner:
         if alive:
             pid = int(handle.state.get("pid", 0) or 0)
             self._set(state="running", pid=pid, message="running (re-adopted)")
-            self._event("task.recovered", f"re-adopted after agent restart (pid {pid})")
+            if await self._still_running(handle):
+                self._event("task.recovered", f"re-adopted after agent restart (pid {pid})")
+            else:
+                self._event("task.recovered", "ended while the agent was down; its exit is known")
             return True
         # Release what the gone task left behind (its cgroup) before starting afresh.
         with contextlib.suppress(DriverError, OSError):
@@ -210,6 +213,12 @@ class TaskRunner:
         self.hooks.handle(self.name, None)
         self._event("task.lost", "was gone when the agent restarted")
         return False
+
+    async def _still_running(self, handle: TaskHandle) -> bool:
+        try:
+            return await self.driver.inspect(handle)
+        except DriverError:
+            return False
 
     async def stop(self) -> None:
         """Stop for good: signal, grace, kill. Returns when the task is down."""

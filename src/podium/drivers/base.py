@@ -42,6 +42,10 @@ class TaskConfig:
     # task writes to a file descriptor opens these instead of the files. "" = none.
     stdout_pipe: str = ""
     stderr_pipe: str = ""
+    # The task's exit decides its alloc (batch, cron): a driver keeps the exit status where
+    # a restarted agent finds it, so a task that ended while the agent was down is judged
+    # by how it ended, not run again.
+    keep_exit: bool = False
 
 
 @dataclass(slots=True)

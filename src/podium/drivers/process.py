@@ -3,7 +3,8 @@
     start ─ open stdout/stderr: the agent's log FIFOs, read-write (else the log files)
           ─ make cgroup (memory, cpu quota, pids) ─ spawn /bin/sh in a new
             session (no preexec_fn) ─ sh writes its pid into each cgroup.procs ─ exec command
-    wait  ─ our child: asyncio's Process.wait │ recovered: poll pid + start time
+    wait  ─ our child: asyncio's Process.wait │ recovered: poll pid + start time, then the
+            exit status the helper shell kept (keep_exit: batch tasks), if any
     stop  ─ signal the group ─ grace ─ SIGKILL group + cgroup members + descendants ─ reap
     destroy ─ kill leftovers ─ rmdir the cgroup
 
@@ -65,6 +66,7 @@ RLIMIT_DATA_HEADROOM = 2
 KILL_DEADLINE = 10.0  # seconds to wait for SIGKILLed processes to vanish before giving up
 POLL = 0.1  # how often a recovered (non-child) task is checked
 EXEC_OUTPUT_LIMIT = 4 * MIB
+EXIT_FILE = ".podium-exit-status"  # in the task dir, for tasks whose exit is kept
 
 
 # ── cgroups ────────────────────────────────────────────────────────────────────────────
@@ -342,11 +344,22 @@ def _exit_code(rc: int) -> tuple[int, int | None]:
     return (128 - rc, -rc) if rc < 0 else (rc, None)
 
 
+def _shell_status(code: int) -> tuple[int, int | None]:
+    """(exit code, signal) from a status as a shell's $? gives it (a signal N as 128+N)."""
+    return (code, code - 128) if 128 < code <= 128 + 64 else (code, None)
+
+
 # $1: how many cgroup.procs files follow; then those files; then the data rlimit in KiB
-# or "-"; then the soft open-files limit; then the command and its arguments. `echo` and
-# `ulimit` are builtins: the shell's own pid joins each cgroup and its own rlimits are set,
-# then `exec` becomes the task (same pid, same session). A failed join or ulimit exits 125
-# with the reason on stderr (the task's log), before the task runs at all.
+# or "-"; then the soft open-files limit; then the file to keep the exit status in, or "-";
+# then the command and its arguments. `echo` and `ulimit` are builtins: the shell's own pid
+# joins each cgroup and its own rlimits are set, then `exec` becomes the task (same pid,
+# same session). A failed join or ulimit exits 125 with the reason on stderr (the task's
+# log), before the task runs at all.
+# With an exit file the shell stays as the task's parent instead: the task's exit status
+# would otherwise go with the agent when the agent is down (a batch task that ended then
+# would run again). It catches the signals a stop sends the group (so the task gets them
+# with their default action and the shell outlives it), writes the status and exits with
+# it: a death by signal N reads 128+N there, as in any shell.
 _EXEC_HELPER = """n=$1; shift
 while [ "$n" -gt 0 ]; do
   echo $$ >"$1" || { echo "podium: cannot join cgroup $1" >&2; exit 125; }
@@ -354,8 +367,14 @@ while [ "$n" -gt 0 ]; do
 done
 if [ "$1" != - ]; then ulimit -d "$1" || exit 125; fi
 ulimit -S -n "$2" 2>/dev/null
-shift 2
-exec "$@"
+keep=$3
+shift 3
+if [ "$keep" = - ]; then exec "$@"; fi
+trap : HUP INT QUIT TERM USR1 USR2 ALRM
+"$@"
+s=$?
+echo "$s" >"$keep"
+exit "$s"
 """
 # Tasks get the open-files limit the agent itself was started with (the agent raises its
 # own: it holds pipes and proxy connections for many tasks).
@@ -363,10 +382,13 @@ TASK_NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 JOIN_FAILED = 125
 
 
-def limited_argv(argv: list[str], *, joins: list[str], data_limit: int | None) -> list[str]:
+def limited_argv(
+    argv: list[str], *, joins: list[str], data_limit: int | None, exit_file: str = ""
+) -> list[str]:
     """`argv` wrapped so that it starts inside the cgroups whose cgroup.procs files are
-    `joins`, with RLIMIT_DATA at `data_limit` bytes (None: unchanged). Spawn the result
-    with start_new_session=True and no preexec_fn."""
+    `joins`, with RLIMIT_DATA at `data_limit` bytes (None: unchanged), its exit status
+    kept in `exit_file` (if given). Spawn the result with start_new_session=True and no
+    preexec_fn."""
     kib = "-" if data_limit is None else str(max(1, data_limit // 1024))
     nofile = "unlimited" if TASK_NOFILE == resource.RLIM_INFINITY else str(TASK_NOFILE)
     return [
@@ -378,6 +400,7 @@ def limited_argv(argv: list[str], *, joins: list[str], data_limit: int | None) -
         *joins,
         kib,
         nofile,
+        exit_file or "-",
         *argv,
     ]
 
@@ -446,6 +469,7 @@ class _State:
     cwd: str
     cgroup: TaskCgroup | None
     oom_base: int
+    exit_file: str = ""  # where the helper shell keeps the task's exit status ("" none)
 
     @classmethod
     def of(cls, handle: TaskHandle) -> _State:
@@ -459,6 +483,7 @@ class _State:
                 cwd=str(s.get("cwd", "")),
                 cgroup=TaskCgroup(cg, dict(s["cgroups"])) if cg in ("v1", "v2") else None,
                 oom_base=int(s.get("oom_base", 0)),
+                exit_file=str(s.get("exit_file", "")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise DriverError(f"process handle: bad state {s!r}: {e}") from e
@@ -472,6 +497,7 @@ class _State:
             "cgroup_version": self.cgroup.version if self.cgroup else "none",
             "cgroups": dict(self.cgroup.paths) if self.cgroup else {},
             "oom_base": self.oom_base,
+            "exit_file": self.exit_file,
         }
 
 
@@ -492,6 +518,19 @@ def _work_dir(cfg: TaskConfig) -> str:
     if not os.path.isdir(cwd):
         raise DriverError(f"work_dir: {cwd} is not a directory")
     return cwd
+
+
+def _exit_file(cfg: TaskConfig) -> str:
+    return os.path.join(cfg.task_dir, EXIT_FILE) if cfg.keep_exit else ""
+
+
+def _kept_exit(path: str) -> int | None:
+    """The exit status the helper shell kept, if it did."""
+    text = _read(path) if path else None
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def _task_env(env: dict[str, str]) -> dict[str, str]:
@@ -587,8 +626,15 @@ class ProcessDriver:
         cg = self._make_cgroup(cfg)
         data_limit = None if cg else _data_limit(cfg.memory_mb)
         oom_base = cg.oom_kills() if cg else 0  # before the task can run: a reused cgroup counts on
+        exit_file = _exit_file(cfg)
+        if exit_file:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(exit_file)  # an earlier run's
         argv = limited_argv(
-            [command, *args], joins=cg.join_files() if cg else [], data_limit=data_limit
+            [command, *args],
+            joins=cg.join_files() if cg else [],
+            data_limit=data_limit,
+            exit_file=exit_file,
         )
         out, err = (
             _open_output(cfg.stdout_pipe, cfg.stdout_path),
@@ -617,7 +663,7 @@ class ProcessDriver:
             create_time = psutil.Process(proc.pid).create_time()
         except psutil.Error:
             create_time = 0.0
-        state = _State(proc.pid, proc.pid, create_time, cwd, cg, oom_base)
+        state = _State(proc.pid, proc.pid, create_time, cwd, cg, oom_base, exit_file)
         handle = TaskHandle(
             driver=self.name,
             alloc_id=cfg.alloc_id,
@@ -662,7 +708,8 @@ class ProcessDriver:
             short_alloc(cfg.alloc_id),
             pid,
         )
-        state = _State(pid, pid, create_time, cwd, cg, cg.oom_kills() if cg else 0)
+        oom_base = cg.oom_kills() if cg else 0
+        state = _State(pid, pid, create_time, cwd, cg, oom_base, _exit_file(cfg))
         handle = TaskHandle(
             driver=self.name,
             alloc_id=cfg.alloc_id,
@@ -703,11 +750,17 @@ class ProcessDriver:
         st = _State.of(handle)
         task = self._tasks.get(_key(handle))
         if task is not None and task.proc is not None:
-            code, sig = _exit_code(await task.proc.wait())
+            rc = await task.proc.wait()
+            code, sig = _shell_status(rc) if st.exit_file and rc >= 0 else _exit_code(rc)
             oom = self._oom(st) and (sig == _signal.SIGKILL or code != 0)
             return ExitResult(exit_code=code, signal=sig, oom_killed=oom)
         while _process(st.pid, st.create_time) is not None:
             await asyncio.sleep(POLL)
+        kept = _kept_exit(st.exit_file)
+        if kept is not None:
+            code, sig = _shell_status(kept)
+            oom = self._oom(st) and (sig == _signal.SIGKILL or code != 0)
+            return ExitResult(exit_code=code, signal=sig, oom_killed=oom)
         # Not our child, so its exit status went to its real parent (or init).
         return ExitResult(
             exit_code=None, oom_killed=self._oom(st), error="exited while not supervised"
@@ -789,8 +842,9 @@ class ProcessDriver:
         return False
 
     async def recover(self, handle: TaskHandle) -> bool:
+        # A task that ended with its exit status kept is re-adopted too: wait() tells how.
         st = _State.of(handle)
-        if _process(st.pid, st.create_time) is None:
+        if _process(st.pid, st.create_time) is None and _kept_exit(st.exit_file) is None:
             return False
         self._tasks.setdefault(_key(handle), _Task(proc=None, env=None))
         return True

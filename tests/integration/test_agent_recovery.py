@@ -341,3 +341,4 @@ def test_a_batch_task_that_ends_while_the_agent_is_down_is_judged_by_its_exit(
     assert (row["client_status"], state["exit_code"]) == (outcome, code), state
     assert runs.read_text() == "run\n", "the task ran again"
     assert state["restarts"] == 0, state
+    assert 0 < state["started_at"] <= state["finished_at"], state  # kept over the restart

@@ -201,7 +201,12 @@ class TaskRunner:
             alive = False
         if alive:
             pid = int(handle.state.get("pid", 0) or 0)
-            self._set(state="running", pid=pid, message="running (re-adopted)")
+            self._set(
+                state="running",
+                pid=pid,
+                started_at=handle.started_at or self.state.started_at,
+                message="running (re-adopted)",
+            )
             if await self._still_running(handle):
                 self._event("task.recovered", f"re-adopted after agent restart (pid {pid})")
             else:

@@ -54,7 +54,7 @@ echo
 echo "podium is running at $PODIUM_ADDR. In another shell:"
 echo "  export PODIUM_ADDR=$PODIUM_ADDR"
 echo "  .venv/bin/podium job status web     # the example: 3 copies of a Python web server"
-echo "  .venv/bin/podium logs web -f        # every copy's output, merged"
+echo "  .venv/bin/podium logs web -f        # every copy's stdout and stderr, merged"
 echo "  .venv/bin/podium top                # CPU and memory, live"
 echo "The web UI: $PODIUM_ADDR/ui/"
 echo "Ctrl-C stops the cluster; the tasks keep running until \`podium job stop web\`."

@@ -135,3 +135,40 @@ def test_since_and_grep_return_only_matching_recent_lines_of_every_copy(
     assert bad.returncode == 1 and "grep" in bad.stderr and "Traceback" not in bad.stderr
     missing = c.cli("logs", "nope")
     assert missing.returncode == 1 and "nope" in missing.stderr
+
+
+def test_both_streams_by_default_stderr_marked(dev_cluster: DevCluster, tmp_path: Path) -> None:
+    """The example logs its requests to stderr (Python's http.server): `podium logs web`,
+    as `make dev` suggests, showed nothing of them. Both streams come by default, a stderr
+    line marked; --stdout or --stderr picks one, unmarked."""
+    c = dev_cluster
+    spec = tmp_path / "talker.yaml"
+    spec.write_text(
+        textwrap.dedent(
+            """\
+            name: talker
+            groups:
+              - name: g
+                update: {max_parallel: 1, min_healthy_time: 0.5s, health_check: task_states}
+                tasks:
+                  - name: t
+                    kill_timeout: 1s
+                    config:
+                      command: sh
+                      args: ["-c", "while :; do echo said; echo complained >&2; sleep 0.2; done"]
+            """
+        )
+    )
+    c.cli("job", "run", str(spec), check=True, timeout=60)
+
+    def lines(*args: str) -> list[str]:
+        return c.cli("logs", "talker", "--since", "1m", *args, check=True).stdout.splitlines()
+
+    wait_until(lambda: len(lines()) > 4, timeout=20, what="some lines")
+    both = lines()
+    assert {ln.split(" ", 1)[1] for ln in both} == {"dev | said", "dev stderr | complained"}
+    assert {ln.split(" ", 1)[1] for ln in lines("--stdout")} == {"dev | said"}
+    assert {ln.split(" ", 1)[1] for ln in lines("--stderr")} == {"dev | complained"}
+    streams = {json.loads(x)["stream"] for x in lines("--json")}
+    assert streams == {"stdout", "stderr"}
+    c.cli("job", "stop", "talker", "--purge", check=True)

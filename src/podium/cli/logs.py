@@ -24,7 +24,8 @@ PALETTE = ("cyan", "green", "yellow", "magenta", "blue", "red", "bright_cyan", "
 @click.option("-f", "--follow", is_flag=True, help="Keep printing, from new copies too")
 @click.option("--since", default=None, help="Only lines this recent: a duration (10m, 2h)")
 @click.option("--grep", default="", help="Only lines matching this RE2 regular expression")
-@click.option("--stderr", is_flag=True, help="stderr instead of stdout")
+@click.option("--stdout", "only", flag_value="stdout", default=None, help="Only stdout")
+@click.option("--stderr", "only", flag_value="stderr", help="Only stderr")
 @click.option("--alloc", default="", help="Only this copy (alloc id or prefix)")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a line")
 @namespace_option
@@ -36,13 +37,14 @@ def logs(
     follow: bool,
     since: str | None,
     grep: str,
-    stderr: bool,
+    only: str | None,
     alloc: str,
     as_json: bool,
     namespace: str | None,
     addr: str | None,
 ) -> None:
-    """Every copy's lines, each prefixed with its alloc (short id) and node.
+    """Every copy's lines, each prefixed with its alloc (short id) and node: stdout and
+    stderr, a stderr line marked `stderr` (--stdout or --stderr for one stream, unmarked).
 
     Past lines come in time order (to the second the agent saw them); with -f new lines
     follow as they are written, and copies that start later (a rolling update, a
@@ -50,7 +52,7 @@ def logs(
     """
     params: dict[str, Any] = {
         "namespace": namespace or "default",
-        "type": "stderr" if stderr else "stdout",
+        "type": only or "both",
         "follow": "true" if follow else "false",
     }
     for key, value in (("group", group), ("task", task), ("grep", grep), ("alloc", alloc)):
@@ -78,14 +80,18 @@ def logs(
                 sys.stdout.flush()
                 continue
             prefix = f"{alloc_short(line['alloc'])} {line['node']}"
+            marked = only is None and line.get("stream") == "stderr"
             if not tty:
+                if marked:
+                    prefix += " stderr"
                 sys.stdout.write(f"{prefix} | {line['line']}\n")
                 sys.stdout.flush()
                 continue
             color = colors.setdefault(line["alloc"], PALETTE[len(colors) % len(PALETTE)])
             stamp = time.strftime("%H:%M:%S", time.localtime(line["time"]))
+            mark = " [red]stderr[/]" if marked else ""
             console.print(
-                f"[dim]{stamp}[/] [{color}]{escape(prefix)}[/] {escape(line['line'])}",
+                f"[dim]{stamp}[/] [{color}]{escape(prefix)}[/]{mark} {escape(line['line'])}",
                 soft_wrap=True,
             )
     except KeyboardInterrupt:

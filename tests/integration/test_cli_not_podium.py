@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from integration.cluster import DevCluster
 from support.cli import no_traceback, run_cli
 
 pytestmark = pytest.mark.integration
@@ -55,3 +56,15 @@ def test_a_server_that_is_not_podium_is_named_as_such(html_server: str, args: tu
     assert "this is not a podium server (got text/html" in result.output, result.output
     assert html_server in result.output
     assert "<html" not in result.output and "Welcome" not in result.output
+
+
+@pytest.mark.parametrize("path", ["/ui/", "/ui", "/v1"])
+def test_an_address_with_a_path_says_to_drop_it(module_cluster: DevCluster, path: str) -> None:
+    """`podium dev` prints the web UI's address (…/ui/); given as PODIUM_ADDR, every
+    command said only "GET /ui/v1/jobs: Not Found"."""
+    dev_addr = module_cluster.addr
+    result = run_cli("job", "list", env={"PODIUM_ADDR": dev_addr + path})
+    no_traceback(result, "job list")
+    assert result.exit_code == 1
+    assert f"the API is at {dev_addr}/v1/" in result.output, result.output
+    assert "without a path" in result.output, result.output

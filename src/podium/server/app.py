@@ -1101,6 +1101,12 @@ def _wrap(fn: Handler, metrics: ServerMetrics, method: str, path: str) -> Handle
     return counted
 
 
+def _behind_a_path(path: str) -> bool:
+    """Whether a request missed every route because its client's address had a path."""
+    inner = path.find("/v1/", 1)
+    return inner > 0 and (not path.startswith("/v1/") or path.startswith("/v1/v1/"))
+
+
 def create_app(ctx: ServerContext) -> Starlette:
     api = Api(ctx)
     # A write sent with an Idempotency-Key is applied once, however often it is retried.
@@ -1121,8 +1127,14 @@ def create_app(ctx: ServerContext) -> Starlette:
 
     async def not_found(req: Request, exc: Exception) -> Response:
         code = getattr(exc, "status_code", 404)
-        return json_response(
-            {"error": f"{req.method} {req.url.path}: {getattr(exc, 'detail', 'not found')}"}, code
-        )
+        error = f"{req.method} {req.url.path}: {getattr(exc, 'detail', 'not found')}"
+        if _behind_a_path(req.url.path):
+            # A client given an address with a path (the web UI's, say) puts it before /v1/.
+            root = f"{req.url.scheme}://{req.url.netloc}/v1/"
+            error += (
+                f"; the API is at {root}: give the server's address without a path "
+                "(--addr or PODIUM_ADDR)"
+            )
+        return json_response({"error": error}, code)
 
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})

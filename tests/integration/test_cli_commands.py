@@ -182,3 +182,13 @@ def test_a_short_prefix_of_a_shown_alloc_id_is_enough(cluster: DevCluster, tmp_p
 
 def _ids(c: DevCluster, job: str) -> list[str]:
     return [a["id"] for a in c.api("GET", "/v1/allocations", params={"job": job})]
+
+
+def test_job_run_of_a_batch_job_counts_runs_not_health(cluster: DevCluster) -> None:
+    """`job run examples/batch.yaml` said "2 healthy (0 for min_healthy_time)": health and
+    min_healthy_time are for services; a batch job's progress is its copies completing."""
+    code, out, err = cli(cluster, "job", "run", str(ROOT / "examples" / "batch.yaml"))
+    assert code == 0, out + err
+    assert "healthy" not in out + err, out + err
+    assert "job 'hello' complete: 2/2 placed, 0 running, 2 complete" in out, out
+    cli(cluster, "job", "stop", "hello", "--purge")

@@ -209,8 +209,11 @@ def _monitor(c: Client, name: str, version: int, timeout: float) -> int:
             healthy = sum(1 for a in cur if a["client_status"] == "running" and a["healthy"])
             settled = sum(g["settled"] for g in groups.values())
             complete = sum(1 for a in cur if a["client_status"] == "complete")
-            line = (
-                f"{placed}/{desired} placed, {running} running, {healthy} healthy"
+            batch = jobd["type"] in ("batch", "cron")
+            line = f"{placed}/{desired} placed, {running} running" + (
+                f", {complete} complete"  # health is a service's: a batch copy completes
+                if batch
+                else f", {healthy} healthy"
                 + (f" ({settled} for min_healthy_time)" if settled < healthy else "")
                 + (f", {complete} complete" if complete else "")
             )
@@ -240,7 +243,7 @@ def _monitor(c: Client, name: str, version: int, timeout: float) -> int:
                         markup=False,
                     )
                 return 1
-            if jobd["type"] in ("batch", "cron"):
+            if batch:
                 if s["status"] == "complete":
                     console.print(f"[green]job {name!r} complete[/]: {line}")
                     return 0

@@ -35,6 +35,7 @@ from podium.store.base import Store
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import proxy as proxy_bench
 import scheduler as scheduler_bench
+import tools
 
 
 async def placements(tmp: str, name: str, on: bool, nodes: list, jobs: list) -> float:
@@ -71,7 +72,7 @@ def proxy_cpu(no_metrics: bool, a: int, b: int, args: argparse.Namespace) -> pro
 
 def proxy_ratio(args: argparse.Namespace) -> float | None:
     try:
-        proxy_bench.ensure_tools()
+        tools.ensure({k: v for k, v in proxy_bench.TOOLS.items() if k != "haproxy"})
     except (SystemExit, RuntimeError, OSError) as e:
         print(f"proxy: skipped ({e})")
         return None
@@ -81,7 +82,14 @@ def proxy_ratio(args: argparse.Namespace) -> float | None:
         conf = proxy_bench.NGINX_CONF.format(dir=tmp, a=a, b=b, body=proxy_bench.BODY)
         (work / "nginx.conf").write_text(conf)
         nginx = proxy_bench.start(
-            ["nginx", "-c", str(work / "nginx.conf"), "-e", str(work / "e.log")], args.load_cpu
+            [
+                tools.which("nginx") or "nginx",
+                "-c",
+                str(work / "nginx.conf"),
+                "-e",
+                str(work / "e.log"),
+            ],
+            args.load_cpu,
         )
         try:
             proxy_bench.wait_port(a)

@@ -7,11 +7,26 @@ ejected): a few attribute reads per request.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
-from podium.proxy.config import Endpoint, UpstreamConfig
+from podium.proxy.config import Endpoint, UpstreamConfig, WakeConfig
 from podium.proxy.metrics import NoServiceMetrics, ServiceMetrics
+
+WAKE_AGAIN = 1.0  # seconds between two wake calls while requests are held
+
+
+class Held(Protocol):
+    """A downstream waiting for a sleeping service's first endpoint."""
+
+    closed: bool
+    held_at: float  # when it was queued (monotonic)
+
+    def release(self, now: float) -> None: ...
+
+    def expire(self, now: float) -> None: ...
+
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
@@ -91,10 +106,64 @@ class EndpointState:
 class Service:
     """A named endpoint set, shared by every listener that reaches it."""
 
-    def __init__(self, name: str, *, metrics: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        metrics: bool = True,
+        on_wake: Callable[[str], None] | None = None,
+    ) -> None:
         self.name = name
         self.states: list[EndpointState] = []
         self.metrics = ServiceMetrics(name) if metrics else NoServiceMetrics(name)
+        self.wake: WakeConfig | None = None  # set: it may sleep, requests wait for it
+        self.held: deque[Held] = deque()
+        self.on_wake = on_wake
+        self.woken = -1e18  # when on_wake was last called (monotonic)
+
+    # -- sleeping services (autoscaled to 0) --------------------------------------
+
+    def hold(self, d: Held, now: float) -> bool:
+        """Queue a request that found no endpoint; False when the queue is full."""
+        assert self.wake is not None
+        if len(self.held) >= self.wake.max_held:
+            self.metrics.hold_refused += 1
+            return False
+        self.held.append(d)
+        self.metrics.held += 1
+        self.call_wake(now)
+        return True
+
+    def call_wake(self, now: float) -> None:
+        if self.on_wake is not None and now - self.woken >= WAKE_AGAIN:
+            self.woken = now
+            self.on_wake(self.name)
+
+    def unhold(self, d: Held) -> None:
+        try:
+            self.held.remove(d)
+        except ValueError:
+            pass
+
+    def release(self, now: float) -> None:
+        """Endpoints arrived: every held request goes on, oldest first."""
+        held, self.held = self.held, deque()
+        for d in held:
+            if not d.closed:
+                d.release(now)
+
+    def sweep_held(self, now: float) -> None:
+        """Answer the requests held past the timeout; ask again to wake for the rest."""
+        if not self.held or self.wake is None:
+            return
+        deadline = now - self.wake.timeout
+        while self.held and self.held[0].held_at <= deadline:
+            d = self.held.popleft()
+            if not d.closed:
+                self.metrics.hold_expired += 1
+                d.expire(now)
+        if self.held:
+            self.call_wake(now)
 
     def set_endpoints(self, endpoints: Sequence[Endpoint]) -> list[EndpointState]:
         """Replace the set; an endpoint whose id stays keeps its state. Returns the removed."""

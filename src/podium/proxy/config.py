@@ -69,6 +69,21 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True)
+class WakeConfig:
+    """A service that may have no copies because it sleeps (autoscaled to 0): a request
+    that finds none waits for one (the agent asks the server to wake the group)."""
+
+    timeout: float = 30.0  # a held request waits this long, then 503 with Retry-After
+    max_held: int = 1000  # held requests at most; more are answered 503 at once
+    retry_after: int = 5  # seconds, in the 503's Retry-After
+
+
+def service_key(namespace: str, name: str) -> str:
+    """The proxy's name for a service: the name alone in the default namespace."""
+    return name if namespace == "default" else f"{name}.{namespace}"
+
+
+@dataclass(frozen=True)
 class Route:
     """Ingress: the longest matching path prefix wins; a named host beats any host."""
 

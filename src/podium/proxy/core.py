@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
 from podium.errors import Problem, ValidationError
 from podium.proxy.balancer import Service
-from podium.proxy.config import Endpoint, Route, UpstreamConfig
+from podium.proxy.config import Endpoint, Route, UpstreamConfig, WakeConfig
 from podium.proxy.http import HTTPDownstream
 from podium.proxy.listener import Listener
 from podium.proxy.metrics import ServiceMetrics, render
@@ -24,9 +25,18 @@ class Proxy:
     per request, so a timeout fires up to that much late.
     """
 
-    def __init__(self, *, sweep_interval: float = 0.2, metrics: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        sweep_interval: float = 0.2,
+        metrics: bool = True,
+        on_wake: Callable[[str], None] | None = None,
+    ) -> None:
         self.sweep_interval = sweep_interval
         self.metrics = metrics  # False: nothing is counted (the overhead benchmark's baseline)
+        # Called (with the service's name, at most once a second while requests wait) when
+        # a request is held for a sleeping service; it must not block.
+        self.on_wake = on_wake
         self._services: dict[str, Service] = {}
         self._listeners: dict[tuple[str, int], Listener] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -34,8 +44,31 @@ class Proxy:
     def _service(self, name: str) -> Service:
         svc = self._services.get(name)
         if svc is None:
-            svc = self._services[name] = Service(name, metrics=self.metrics)
+            svc = self._services[name] = Service(name, metrics=self.metrics, on_wake=self.on_wake)
         return svc
+
+    def set_wake(self, service: str, config: WakeConfig | None) -> None:
+        """Whether a request to `service` that finds no endpoint waits for one (the service
+        sleeps: autoscaled to 0) or is answered 503 at once (None)."""
+        if config is not None and not (config.timeout > 0 and config.max_held >= 1):
+            raise ValidationError([Problem("wake", "expected a positive timeout and max_held")])
+        svc = self._service(service)
+        svc.wake = config
+        if config is None and svc.held:
+            svc.release(monotonic())  # nothing to wait for any more: answered now
+
+    def traffic(self) -> dict[str, dict[str, Any]]:
+        """Each service's counters since this proxy started (what an autoscaler reads)."""
+        return {
+            name: {
+                "requests": svc.metrics.requests,
+                "errors": svc.metrics.errors,
+                "latency_sum": svc.metrics.latency_sum,
+                "buckets": list(svc.metrics.buckets),
+                "held": len(svc.held),
+            }
+            for name, svc in self._services.items()
+        }
 
     async def listen_upstream(
         self, service: str, host: str, port: int, config: UpstreamConfig
@@ -110,10 +143,13 @@ class Proxy:
         ]
         if problems:
             raise ValidationError(problems)
-        for state in self._service(service).set_endpoints(endpoints):
+        svc = self._service(service)
+        for state in svc.set_endpoints(endpoints):
             idle, state.idle = state.idle, []
             for conn in idle:
                 conn.abort()  # idle pooled connections only; busy ones finish their exchange
+        if svc.states and svc.held:
+            svc.release(monotonic())  # a sleeping service woke: its held requests go on
 
     def metrics_text(self) -> str:
         return render(*self.metrics_source())
@@ -177,3 +213,6 @@ class Proxy:
             now = monotonic()
             for listener in list(self._listeners.values()):
                 listener.sweep(now)
+            for svc in self._services.values():
+                if svc.held:
+                    svc.sweep_held(now)

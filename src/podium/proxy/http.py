@@ -53,13 +53,15 @@ class ProtocolError(Exception):
     pass
 
 
-def error_response(status: int, message: str, *, close: bool) -> bytes:
+def error_response(status: int, message: str, *, close: bool, retry_after: int = 0) -> bytes:
     body = (message + "\n").encode()
     head = b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n" % (
         status,
         REASONS[status],
         len(body),
     )
+    if retry_after:
+        head += b"retry-after: %d\r\n" % retry_after
     return head + (b"connection: close\r\n\r\n" if close else b"\r\n") + body
 
 
@@ -390,6 +392,7 @@ class HTTPDownstream(asyncio.Protocol):
         "hdrs",
         "head_bytes",
         "head_req",
+        "held_at",
         "idle_since",
         "idle_t0",
         "listener",
@@ -403,6 +406,7 @@ class HTTPDownstream(asyncio.Protocol):
         "parser",
         "paused",
         "queue",
+        "released",
         "sent",
         "status",
         "t0",
@@ -443,6 +447,8 @@ class HTTPDownstream(asyncio.Protocol):
         self.t0 = 0.0
         self.idle_t0 = -1.0
         self.idle_since = 0.0
+        self.held_at = 0.0  # waiting for a sleeping service's first endpoint since
+        self.released = 0.0  # when the wait ended (the request timeout counts from then)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -465,6 +471,9 @@ class HTTPDownstream(asyncio.Protocol):
         if self.ep is not None:
             self.ep.active -= 1
             self.ep = None
+        if self.held_at and self.balancer is not None:
+            self.held_at = 0.0
+            self.balancer.service.unhold(self)
 
     def pause_writing(self) -> None:
         if self.up is not None and self.up.transport is not None:
@@ -670,6 +679,20 @@ class HTTPDownstream(asyncio.Protocol):
     def _dispatch(self, balancer: Balancer, now: float) -> None:
         ep = balancer.pick(now, self.tried or ())
         if ep is None:
+            svc = balancer.service
+            wake = svc.wake
+            if wake is not None and not svc.states and not self.tried:
+                # A sleeping service: wait for its first copy (the agent wakes it).
+                if svc.hold(self, now):
+                    self.held_at = now
+                    return
+                self._answer(
+                    503,
+                    f"service {svc.name} is starting and {wake.max_held} requests already "
+                    "wait for it; retry",
+                    retry_after=wake.retry_after,
+                )
+                return
             self._answer(503, "no healthy endpoint")
             return
         ep.active += 1
@@ -829,15 +852,41 @@ class HTTPDownstream(asyncio.Protocol):
             self.balancer.service.metrics.observe(monotonic() - self.t0, True)
         self.transport.abort()
 
+    # -- a sleeping service -------------------------------------------------------
+
+    def release(self, now: float) -> None:
+        """The service this request waited for has an endpoint now: send it there."""
+        self.held_at = 0.0
+        self.released = now
+        balancer = self.balancer
+        if balancer is not None and self.busy:
+            self._dispatch(balancer, now)
+
+    def expire(self, now: float) -> None:
+        """No copy came within the service's hold timeout."""
+        self.held_at = 0.0
+        balancer = self.balancer
+        if balancer is None or not self.busy:
+            return
+        wake = balancer.service.wake
+        self._answer(
+            503,
+            f"service {balancer.service.name} is starting (it was scaled to zero) and was "
+            "not ready in time; retry",
+            retry_after=wake.retry_after if wake is not None else 1,
+        )
+
     # -- answers of our own ------------------------------------------------------
 
-    def _answer(self, status: int, message: str) -> None:
+    def _answer(self, status: int, message: str, *, retry_after: int = 0) -> None:
         """Answer the request in flight ourselves (no endpoint, failed, timed out)."""
         balancer = self.balancer
         assert balancer is not None
         self.status = status
         balancer.service.metrics.observe(monotonic() - self.t0, True)
-        self.transport.write(error_response(status, message, close=self.close_after))
+        self.transport.write(
+            error_response(status, message, close=self.close_after, retry_after=retry_after)
+        )
         self._finish(soon=True)
 
     def _reject(self, status: int, message: str) -> None:
@@ -857,12 +906,13 @@ class HTTPDownstream(asyncio.Protocol):
             elif now - self.idle_since > self.listener.config.idle_timeout:
                 self.transport.close()
             return
-        if self.tunnel:
-            return
+        if self.tunnel or self.held_at:
+            return  # held: the service's own sweep answers it when its wait is over
         ep = self.ep
         up = self.up
         balancer = self.balancer
-        if ep is None or balancer is None or now < self.t0 + balancer.config.request_timeout:
+        started = self.released if self.released > self.t0 else self.t0
+        if ep is None or balancer is None or now < started + balancer.config.request_timeout:
             return
         if up is not None:
             self.up = None

@@ -48,6 +48,9 @@ class ServiceMetrics:
         "connections",
         "ejections",
         "errors",
+        "held",
+        "hold_expired",
+        "hold_refused",
         "latency_sum",
         "name",
         "requests",
@@ -65,6 +68,9 @@ class ServiceMetrics:
         self.active = 0  # downstream connections open now
         self.buckets = [0] * (len(BUCKETS) + 1)
         self.latency_sum = 0.0
+        self.held = 0  # requests that waited for a sleeping service's first copy
+        self.hold_expired = 0  # ... and were answered 503 when none came in time
+        self.hold_refused = 0  # answered 503 at once: the wait queue was full
 
     def observe(self, seconds: float, error: bool) -> None:
         self.requests += 1
@@ -82,6 +88,9 @@ class ServiceMetrics:
             "breaker_opens": self.breaker_opens,
             "connections": self.connections,
             "active_connections": self.active,
+            "held": self.held,
+            "hold_expired": self.hold_expired,
+            "hold_refused": self.hold_refused,
             "latency_seconds": {
                 "sum": self.latency_sum,
                 "buckets": dict(zip([*map(str, BUCKETS), "+Inf"], self.buckets, strict=True)),
@@ -105,6 +114,21 @@ _COUNTERS = (
     ("ejections", "podium_proxy_ejections", "Endpoints ejected as outliers."),
     ("breaker_opens", "podium_proxy_breaker_opens", "Endpoint circuit breakers opened."),
     ("connections", "podium_proxy_connections", "Downstream connections accepted."),
+    (
+        "held",
+        "podium_proxy_held_requests",
+        "Requests held while a sleeping service (autoscaled to 0) woke.",
+    ),
+    (
+        "hold_expired",
+        "podium_proxy_hold_expired",
+        "Held requests answered 503 because no copy was ready within hold_timeout.",
+    ),
+    (
+        "hold_refused",
+        "podium_proxy_hold_refused",
+        "Requests answered 503 at once because hold_requests were already waiting.",
+    ),
 )
 
 

@@ -60,6 +60,7 @@ class TCPDownstream(asyncio.Protocol):
         "closed",
         "eof",
         "ep",
+        "held_at",
         "idle_since",
         "listener",
         "pending",
@@ -84,6 +85,7 @@ class TCPDownstream(asyncio.Protocol):
         self.attempts = 0
         self.tried: list[EndpointState] = []
         self.t0 = 0.0
+        self.held_at = 0.0  # waiting for a sleeping service's first endpoint since
 
     # -- client side -------------------------------------------------------------
 
@@ -124,6 +126,9 @@ class TCPDownstream(asyncio.Protocol):
         self.listener.conns.discard(self)
         m = self.balancer.service.metrics
         m.active -= 1
+        if self.held_at:
+            self.held_at = 0.0
+            self.balancer.service.unhold(self)
         if self.ep is not None:
             self.ep.active -= 1
             self.ep = None
@@ -145,9 +150,14 @@ class TCPDownstream(asyncio.Protocol):
     # -- upstream side -----------------------------------------------------------
 
     def _attempt(self) -> None:
-        ep = self.balancer.pick(monotonic(), self.tried)
+        now = monotonic()
+        ep = self.balancer.pick(now, self.tried)
         if ep is None:
-            self.balancer.service.metrics.observe(monotonic() - self.t0, True)
+            svc = self.balancer.service
+            if svc.wake is not None and not svc.states and not self.tried and svc.hold(self, now):
+                self.held_at = now  # a sleeping service: wait for its first copy
+                return
+            svc.metrics.observe(now - self.t0, True)
             self.transport.abort()
             return
         ep.active += 1
@@ -193,10 +203,25 @@ class TCPDownstream(asyncio.Protocol):
         if not self.closed:
             self.transport.close()  # flushes what the server sent last
 
+    # -- a sleeping service -------------------------------------------------------
+
+    def release(self, now: float) -> None:
+        self.held_at = 0.0
+        self.active = True
+        self._attempt()
+
+    def expire(self, now: float) -> None:
+        """No copy came in time: a TCP client can only be told by a closed connection."""
+        self.held_at = 0.0
+        self.balancer.service.metrics.observe(now - self.t0, True)
+        self.transport.abort()
+
     # -- housekeeping ------------------------------------------------------------
 
     def sweep(self, now: float) -> None:
         """Close a relay idle for longer than request_timeout (checked every sweep)."""
+        if self.held_at:
+            return  # the service's own sweep ends the wait
         if self.active:
             self.active = False
             self.idle_since = now

@@ -35,6 +35,7 @@ class ServiceCluster(DevCluster):
 
     dns_port: int = 0
     ingress_port: int = 0
+    extra: tuple[str, ...] = ()  # more `podium dev` options
 
     def start(self, *, timeout: float = 20.0) -> ServiceCluster:
         self.dns_port, self.ingress_port = free_port(), free_port()
@@ -53,6 +54,7 @@ class ServiceCluster(DevCluster):
                 f"127.0.0.1:{self.dns_port}",
                 "--ingress-addr",
                 f"127.0.0.1:{self.ingress_port}",
+                *self.extra,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

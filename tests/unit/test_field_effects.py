@@ -18,6 +18,7 @@ import ast
 import asyncio
 import contextlib
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,14 +37,19 @@ from podium.agent.deploy_health import (
 )
 from podium.agent.health import CheckRunner, run_check
 from podium.agent.proxy_manager import ProxyManager
+from podium.autoscale import Reading, Series, Situation, Window, decide, forecast, propose
+from podium.autoscale.forecast import step_for
+from podium.autoscale.hpa import Proposal
 from podium.model import spec
 from podium.model import types as T
 from podium.model.cron import next_time
 from podium.scheduler import ClusterSnapshot, reconcile, schedule
 from podium.scheduler.batch import progress
 from podium.scheduler.preempt import Candidate
-from podium.server.catalog import _endpoint
+from podium.server.catalog import Catalog, _endpoint
 from podium.server.dispatch import check as dispatch_check
+from podium.server.state import ClusterState
+from podium.store.memory import MemoryStore
 from support.builders import make_alloc, make_node
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,6 +167,30 @@ def cron() -> dict[str, Any]:
 def dispatch() -> dict[str, Any]:
     doc = batch()
     doc["parameterized"] = {"payload": "optional", "meta_required": ["x"], "meta_optional": []}
+    return doc
+
+
+def scaled() -> dict[str, Any]:
+    """An autoscaled group with every kind of policy."""
+    doc = service()
+    doc["groups"][0]["count"] = 2
+    doc["groups"][0]["scaling"] = {
+        "min": 1, "max": 8, "interval": 15, "scale_down_window": 60, "tolerance": 0.1,
+        "idle_timeout": 300,
+        "policies": [
+            {"metric": "cpu", "target": 60}, {"metric": "rps", "target": 10},
+            {"metric": "latency_p95", "target": 0.2}, {"metric": "concurrency", "target": 4},
+            {"prometheus": "sum(a)", "target": 5},
+            {"predictive": {"metric": "rps", "season": 3600, "lead": 300}},
+        ],
+    }  # fmt: skip
+    return doc
+
+
+def sleeper() -> dict[str, Any]:
+    doc = scaled()
+    doc["groups"][0]["scaling"] |= {"min": 0, "hold_timeout": 20, "hold_requests": 50}
+    doc["groups"][0]["scaling"]["policies"].pop()  # no forecast to keep it awake
     return doc
 
 
@@ -413,6 +443,66 @@ def upstream(job: T.Job) -> Any:
     return asyncio.run(go())
 
 
+# The figures each policy reads in `autoscaled` (a look's load, scaled down over time).
+FIGURES = {"cpu": 90.0, "memory": 30.0, "rps": 42.0, "latency_p95": 0.35, "concurrency": 9.0}
+QUERIES = {"sum(a)": 17.0, "sum(b)": 3.0}
+
+
+def demand(metric: str, t: float) -> float:
+    """An hourly ramp per forecast metric (rps, concurrency, cpu cores): 5 to 35 requests/s."""
+    scale = {"rps": 1.0, "concurrency": 0.4, "cpu": 0.05}[metric]
+    return scale * (5 + 30 * (t % 3600) / 3600)
+
+
+def autoscaled(job: T.Job) -> Any:
+    """The autoscaler's decisions for the first group over looks `interval` apart while
+    its load falls (after a rollout holds the second look) and then stops."""
+    sc = job.groups[0].scaling
+    if sc is None:
+        return None
+    window, count, last_change, out = Window(), job.groups[0].count, 0.0, []
+    series = Series(step=60.0)
+    t = NOW - 7200
+    while t < NOW:  # two hours of history for the forecast
+        for p in sc.policies:
+            if p.predictive is not None:
+                series.step = step_for(p.predictive.season, p.predictive.lead)
+                series.add(t, demand(p.predictive.metric, t), 60, keep=10_000)
+        t += 60
+    for i, load in enumerate((1.0, 1.0, 0.3, 0.3, 0.1, 0.1, 0.0, 0.0)):
+        now = NOW + i * sc.interval
+        proposals, fc = [], None
+        for p in sc.policies:
+            if p.predictive is not None:
+                f = forecast(series, now, p.predictive.season, p.predictive.lead)
+                got = math.ceil(f.value / p.target) if f is not None else None
+                fc = Proposal("forecast", got, f"forecast {f}")
+                continue
+            value = QUERIES.get(p.prometheus, FIGURES.get(p.metric, 0.0)) * load
+            copies = (value,) * count if p.metric in ("cpu", "memory") else ()
+            proposals.append(propose(Reading(p.metric, p.target, value=value, copies=copies),
+                                     count, sc.tolerance))  # fmt: skip
+        situation = Situation(
+            now=now, current=count, proposals=tuple(proposals), forecast=fc,
+            idle_for=max(0.0, now - NOW - 6 * sc.interval + 200), last_change=last_change,
+            rollout="deployment d of version 2 is rolling out" if i == 1 else "",
+        )  # fmt: skip
+        d = decide(sc, situation, window)
+        if d.count != count:
+            last_change, count = now, d.count
+        out.append((d.count, d.wanted, d.held, d.reason))
+    return out
+
+
+def sleeping(job: T.Job) -> Any:
+    """What the catalog tells proxies about the job's services: may they sleep, how long
+    does a request wait for them."""
+    state = ClusterState(MemoryStore())
+    state.jobs[job.key] = job
+    catalog = Catalog(state)
+    return [catalog.wake(job.namespace, svc.name) for g in job.groups for svc in g.services]
+
+
 # -------------------------------------------------------------------- proofs
 
 
@@ -572,6 +662,36 @@ FIELDS: dict[str, Differs | Proven] = {
     "groups.parallelism": D(f"{G}.parallelism", 4, batch_run, batch),
     "groups.backoff_limit": D(f"{G}.backoff_limit", 0, batch_run, batch),
     "groups.active_deadline": D(f"{G}.active_deadline", 30, batch_run, batch),
+    "groups.scaling": D(f"{G}.scaling", None, autoscaled, scaled),
+    "groups.scaling.min": D(f"{G}.scaling.min", 0, sleeping, scaled),
+    "groups.scaling.max": D(f"{G}.scaling.max", 4, autoscaled, scaled),
+    "groups.scaling.policies.metric": D(
+        f"{G}.scaling.policies.0.metric", "memory", autoscaled, scaled
+    ),
+    "groups.scaling.policies.prometheus": D(
+        f"{G}.scaling.policies.4.prometheus", "sum(b)", autoscaled, scaled
+    ),
+    "groups.scaling.policies.target": D(f"{G}.scaling.policies.1.target", 2, autoscaled, scaled),
+    "groups.scaling.policies.predictive": D(
+        f"{G}.scaling.policies.5", {"metric": "rps", "target": 10}, autoscaled, scaled
+    ),
+    "groups.scaling.policies.predictive.metric": D(
+        f"{G}.scaling.policies.5.predictive.metric", "concurrency", autoscaled, scaled
+    ),
+    "groups.scaling.policies.predictive.season": D(
+        f"{G}.scaling.policies.5.predictive.season", 1800, autoscaled, scaled
+    ),
+    "groups.scaling.policies.predictive.lead": D(
+        f"{G}.scaling.policies.5.predictive.lead", 1200, autoscaled, scaled
+    ),
+    "groups.scaling.interval": D(f"{G}.scaling.interval", 40, autoscaled, scaled),
+    "groups.scaling.cooldown": D(f"{G}.scaling.cooldown", 100, autoscaled, scaled),
+    "groups.scaling.scale_down_window": D(f"{G}.scaling.scale_down_window", 0, autoscaled, scaled),
+    "groups.scaling.tolerance": D(f"{G}.scaling.tolerance", 0.5, autoscaled, scaled),
+    "groups.scaling.idle_timeout": D(f"{G}.scaling.idle_timeout", 100, autoscaled, sleeper),
+    "groups.scaling.hold_timeout": D(f"{G}.scaling.hold_timeout", 60, sleeping, sleeper),
+    "groups.scaling.hold_requests": D(f"{G}.scaling.hold_requests", 5, sleeping, sleeper),
+    "groups.scaling.during_rollout": D(f"{G}.scaling.during_rollout", True, autoscaled, scaled),
 }
 
 

@@ -121,10 +121,7 @@ def task_env(
 
 def cpu_per_core(node: Node) -> int:
     """What one core of `node` counts in cpu units (MHz): the base of a task's CPU quota."""
-    try:
-        return max(1, int(node.attributes.get("cpu.frequency", "1000")))
-    except ValueError:
-        return 1000
+    return node.cpu_per_core
 
 
 def _env_name(key: str) -> str:

@@ -208,7 +208,8 @@ def create_agent_app(agent: Agent) -> Starlette:
         return Response(await agent.metrics.exposition(agent), media_type=METRICS_CONTENT_TYPE)
 
     async def usage(req: Request) -> Response:
-        """This node's allocs' resource use; `max_age` (seconds) bounds how old it may be."""
+        """This node's allocs' resource use (`max_age`, seconds, bounds how old it may be),
+        and what its proxy counted per service (the autoscaler's requests and latency)."""
         try:
             max_age = min(max(float(req.query_params.get("max_age", "1")), 0.0), 60.0)
         except ValueError:
@@ -219,6 +220,8 @@ def create_agent_app(agent: Agent) -> Starlette:
                 "node_id": agent.node.id if agent.node else "",
                 "time": agent.usage.sampled_at,
                 "allocs": list(allocs.values()),
+                "services": agent.proxies.proxy.traffic(),
+                "services_time": time.time(),
             }
         )
 

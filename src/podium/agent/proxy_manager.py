@@ -3,6 +3,8 @@
     allocs' task upstreams --ensure/release--> listeners on 127.0.0.1:local_port
     ingress (optional)     --/v1/services watch--> routes by host and path prefix
     per service in use     --/v1/service/NAME blocking query--> Proxy.set_endpoints
+                                                               (and set_wake: it may sleep)
+    a request held for a sleeping service --on_wake--> POST /v1/service/NAME/wake
 
 One `podium.proxy.Proxy` runs in the agent's event loop. A listener is shared by every
 alloc that names the same service on the same local port, and closed when none does.
@@ -20,7 +22,7 @@ from typing import Any
 from podium.api.client import AsyncClient
 from podium.errors import PodiumError
 from podium.model.types import Upstream
-from podium.proxy import Endpoint, Proxy, Route, UpstreamConfig
+from podium.proxy import Endpoint, Proxy, Route, UpstreamConfig, WakeConfig, service_key
 from podium.runtime.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -35,11 +37,6 @@ class _Listener:
     policy: str
 
 
-def service_key(namespace: str, name: str) -> str:
-    """The proxy's name for a service: the name alone in the default namespace."""
-    return name if namespace == "default" else f"{name}.{namespace}"
-
-
 class ProxyManager:
     def __init__(
         self,
@@ -50,7 +47,7 @@ class ProxyManager:
         watch_wait: float = 30.0,
     ) -> None:
         self.client = client
-        self.proxy = Proxy()
+        self.proxy = Proxy(on_wake=self._wake_requested)
         self.ingress_addr = ingress_addr
         self.ingress_fallback = ingress_fallback
         self.ingress_at = ""  # HOST:PORT the ingress listens on, once it does
@@ -61,6 +58,9 @@ class ProxyManager:
         self._by_alloc: dict[str, list[int]] = {}
         self._watched: dict[str, asyncio.Task[None]] = {}  # service key -> watcher
         self._ingress_services: set[str] = set()
+        self._names: dict[str, tuple[str, str]] = {}  # service key -> (namespace, name)
+        self._wakes: set[str] = set()  # service keys a held request asks to wake
+        self._wake_now = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._lock = asyncio.Lock()
 
@@ -75,6 +75,7 @@ class ProxyManager:
                     self.ingress_at = f"{host}:{port}"
                     log.info("ingress listening on http://%s", self.ingress_at)
                     tg.create_task(self._watch_ingress(host, port), name="ingress-routes")
+                tg.create_task(self._waker(), name="wake")
                 self.ready.set()
                 # Watches start later, as allocs need them: keep the group open until then.
                 await asyncio.Future()
@@ -160,6 +161,7 @@ class ProxyManager:
         key = service_key(namespace, name)
         if key in self._watched or self._tg is None:
             return
+        self._names[key] = (namespace, name)
         self._watched[key] = self._tg.create_task(
             self._watch_service(namespace, name, key), name=f"service-watch:{key}"
         )
@@ -186,6 +188,7 @@ class ProxyManager:
                 continue
             # A copy without a port (a service declared with none) cannot be proxied to.
             endpoints = [_endpoint(e) for e in data["endpoints"] if e["port"]]
+            self.proxy.set_wake(key, _wake(data.get("wake")))
             self.proxy.set_endpoints(key, endpoints)
             # Lower than before means another server answered: its index is the one to use.
             index = int(data["index"])
@@ -221,6 +224,39 @@ class ProxyManager:
             for key in gone:
                 self._unwatch(key)
             index = int(data["index"])
+
+    # ----------------------------------------------------------- sleeping services
+
+    def _wake_requested(self, key: str) -> None:
+        """The proxy holds a request for a sleeping service (called in its data path)."""
+        self._wakes.add(key)
+        self._wake_now.set()
+
+    async def _waker(self) -> None:
+        """Ask the servers to wake each service requests wait for. The proxy asks again
+        every second while they wait, so a failed call is simply made again then."""
+        while True:
+            await self._wake_now.wait()
+            self._wake_now.clear()
+            keys, self._wakes = self._wakes, set()
+            for key in keys:
+                named = self._names.get(key)
+                if named is None:
+                    continue
+                try:
+                    await self.client.wake_service(*named)
+                except PodiumError as e:
+                    log.warning("waking service %s failed: %s", key, e)
+
+
+def _wake(raw: object) -> WakeConfig | None:
+    """The catalog's word on whether a service may sleep (autoscaled to 0)."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return WakeConfig(timeout=float(raw["timeout"]), max_held=int(raw["queue"]))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _endpoint(e: dict[str, Any]) -> Endpoint:

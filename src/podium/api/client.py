@@ -215,6 +215,11 @@ class Client:
             json={"group": group, "count": count},
         )  # fmt: skip
 
+    def job_scaling(self, name: str, namespace: str | None = None) -> Any:
+        return self.request(
+            "GET", f"/v1/job/{name}/scaling", params={"namespace": self.ns(namespace)}
+        )
+
     def dispatch_job(
         self,
         name: str,
@@ -400,6 +405,12 @@ class AsyncClient:
             f"/v1/service/{name}",
             params={"namespace": namespace, "index": index, "wait": f"{wait}s"},
             timeout=wait + 10,
+        )
+
+    async def wake_service(self, namespace: str, name: str) -> Any:
+        """A request waits for this sleeping service: ask the servers to start a copy."""
+        return await self.request(
+            "POST", f"/v1/service/{name}/wake", params={"namespace": namespace}, json={}
         )
 
     async def job_version(self, namespace: str, name: str, version: int) -> Any:

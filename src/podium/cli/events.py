@@ -20,6 +20,7 @@ COLORS = {
     "node": "yellow",
     "deployment": "magenta",
     "service": "blue",
+    "scaling": "bright_green",
 }
 
 

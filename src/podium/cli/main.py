@@ -164,6 +164,23 @@ def events_options(f: Any) -> Any:
     )(f)
 
 
+def _prometheus_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value and not value.startswith(("http://", "https://")):
+        raise click.BadParameter(f"expected an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def prometheus_option(f: Any) -> Any:
+    """--prometheus-url: where `prometheus:` scaling policies send their queries."""
+    return click.option(
+        "--prometheus-url",
+        default="",
+        envvar="PODIUM_PROMETHEUS_URL",
+        callback=_prometheus_url,
+        help="Your Prometheus (http://HOST:9090): scaling policies with `prometheus: QUERY` ask it",
+    )(f)
+
+
 def _event_ring(max_events: int, max_age: str) -> Any:
     from podium.model.spec import parse_duration
     from podium.server.events import EventRing
@@ -250,6 +267,7 @@ def _data_dir(path: str | None, default: str) -> str:
 )
 @log_level_option
 @events_options
+@prometheus_option
 @click.pass_context
 def dev(
     ctx: click.Context,
@@ -260,6 +278,7 @@ def dev(
     log_level: str,
     events_max: int,
     events_max_age: str,
+    prometheus_url: str,
 ) -> None:
     """A real single-node cluster: server and agent in one process, on SQLite."""
     from podium.agent.agent import Agent, AgentConfig
@@ -280,6 +299,7 @@ def dev(
             dns=dns,
             dns_fallback=dns_fallback,
             events=_event_ring(events_max, events_max_age),
+            prometheus_url=prometheus_url,
         )
     )
 
@@ -342,6 +362,7 @@ def dev(
 )
 @log_level_option
 @events_options
+@prometheus_option
 @click.pass_context
 def server(
     ctx: click.Context,
@@ -354,6 +375,7 @@ def server(
     leader_ttl: float,
     events_max: int,
     events_max_age: str,
+    prometheus_url: str,
 ) -> None:
     """Run a server (API, scheduler, controllers); `podium server members` lists them."""
     if ctx.invoked_subcommand is not None:
@@ -382,6 +404,7 @@ def server(
             dns_fallback=dns_fallback,
             leader_ttl=leader_ttl,
             events=_event_ring(events_max, events_max_age),
+            prometheus_url=prometheus_url,
         )
     )
     run_until_signal(srv.run())
@@ -532,12 +555,14 @@ def build() -> click.Group:
         logs,
         node,
         operator,
+        scaling,
         server_ops,
         service,
         top,
     )
 
     server.add_command(server_ops.members)
+    job.job.add_command(scaling.scaling)
     for group in (
         job.job,
         deployment.deployment,

@@ -52,9 +52,12 @@ from podium.model.types import (
     Parameterized,
     Periodic,
     PortSpec,
+    Predictive,
     ReschedulePolicy,
     Resources,
     RestartPolicy,
+    Scaling,
+    ScalingPolicy,
     ServiceSpec,
     Spread,
     Task,
@@ -337,6 +340,13 @@ def canonicalize(raw: dict[str, Any]) -> dict[str, Any]:
       name "<service>-<type>-<i>", path "/", method GET, interval 2s, timeout 1s;
       a command given as one string is split like a shell would.
     - constraint: operator "=" ("==" accepted), attribute aliases rewritten.
+    - scaling (service groups): min 1, no policies, interval 15s, cooldown 0,
+      scale_down_window 5m, tolerance 0.1, idle_timeout 5m, hold_timeout 30s,
+      hold_requests 1000, during_rollout false; max has no default. With scaling and no
+      count, count = min (at least 1). A policy `{prometheus: QUERY}` has metric
+      "prometheus"; predictive {metric rps, season 24h, lead 5m}, and its target, when
+      not given, is the target of the reactive policy on the same metric. A latency_p95
+      target may be written as a duration ("200ms").
 
     Never raises: a value of the wrong type stays where it is for `validate` to report.
     """
@@ -485,6 +495,14 @@ def _canon_group(raw: dict[str, Any], kind: str) -> dict[str, Any]:
         _fill(group, "backoff_limit", DEFAULT_BACKOFF_LIMIT)
         _fill(group, "active_deadline", 0.0)
         group["active_deadline"] = _try_duration(group["active_deadline"])
+    if group.get("scaling") is not None:
+        group["scaling"] = _canon_scaling(group["scaling"])
+        scaling = group["scaling"]
+        if raw.get("count") is None and isinstance(scaling, dict):
+            low, high = scaling.get("min"), scaling.get("max")
+            if _number(low) is not None:
+                start = max(int(cast(int, low)), 1)
+                group["count"] = min(start, high) if isinstance(high, int) else start
     group["network"] = _canon_network(group.get("network"))
     group["services"] = _canon_list(group.get("services"), _canon_service)
     restart = group["restart"]
@@ -492,6 +510,57 @@ def _canon_group(raw: dict[str, Any], kind: str) -> dict[str, Any]:
     group["tasks"] = _canon_list(group.get("tasks"), lambda t: _canon_task(t, inherited))
     group["meta"] = _canon_str_map(group.get("meta"))
     return group
+
+
+SCALING_DEFAULTS: dict[str, Any] = {
+    "min": 1,
+    "policies": [],
+    "interval": 15.0,
+    "cooldown": 0.0,
+    "scale_down_window": 300.0,
+    "tolerance": 0.1,
+    "idle_timeout": 300.0,
+    "hold_timeout": 30.0,
+    "hold_requests": 1000,
+    "during_rollout": False,
+}
+_SCALING_DURATIONS = ("interval", "cooldown", "scale_down_window", "idle_timeout", "hold_timeout")
+PREDICTIVE_DEFAULTS: dict[str, Any] = {"metric": "rps", "season": 86400.0, "lead": 300.0}
+
+
+def _canon_scaling(value: object) -> object:
+    scaling = _merged(SCALING_DEFAULTS, value, _SCALING_DURATIONS)
+    if not isinstance(scaling, dict):
+        return scaling
+    policies = _canon_list(scaling.get("policies"), _canon_policy)
+    scaling["policies"] = policies
+    if isinstance(policies, list):
+        # A predictive policy steers by the target of the reactive one on its metric.
+        targets = {
+            p["metric"]: p["target"]
+            for p in policies
+            if isinstance(p, dict) and p.get("predictive") is None and "target" in p
+        }
+        for p in policies:
+            if isinstance(p, dict) and isinstance(p.get("predictive"), dict):
+                metric = p["predictive"].get("metric")
+                if p.get("target") is None and isinstance(metric, str) and metric in targets:
+                    p["target"] = targets[metric]
+    return scaling
+
+
+def _canon_policy(raw: dict[str, Any]) -> dict[str, Any]:
+    policy = dict(raw)
+    if policy.get("metric") is None:
+        policy["metric"] = "prometheus" if policy.get("prometheus") is not None else ""
+    _fill(policy, "prometheus", "")
+    if policy["metric"] == "latency_p95" and isinstance(policy.get("target"), str):
+        policy["target"] = _try_duration(policy["target"])  # "200ms" as well as 0.2
+    if policy.get("predictive") is not None:
+        policy["predictive"] = _merged(
+            PREDICTIVE_DEFAULTS, policy["predictive"], ("season", "lead")
+        )
+    return policy
 
 
 def _canon_network(value: object) -> object:
@@ -928,6 +997,8 @@ def _check_job(c: _Checker, job: dict[str, Any]) -> None:
         _unique(c, checked, path, seen, "group name")
         if checked is not None:
             _check_batch(c, checked, path, batch=kind in ("batch", "cron"))
+            if checked.get("scaling") is not None:
+                _check_scaling(c, checked, _at(path, "scaling"), kind)
 
 
 def _check_batch(c: _Checker, group: dict[str, Any], path: str, *, batch: bool) -> None:
@@ -946,6 +1017,137 @@ def _check_batch(c: _Checker, group: dict[str, Any], path: str, *, batch: bool) 
             _at(path, "completions"),
             f"must equal count ({count}): for a batch group they are the same; give one",
         )
+
+
+SCALING_METRICS = ("cpu", "memory", "rps", "latency_p95", "concurrency", "prometheus")
+FORECAST_METRICS = ("rps", "concurrency", "cpu")
+PROXY_METRICS = ("rps", "latency_p95", "concurrency")  # measured by the proxies
+MAX_QUERY = 4096  # characters of a PromQL query
+_SCALING_RULES: dict[str, _Rule] = {
+    "min": _int(0, 10_000),
+    "max": _int(1, 10_000),
+    "interval": lambda c, v, p: c.duration(v, p, positive=True),
+    "cooldown": _dur(positive=False),
+    "scale_down_window": _dur(positive=False),
+    "idle_timeout": _dur(positive=True),
+    "hold_timeout": _dur(positive=True),
+    "hold_requests": _int(1, 100_000),
+    "during_rollout": _bool,
+}
+
+
+def _check_scaling(c: _Checker, group: dict[str, Any], path: str, kind: object) -> None:
+    """A group's `scaling`: bounds, policies, and what each needs of the group."""
+    scaling = c.struct(group["scaling"], path, Scaling, _SCALING_RULES, required=("max",))
+    if scaling is None:
+        return
+    if kind != "service":
+        c.add(path, f"only a service job's groups scale themselves, not a {kind} job's")
+    interval = _number(scaling.get("interval"))
+    if interval is not None and 0 < interval < 1:
+        c.expect(_at(path, "interval"), "at least 1s", scaling["interval"])
+    tolerance = scaling.get("tolerance", 0.1)
+    if _number(tolerance) is None or not 0 <= cast(float, tolerance) < 1:
+        c.expect(_at(path, "tolerance"), "a share from 0 to below 1, such as 0.1", tolerance)
+    low, high = _number(scaling.get("min")), _number(scaling.get("max"))
+    if low is not None and high is not None and high < low:
+        c.add(_at(path, "max"), f"must be at least min ({low:g})")
+    count = _number(group.get("count"))
+    if count is not None and low is not None and high is not None and not low <= count <= high:
+        c.add(
+            _at(path.rpartition(".")[0], "count"),
+            f"must be within scaling min..max ({low:g}..{high:g}), got {count:g}",
+        )
+    services = group.get("services")
+    has_service = isinstance(services, list) and bool(services)
+    if low == 0 and not has_service:
+        c.add(_at(path, "min"), "0 needs a service in the group: a request to it wakes the group")
+    policies = c.items(scaling.get("policies", []), _at(path, "policies"), "policies")
+    if policies is None:
+        return
+    if not policies and low != 0:
+        c.add(
+            _at(path, "policies"),
+            "expected at least one policy such as {metric: cpu, target: 60} "
+            "(only a group with min 0 may go without: it then only sleeps and wakes)",
+        )
+    for i, raw in enumerate(policies):
+        _check_policy(c, raw, _at(_at(path, "policies"), i), has_service=has_service)
+
+
+def _check_policy(c: _Checker, raw: object, path: str, *, has_service: bool) -> None:
+    policy = c.struct(raw, path, ScalingPolicy, {})
+    if policy is None:
+        return
+    metric, predictive = policy.get("metric", ""), policy.get("predictive")
+    target = policy.get("target")
+    if predictive is not None:
+        if metric != "":
+            c.add(_at(path, "metric"), "give a predictive policy's metric inside `predictive`")
+        _check_predictive(c, predictive, _at(path, "predictive"), has_service=has_service)
+        if target is None:
+            c.add(
+                _at(path, "target"),
+                "a predictive policy needs a target: give one here, or a reactive policy "
+                "on the same metric",
+            )
+    else:
+        if target is None:
+            c.add(
+                _at(path, "target"),
+                "required field is missing: the figure to hold, e.g. 60 (percent) for cpu, "
+                "or requests per second per copy for rps",
+            )
+        if not (isinstance(metric, str) and metric in SCALING_METRICS):
+            choices = ", ".join(f'"{m}"' for m in SCALING_METRICS)
+            c.expect(_at(path, "metric"), f"one of {choices}, or `prometheus: QUERY`", metric)
+        elif metric in PROXY_METRICS and not has_service:
+            c.add(
+                _at(path, "metric"),
+                f"{metric} needs a service in the group: the proxies measure it",
+            )
+    query = policy.get("prometheus", "")
+    if c.string(query, _at(path, "prometheus")):
+        if metric == "prometheus" and not query.strip():
+            c.add(
+                _at(path, "prometheus"),
+                "expected a PromQL query such as sum(rate(http_requests_total[1m]))",
+            )
+        elif metric != "prometheus" and query:
+            c.add(
+                _at(path, "prometheus"),
+                f"only a prometheus policy takes a query, not a {metric or 'predictive'} one",
+            )
+        elif len(query) > MAX_QUERY:
+            c.add(
+                _at(path, "prometheus"),
+                f"expected at most {MAX_QUERY} characters, got {len(query)}",
+            )
+    if target is not None and (_number(target) is None or not 0 < cast(float, target) <= 1e9):
+        c.expect(_at(path, "target"), "a number greater than 0", target)
+
+
+def _check_predictive(c: _Checker, value: object, path: str, *, has_service: bool) -> None:
+    forecast = c.struct(
+        value,
+        path,
+        Predictive,
+        {
+            "metric": _one_of(*FORECAST_METRICS),
+            "season": lambda c, v, p: c.duration(v, p, positive=True),
+            "lead": _dur(positive=False),
+        },
+    )
+    if forecast is None:
+        return
+    season, lead = _number(forecast.get("season")), _number(forecast.get("lead"))
+    if season is not None and season < 60:
+        c.expect(_at(path, "season"), "at least 1m", forecast["season"])
+    elif season is not None and lead is not None and lead >= season:
+        c.add(_at(path, "lead"), f"must be shorter than the season ({season:g}s)")
+    metric = forecast.get("metric", "rps")
+    if metric in PROXY_METRICS and metric in FORECAST_METRICS and not has_service:
+        c.add(_at(path, "metric"), "needs a service in the group: the proxies measure it")
 
 
 def _check_periodic(c: _Checker, value: object, path: str) -> None:

@@ -124,6 +124,37 @@ SECTIONS: tuple[Section, ...] = (
         "Written as a list under the group's `spread` (or `spreads`).",
     ),
     Section(
+        "scaling",
+        t.Scaling,
+        ("groups", 0, "scaling"),
+        "Service groups that set their own `count`, between `min` and `max`, from their "
+        "figures: CPU and memory from the nodes, requests per second, latency and concurrency "
+        "from the proxies that carry the traffic, or a query to your Prometheus (`podium "
+        "server --prometheus-url`). Kubernetes HPA's maths: desired = ceil(copies x figure / "
+        "target), nothing changes within `tolerance`, a scale-down takes the highest count "
+        "asked for within `scale_down_window`, a scale-up adds at most 4 copies or 100 %. "
+        "With `min: 0` an idle group stops altogether and a request through the ingress or a "
+        "node's proxy wakes it: the request waits (up to `hold_timeout`) and goes through. "
+        "A new version of the job keeps the count the group has; `podium job scaling status "
+        "NAME` shows the figures, the decisions and the forecast.",
+    ),
+    Section(
+        "scaling-policy",
+        t.ScalingPolicy,
+        ("groups", 0, "scaling", "policies", 0),
+        "One figure a group steers by. The highest count any policy asks for wins.",
+    ),
+    Section(
+        "predictive",
+        t.Predictive,
+        ("groups", 0, "scaling", "policies", 1, "predictive"),
+        "Scale ahead of demand, from the group's own history: the forecast for a moment is "
+        "what the group saw one season before it, plus the trend (an exponentially weighted "
+        "average of how much recent demand exceeded the same time one season earlier). The "
+        "group is sized for the highest forecast between now and `lead` ahead, never below "
+        "what the reactive policies ask; until one season of history is stored, only they act.",
+    ),
+    Section(
         "periodic",
         t.Periodic,
         ("periodic",),
@@ -251,6 +282,77 @@ MEANINGS: dict[str, dict[str, tuple[str, str]]] = {
             "Batch groups: this long after the version was submitted, an unfinished group "
             "fails (its copies stop); 0: no deadline.",
             "30m",
+        ),
+        "scaling": (
+            "Service groups: let the group set its own count (see #scaling).",
+            "{min: 1, max: 10, policies: [{metric: cpu, target: 60}]}",
+        ),
+    },
+    "scaling": {
+        "min": (
+            "The fewest copies (0-10000). 0: an idle group stops and a request wakes it; "
+            "it needs a service.",
+            "0",
+        ),
+        "max": ("The most copies (1-10000).", "20"),
+        "policies": (
+            "What to steer by (see #scaling-policy); none only with `min: 0`.",
+            "[{metric: rps, target: 50}]",
+        ),
+        "interval": ("How often the group is looked at (at least 1s).", "30s"),
+        "cooldown": ("After a change, no other for this long.", "1m"),
+        "scale_down_window": (
+            "A scale-down takes the highest count asked for within this window, so a "
+            "short dip does not shrink the group (and the count turns at most once in it).",
+            "10m",
+        ),
+        "tolerance": (
+            "A figure within this share of its target changes nothing (0 to below 1).",
+            "0.2",
+        ),
+        "idle_timeout": (
+            "`min: 0`: no request through any proxy for this long takes the group to 0.",
+            "15m",
+        ),
+        "hold_timeout": (
+            "`min: 0`: how long a request waits for a first copy; then 503 with Retry-After.",
+            "1m",
+        ),
+        "hold_requests": (
+            "`min: 0`: requests each proxy holds at most while the group wakes; more are "
+            "answered 503 with Retry-After at once.",
+            "200",
+        ),
+        "during_rollout": (
+            "Change the count while a deployment of the job rolls out (normally it waits).",
+            "true",
+        ),
+    },
+    "scaling-policy": {
+        "metric": (
+            "`cpu` or `memory`: percent of what each copy reserves, averaged; `rps`: "
+            "requests per second through the proxies; `latency_p95`: the proxies' 95th "
+            "percentile, seconds; `concurrency`: requests in flight on average; `prometheus`: "
+            "the query's value (set by giving `prometheus`).",
+            "rps",
+        ),
+        "prometheus": (
+            "A PromQL query for your Prometheus; it must give one number (wrap it in `sum()`).",
+            "sum(rate(http_requests_total{job='web'}[1m]))",
+        ),
+        "target": (
+            "The figure to hold: percent for `cpu` and `memory`, seconds (or a duration such "
+            'as "200ms") for `latency_p95`, per copy for `rps`, `concurrency` and `prometheus`.',
+            "60",
+        ),
+        "predictive": ("Forecast demand and scale ahead of it (see #predictive).", "{metric: rps}"),
+    },
+    "predictive": {
+        "metric": ("The demand to forecast: `rps`, `concurrency` or `cpu`.", "concurrency"),
+        "season": ("The length of the pattern that repeats (at least 1m).", "7d"),
+        "lead": (
+            "How far ahead to scale: about how long a new copy takes to start, and more.",
+            "2m",
         ),
     },
     "task": {
@@ -519,6 +621,13 @@ def base_doc() -> dict[str, Any]:
                 "services": [
                     {"name": "web", "port": "http", "checks": [{}], "ingress": {}},
                 ],
+                "scaling": {
+                    "max": 5,
+                    "policies": [
+                        {"metric": "cpu", "target": 60},
+                        {"predictive": {}, "target": 10},
+                    ],
+                },
                 "tasks": [
                     {
                         "name": "server",
@@ -633,7 +742,7 @@ def example_doc(section: Section, name: str, value: object) -> dict[str, Any]:
                         **_FIELD_JOB.get((section.anchor, name), {})}.items():  # fmt: skip
         doc[key] = dict(needed) if isinstance(needed, dict) else needed
     if not name:
-        return doc
+        return _service_only(doc)
     where: Any = doc
     path = (*section.path, name)
     for part in path[:-1]:
@@ -641,7 +750,25 @@ def example_doc(section: Section, name: str, value: object) -> dict[str, Any]:
             where[part] = {}
         where = where[part]
     where[path[-1]] = value
+    for other in _REPLACES.get((section.anchor, name), ()):
+        where.pop(other, None)
+    return _service_only(doc)
+
+
+def _service_only(doc: dict[str, Any]) -> dict[str, Any]:
+    """Only a service job's groups scale themselves: no `scaling` in another job's."""
+    if doc.get("type", "service") != "service" and isinstance(doc.get("groups"), list):
+        for group in doc["groups"]:
+            if isinstance(group, dict):
+                group.pop("scaling", None)
     return doc
+
+
+# Fields whose example stands in for a sibling of the base document's.
+_REPLACES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("scaling-policy", "prometheus"): ("metric",),
+    ("scaling-policy", "predictive"): ("metric",),
+}
 
 
 def _default_words(section: Section, f: msgspec.structs.FieldInfo) -> str:
@@ -657,6 +784,11 @@ def _default_words(section: Section, f: msgspec.structs.FieldInfo) -> str:
         return "the service's port"
     if section.anchor == "periodic" and f.name == "schedule":
         return "required (or the job's `schedule`)"
+    if section.anchor == "scaling-policy" and f.name in ("metric", "target"):
+        return {
+            "metric": "required (or `prometheus` or `predictive`)",
+            "target": "required (predictive: the reactive policy's on its metric)",
+        }[f.name]
     if section.anchor == "job" and f.name == "priority":
         return "`50` (system: `100`)"
     if section.anchor == "group" and f.name in spec.BATCH_FIELDS:

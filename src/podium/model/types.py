@@ -149,6 +149,47 @@ class DisconnectPolicy(Struct):
     reconcile: Literal["keep_original", "keep_replacement"] = "keep_original"
 
 
+ScalingMetric = Literal["cpu", "memory", "rps", "latency_p95", "concurrency", "prometheus"]
+ForecastMetric = Literal["rps", "concurrency", "cpu"]
+
+
+class Predictive(Struct):
+    """Scale ahead of a forecast of the group's own demand: the value one season ago at
+    the same moment, moved by the recent trend (autoscale/forecast.py)."""
+
+    metric: ForecastMetric = "rps"
+    season: float = 86400.0  # the length of the pattern that repeats (a day)
+    lead: float = 300.0  # scale for the highest demand forecast between now and this far ahead
+
+
+class ScalingPolicy(Struct):
+    """One figure the autoscaler steers by. Written `{metric: cpu, target: 60}`,
+    `{prometheus: QUERY, target: N}` or `{predictive: {...}, target: N}`."""
+
+    metric: ScalingMetric | Literal[""] = ""  # "" only for a predictive policy
+    prometheus: str = ""  # the PromQL query (metric prometheus)
+    # cpu, memory: percent of what each copy reserves; rps, concurrency, prometheus: per
+    # copy; latency_p95: seconds. A predictive policy's defaults to its metric's reactive one.
+    target: float = 0.0
+    predictive: Predictive | None = None
+
+
+class Scaling(Struct, kw_only=True):
+    """A group that sets its own count, between min and max (HPA's maths and safety rules)."""
+
+    min: int = 1
+    max: int
+    policies: list[ScalingPolicy] = msgspec.field(default_factory=list)
+    interval: float = 15.0  # how often the group is looked at
+    cooldown: float = 0.0  # no change for this long after a change
+    scale_down_window: float = 300.0  # a scale-down takes the highest count asked for in it
+    tolerance: float = 0.1  # a figure within this share of its target changes nothing
+    idle_timeout: float = 300.0  # min 0: no request for this long scales the group to 0
+    hold_timeout: float = 30.0  # min 0: a request waits this long for a copy, then 503
+    hold_requests: int = 1000  # min 0: requests held per proxy at most (more: 503 at once)
+    during_rollout: bool = False  # change the count while a deployment rolls out too
+
+
 class Task(Struct):
     name: str
     driver: str = "process"
@@ -188,6 +229,8 @@ class Group(Struct):
     parallelism: int | None = None
     backoff_limit: int | None = None
     active_deadline: float | None = None
+    # Service groups: the autoscaler sets `count` (server/controllers/autoscaler.py).
+    scaling: Scaling | None = None
 
     def resources(self) -> Resources:
         return Resources(
@@ -299,6 +342,14 @@ class Node(Struct):
     @property
     def schedulable(self) -> bool:
         return self.status == "ready" and self.eligible and not self.drain
+
+    @property
+    def cpu_per_core(self) -> int:
+        """What one core of this node counts in cpu units (MHz): the base of CPU quotas."""
+        try:
+            return max(1, int(self.attributes.get("cpu.frequency", "1000")))
+        except ValueError:
+            return 1000
 
 
 class TaskState(Struct):
@@ -516,6 +567,17 @@ class AllocUsage(Struct):
     memory_bytes: int = 0
     memory_limit_bytes: int = 0
     tasks: dict[str, TaskUsage] = msgspec.field(default_factory=dict)
+
+
+class ServiceTraffic(Struct):
+    """What one node's proxy counted for one service: counters since the proxy started,
+    and gauges of now. `buckets` are the latency histogram's (proxy/metrics.BUCKETS, +Inf)."""
+
+    requests: int = 0  # answered (http) or relayed (tcp)
+    errors: int = 0
+    latency_sum: float = 0.0  # seconds, summed over `requests`
+    buckets: list[int] = msgspec.field(default_factory=list)
+    held: int = 0  # requests waiting now for a first copy (scale from zero)
 
 
 class TaskEvent(Struct):

@@ -130,7 +130,8 @@ LOST_REASON = "alloc lost"
 
 def group_hash(job: Job, group: Group) -> str:
     """What a running copy depends on: the group minus its count, spreads, rollout,
-    reschedule, migrate and disconnect settings (the server's and agent's business, not the copy's).
+    reschedule, migrate, disconnect and scaling settings (the server's and agent's
+    business, not the copy's).
     Equal hashes across versions mean an alloc can be updated in place instead of replaced."""
     spec = (
         msgspec.structs.replace(
@@ -141,6 +142,7 @@ def group_hash(job: Job, group: Group) -> str:
             reschedule=ReschedulePolicy(),
             migrate=MigrateStrategy(),
             disconnect=DisconnectPolicy(),
+            scaling=None,
         ),
         job.type,
         job.constraints,

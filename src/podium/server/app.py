@@ -45,6 +45,7 @@ from podium.server import deployments as dep_ops
 from podium.server import dispatch as dispatch_ops
 from podium.server import jobs as job_ops
 from podium.server import nodes as node_ops
+from podium.server import scaling as scaling_ops
 from podium.server.agents import agent_client
 from podium.server.agents import alloc_lines as agent_lines
 from podium.server.catalog import Catalog
@@ -313,6 +314,30 @@ class Api:
         )
         return self._registered(stored, changed)
 
+    async def job_scaling(self, req: Request) -> Response:
+        """The autoscaled groups of a job: figures, forecast, last decisions, what holds a
+        change back and when the next may come. The leader measures the figures; another
+        server shows what the store keeps."""
+        job = self._job(req)
+        if not any(g.scaling is not None for g in job.groups):
+            raise NotFound(f"job {job.name!r} has no group that scales itself (no `scaling`)")
+        auto = self.ctx.autoscaler
+        if auto is not None and auto.running:
+            return json_response(await auto.status(job))
+        lead = self.ctx.leadership
+        leader = lead.leader.address if lead is not None and lead.leader is not None else ""
+        record, _ = await scaling_ops.read(self.state, job.namespace, job.name)
+        return json_response(scaling_ops.stored_status(job, record, leader=leader))
+
+    async def wake_service(self, req: Request) -> Response:
+        """A proxy holds a request for a service whose group sleeps (scaled to 0): start
+        one copy of each such group behind it (at once; many calls wake it once)."""
+        ns, name = _namespace(req), req.path_params["name"]
+        if not jobspec.is_name(name):
+            raise ValidationError([Problem("name", f"expected a service name, got {name!r}")])
+        woken = await scaling_ops.wake(self.state, self._catalog(), ns, name, now=self.now())
+        return json_response({"service": name, "namespace": ns, "groups": woken})
+
     # ---------------------------------------------------------- deployments
 
     async def list_deployments(self, req: Request) -> Response:
@@ -376,6 +401,7 @@ class Api:
         """Dry run: what would change and what the scheduler would do. Writes nothing."""
         job, _ = await _job_from_request(req)
         current = self.state.jobs.get(job.key)
+        job = job_ops.keep_scaled_counts(current, job)  # as a submit would store it
         changed = (
             current is None or current.stop or job_ops.spec_of(current) != job_ops.spec_of(job)
         )
@@ -879,6 +905,8 @@ class Api:
                 "index": catalog.index.get((ns, name), 0),
                 "known": catalog.known(ns, name),
                 "endpoints": catalog.endpoints(ns, name, tag=req.query_params.get("tag", "")),
+                # a group behind it may sleep: how long proxies hold a request meanwhile
+                "wake": catalog.wake(ns, name),
             }
         )
 
@@ -1012,6 +1040,12 @@ ROUTES: list[tuple[str, str, str, str]] = [
     ("GET", "/v1/job/{name:job}/version/{version:int}", "job_version", "One job version"),
     ("POST", "/v1/job/{name:job}/revert", "revert_job", "Submit an earlier version again"),
     ("POST", "/v1/job/{name:job}/scale", "scale_job", "Change one group's count (in place)"),
+    (
+        "GET",
+        "/v1/job/{name:job}/scaling",
+        "job_scaling",
+        "Autoscaled groups: figures, forecast, decisions, next allowed change",
+    ),
     ("POST", "/v1/job/{name:job}/dispatch", "dispatch_job", "Run a parameterized job once"),
     ("POST", "/v1/job/{name:job}/periodic/force", "force_periodic", "Run a cron job now"),
     ("GET", "/v1/deployments", "list_deployments", "List deployments (job=NAME filters)"),
@@ -1054,6 +1088,12 @@ ROUTES: list[tuple[str, str, str, str]] = [
         "/v1/service/{name}",
         "get_service",
         "A service's healthy endpoints (blocking query: index, wait; tag filters)",
+    ),
+    (
+        "POST",
+        "/v1/service/{name}/wake",
+        "wake_service",
+        "Start a copy of a sleeping (scaled to 0) service's group (proxies)",
     ),
 ]
 

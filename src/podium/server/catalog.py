@@ -5,6 +5,10 @@
         -> per service: endpoints by alloc id, an index (store revision of the last change)
         -> wake blocking queries (`wait_service`, `wait_any`) -> API, DNS, agents' proxies
 
+Services of groups that may sleep (scaling min 0) are known from the job itself, copies
+or not: the listing keeps their ingress routes while they have no copy, and a service's
+answer says how long a proxy should hold a request for it (`wake`) while it wakes.
+
 Nothing is written: an endpoint exists while its alloc should run (desired run), runs
 (client running, every task running), sits on a node that is not down, and every check
 of its service passes (or it has none). The agent reports a failing check or a dead task
@@ -60,6 +64,17 @@ class _Declared(Struct):
     endpoint: Endpoint | None  # None while the copy is not healthy
 
 
+class Sleeper(Struct):
+    """A service a group declares that may scale to 0: proxies hold requests for it."""
+
+    job: str
+    group: str
+    timeout: float  # the group's scaling.hold_timeout
+    queue: int  # scaling.hold_requests
+    tags: list[str]
+    ingress: Ingress | None
+
+
 class Catalog:
     """Endpoints per service, kept current by ClusterState changes; blocking-query waiters."""
 
@@ -73,9 +88,12 @@ class Catalog:
         self._missing: set[_VersionKey] = set()
         self._missing_wake = asyncio.Event()
         self._waiters: dict[ServiceKey | None, list[asyncio.Future[None]]] = defaultdict(list)
+        # job key -> the services its sleeping groups declare
+        self._sleepers: dict[str, dict[ServiceKey, Sleeper]] = {}
         state.add_listener(self._changed)
         for job in state.jobs.values():
             self._learn_job(job)
+            self._learn_sleepers(job, 0)
         for a in state.allocs.values():
             self._refresh(a, self._next_index())
 
@@ -89,16 +107,46 @@ class Catalog:
         return sorted(out, key=lambda e: (e.node_name, e.address, e.port, e.alloc_id))
 
     def known(self, namespace: str, name: str) -> bool:
-        return bool(self.services.get((namespace, name)))
+        return (
+            bool(self.services.get((namespace, name))) or self.sleeper(namespace, name) is not None
+        )
+
+    def sleeper(self, namespace: str, name: str) -> Sleeper | None:
+        """The group behind a service that may sleep (scaled to 0), if any."""
+        for services in self._sleepers.values():
+            found = services.get((namespace, name))
+            if found is not None:
+                return found
+        return None
+
+    def sleepers(self, namespace: str, name: str) -> list[Sleeper]:
+        return [s for services in self._sleepers.values() if (s := services.get((namespace, name)))]
+
+    def wake(self, namespace: str, name: str) -> dict[str, object] | None:
+        """What a proxy holds requests by while the service wakes (None: it never sleeps)."""
+        found = self.sleepers(namespace, name)
+        if not found:
+            return None
+        return {
+            "timeout": max(s.timeout for s in found),
+            "queue": max(s.queue for s in found),
+            "groups": [f"{s.job}.{s.group}" for s in found],
+        }
 
     def listing(self, namespace: str | None = None) -> list[dict[str, object]]:
         """One row per service: healthy and declared counts, tags, ingress routes."""
         rows = []
-        for (ns, name), declared in sorted(self.services.items()):
-            if not declared or (namespace is not None and ns != namespace):
+        keys_ = set(self.services) | {k for v in self._sleepers.values() for k in v}
+        for ns, name in sorted(keys_):
+            declared = self.services.get((ns, name), {})
+            asleep = self.sleepers(ns, name)
+            if (not declared and not asleep) or (namespace is not None and ns != namespace):
                 continue
-            tags = sorted({t for d in declared.values() for t in d.tags})
+            tags = sorted(
+                {t for d in declared.values() for t in d.tags} | {t for s in asleep for t in s.tags}
+            )
             routes = {(d.ingress.host, d.ingress.path) for d in declared.values() if d.ingress}
+            routes |= {(s.ingress.host, s.ingress.path) for s in asleep if s.ingress}
             rows.append(
                 {
                     "name": name,
@@ -108,6 +156,7 @@ class Catalog:
                     "tags": tags,
                     "ingress": [{"host": h, "path": p} for h, p in sorted(routes)],
                     "index": self.index[(ns, name)],
+                    "wake": self.wake(ns, name),
                 }
             )
         return rows
@@ -170,11 +219,50 @@ class Catalog:
             if isinstance(node, Node):
                 for a in self.state.allocs_of_node(node.id):
                     self._refresh(a, index)
-        elif prefix == keys.JOBS and isinstance(new, Job):
-            self._learn_job(new)
-            for a in self.state.allocs_of_job(new.namespace, new.name):
-                if a.id not in self._by_alloc or a.job_version == new.version:
-                    self._refresh(a, index)
+        elif prefix == keys.JOBS:
+            job = new if isinstance(new, Job) else None
+            if job is not None or isinstance(old, Job):
+                self._learn_sleepers(job, index, old=old)
+            if job is not None:
+                self._learn_job(job)
+                for a in self.state.allocs_of_job(job.namespace, job.name):
+                    if a.id not in self._by_alloc or a.job_version == job.version:
+                        self._refresh(a, index)
+
+    def _learn_sleepers(self, job: Job | None, index: int, *, old: object = None) -> None:
+        """Which services the job's groups that may sleep declare (scaling min 0); a
+        change moves those services' index, so proxies learn it."""
+        gone = old if isinstance(old, Job) else None
+        key = job.key if job is not None else gone.key if gone is not None else ""
+        fresh: dict[ServiceKey, Sleeper] = {}
+        if job is not None and not job.stop and job.type == "service":
+            for g in job.groups:
+                if g.scaling is None or g.scaling.min != 0:
+                    continue
+                for svc in g.services:
+                    fresh[(job.namespace, svc.name)] = Sleeper(
+                        job=job.name,
+                        group=g.name,
+                        timeout=g.scaling.hold_timeout,
+                        queue=g.scaling.hold_requests,
+                        tags=list(svc.tags),
+                        ingress=svc.ingress,
+                    )
+        before = self._sleepers.get(key, {})
+        if fresh == before:
+            return
+        if fresh:
+            self._sleepers[key] = fresh
+        else:
+            self._sleepers.pop(key, None)
+        if not index:
+            return
+        for svc_key in set(before) | set(fresh):
+            if before.get(svc_key) != fresh.get(svc_key):
+                self.index[svc_key] = index
+                self.last_index = max(self.last_index, index)
+                self._wake(svc_key)
+        self._wake(None)
 
     def _learn_job(self, job: Job) -> None:
         self._versions[(job.namespace, job.name, job.version)] = {g.name: g for g in job.groups}

@@ -75,7 +75,7 @@ def readable_event(kv: KeyValue) -> Event | None:
 # ------------------------------------------------------------------ topics and filters
 
 # An event's topic is the first word of its type; a task's events belong to its alloc.
-TOPICS = ("job", "alloc", "node", "deployment", "service", "store")
+TOPICS = ("job", "alloc", "node", "deployment", "service", "scaling", "store")
 _TOPIC_ALIASES = {"task": "alloc"}
 
 

@@ -10,11 +10,12 @@ absent), stopped and purged with its parent.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
-from podium.errors import Conflict, NotFound
+from podium.errors import Conflict, NotFound, Problem, ValidationError
 from podium.model import spec as jobspec
 from podium.model.cron import next_time
 from podium.model.types import Allocation, Job
@@ -32,6 +33,22 @@ def spec_of(job: Job) -> dict[str, Any]:
     return jobspec.user_spec(job)
 
 
+def keep_scaled_counts(current: Job | None, job: Job) -> Job:
+    """`job` with the count each autoscaled group has now (within its new min..max): a new
+    version of the job does not undo what the autoscaler did; `count` in a job file is
+    where an autoscaled group starts."""
+    if current is None or current.stop:
+        return job
+    groups = []
+    for g in job.groups:
+        now = current.group(g.name)
+        if g.scaling is not None and now is not None and now.scaling is not None:
+            count = max(g.scaling.min, min(g.scaling.max, now.count))
+            g = msgspec.structs.replace(g, count=count)
+        groups.append(g)
+    return msgspec.structs.replace(job, groups=groups)
+
+
 async def register(
     state: ClusterState,
     job: Job,
@@ -40,9 +57,18 @@ async def register(
     check_index: int | None = None,
     submitted_by: str = "",
     why: str = "",
+    guards: Sequence[Compare] = (),
+    also: Sequence[Op] = (),
+    counts: bool = False,
 ) -> tuple[Job, bool]:
-    """Store `job` as a new version unless it equals the current one. Returns (job, changed)."""
+    """Store `job` as a new version unless it equals the current one. Returns (job, changed).
+
+    An autoscaled group keeps its count unless `counts` (a scale: the counts are the
+    change). `guards` and `also` join the same transaction (the autoscaler's record and
+    event)."""
     current = state.jobs.get(job.key)
+    if not counts:
+        job = keep_scaled_counts(current, job)
     read_rev = current.revision if current is not None else 0
     version = current.version + 1 if current is not None else 0
     bad = state.bad_values.get(keys.job(job.namespace, job.name))
@@ -79,9 +105,10 @@ async def register(
             job=job.name,
             now=now,
         ),
+        *also,
     ]
     res = await state.store.txn(
-        [Compare(keys.job(job.namespace, job.name), "mod_rev", "=", read_rev)], ops
+        [Compare(keys.job(job.namespace, job.name), "mod_rev", "=", read_rev), *guards], ops
     )
     if not res.succeeded:
         raise Conflict(f"job {job.name!r} was changed concurrently; read it again and retry")
@@ -110,6 +137,7 @@ async def stop(state: ClusterState, namespace: str, name: str, *, purge: bool, n
             Delete(key),
             Delete(keys.job_versions(namespace, name), prefix=True),
             Delete(keys.periodic(namespace, name)),
+            Delete(keys.scaling(namespace, name)),
             event_put("job.purged", "job purged", namespace=namespace, job=name, now=now),
         ]
         for kid in kids:
@@ -179,9 +207,21 @@ async def scale(
     current = state.jobs.get(f"{namespace}/{name}")
     if current is None or current.stop:
         raise NotFound(f"no running job {name!r} in namespace {namespace!r}")
-    if current.group(group) is None:
+    found = current.group(group)
+    if found is None:
         names = ", ".join(g.name for g in current.groups)
         raise NotFound(f"job {name!r} has no group {group!r} (groups: {names})")
+    bounds = found.scaling
+    if bounds is not None and not bounds.min <= count <= bounds.max:
+        raise ValidationError(
+            [
+                Problem(
+                    "count",
+                    f"group {group!r} scales itself between {bounds.min} and {bounds.max}; "
+                    f"expected a count in that range, got {count}",
+                )
+            ]
+        )
     groups = [
         msgspec.structs.replace(g, count=count) if g.name == group else g for g in current.groups
     ]
@@ -192,6 +232,7 @@ async def scale(
         check_index=current.revision,
         submitted_by=submitted_by,
         why=f"scale {group} to {count}",
+        counts=True,
     )
 
 
@@ -282,7 +323,8 @@ def launch_ops(child: Job, message: str, *, now: float) -> tuple[list[Compare], 
 
 def status_of(job: Job, allocs: list[Allocation], *, now: float = 0.0) -> str:
     """Derived, never stored: pending | running | complete | failed | dead (a batch job
-    fails per batch.progress); a cron or dispatch parent is running (or suspended)."""
+    fails per batch.progress); a cron or dispatch parent is running (or suspended); a
+    service whose groups all scaled themselves to 0 is sleeping (a request wakes it)."""
     if job.stop:
         return "dead"
     if job.periodic is not None and job.periodic.suspend:
@@ -298,6 +340,8 @@ def status_of(job: Job, allocs: list[Allocation], *, now: float = 0.0) -> str:
             return "failed"
     if any(a.client_status == "running" for a in current):
         return "running"
+    if job.groups and all(g.count == 0 and g.scaling is not None for g in job.groups):
+        return "sleeping"
     return "pending"
 
 

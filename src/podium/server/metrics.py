@@ -4,6 +4,7 @@
     store (TimedStore)                 --operation latency by backend------> histogram
     API (app._wrap)                    --requests by route and code--------> counter, histogram
     heartbeats, liveness               --received, missed------------------> counters
+    autoscaler                         --changes, cold starts--------------> counter, histogram
     scrape -> ClusterCollector: nodes, allocs, deployments by status, the leader, unplaced
               copies by job, stream subscribers (read from the cache at scrape time)
 
@@ -42,6 +43,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 5, 10, 50, 100, 500, 1000, 2000, 5000, 10000)
+COLD_START_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60)
 REJECTION_REASONS = ("node_gone", "node_unschedulable", "cpu", "memory", "port", "other")
 
 
@@ -156,6 +158,18 @@ class ServerMetrics:
         )
         self.events_pruned = make(
             Counter, "podium_events_pruned", "Events dropped from the ring (by count or age)."
+        )
+        self.scaling_changes = make(
+            Counter,
+            "podium_scaling_changes",
+            "Counts the autoscaler changed, by direction (up, down, idle: to 0).",
+            ["direction"],
+        )
+        self.cold_start = make(
+            Histogram,
+            "podium_scaling_cold_start_seconds",
+            "From a request waking a group scaled to 0 to its first healthy copy.",
+            buckets=COLD_START_BUCKETS,
         )
 
     @property

@@ -3,7 +3,8 @@
 Server.run()
   TaskGroup: ClusterState.run (store watch) | uvicorn (HTTP API)
              | Catalog (service endpoints) | DnsServer (udp+tcp)
-             | Leadership (leader.py) -> each term: Server.leader_work (leader-only controllers)
+             | Leadership (leader.py) -> each term: Server.leader_work (leader-only controllers,
+               the autoscaler among them: any server asks it for a job's scaling status)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from podium.runtime import http
 from podium.runtime.clock import Clock, SystemClock
 from podium.server import failures_mirror
 from podium.server.catalog import Catalog
+from podium.server.controllers.autoscaler import Autoscaler
 from podium.server.dns import DnsConfig, DnsServer
 from podium.server.events import EventRing
 from podium.server.heartbeat_leases import HeartbeatLeases
@@ -52,6 +54,7 @@ class ServerConfig:
     server_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     metrics: bool = True  # False: /v1/metrics is empty and nothing is counted
     events: EventRing = field(default_factory=EventRing)  # how many events kept, how long
+    prometheus_url: str = ""  # a user's Prometheus, for `prometheus:` scaling policies
 
 
 @dataclass
@@ -65,6 +68,7 @@ class ServerContext:
     leadership: Leadership | None = None
     metrics: ServerMetrics = field(default_factory=lambda: ServerMetrics(None))
     usage: UsageGatherer | None = None  # resource use gathered from the agents
+    autoscaler: Autoscaler | None = None  # runs on the leader; any server asks it for status
 
 
 class Server:
@@ -114,6 +118,8 @@ class Server:
                 tg.create_task(failures_mirror.publish(state), name="failures-publish")
             tg.create_task(DeploymentController(state, cfg.clock).run(), name="deployments")
             tg.create_task(PeriodicController(state, cfg.clock).run(), name="periodic")
+            if self.ctx.autoscaler is not None:
+                tg.create_task(self.ctx.autoscaler.run(), name="autoscaler")
 
     async def run(self) -> None:
         from podium.server.app import create_app
@@ -153,6 +159,15 @@ class Server:
             leadership=leadership,
             metrics=metrics,
             usage=UsageGatherer(state),
+        )
+        assert self.ctx.catalog is not None and self.ctx.usage is not None
+        self.ctx.autoscaler = Autoscaler(
+            state,
+            cfg.clock,
+            self.ctx.usage,
+            self.ctx.catalog,
+            prometheus_url=cfg.prometheus_url,
+            metrics=metrics,
         )
         if metrics.registry is not None:
             metrics.registry.register(ClusterCollector(state, lambda: leadership, cfg.server_id))

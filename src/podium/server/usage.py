@@ -1,8 +1,11 @@
 """Resource use the server gathers from the agents: per alloc and task, with times.
 
-    podium top, alloc stats, job status, the UI, (an autoscaler)
+    podium top, alloc stats, job status, the UI, the autoscaler
         --await usage.refresh(max_age)--> GET /v1/agent/usage on every ready node, at once
         <-- usage.alloc(id) / usage.job(ns, name) / usage.node(id): the figures last gathered
+
+Each node's answer also carries what its proxy counted per service (requests, latency),
+from which the autoscaler derives requests per second, latency and concurrency.
 
 Pulled when asked, not pushed: an idle cluster costs nothing, and any server (leader or
 not) answers from the agents themselves. A node that does not answer keeps its last
@@ -19,7 +22,7 @@ from collections.abc import Callable
 import httpx
 import msgspec
 
-from podium.model.types import AllocUsage, Node
+from podium.model.types import AllocUsage, Node, ServiceTraffic
 from podium.server.agents import agent_client, agent_url
 from podium.server.state import ClusterState
 
@@ -36,6 +39,10 @@ class NodeUsage(msgspec.Struct, kw_only=True):
     cpu_percent: float = 0.0  # of one core, every alloc summed
     memory_bytes: int = 0
     allocs: list[AllocUsage] = msgspec.field(default_factory=list)
+    # What the node's proxy counted per service key (name, or name.namespace), at
+    # `services_time` (the agent's clock).
+    services: dict[str, ServiceTraffic] = msgspec.field(default_factory=dict)
+    services_time: float = 0.0
 
 
 class JobUsage(msgspec.Struct, kw_only=True):
@@ -87,6 +94,7 @@ class UsageGatherer:
             r.raise_for_status()
             data = msgspec.json.decode(r.content)
             allocs = msgspec.convert(data.get("allocs", []), list[AllocUsage])
+            services = msgspec.convert(data.get("services", {}), dict[str, ServiceTraffic])
         except (httpx.HTTPError, msgspec.DecodeError, msgspec.ValidationError) as e:
             log.info("usage from node %s: %s", node.name, e)
             return None
@@ -97,6 +105,8 @@ class UsageGatherer:
             cpu_percent=round(sum(a.cpu_percent for a in allocs), 2),
             memory_bytes=sum(a.memory_bytes for a in allocs),
             allocs=allocs,
+            services=services,
+            services_time=float(data.get("services_time", 0.0)),
         )
 
     # ------------------------------------------------------------------ reads

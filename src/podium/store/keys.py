@@ -17,6 +17,7 @@ HEARTBEATS = "/heartbeats/"
 IDEMPOTENCY = "/idempotency/"
 PLACEMENT_FAILURES = "/placementfailures/"  # the leader's, for the other servers
 PERIODIC = "/periodic/"  # per cron job: the scheduled time it last launched (or skipped)
+SCALING = "/scaling/"  # per autoscaled job: last changes, decisions, wake, demand history
 
 
 def job(namespace: str, name: str) -> str:
@@ -39,6 +40,10 @@ def job_versions(namespace: str, name: str) -> str:
 
 def periodic(namespace: str, name: str) -> str:
     return f"{PERIODIC}{namespace}/{name}"
+
+
+def scaling(namespace: str, name: str) -> str:
+    return f"{SCALING}{namespace}/{name}"
 
 
 def deployment(namespace: str, job: str, version: int) -> str:

@@ -195,7 +195,7 @@ function jobsTable(jobs) {
 function jobsView() {
   const search = h("input", { type: "search", placeholder: "search jobs", id: "job-search", oninput: () => schedule(0) });
   const status = h("select", { id: "job-status", onchange: () => schedule(0) },
-    ["", "running", "pending", "degraded", "failed", "complete", "dead"].map((s) => h("option", { value: s }, s || "any status")));
+    ["", "running", "pending", "sleeping", "degraded", "failed", "complete", "dead"].map((s) => h("option", { value: s }, s || "any status")));
   const type = h("select", { id: "job-type", onchange: () => schedule(0) },
     ["", "service", "batch", "system", "cron"].map((s) => h("option", { value: s }, s || "any type")));
   const ns = h("input", { placeholder: "namespace", id: "job-ns", size: 10, oninput: () => schedule(0) });
@@ -415,7 +415,7 @@ function servicesView() {
 
 function eventsView() {
   const topic = h("select", { id: "event-topic", onchange: () => schedule(0) },
-    ["", "job", "alloc", "node", "deployment", "service", "store"].map((t) => h("option", { value: t }, t || "every topic")));
+    ["", "job", "alloc", "node", "deployment", "service", "scaling", "store"].map((t) => h("option", { value: t }, t || "every topic")));
   const key = h("input", { placeholder: "job, alloc or node", id: "event-key", oninput: () => schedule(300) });
   return view("Events", async () => {
     const evs = await api(`/v1/events?${q({ topic: topic.value, key: key.value.trim(), limit: 200 })}`);

@@ -320,3 +320,43 @@ def test_prometheus_answers_give_one_number_or_a_reason() -> None:
     assert parse_query_answer(502, b"<html>")[1] == "Prometheus answered HTTP 502 without JSON"
     nan = {"resultType": "scalar", "result": [1, "NaN"]}
     assert parse_query_answer(200, answer(nan)) == (None, f"the query gave {math.nan}")
+
+
+async def test_a_predictive_policy_scales_ahead_and_shows_its_forecast(
+    state: ClusterState,
+) -> None:
+    """A one-minute season: 5 requests/s, then 40/s from second 40 to 50. In the second
+    season the group grows ahead of the rise (lead 10s) while the reactive figure still
+    asks for 1, the forecast is in the status, and the history is stored for a new term."""
+    clock = FakeClock(T0)
+    doc = scaled_doc(count=1, interval=1, scale_down_window=5, policies=[
+        {"metric": "rps", "target": 10},
+        {"predictive": {"metric": "rps", "season": "1m", "lead": "10s"}},
+    ])  # fmt: skip
+    await jobs.register(state, job_of(doc), now=T0)
+    auto, figures, client = await controller(state, clock)
+
+    def rate(t: float) -> int:
+        return 40 if 40 <= t % 60 < 50 else 5
+
+    async with client:
+        ahead = None
+        for t in range(0, 100):
+            figures.serve("web", rate(t), 1)
+            await auto.look(client)
+            g = (await auto.status(state.jobs["default/web"])).groups[0]
+            if t < 60:
+                assert g.forecast is not None and g.forecast.value is None  # learning
+            elif ahead is None and 60 + 30 <= t < 60 + 40 and g.count >= 4:
+                ahead = (t, g)
+            clock.advance(1)
+    assert ahead is not None, "no scale-up ahead of the second rise"
+    t, g = ahead
+    print(t, g.count, g.forecast and g.forecast.text, g.figures[0].text)
+    rps_figure = g.figures[0]
+    assert rps_figure.count == 1  # the reactive policy sees 5/s: one copy
+    assert g.forecast is not None and g.forecast.count is not None and g.forecast.count >= 4
+    assert g.forecast.text.startswith("forecast rps 40.0 within 10s"), g.forecast.text
+    record, _ = await records.read(state, "default", "web")
+    history = record.groups["g"].history
+    assert history is not None and history.seconds() >= 60  # stored for the next leader

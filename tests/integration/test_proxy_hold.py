@@ -13,6 +13,7 @@ import pytest
 
 from integration.test_proxy import HTTP, STARTED, Backend, Client, free_port
 from podium.proxy import Endpoint, Proxy, Route, UpstreamConfig, WakeConfig
+from podium.proxy.http import PIPELINE_MAX
 
 pytestmark = pytest.mark.integration
 
@@ -155,3 +156,37 @@ async def test_the_ingress_holds_for_a_sleeping_route(woken: tuple[Proxy, list[s
     p.set_endpoints("web", [])
     p.set_wake("web", None)
     assert (await raw_get(port, host="web.test"))[0] == 503
+
+
+async def test_a_held_upload_is_read_no_further_than_a_bound(
+    woken: tuple[Proxy, list[str]],
+) -> None:
+    """An upload (a streamed body) waits with its request: the proxy stops reading it
+    at PIPELINE_MAX instead of buffering it all, and it goes through whole on release."""
+    p, _ = woken
+    p.set_wake("api", WakeConfig(timeout=10, max_held=10))
+    port = await listen(p)
+    size = 8 * 1024 * 1024
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"POST /up HTTP/1.1\r\nHost: svc\r\ncontent-length: {size}\r\n\r\n".encode())
+
+    async def upload() -> None:
+        chunk = b"x" * 65536
+        for _ in range(size // len(chunk)):
+            writer.write(chunk)
+            await writer.drain()
+
+    sending = asyncio.ensure_future(upload())
+    await asyncio.sleep(1.0)
+    (held,) = p._services["api"].held
+    buffered = len(held.queue[0].out)  # type: ignore[attr-defined]
+    assert buffered <= PIPELINE_MAX + 512 * 1024, buffered
+    assert not sending.done()  # the client is held back by TCP, not read into memory
+    backend = await Backend("a").start()
+    p.set_endpoints("api", [backend.endpoint()])
+    async with asyncio.timeout(20):
+        await sending
+        head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert backend.hits == ["POST"]
+    writer.close()

@@ -557,6 +557,10 @@ class HTTPDownstream(asyncio.Protocol):
         if self.queue and r is not self.queue[0]:
             self.backlog += len(data)
         r.out += data
+        if self.held_at and len(r.out) > PIPELINE_MAX and not self.paused:
+            # Held for a sleeping service: the rest of the upload waits in the client.
+            self.paused = True
+            self.transport.pause_reading()
 
     def on_message_complete(self) -> None:
         r = self.cur
@@ -858,6 +862,9 @@ class HTTPDownstream(asyncio.Protocol):
         """The service this request waited for has an endpoint now: send it there."""
         self.held_at = 0.0
         self.released = now
+        if self.paused and self.queue and not self.queue[0].complete:
+            self.paused = False  # paused while held (a pipelined backlog has a whole first)
+            self.transport.resume_reading()
         balancer = self.balancer
         if balancer is not None and self.busy:
             self._dispatch(balancer, now)

@@ -360,3 +360,38 @@ async def test_a_predictive_policy_scales_ahead_and_shows_its_forecast(
     record, _ = await records.read(state, "default", "web")
     history = record.groups["g"].history
     assert history is not None and history.seconds() >= 60  # stored for the next leader
+
+
+async def test_two_jobs_sleeping_behind_one_service(state: ClusterState) -> None:
+    catalog = Catalog(state)
+    for name in ("a", "b"):
+        doc = scaled_doc("web", count=0, min=0)
+        doc["name"] = name
+        await jobs.register(state, job_of(doc), now=T0)
+    assert sorted(s.job for s in catalog.sleepers("default", "web")) == ["a", "b"]
+    await jobs.stop(state, "default", "a", purge=True, now=T0 + 1)
+    assert [s.job for s in catalog.sleepers("default", "web")] == ["b"]
+    assert catalog.known("default", "web")
+    await jobs.stop(state, "default", "b", purge=False, now=T0 + 2)
+    assert catalog.sleepers("default", "web") == [] and not catalog.known("default", "web")
+
+
+def test_cpu_rates_span_a_window_and_start_after_the_warmup() -> None:
+    from podium.model.types import AllocUsage
+    from podium.server.scaling_figures import CpuRates
+
+    rates = CpuRates(window=5)
+    used = 0.0
+    for t in range(0, 12):
+        used += 0.9 if t % 2 else 0.1  # a noisy copy: 90 % and 10 % of a core in turn
+        rates.observe([AllocUsage(id="a", time=T0 + t, cpu_seconds=used)])
+        if t == 2:
+            assert rates.percent("a", since=T0 + 3) is None  # nothing after the warmup yet
+    # Over 5 s or more the noise averages out, instead of the last second's 10 % or 90 %.
+    got = rates.percent("a", since=0)
+    assert got is not None and 40 <= got <= 60, got
+    assert rates.percent("a", since=T0 + 10) == pytest.approx(90.0)  # only 10 -> 11 since
+    rates.observe([AllocUsage(id="a", time=T0 + 12, cpu_seconds=0.2)])  # restarted
+    assert rates.percent("a", since=0) is None
+    rates.observe([])
+    assert rates.percent("a", since=0) is None and not rates._samples  # gone copies forgotten

@@ -90,6 +90,8 @@ class Catalog:
         self._waiters: dict[ServiceKey | None, list[asyncio.Future[None]]] = defaultdict(list)
         # job key -> the services its sleeping groups declare
         self._sleepers: dict[str, dict[ServiceKey, Sleeper]] = {}
+        # and the other way: service -> job key -> its sleeping group's declaration
+        self._sleeping: dict[ServiceKey, dict[str, Sleeper]] = {}
         state.add_listener(self._changed)
         for job in state.jobs.values():
             self._learn_job(job)
@@ -113,14 +115,11 @@ class Catalog:
 
     def sleeper(self, namespace: str, name: str) -> Sleeper | None:
         """The group behind a service that may sleep (scaled to 0), if any."""
-        for services in self._sleepers.values():
-            found = services.get((namespace, name))
-            if found is not None:
-                return found
-        return None
+        found = self._sleeping.get((namespace, name))
+        return next(iter(found.values())) if found else None
 
     def sleepers(self, namespace: str, name: str) -> list[Sleeper]:
-        return [s for services in self._sleepers.values() if (s := services.get((namespace, name)))]
+        return list(self._sleeping.get((namespace, name), {}).values())
 
     def wake(self, namespace: str, name: str) -> dict[str, object] | None:
         """What a proxy holds requests by while the service wakes (None: it never sleeps)."""
@@ -136,7 +135,7 @@ class Catalog:
     def listing(self, namespace: str | None = None) -> list[dict[str, object]]:
         """One row per service: healthy and declared counts, tags, ingress routes."""
         rows = []
-        keys_ = set(self.services) | {k for v in self._sleepers.values() for k in v}
+        keys_ = set(self.services) | set(self._sleeping)
         for ns, name in sorted(keys_):
             declared = self.services.get((ns, name), {})
             asleep = self.sleepers(ns, name)
@@ -255,6 +254,13 @@ class Catalog:
             self._sleepers[key] = fresh
         else:
             self._sleepers.pop(key, None)
+        for svc_key in before:
+            by_job = self._sleeping.get(svc_key, {})
+            by_job.pop(key, None)
+            if not by_job:
+                self._sleeping.pop(svc_key, None)
+        for svc_key, sleeper in fresh.items():
+            self._sleeping.setdefault(svc_key, {})[key] = sleeper
         if not index:
             return
         for svc_key in set(before) | set(fresh):

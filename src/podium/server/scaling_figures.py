@@ -1,7 +1,8 @@
 """The figures an autoscaled group is judged by, from what podium already measures.
 
     UsageGatherer (every agent's /v1/agent/usage)
-      ├─ per copy: cpu % of a core, memory bytes ──copy_utilization()──> cpu, memory
+      ├─ per copy: cpu seconds (CpuRates: over 5 s at least), memory bytes
+      │          ──copy_utilization()──> cpu, memory
       └─ per node and service: the proxy's counters ──TrafficMeter──> between two looks:
            requests/s, concurrency (seconds spent in requests per second: Little's law),
            latency_p95 (from the latency histogram's buckets), requests held now
@@ -17,12 +18,13 @@ import asyncio
 import json
 import logging
 import math
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import httpx
 
-from podium.model.types import Allocation, Group, Job, Node, ServiceTraffic
+from podium.model.types import Allocation, AllocUsage, Group, Job, Node, ServiceTraffic
 from podium.proxy.config import service_key
 from podium.proxy.metrics import BUCKETS
 from podium.server.usage import NodeUsage, UsageGatherer
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 STALE = 60.0  # seconds a node's last rates count when it stops answering
+CPU_WINDOW = 5.0  # seconds a copy's CPU figure spans at least (once it has that much)
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,44 @@ def copy_cores(a: Allocation, node: Node | None) -> float:
     return a.resources.cpu / per_core
 
 
+class CpuRates:
+    """Each copy's CPU over the last `window` seconds at least (from its cpu_seconds
+    counter), not over the agent's last sampling second alone: one busy or idle second
+    under a loaded machine must not move the count (metrics-server likewise averages)."""
+
+    def __init__(self, window: float = CPU_WINDOW) -> None:
+        self.window = window
+        self._samples: dict[str, deque[tuple[float, float]]] = {}  # alloc id -> (time, cpu s)
+
+    def observe(self, usages: Iterable[AllocUsage]) -> None:
+        seen = set()
+        for u in usages:
+            seen.add(u.id)
+            q = self._samples.setdefault(u.id, deque())
+            if q and u.cpu_seconds < q[-1][1]:
+                q.clear()  # the counter started over (a task restarted)
+            if q and u.time <= q[-1][0]:
+                continue
+            q.append((u.time, u.cpu_seconds))
+            # Keep one sample at or before the window's start: the base of the rate.
+            while len(q) > 2 and q[1][0] <= u.time - self.window:
+                q.popleft()
+        for gone in [k for k in self._samples if k not in seen]:
+            del self._samples[gone]
+
+    def percent(self, alloc_id: str, *, since: float) -> float | None:
+        """Percent of one core from the base sample (not before `since`) to the newest;
+        None with fewer than two samples since then."""
+        q = self._samples.get(alloc_id)
+        if not q:
+            return None
+        points = [p for p in q if p[0] >= since]
+        if len(points) < 2 or points[-1][0] <= points[0][0]:
+            return None
+        (t0, c0), (t1, c1) = points[0], points[-1]
+        return (c1 - c0) / (t1 - t0) * 100
+
+
 def copy_utilization(
     metric: str,
     copies: list[Allocation],
@@ -170,10 +211,12 @@ def copy_utilization(
     *,
     now: float,
     warmup: float,
+    cpu: CpuRates | None = None,
 ) -> tuple[float | None, ...]:
     """Each live copy's use in percent of what it reserves. None (no figure, HPA's missing
     copy) while it does not run, or started less than `warmup` ago: a process starting up
-    burns CPU that says nothing about its load (HPA's initial readiness delay)."""
+    burns CPU that says nothing about its load (HPA's initial readiness delay). CPU comes
+    from `cpu` (a rate over a window after the warmup) when given, else the last sample."""
     out: list[float | None] = []
     for a in copies:
         u = usage.alloc(a.id) if a.client_status == "running" else None
@@ -182,7 +225,8 @@ def copy_utilization(
             out.append(None)
         elif metric == "cpu":
             cores = copy_cores(a, nodes.get(a.node_id))
-            out.append(u.cpu_percent / cores if cores > 0 else None)
+            used = cpu.percent(a.id, since=started + warmup) if cpu else u.cpu_percent
+            out.append(used / cores if used is not None and cores > 0 else None)
         else:
             limit = a.resources.memory * MIB
             out.append(u.memory_bytes / limit * 100 if limit else None)

@@ -53,6 +53,7 @@ from podium.server.scaling import (
     ScalingStatus,
 )
 from podium.server.scaling_figures import (
+    CpuRates,
     Prometheus,
     Traffic,
     TrafficMeter,
@@ -133,6 +134,7 @@ class Autoscaler:
         self.quota = quota
         self.running = False
         self.meter = TrafficMeter()
+        self.cpu = CpuRates()
         self._groups: dict[GroupKey, _Group] = {}
         self._waking: dict[GroupKey, _Waking] = {}
         self._count_only: dict[str, bool] = {}  # deployment id -> its version changed counts only
@@ -146,6 +148,7 @@ class Autoscaler:
         await self.state.ready.wait()
         self._groups, self._waking = {}, {}
         self.meter = TrafficMeter()
+        self.cpu = CpuRates()
         self.running = True
         try:
             await self._load_histories()
@@ -221,6 +224,7 @@ class Autoscaler:
             await self.usage.refresh(max_age=0.25)
             now = self.clock.now()
             self.meter.observe(self.usage.nodes.values(), now)
+            self.cpu.observe(self.usage.allocs())
             look = _Look(now=now)
             await self._query_prometheus(client, due, look)
             for job, g in due:
@@ -357,7 +361,13 @@ class Autoscaler:
         metric, target = policy.metric, policy.target
         if metric in ("cpu", "memory"):
             values = copy_utilization(
-                metric, copies, self.usage, self.state.nodes, now=look.now, warmup=warmup
+                metric,
+                copies,
+                self.usage,
+                self.state.nodes,
+                now=look.now,
+                warmup=warmup,
+                cpu=self.cpu,
             )
             return Reading(metric, target, copies=values)
         if metric == "prometheus":
@@ -439,8 +449,9 @@ class Autoscaler:
     ) -> tuple[float | None, float]:
         """(the group's demand now, what one copy is meant to carry of it)."""
         if spec.metric == "cpu":
-            used = [self.usage.alloc(a.id) for a in copies if a.client_status == "running"]
-            cores = [u.cpu_percent / 100 for u in used if u is not None]
+            running = [a for a in copies if a.client_status == "running"]
+            rates = [self.cpu.percent(a.id, since=0.0) for a in running]
+            cores = [r / 100 for r in rates if r is not None]
             per = [copy_cores(a, self.state.nodes.get(a.node_id)) for a in copies]
             size = sum(per) / len(per) if per else 0.0
             return (sum(cores) if cores else None), size * policy.target / 100

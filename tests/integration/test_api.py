@@ -152,6 +152,19 @@ def test_real_answers_match_the_documented_schemas(dev_cluster: DevCluster) -> N
     call("POST", "/v1/job/{name}/dispatch", "/v1/job/render/dispatch",
          json={"meta": {"customer": "a"}, "payload": payload})  # fmt: skip
     call("POST", "/v1/job/{name}/periodic/force", "/v1/job/report/periodic/force")
+    sleepy = _web()
+    sleepy["name"] = "sleepy"
+    group = sleepy["groups"][0]
+    group["services"][0]["name"] = "sleepy"
+    group["count"] = 1
+    group["scaling"] = {"min": 0, "max": 2, "policies": [{"metric": "rps", "target": 5}]}
+    c.api("POST", "/v1/jobs", json={"job": sleepy})
+    call("GET", "/v1/job/{name}/scaling", "/v1/job/sleepy/scaling")
+    call("GET", "/v1/service/{name}", "/v1/service/sleepy")  # with its `wake`
+    call("GET", "/v1/services", "/v1/services")
+    c.api("POST", "/v1/job/sleepy/scale", json={"group": "frontend", "count": 0})
+    woken = call("POST", "/v1/service/{name}/wake", "/v1/service/sleepy/wake")
+    assert woken["groups"] == [{"job": "sleepy", "group": "frontend", "count": 1, "woken": True}]
     # An error answer, too.
     r = httpx.post(c.addr + "/v1/jobs", json={"job": {"name": 5}})
     assert r.status_code == 400

@@ -24,6 +24,7 @@ from podium.model.types import (
     Node,
 )
 from podium.server import views as v
+from podium.server.scaling import ScalingStatus
 
 JSON = "application/json"
 REF = "#/components/schemas/{name}"
@@ -154,6 +155,8 @@ DOCS: dict[str, Doc] = {
         v.Services, query=(INDEX, WAIT, Query("namespace", "string", "Only this one."))
     ),
     "get_service": Doc(v.Service, query=(NAMESPACE, INDEX, WAIT, TAG)),
+    "job_scaling": Doc(ScalingStatus, query=(NAMESPACE,)),
+    "wake_service": Doc(v.Woken, query=(NAMESPACE,)),
 }
 
 _ERRORS = {

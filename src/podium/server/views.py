@@ -342,6 +342,14 @@ class ServiceRoute(View):
     path: str
 
 
+class Wake(View):
+    """A service whose group may sleep (scaling min 0): how a proxy holds requests for it."""
+
+    timeout: float  # seconds a request waits for a first copy
+    queue: int  # requests held per proxy at most
+    groups: list[str]  # JOB.GROUP behind it that may sleep
+
+
 class ServiceRow(View):
     name: str
     namespace: str
@@ -350,6 +358,7 @@ class ServiceRow(View):
     tags: list[str]
     ingress: list[ServiceRoute]
     index: int
+    wake: Wake | None = None
 
 
 class Services(View):
@@ -363,6 +372,20 @@ class Service(View):
     index: int
     known: bool
     endpoints: list[Endpoint]
+    wake: Wake | None = None
+
+
+class WokenGroup(View):
+    job: str
+    group: str
+    count: int
+    woken: bool  # False: it was awake already (or no longer may sleep)
+
+
+class Woken(View):
+    service: str
+    namespace: str
+    groups: list[WokenGroup]
 
 
 # ----------------------------------------------------------------- operator

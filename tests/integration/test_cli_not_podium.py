@@ -1,4 +1,5 @@
-"""PODIUM_ADDR pointing at a web server that is not podium: one clear line, not its HTML."""
+"""What cannot work, said in one clear line: PODIUM_ADDR at a web server that is not podium
+(not its HTML), or with a path (the web UI's); a job name that no job can have."""
 
 from __future__ import annotations
 
@@ -68,3 +69,22 @@ def test_an_address_with_a_path_says_to_drop_it(module_cluster: DevCluster, path
     assert result.exit_code == 1
     assert f"the API is at {dev_addr}/v1/" in result.output, result.output
     assert "without a path" in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("job", "status", "Web"),
+        ("job", "stop", "my job"),
+        ("logs", "Web"),
+        ("job", "history", "Web"),
+    ],
+)
+def test_a_job_name_that_cannot_be_says_so(module_cluster: DevCluster, args: tuple[str]) -> None:
+    """`job status Web` said "GET /v1/job/Web: Not Found" (no route takes such a name),
+    where `job status web` says "no job 'web' in namespace 'default'"."""
+    result = run_cli(*args, env={"PODIUM_ADDR": module_cluster.addr})
+    no_traceback(result, " ".join(args))
+    assert result.exit_code == 1
+    assert f"no job {args[-1]!r}: job names are made of 1-63" in result.output, result.output
+    assert "lowercase letters" in result.output, result.output

@@ -89,7 +89,7 @@ MAX_CHECK_PATH = 1024
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
-_NAME_RULE = "of 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit"
+NAME_RULE = "of 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit"
 _PORT_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
@@ -772,7 +772,7 @@ class _Checker:
     def name(self, value: object, path: str, what: str) -> bool:
         if isinstance(value, str) and _NAME.fullmatch(value):
             return True
-        return self.expect(path, f"{what} {_NAME_RULE}", value)
+        return self.expect(path, f"{what} {NAME_RULE}", value)
 
     def choice(self, value: object, path: str, options: tuple[str, ...]) -> bool:
         if isinstance(value, str) and value in options:

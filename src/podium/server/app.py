@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
@@ -1141,6 +1142,19 @@ def _wrap(fn: Handler, metrics: ServerMetrics, method: str, path: str) -> Handle
     return counted
 
 
+_JOB_ROUTE = "/v1/job/"
+
+
+def _impossible_job(path: str) -> str | None:
+    """The job name of a request that missed every route because no job can have it."""
+    if not path.startswith(_JOB_ROUTE):
+        return None
+    rest = path[len(_JOB_ROUTE) :]
+    if re.match(f"(?:{_JobName.regex})(?:/|$)", rest):
+        return None
+    return rest.split("/", 1)[0]
+
+
 def _behind_a_path(path: str) -> bool:
     """Whether a request missed every route because its client's address had a path."""
     inner = path.find("/v1/", 1)
@@ -1168,7 +1182,10 @@ def create_app(ctx: ServerContext) -> Starlette:
     async def not_found(req: Request, exc: Exception) -> Response:
         code = getattr(exc, "status_code", 404)
         error = f"{req.method} {req.url.path}: {getattr(exc, 'detail', 'not found')}"
-        if _behind_a_path(req.url.path):
+        name = _impossible_job(req.url.path) if code == 404 else None
+        if name is not None:
+            error = f"no job {name!r}: job names are made {jobspec.NAME_RULE}"
+        elif _behind_a_path(req.url.path):
             # A client given an address with a path (the web UI's, say) puts it before /v1/.
             root = f"{req.url.scheme}://{req.url.netloc}/v1/"
             error += (

@@ -68,17 +68,33 @@ class ApiAndCli:
     def addr(self) -> str:
         raise NotImplementedError
 
+    def http(self, **kw: Any) -> httpx.Client:
+        """An httpx client for the API: `with cluster.http() as c: c.get(cluster.addr + ...)`."""
+        return httpx.Client(timeout=kw.pop("timeout", 10), **kw)
+
+    def request(self, method: str, path: str, *, agent: bool = False, **kw: Any) -> httpx.Response:
+        """One request to the API; the response as it is. `agent`: as a node would call
+        (the same as an operator while the API authenticates no one)."""
+        kw.setdefault("timeout", 10)
+        return httpx.request(method, self.addr + path, **kw)
+
     def api(self, method: str, path: str, **kw: Any) -> Any:
         r = httpx.request(method, self.addr + path, timeout=10, **kw)
         r.raise_for_status()
         return r.json()
 
     def cli(
-        self, *args: str, timeout: float = 60.0, check: bool = False
+        self, *args: str, timeout: float = 60.0, check: bool = False, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "PODIUM_ADDR": self.addr, "COLUMNS": "200"}
         res = subprocess.run(
-            [*PODIUM, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout
+            [*PODIUM, *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=timeout,
+            input=input,
         )
         if check and res.returncode != 0:
             raise AssertionError(
@@ -157,6 +173,16 @@ class DevCluster(ApiAndCli):
                 p.kill()
             except psutil.Error:
                 pass
+        unmount_under(self.data_dir)
+
+
+def unmount_under(path: Path) -> None:
+    """Unmount what a test's agent mounted under `path` (the tmpfs of each task's secrets/)
+    and left there when the cluster stopped before its allocs did."""
+    prefix = str(path.resolve()) + "/"
+    for part in reversed(psutil.disk_partitions(all=True)):
+        if part.mountpoint.startswith(prefix):
+            subprocess.run(["umount", "-l", part.mountpoint], check=False, capture_output=True)
 
 
 def wait_rounds(addr: str, *controllers: str, n: int = 2, timeout: float = 30.0) -> None:

@@ -60,6 +60,7 @@ class AgentProc:
     data_dir: Path
     server: str
     proc: subprocess.Popen[bytes] | None = None
+    extra: tuple[str, ...] = ()  # more `podium agent` arguments (later ones win)
 
     @property
     def log_path(self) -> Path:
@@ -80,6 +81,7 @@ class AgentProc:
                 self.address,
                 "--log-level",
                 "info",
+                *self.extra,
             ],
             self.log_path,
         )
@@ -138,6 +140,8 @@ class MultiNodeCluster(ApiAndCli):
     port: int = field(default_factory=free_port)
     server_proc: subprocess.Popen[bytes] | None = None
     agents: list[AgentProc] = field(default_factory=list)
+    server_args: tuple[str, ...] = ()  # more `podium server` arguments (e.g. --store)
+    agent_args: tuple[str, ...] = ()  # more `podium agent` arguments
 
     @property
     def addr(self) -> str:
@@ -168,6 +172,7 @@ class MultiNodeCluster(ApiAndCli):
                 f"127.0.0.1:{self.port}",
                 "--heartbeat-ttl",
                 str(self.heartbeat_ttl),
+                *self.server_args,
             ],
             self.server_log,
         )
@@ -195,6 +200,7 @@ class MultiNodeCluster(ApiAndCli):
             address=f"127.0.0.{i + 1}",
             data_dir=self.base_dir / f"node-{i + 1}",
             server=self.addr,
+            extra=self.agent_args,
         ).start()
         self.agents.append(a)
         if wait:

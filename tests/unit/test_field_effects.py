@@ -54,8 +54,9 @@ from support.builders import make_alloc, make_node
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_700_000_000.0
+AGENT_TEMPLATES = "tests/integration/test_agent_templates.py::test_files_modes_tmpfs_and_env"
 SERVER_FIELDS = {"version", "stop", "submit_time", "submitted_by", "stable", "parent", "payload"}
-SERVER_FIELDS |= {"revision"}
+SERVER_FIELDS |= {"revision", "config_versions"}
 
 
 # ------------------------------------------------------------------ documents
@@ -628,6 +629,32 @@ FIELDS: dict[str, Differs | Proven] = {
     # The task's pids limit, handed to the driver (which sets pids.max: test_process_driver).
     "groups.tasks.resources.pids": D(f"{TASK}.resources.pids", 64, agent),
     "groups.tasks.env": D(f"{TASK}.env", {"A": "2"}, agent),
+    # Configs and secrets: rendered by the agent's template hook, rolled out by the server.
+    "groups.tasks.env.secret": Proven(AGENT_TEMPLATES),
+    "groups.tasks.env.config": Proven(AGENT_TEMPLATES),
+    "groups.tasks.env.key": Proven(AGENT_TEMPLATES),
+    "groups.tasks.templates.destination": Proven(AGENT_TEMPLATES),
+    "groups.tasks.templates.data": Proven(AGENT_TEMPLATES),
+    "groups.tasks.templates.perms": Proven(AGENT_TEMPLATES),
+    "groups.tasks.templates.env": Proven(AGENT_TEMPLATES),
+    "groups.tasks.templates.source": Proven(
+        "tests/integration/test_config_rollout.py::"
+        "test_a_config_change_rolls_out_one_copy_at_a_time_and_a_bad_one_rolls_back"
+    ),
+    "groups.tasks.templates.change_mode": Proven(
+        "tests/unit/test_configs.py::test_only_rolling_reads_change_the_groups_hash"
+    ),
+    "groups.tasks.templates.change_signal": Proven(
+        "tests/integration/test_config_rollout.py::"
+        "test_signal_mode_serves_the_new_value_from_the_same_process"
+    ),
+    "groups.tasks.templates.splay": Proven(
+        "tests/integration/test_config_rollout.py::"
+        "test_restart_mode_restarts_each_copy_after_its_own_splay"
+    ),
+    "groups.tasks.templates.reads": Proven(
+        "tests/unit/test_configs.py::test_a_change_moves_each_reader_to_a_new_version_once"
+    ),
     "groups.tasks.restart": D(f"{TASK}.restart", {"attempts": 0}, agent),
     "groups.tasks.restart.attempts": D(f"{TASK}.restart", {"attempts": 1}, agent),
     "groups.tasks.restart.interval": D(f"{TASK}.restart", {"interval": "10s"}, agent),

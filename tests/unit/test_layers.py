@@ -60,6 +60,18 @@ FORBIDDEN = {
     "drivers": ("podium.api", "podium.server", "podium.store", "podium.scheduler", "podium.agent"),
     "store": ("podium.server", "podium.agent", "podium.drivers", "podium.scheduler", "podium.api"),
     "agent": ("podium.server", "podium.store", "podium.scheduler"),
+    # User templates are parsed and rendered here, in a worker process: no cluster state.
+    "templates": (
+        "podium.store",
+        "podium.server",
+        "podium.agent",
+        "podium.drivers",
+        "podium.api",
+        "podium.scheduler",
+        "socket",
+        "sqlite3",
+        "httpx",
+    ),
 }
 
 

@@ -32,6 +32,7 @@ from podium.agent.logs import LogRelay
 from podium.agent.metrics import AgentMetrics
 from podium.agent.proxy_manager import ProxyManager
 from podium.agent.source import source_address
+from podium.agent.templates import ServerData, remove_alloc_secrets
 from podium.agent.usage import UsageSampler
 from podium.api.client import AsyncClient
 from podium.drivers.base import Driver, TaskHandle
@@ -49,6 +50,7 @@ from podium.runtime.backoff import Backoff
 from podium.runtime.clock import SystemClock
 from podium.runtime.ids import short_alloc
 from podium.runtime.logfiles import LogLimits
+from podium.templates.worker import TemplateWorker
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +130,7 @@ class Agent:
         self.log_index = LogIndexer(self.logs)  # when each log byte came: `logs --since`
         self.usage = UsageSampler(self.runners)
         self.metrics = AgentMetrics(self)
+        self.templates = TemplateWorker()  # renders this node's templates, bounded
 
     # -------------------------------------------------------------- identity
 
@@ -233,6 +236,7 @@ class Agent:
             try:
                 await self.local.flush()
             finally:
+                await self.templates.close()
                 await self.client.close()
 
     async def _register(self) -> None:
@@ -353,9 +357,14 @@ class Agent:
                 continue
             if a.desired_status == "stop":
                 self._spawn(runner.stop(reason=a.desired_reason or "stop requested", drain=True))
-            elif a.restart_seq > runner.restart_seq:
+                continue
+            if a.restart_seq > runner.restart_seq:
                 runner.restart_seq = a.restart_seq
                 self._spawn(runner.restart())
+            if runner.templates is not None and a.job_version > runner.templates_version:
+                # Updated in place (a config read by a restart/signal/noop template moved).
+                runner.templates_version = a.job_version
+                self._spawn(self._update_templates(runner, a))
         self._ending.intersection_update(i for i, a in wanted.items() if not a.terminal)
         for alloc_id, runner in list(self.runners.items()):
             if alloc_id not in wanted:
@@ -387,6 +396,8 @@ class Agent:
                     save=self.local.set_alloc,
                     metrics=self.metrics,
                     own_ports=self.own_ports,
+                    data=ServerData(self.client, self.templates, self.node.id),
+                    watch_service=self._watch_service,
                 ),
                 recovered=self.local.allocs.get(a.id),
             )
@@ -426,6 +437,16 @@ class Agent:
                 self.logs.remove(t.cfg.stderr_path)
             await self.proxies.release(runner.alloc.id)
 
+    async def _update_templates(self, runner: AllocRunner, a: Allocation) -> None:
+        try:
+            job = await self._job(a)
+        except PodiumError as e:
+            log.warning("alloc %s: job version %d not read: %s", a.id[:8], a.job_version, e)
+            runner.templates_version = 0  # the next sync tries again
+            return
+        if runner.templates is not None:
+            runner.templates.submit(job)
+
     async def _stop_orphan(self, alloc_id: str, handles: dict[str, TaskHandle]) -> None:
         for handle in handles.values():
             driver = self.drivers.get(handle.driver)
@@ -438,6 +459,7 @@ class Agent:
                     )
                     await driver.stop(handle, timeout=5.0)
                 await driver.destroy(handle)
+        await remove_alloc_secrets(os.path.join(self.config.data_dir, "allocs", alloc_id))
         self.local.set_alloc(alloc_id, {})
 
     async def _end_unstarted(self, a: Allocation) -> None:
@@ -491,6 +513,11 @@ class Agent:
             job = msgspec.convert(data, Job)
             self._jobs[key] = job
         return job
+
+    async def _watch_service(self, namespace: str, service: str, index: int) -> int:
+        wait = 0.0 if index < 0 else self.config.watch_wait
+        data = await self.client.service(namespace, service, index=max(index, 0), wait=wait)
+        return int(data.get("index", 0))
 
     def _spawn(self, coro: object) -> None:
         assert self._tg is not None

@@ -34,12 +34,15 @@ from podium.agent.health import CheckRunner, TaskExec
 from podium.agent.interpolate import render
 from podium.agent.logs import pipe_path
 from podium.agent.task_runner import TaskHooks, TaskRunner
+from podium.agent.template_runner import ServiceWatch, TemplateRunner
+from podium.agent.templates import DataSource, TemplateHook, needs_templates
 from podium.drivers.base import Driver, ExecDriver, ListenerDriver, TaskConfig, TaskHandle
 from podium.errors import DriverError, TaskNotFound
 from podium.model.types import (
     Allocation,
     AllocUpdate,
     ClientStatus,
+    EnvRef,
     Group,
     Job,
     Node,
@@ -71,6 +74,9 @@ class AllocHooks:
     # The node's own listening ports (agent and server API, proxy, ingress) -> what they
     # are: checks never probe them.
     own_ports: Callable[[], Mapping[int, str]] = field(default=_no_ports)
+    # Configs, secrets and services for templates (None: a group that has templates fails).
+    data: DataSource | None = None
+    watch_service: ServiceWatch | None = None
 
 
 def task_env(
@@ -81,8 +87,11 @@ def task_env(
     node: Node,
     alloc_dir: str,
     task_dir: str,
-    user_env: dict[str, str],
+    user_env: Mapping[str, str | EnvRef],
 ) -> dict[str, str]:
+    """The task's environment: podium's variables and the user's strings, ${...} filled in.
+    Values read from configs and secrets are not here: the templates hook adds them after
+    this is used to fill in the task's config (a secret never lands in a command line)."""
     env = {
         "PODIUM_ALLOC_ID": alloc.id,
         "PODIUM_ALLOC_NAME": alloc.name,
@@ -114,7 +123,8 @@ def task_env(
         **{f"node.labels.{k}": v for k, v in node.labels.items()},
     }
     for k, v in user_env.items():
-        env[k] = render(v, {**variables, **env})
+        if isinstance(v, str):
+            env[k] = render(v, {**variables, **env})
     env.setdefault("PATH", os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"))
     return env
 
@@ -178,7 +188,16 @@ class AllocRunner:
         if alloc.deployment_id and alloc.deployment_healthy is None:
             self.deploy = DeploymentHealth(group.update, started=alloc.create_time or time.time())
         self._deploy_wake = asyncio.Event()
+        self._base_env: dict[str, dict[str, str]] = {}
+        self._task_dirs: dict[str, str] = {}
         self._build(drivers, recovered or {})
+        self.templates: TemplateRunner | None = None
+        self.templates_version = job.version  # the job version its templates were given
+        if needs_templates(group):
+            if hooks.data is None or hooks.watch_service is None:
+                raise ValueError("this agent cannot render templates")
+            hook = TemplateHook(alloc, group, node, hooks.data, self._task_dirs, self._base_env)
+            self.templates = TemplateRunner(self, hook, watch=hooks.watch_service)
 
     def _build(self, drivers: dict[str, Driver], recovered: dict[str, TaskHandle]) -> None:
         shared = os.path.join(self.alloc_dir, "alloc")
@@ -191,6 +210,7 @@ class AllocRunner:
             env = task_env(
                 self.alloc, self.job, self.group, t.name, self.node, shared, task_dir, t.env
             )
+            self._base_env[t.name], self._task_dirs[t.name] = env, task_dir
             cfg = TaskConfig(
                 alloc_id=self.alloc.id,
                 task=t.name,
@@ -456,6 +476,13 @@ class AllocRunner:
 
     async def run(self) -> None:
         try:
+            recovering = any(r.handle is not None for r in self.tasks.values())
+            if self.templates is not None and not await self.templates.prepare(
+                recovering=recovering
+            ):
+                self.finished.set()
+                self._changed()  # failed (or stopped) before any task started
+                return
             async with asyncio.TaskGroup() as tg:
                 for r in self.tasks.values():
                     if r.state.state != "dead":
@@ -465,10 +492,14 @@ class AllocRunner:
                     tg.create_task(self._watch_deployment()),
                     tg.create_task(self._sync_checks()),
                 ]
+                if self.templates is not None:
+                    helpers.append(tg.create_task(self.templates.run()))
                 self._changed()
                 await self._tasks_done()
                 for h in helpers:
                     h.cancel()
+            if self.templates is not None:  # the alloc ended: its secrets go
+                await self.templates.hook.cleanup()
         finally:
             self.finished.set()
         self._changed()
@@ -487,6 +518,10 @@ class AllocRunner:
         async with asyncio.TaskGroup() as tg:
             for c in self.checks:
                 tg.create_task(c.run())
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested
 
     async def stop(self, *, reason: str = "stop requested", drain: bool = False) -> None:
         """Stop every task. With `drain` (the server stopped the alloc, so it has left the

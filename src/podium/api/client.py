@@ -325,6 +325,61 @@ class Client:
     def alloc_stats(self, alloc_id: str) -> Any:
         return self.request("GET", f"/v1/allocation/{alloc_id}/stats")
 
+    # configs and secrets (kind: "config" | "secret")
+    def data_list(self, kind: str, *, prefix: str = "", namespace: str | None = None) -> Any:
+        params = {**self._listing(namespace), **({"prefix": prefix} if prefix else {})}
+        return self.request("GET", f"/v1/{kind}s", params=params)
+
+    def data_get(
+        self,
+        kind: str,
+        path: str,
+        *,
+        version: int | None = None,
+        reveal: bool = False,
+        namespace: str | None = None,
+    ) -> Any:
+        params: dict[str, Any] = {"namespace": self.ns(namespace)}
+        if version is not None:
+            params["version"] = version
+        if reveal:
+            params["reveal"] = "true"
+        return self.request("GET", f"/v1/{kind}/{path}", params=params)
+
+    def data_put(
+        self,
+        kind: str,
+        path: str,
+        data: dict[str, str],
+        *,
+        cas: int | None = None,
+        merge: bool = False,
+        namespace: str | None = None,
+    ) -> Any:
+        return self.request(
+            "PUT",
+            f"/v1/{kind}/{path}",
+            params={"namespace": self.ns(namespace)},
+            json={"data": data, "cas": cas, "merge": merge},
+        )
+
+    def data_delete(
+        self, kind: str, path: str, *, force: bool = False, namespace: str | None = None
+    ) -> Any:
+        params = {"namespace": self.ns(namespace), "force": str(force).lower()}
+        return self.request("DELETE", f"/v1/{kind}/{path}", params=params)
+
+    def data_history(self, kind: str, path: str, namespace: str | None = None) -> Any:
+        return self.request(
+            "GET", f"/v1/{kind}-versions/{path}", params={"namespace": self.ns(namespace)}
+        )
+
+    def keyring(self) -> Any:
+        return self.request("GET", "/v1/operator/keyring")
+
+    def keyring_rotate(self, *, full: bool = False) -> Any:
+        return self.request("POST", "/v1/operator/keyring/rotate", json={"full": full})
+
 
 class AsyncClient:
     """Asynchronous client for the agent: registration, heartbeats, alloc watch and reports."""
@@ -411,6 +466,14 @@ class AsyncClient:
         """A request waits for this sleeping service: ask the servers to start a copy."""
         return await self.request(
             "POST", f"/v1/service/{name}/wake", params={"namespace": namespace}, json={}
+        )
+
+    async def template_data(self, node_id: str, alloc_id: str, version: int) -> Any:
+        """The configs and secrets (opened) an alloc of this node reads at a job version."""
+        return await self.request(
+            "GET",
+            f"/v1/node/{node_id}/allocation/{alloc_id}/template-data",
+            params={"version": version},
         )
 
     async def job_version(self, namespace: str, name: str, version: int) -> Any:

@@ -12,7 +12,7 @@ import msgspec
 
 from podium.api.client import Client, _check
 from podium.cli.main import addr_option, json_option, namespace_option
-from podium.cli.output import ago, alloc_short, console, mib, print_json, short_id, table
+from podium.cli.output import ago, alloc_short, console, mib, print_json, reads, short_id, table
 
 
 @click.group()
@@ -64,7 +64,8 @@ def list_(
 @addr_option
 def status(alloc_id: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
     """One allocation: placement, tasks, checks."""
-    a = Client(addr, namespace=namespace).alloc(alloc_id)
+    c = Client(addr, namespace=namespace)
+    a = c.alloc(alloc_id)
     if as_json:
         print_json(msgspec.to_builtins(a))
         return
@@ -77,6 +78,17 @@ def status(alloc_id: str, as_json: bool, namespace: str | None, addr: str | None
         console.print(f"  {a.client_description}", markup=False)
     if a.ports:
         console.print("ports: " + ", ".join(f"{k}={v}" for k, v in a.ports.items()))
+    job = c.job_version(a.job, a.job_version, namespace=a.namespace)
+    if job.get("config_versions"):
+        console.print(f"reads: {reads(job['config_versions'])}", markup=False, highlight=False)
+    secret_env = [
+        f"{name}=<secret:{ref['secret']}>"
+        for t in next((g["tasks"] for g in job["groups"] if g["name"] == a.group), [])
+        for name, ref in t["env"].items()
+        if isinstance(ref, dict) and ref.get("secret")
+    ]
+    if secret_env:
+        console.print(f"env from secrets: {' '.join(secret_env)}", markup=False, highlight=False)
     table(
         ["TASK", "STATE", "PID", "RESTARTS", "EXIT", "OOM", "STARTED", "MESSAGE"],
         [

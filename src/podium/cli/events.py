@@ -49,7 +49,8 @@ def _line(ev: dict[str, Any]) -> str:
     "topics",
     multiple=True,
     type=click.Choice(TOPICS),
-    help="Only these topics (repeat): the first word of the type; task events are alloc's",
+    help="Only these topics (repeat): the first word of the type; task and template events "
+    "are alloc's",
 )
 @click.option("--key", default="", help="Only events of this job, alloc (id or prefix) or node")
 @click.option("--since", default=None, help="Only events this recent: a duration (10m, 2h)")

@@ -30,6 +30,7 @@ from podium.cli.output import (
     mib,
     print_json,
     progress_to_stderr,
+    reads,
     short_id,
     table,
 )
@@ -299,6 +300,13 @@ def plan(file: str, as_json: bool, namespace: str | None, addr: str | None) -> N
                 markup=False,
                 highlight=False,
             )
+    for change in p.get("config", []):
+        touched = ", ".join(f"{a['name']} {a['action']}" for a in change["allocs"]) or "no copy"
+        console.print(
+            f"{change['ref']} version {change['from']} -> {change['to']}: {touched}",
+            markup=False,
+            highlight=False,
+        )
     for ln in failure_lines(p["failures"]):
         err_console.print(f"[red]would fail:[/] {ln}")
     console.print(
@@ -440,6 +448,8 @@ def status(name: str | None, as_json: bool, namespace: str | None, addr: str | N
             ["RUN", "STATUS", "LAUNCHED"],
             [[k["name"], k["status"], ago(k["submit_time"])] for k in kids],
         )
+    if j.get("config_versions"):
+        console.print(f"reads: {reads(j['config_versions'])}", markup=False, highlight=False)
     d = s.get("deployment")
     if d:
         console.print(
@@ -461,6 +471,7 @@ def status(name: str | None, as_json: bool, namespace: str | None, addr: str | N
             "RESTARTS",
             "PORTS",
             "CREATED",
+            *(["READS"] if j.get("config_versions") else []),
         ],
         [
             [
@@ -474,6 +485,11 @@ def status(name: str | None, as_json: bool, namespace: str | None, addr: str | N
                 a["restarts"],
                 ",".join(f"{k}={v}" for k, v in a["ports"].items()),
                 ago(a["create_time"]),
+                *(
+                    [reads(a.get("config_versions", {}), short=True)]
+                    if j.get("config_versions")
+                    else []
+                ),
             ]
             for a in s["allocations"]
         ],

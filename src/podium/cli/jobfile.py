@@ -11,6 +11,7 @@ nothing invalid is ever sent.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from podium.errors import Problem, ValidationError
 from podium.model import spec as jobspec
 from podium.model.show import show
 from podium.model.types import Job
+from podium.templates import jobs as templates
 
 STDIN = "-"
 
@@ -79,15 +81,53 @@ def load(path: str, *, namespace: str | None = None, namespace_given: bool = Fal
             ],
             raw=raw,
         )
+    base = os.path.dirname(os.path.abspath(path)) if path != STDIN else os.getcwd()
+    problems = _read_sources(raw, base)
     try:
         job = jobspec.validate(jobspec.canonicalize(raw))
     except ValidationError as e:
-        raise InvalidJobFile(source, e.problems, raw=raw) from None
+        raise InvalidJobFile(source, problems + e.problems, raw=raw) from None
+    job, template_problems = templates.check(job)
+    if problems or template_problems:
+        raise InvalidJobFile(source, problems + template_problems, raw=raw)
     loaded = JobFile(source, job)
     size = len(json.dumps({"job": loaded.wire()}).encode())
     if size > jobspec.MAX_JOB_BYTES:
         raise InvalidJobFile(source, [Problem("", _too_large(size))])
     return loaded
+
+
+def _read_sources(raw: dict[str, Any], base: str) -> list[Problem]:
+    """Each template's `source` file (beside the job file) read into its `data`."""
+    problems: list[Problem] = []
+    for gi, group in enumerate(_items(raw.get("groups"))):
+        for ti, task in enumerate(_items(group.get("tasks"))):
+            for xi, template in enumerate(_items(task.get("templates"))):
+                source = template.get("source")
+                if not isinstance(source, str) or not source or template.get("data"):
+                    continue
+                where = f"groups[{gi}].tasks[{ti}].templates[{xi}].source"
+                full = os.path.join(base, source)
+                try:
+                    with open(full, "rb") as f:
+                        data = f.read(jobspec.MAX_TEMPLATE_BYTES + 1)
+                except OSError as e:
+                    problems.append(Problem(where, f"cannot read {full}: {e.strerror}"))
+                    continue
+                if len(data) > jobspec.MAX_TEMPLATE_BYTES:
+                    problems.append(
+                        Problem(where, f"{full} is larger than {jobspec.MAX_TEMPLATE_BYTES} bytes")
+                    )
+                    continue
+                try:
+                    template["data"] = data.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    problems.append(Problem(where, f"{full}: not UTF-8 text at offset {e.start}"))
+    return problems
+
+
+def _items(value: object) -> list[dict[str, Any]]:
+    return [x for x in value if isinstance(x, dict)] if isinstance(value, list) else []
 
 
 def _too_large(size: int) -> str:

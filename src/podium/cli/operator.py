@@ -1,4 +1,5 @@
-"""`podium operator snapshot save|restore FILE`: the whole store to a file and back.
+"""`podium operator snapshot save|restore FILE`: the whole store to a file and back;
+`podium operator keyring status|rotate [--full]`: the keys that encrypt secrets.
 
 Through a running server's API (GET/PUT /v1/operator/snapshot), or with `--store URL`
 straight from a store no server is using (a SQLite file is locked by its server; an
@@ -10,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from podium.api.client import Client
 from podium.cli.main import addr_option, json_option
-from podium.cli.output import console, print_json
+from podium.cli.output import ago, console, err_console, print_json, table
 from podium.store import open_store
 from podium.store import snapshot as snap
 
@@ -123,3 +126,99 @@ async def _direct(url: str, fn: Any) -> Any:
         return await fn(store)
     finally:
         await store.close()
+
+
+@operator.group()
+def keyring() -> None:
+    """The keyring that encrypts secrets: its keys, and rotating them."""
+
+
+@keyring.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs")
+@addr_option
+def keyring_status(as_json: bool, addr: str | None) -> None:
+    """The keys (which is active, how many secrets each seals) and any rotation."""
+    data = Client(addr).keyring()
+    if as_json:
+        print_json(data)
+        return
+    console.print(f"root key from {data['root_key']}")
+    table(
+        ["KEY", "ACTIVE", "SECRETS", "CREATED"],
+        [
+            [k["id"], "yes" if k["active"] else "", k["secrets"], ago(k["create_time"])]
+            for k in data["keys"]
+        ],
+    )
+    rot = data["rotation"]
+    if rot:
+        console.print(
+            f"full rotation to {rot['key_id']}: {rot['status']}, {rot['done']}/{rot['total']}"
+        )
+
+
+@keyring.command("rotate")
+@click.option("--full", is_flag=True, help="Also re-encrypt every stored secret under the new key")
+@click.option("--detach", is_flag=True, help="Return at once; do not follow a full rotation")
+@click.option(
+    "--timeout", default=600.0, show_default=True, help="Seconds to follow a full rotation"
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs")
+@addr_option
+def keyring_rotate(
+    full: bool, detach: bool, timeout: float, as_json: bool, addr: str | None
+) -> None:
+    """A new active key for new secrets; with --full every secret is re-encrypted under it."""
+    c = Client(addr)
+    resp = c.keyring_rotate(full=full)
+    key_id = resp["active"]
+    if not full or detach:
+        if as_json:
+            print_json(resp)
+        else:
+            console.print(
+                f"keyring key {key_id} is active"
+                + (" (re-encrypting in the background)" if full else "")
+            )
+        return
+    rotation = _follow_rotation(c, key_id, timeout=timeout, quiet=as_json)
+    if as_json:
+        print_json({**resp, "rotation": rotation})
+    if rotation is None or rotation["status"] != "done":
+        raise click.ClickException(f"the rotation to {key_id} did not finish within {timeout:g}s")
+    if not as_json:
+        console.print(f"keyring key {key_id} is active: {rotation['message']}")
+
+
+def _follow_rotation(
+    c: Client, key_id: str, *, timeout: float, quiet: bool
+) -> dict[str, Any] | None:
+    """Poll the rotation's progress until it is done: a bar on a terminal, else a line each
+    time the count moves (at most every half second); nothing when `quiet`."""
+    deadline = time.monotonic() + timeout
+    rotation: dict[str, Any] | None = None
+    live = err_console.is_terminal and not quiet
+    last, printed_at = "", 0.0
+    with Progress(
+        TextColumn("re-encrypting secrets"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, disable=not live,
+    ) as progress:  # fmt: skip
+        bar = progress.add_task("rotate", total=None)
+        while time.monotonic() < deadline:
+            rotation = c.keyring()["rotation"]
+            if rotation and rotation["key_id"] == key_id:
+                progress.update(bar, total=rotation["total"] or None, completed=rotation["done"])
+                line = f"re-encrypting secrets: {rotation['done']}/{rotation['total']}"
+                done = rotation["status"] == "done"
+                if (
+                    not live
+                    and not quiet
+                    and line != last
+                    and (done or time.monotonic() - printed_at > 0.5)
+                ):
+                    err_console.print(line)
+                    last, printed_at = line, time.monotonic()
+                if done:
+                    return rotation
+            time.sleep(0.2)
+    return rotation

@@ -128,3 +128,10 @@ def failure_lines(failures: list[dict[str, Any]]) -> list[str]:
             )
         out.append(line)
     return out
+
+
+def reads(versions: dict[str, int], *, short: bool = False) -> str:
+    """ "config web/settings v2, secret web/hmac v1" (short: "web/settings@2 web/hmac@1")."""
+    if short:
+        return " ".join(f"{r.partition(':')[2]}@{v}" for r, v in sorted(versions.items())) or "-"
+    return ", ".join(f"{r.replace(':', ' ', 1)} v{v}" for r, v in sorted(versions.items()))

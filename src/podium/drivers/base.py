@@ -151,6 +151,13 @@ class ExecDriver(Protocol):
         ...
 
 
+@runtime_checkable
+class SignalDriver(Protocol):
+    async def signal(self, handle: TaskHandle, signal: str) -> None:
+        """Send `signal` to the running task, which keeps running (a template's change)."""
+        ...
+
+
 def parse_signal(name: str) -> int:
     """The number of a stop signal given as "SIGTERM", "TERM", "term" or "15"."""
     s = name.strip().upper()

@@ -390,6 +390,11 @@ class DockerDriver:
                 f"container {cid[:12]} survived SIGKILL for {KILL_DEADLINE:g}s"
             ) from None
 
+    async def signal(self, handle: TaskHandle, signal: str) -> None:
+        """`signal` to the container's main process; TaskNotFound when it is not running."""
+        if not await self._kill(_cid(handle), str(parse_signal(signal))):
+            raise TaskNotFound(f"container {_cid(handle)[:12]} is not running")
+
     async def _kill(self, cid: str, sig: str) -> bool:
         """False when there is nothing left to signal."""
         try:

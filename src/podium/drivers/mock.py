@@ -38,6 +38,7 @@ class MockTask:
     fail_stop: bool
     result: ExitResult | None = None  # set when stopped
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    signals: list[int] = field(default_factory=list)  # received without stopping
 
     def exited(self) -> ExitResult | None:
         if self.result is not None:
@@ -122,6 +123,12 @@ class MockDriver:
             raise DriverError("mock: stop failed (fail_stop)")
         t.result = ExitResult(exit_code=128 + sig, signal=sig)
         t.stopped.set()
+
+    async def signal(self, handle: TaskHandle, signal: str) -> None:
+        t = self._task(handle)
+        if t is None or t.exited() is not None:
+            raise TaskNotFound(f"mock task {handle.task} is not running")
+        t.signals.append(parse_signal(signal))
 
     async def destroy(self, handle: TaskHandle) -> None:
         t = self._reg.tasks.pop(str(handle.state.get("id", "")), None)

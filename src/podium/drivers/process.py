@@ -790,6 +790,17 @@ class ProcessDriver:
         if task is not None and task.proc is not None:
             await task.proc.wait()  # reap: no zombie
 
+    async def signal(self, handle: TaskHandle, signal: str) -> None:
+        """`signal` to the task's process group; TaskNotFound when it is not running."""
+        sig = parse_signal(signal)
+        st = _State.of(handle)
+        if _process(st.pid, st.create_time) is None:
+            raise TaskNotFound(f"task {handle.task} is not running")
+        try:
+            os.killpg(st.pgid, sig)
+        except ProcessLookupError:
+            raise TaskNotFound(f"task {handle.task} is not running") from None
+
     async def _wait_main(self, task: _Task | None, st: _State) -> None:
         if task is not None and task.proc is not None:
             await task.proc.wait()

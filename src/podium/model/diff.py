@@ -15,7 +15,9 @@ class FieldChange(msgspec.Struct, kw_only=True):
 
 
 def diff(old: Any, new: Any, path: str = "") -> list[FieldChange]:
-    """Every leaf that differs, with its path; lists of named items are matched by name."""
+    """Every leaf that differs, with its path; lists of named items are matched by name.
+    An env value read from a secret or config is one leaf, shown as `<secret:PATH>`."""
+    old, new = _env_ref(old), _env_ref(new)
     if isinstance(old, dict) and isinstance(new, dict):
         out: list[FieldChange] = []
         for k in sorted(set(old) | set(new), key=str):
@@ -43,3 +45,13 @@ def diff(old: Any, new: Any, path: str = "") -> list[FieldChange]:
 def _named(items: list[Any]) -> bool:
     names = [i.get("name") for i in items if isinstance(i, dict)]
     return len(names) == len(items) and len(set(names)) == len(names) and all(names)
+
+
+def _env_ref(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"secret", "config", "key"}:
+        if value["secret"]:
+            return f"<secret:{value['secret']}>" + (
+                f"[{value['key']}]" if value["key"] != "value" else ""
+            )
+        return f"<config:{value['config']}>[{value['key']}]"
+    return value

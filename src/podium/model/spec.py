@@ -35,6 +35,7 @@ import yaml
 
 from podium.drivers.schemas import SCHEMAS
 from podium.errors import Problem, ValidationError
+from podium.model import data as datamodel
 from podium.model.cron import MACROS as _CRON_MACROS
 from podium.model.cron import cron_ok, time_zone
 from podium.model.pattern import PatternError, compile_pattern
@@ -43,6 +44,7 @@ from podium.model.types import (
     Check,
     Constraint,
     DisconnectPolicy,
+    EnvRef,
     Group,
     Ingress,
     Job,
@@ -61,6 +63,7 @@ from podium.model.types import (
     ServiceSpec,
     Spread,
     Task,
+    Template,
     UpdateStrategy,
     Upstream,
 )
@@ -79,7 +82,9 @@ SIGNALS = frozenset(s.name for s in signal.Signals)
 # Set by the server; accepted (a job read back can be submitted again) and ignored.
 SERVER_FIELDS = ("version", "stop", "submit_time", "revision", "parent", "payload")
 # Every field the server sets on a stored version (the rest is the user's spec).
-STORED_FIELDS = (*SERVER_FIELDS, "submitted_by", "stable")
+STORED_FIELDS = (*SERVER_FIELDS, "submitted_by", "stable", "config_versions")
+CHANGE_MODES = ("rolling", "restart", "signal", "noop")
+MAX_TEMPLATE_BYTES = 1024 * 1024  # of one template's text (the sandbox's own limit)
 MAX_JOB_BYTES = 4 * 1024 * 1024  # the server's request body limit (runtime.bodies.MAX_BODY)
 BATCH_FIELDS = ("completions", "parallelism", "backoff_limit", "active_deadline")
 CONCURRENCY = ("allow", "forbid", "replace")
@@ -334,7 +339,9 @@ def canonicalize(raw: dict[str, Any]) -> dict[str, Any]:
     - task: driver "process", config {}, resources {cpu 100, memory 64},
       kill_signal SIGTERM, kill_timeout 5s. Env and meta numbers/booleans become strings;
       memory may be written "512MB" or "2GB". No upstreams; an upstream: mode tcp,
-      policy round_robin.
+      policy round_robin. An env value {secret|config: PATH} reads key "value".
+    - template: change_mode rolling (service jobs) or restart (others), change_signal
+      SIGHUP, splay 5s, perms "" (0644; 0400 under secrets/), env false.
     - service: port "", no tags, no meta, no ingress; an ingress: host "" (any), path "/".
       check: type http, port = the service's port,
       name "<service>-<type>-<i>", path "/", method GET, interval 2s, timeout 1s;
@@ -507,7 +514,7 @@ def _canon_group(raw: dict[str, Any], kind: str) -> dict[str, Any]:
     group["services"] = _canon_list(group.get("services"), _canon_service)
     restart = group["restart"]
     inherited = restart if isinstance(restart, dict) else _restart_defaults(kind)
-    group["tasks"] = _canon_list(group.get("tasks"), lambda t: _canon_task(t, inherited))
+    group["tasks"] = _canon_list(group.get("tasks"), lambda t: _canon_task(t, inherited, kind))
     group["meta"] = _canon_str_map(group.get("meta"))
     return group
 
@@ -586,7 +593,50 @@ def _canon_port(value: object) -> object:
     return _merged({"static": 0}, value)
 
 
-def _canon_task(raw: dict[str, Any], group_restart: dict[str, Any]) -> dict[str, Any]:
+def default_change_mode(job_type: str) -> str:
+    """`rolling` for services (a change rolls out as a deployment), `restart` otherwise."""
+    return "rolling" if job_type == "service" else "restart"
+
+
+def _canon_env(value: object) -> object:
+    if not isinstance(value, dict):
+        return _canon_str_map(value)
+    out: dict[Any, Any] = {}
+    for k, v in value.items():
+        if isinstance(v, dict):
+            out[k] = {"secret": "", "config": "", "key": "value"} | {
+                f: x for f, x in v.items() if x is not None or f not in ("secret", "config", "key")
+            }
+        else:
+            out[k] = _scalar_str(v)
+    return out
+
+
+def _canon_template(raw: dict[str, Any], kind: str) -> dict[str, Any]:
+    template = dict(raw)
+    _fill(template, "data", "")
+    _fill(template, "source", "")
+    _fill(template, "change_mode", default_change_mode(kind))
+    _fill(template, "change_signal", "SIGHUP")
+    template["change_signal"] = _canon_signal(template["change_signal"])
+    _fill(template, "splay", 5.0)
+    template["splay"] = _try_duration(template["splay"])
+    _fill(template, "perms", "")
+    _fill(template, "env", False)
+    _fill(template, "reads", [])
+    return template
+
+
+def _canon_signal(value: object) -> object:
+    if isinstance(value, str):
+        name = value.strip().upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        if name in SIGNALS:
+            return name
+    return value
+
+
+def _canon_task(raw: dict[str, Any], group_restart: dict[str, Any], kind: str) -> dict[str, Any]:
     task = dict(raw)
     _fill(task, "driver", "process")
     _fill(task, "config", {})
@@ -594,14 +644,11 @@ def _canon_task(raw: dict[str, Any], group_restart: dict[str, Any]) -> dict[str,
     if isinstance(resources, dict) and isinstance(resources.get("memory"), str):
         resources["memory"] = _parse_size(resources["memory"])
     task["resources"] = resources
-    task["env"] = _canon_str_map(task.get("env"))
+    task["env"] = _canon_env(task.get("env"))
+    task["templates"] = _canon_list(task.get("templates"), lambda t: _canon_template(t, kind))
     task["restart"] = _merged(group_restart, task.get("restart"), _RESTART_DURATIONS)
     _fill(task, "kill_signal", "SIGTERM")
-    if isinstance(task["kill_signal"], str):
-        name = task["kill_signal"].strip().upper()
-        name = name if name.startswith("SIG") else "SIG" + name
-        if name in SIGNALS:
-            task["kill_signal"] = name
+    task["kill_signal"] = _canon_signal(task["kill_signal"])
     _fill(task, "kill_timeout", 5.0)
     task["kill_timeout"] = _try_duration(task["kill_timeout"])
     task["upstreams"] = _canon_list(
@@ -822,6 +869,8 @@ class _Checker:
                 self.expect(key_path, "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)", key)
             elif not isinstance(key, str) or not key or not _valid_utf8(key):
                 self.expect(key_path, "a non-empty string as key", key)
+            elif env and isinstance(item, dict):  # {secret: PATH} or {config: PATH}
+                _check_env_ref(self, item, key_path)
             elif env:
                 self.exec_string(item, key_path)
             else:
@@ -834,7 +883,7 @@ def is_name(value: object) -> bool:
 
 
 def _unknown_field(key: object, valid: tuple[str, ...]) -> str:
-    return unknown_field(key, [f for f in valid if f not in SERVER_FIELDS])
+    return unknown_field(key, [f for f in valid if f not in STORED_FIELDS and f != "reads"])
 
 
 def _int(lo: int, hi: int, unit: str = "") -> _Rule:
@@ -919,7 +968,23 @@ _JOB_RULES: dict[str, _Rule] = {
     "submit_time": _non_negative_number,
     "submitted_by": lambda c, v, p: c.string(v, p),
     "stable": _bool,
+    "config_versions": lambda c, v, p: _check_versions(c, v, p),
 }
+
+
+def _check_versions(c: _Checker, value: object, path: str) -> None:
+    if not isinstance(value, dict):
+        c.expect(path, "a mapping of config:PATH or secret:PATH to versions", value)
+        return
+    for k, v in value.items():
+        try:
+            datamodel.parse_ref(k) if isinstance(k, str) else datamodel.parse_ref("")
+        except ValueError as e:
+            c.add(_at(path, k), str(e))
+        else:
+            c.integer(v, _at(path, k), 1, 2**63 - 1)
+
+
 _GROUP_RULES: dict[str, _Rule] = {
     "name": _named("a group name"),
     "count": _int(0, 10_000),
@@ -1466,6 +1531,10 @@ def _check_task(
         c.struct(task["resources"], _at(path, "resources"), Resources, _RESOURCE_RULES)
     if "env" in task:
         c.str_map(task["env"], _at(path, "env"), env=True)
+    if "templates" in task:
+        _check_templates(c, task["templates"], _at(path, "templates"))
+    if isinstance(task.get("env"), dict) and isinstance(task.get("config"), dict):
+        _check_no_secret_in_config(c, task["env"], task["config"], _at(path, "config"))
     restart = task.get("restart")
     # Inherited from the group: any problem in it was reported there already.
     if restart is not None and restart != group_restart:
@@ -1476,6 +1545,131 @@ def _check_task(
             _at(path, "kill_signal"), 'a signal name such as "SIGTERM" or "SIGINT"', signal_name
         )
     return task
+
+
+def _check_env_ref(c: _Checker, item: dict[str, Any], path: str) -> None:
+    ref = c.struct(item, path, EnvRef, {})
+    if ref is None:
+        return
+    secret, config = ref.get("secret", ""), ref.get("config", "")
+    if bool(secret) == bool(config):
+        c.add(path, "expected exactly one of secret: PATH or config: PATH")
+        return
+    field = "secret" if secret else "config"
+    problem = datamodel.path_problem(secret or config, _at(path, field))
+    if problem is not None:
+        c.problems.append(problem)
+    key = ref.get("key", "value")
+    if not (isinstance(key, str) and datamodel.KEY.fullmatch(key)):
+        c.expect(_at(path, "key"), "a key of 1-128 letters, digits, '_', '-' or '.'", key)
+
+
+_DESTINATION_PART = re.compile(r"[A-Za-z0-9_@+=,-][A-Za-z0-9_.@+=,-]*")
+
+
+def _check_templates(c: _Checker, value: object, path: str) -> None:
+    templates = c.items(value, path, "templates")
+    destinations: dict[str, str] = {}
+    for i, raw in enumerate(templates or []):
+        item_path = _at(path, i)
+        template = c.struct(
+            raw,
+            item_path,
+            Template,
+            {
+                "change_mode": _one_of(*CHANGE_MODES),
+                "splay": _dur(positive=False),
+                "env": _bool,
+            },
+            required=("destination",),
+        )
+        if template is None:
+            continue
+        dest = template.get("destination")
+        dest_path = _at(item_path, "destination")
+        if not (
+            isinstance(dest, str)
+            and len(dest) <= 255
+            and all(_DESTINATION_PART.fullmatch(p) for p in dest.split("/"))
+        ):
+            c.expect(
+                dest_path,
+                "a file path inside the task's directory such as app.conf or secrets/db.env "
+                "(no '..', no leading '/')",
+                dest,
+            )
+        elif dest.split("/")[0] == "logs":
+            c.add(dest_path, "logs/ holds the task's own logs: choose another directory")
+        elif dest == "secrets":
+            c.add(dest_path, "secrets/ is the task's secrets directory: name a file in it")
+        elif dest in destinations:
+            c.add(dest_path, f"also the destination of {destinations[dest]}")
+        else:
+            destinations[dest] = item_path
+        data, source = template.get("data", ""), template.get("source", "")
+        if c.string(data, _at(item_path, "data")) and c.string(source, _at(item_path, "source")):
+            if not data and not source:
+                c.add(item_path, "expected data (the template's text) or source (a file)")
+            elif not data:
+                c.add(
+                    _at(item_path, "source"),
+                    "is read by the podium CLI (job run, plan, validate): send the file's "
+                    "text as data",
+                )
+            elif len(data.encode("utf-8", "surrogatepass")) > MAX_TEMPLATE_BYTES:
+                c.add(_at(item_path, "data"), f"expected at most {MAX_TEMPLATE_BYTES} bytes")
+        signal_name = template.get("change_signal", "SIGHUP")
+        if not (isinstance(signal_name, str) and signal_name in SIGNALS):
+            c.expect(_at(item_path, "change_signal"), 'a signal name such as "SIGHUP"', signal_name)
+        perms = template.get("perms", "")
+        if not (isinstance(perms, str) and (perms == "" or re.fullmatch(r"0?[0-7]{3}", perms))):
+            c.expect(
+                _at(item_path, "perms"),
+                'octal permissions as a string such as "0640" (quoted: YAML reads 0640 as a '
+                "number)",
+                perms,
+            )
+        mode = template.get("change_mode", "rolling")
+        if template.get("env") is True and mode in ("signal", "noop"):
+            c.add(
+                _at(item_path, "change_mode"),
+                f"{mode} cannot change a running process's environment: an env template "
+                "needs rolling or restart",
+            )
+        reads = template.get("reads", [])
+        if c.strings(reads, _at(item_path, "reads"), "references"):
+            for j, r in enumerate(reads):
+                try:
+                    datamodel.check_read(r)
+                except ValueError as e:
+                    c.add(_at(_at(item_path, "reads"), j), str(e))
+
+
+_INTERPOLATED = re.compile(r"\$\{([A-Za-z0-9_.\-]+)\}")
+
+
+def _check_no_secret_in_config(
+    c: _Checker, env: dict[str, Any], config: dict[str, Any], path: str
+) -> None:
+    """A secret in a command line would show in `ps`: `${X}` of a secret env var is refused."""
+    secret_vars = {k for k, v in env.items() if isinstance(v, dict) and v.get("secret")}
+    if not secret_vars:
+        return
+    stack: list[tuple[object, str]] = [(config, path)]
+    while stack:
+        item, item_path = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((v, _at(item_path, k)) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, _at(item_path, i)) for i, v in enumerate(item))
+        elif isinstance(item, str):
+            for name in _INTERPOLATED.findall(item):
+                if name in secret_vars:
+                    c.add(
+                        item_path,
+                        f"${{{name}}} comes from a secret and would show in the process list: "
+                        "read it from the environment instead",
+                    )
 
 
 def _check_config(c: _Checker, value: object, path: str, driver: object, labels: set[str]) -> None:

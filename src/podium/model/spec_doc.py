@@ -111,6 +111,21 @@ SECTIONS: tuple[Section, ...] = (
         "A service the task reaches through its node's proxy, at `127.0.0.1:local_port`.",
     ),
     Section(
+        "template",
+        t.Template,
+        (*TASK, "templates", 0),
+        "A file rendered on the node before the task starts, from a Jinja2 template (sandboxed) "
+        "over configs, secrets, the task's env, the node and healthy services; and what happens "
+        "to the task when they change. See docs/configuration.md.",
+    ),
+    Section(
+        "env-ref",
+        t.EnvRef,
+        (*TASK, "env", "DB_PASSWORD"),
+        "An `env` value read from a config or a secret instead of written out: "
+        "`{secret: db/password, key: value}`. Shown as `<secret:PATH>`, never as the value.",
+    ),
+    Section(
         "constraint",
         t.Constraint,
         ("groups", 0, "constraints", 0),
@@ -228,6 +243,11 @@ MEANINGS: dict[str, dict[str, tuple[str, str]]] = {
         "payload": (
             "Set by the server on a dispatch run: its payload, base64. Ignored when submitted.",
             "aGVsbG8=",
+        ),
+        "config_versions": (
+            "Set by the server: the version of each config and secret the tasks read, "
+            "pinned when the job is submitted and moved by a config or secret change.",
+            "{'config:db/settings': 4}",
         ),
         "revision": ("Set by the server: the store revision this copy was read at.", "42"),
     },
@@ -364,9 +384,14 @@ MEANINGS: dict[str, dict[str, tuple[str, str]]] = {
         ),
         "resources": ("What it reserves (see #resources).", "{cpu: 500, memory: 256MB}"),
         "env": (
-            "Environment variables (numbers and booleans become strings). Podium adds "
-            "PODIUM_ALLOC_ID, PODIUM_TASK, PODIUM_PORT_<LABEL>, PODIUM_ADDR_<LABEL> and more.",
-            "{GREETING: hello, WORKERS: 4}",
+            "Environment variables (numbers and booleans become strings), or values read from "
+            "a config or secret (see #env-ref). Podium adds PODIUM_ALLOC_ID, PODIUM_TASK, "
+            "PODIUM_PORT_<LABEL>, PODIUM_ADDR_<LABEL> and more.",
+            "{GREETING: hello, DB_PASSWORD: {secret: db/password}}",
+        ),
+        "templates": (
+            "Files rendered from configs, secrets and services before it starts (see #template).",
+            "[{destination: app.conf, data: 'port={{ env.PODIUM_PORT_HTTP }}'}]",
         ),
         "restart": ("This task's own restart policy (see #restart).", "{attempts: 10}"),
         "kill_signal": ("The signal that asks it to stop.", "SIGINT"),
@@ -511,6 +536,47 @@ MEANINGS: dict[str, dict[str, tuple[str, str]]] = {
         "host": ("The Host header to match (no port); empty: any host.", "api.example.com"),
         "path": ('A URL path prefix, starting with "/".', "/api"),
     },
+    "template": {
+        "destination": (
+            "Where the file goes, inside the task's directory (`PODIUM_TASK_DIR`, the working "
+            "directory of a process, `/local` in a container); under `secrets/` it goes on a "
+            "tmpfs, removed when the copy stops.",
+            "secrets/db.env",
+        ),
+        "data": (
+            'The template\'s text (Jinja2): `{{ config("db/settings")["host"] }}`, '
+            '`secret("PATH")`, `service("api")` (healthy endpoints), `env`, `node`.',
+            '\'host={{ config("db/settings")["host"] }}\'',
+        ),
+        "source": (
+            "A file beside the job file whose text the CLI reads into `data`.",
+            "app.conf.j2",
+        ),
+        "change_mode": (
+            "When what it reads changes: `rolling` replaces the copies as a deployment under "
+            "the group's `update` policy (health gated, auto_revert to the previous version); "
+            "`restart` restarts the task in place after a random wait of up to `splay`; "
+            "`signal` sends `change_signal` to the running task; `noop` only updates the file.",
+            "signal",
+        ),
+        "change_signal": ("The signal `signal` sends.", "SIGUSR1"),
+        "splay": ("The longest random wait before a `restart`.", "30s"),
+        "perms": ("The file's permissions, as an octal string.", "'0640'"),
+        "env": (
+            "Read the rendered file as KEY=value lines into the task's environment "
+            "(`rolling` or `restart` only).",
+            "true",
+        ),
+        "reads": (
+            "Set by the server from the text: the configs, secrets and services it reads.",
+            "['config:db/settings']",
+        ),
+    },
+    "env-ref": {
+        "secret": ("The secret to read (its path); or `config`.", "db/password"),
+        "config": ("The config to read (its path); or `secret`.", "db/settings"),
+        "key": ("Which of its keys.", "host"),
+    },
     "upstream": {
         "service": ("The service to reach (same namespace).", "api"),
         "local_port": ("The port on 127.0.0.1 the task connects to (1-65535).", "9001"),
@@ -632,7 +698,9 @@ def base_doc() -> dict[str, Any]:
                     {
                         "name": "server",
                         "config": {"command": "sleep", "args": ["1000"]},
+                        "env": {"DB_PASSWORD": {"secret": "db/password"}},
                         "upstreams": [{"service": "api", "local_port": 9001}],
+                        "templates": [{"destination": "app.conf", "data": "port=1"}],
                     }
                 ],
             }
@@ -674,7 +742,7 @@ def _type_words(section: Section, name: str, annotation: Any) -> str:
     origin = get_origin(annotation)
     if origin in (Union, pytypes.UnionType):
         inner = [a for a in get_args(annotation) if a is not type(None)]
-        return _type_words(section, name, inner[0])
+        return " or ".join(_type_words(section, name, a) for a in inner)
     if origin is Literal:
         return "one of " + ", ".join(f"`{a}`" for a in get_args(annotation))
     if origin is list:
@@ -688,6 +756,11 @@ def _type_words(section: Section, name: str, annotation: Any) -> str:
             return f"mapping of labels to {_anchor_of(value)}"
         if value is Any:
             return "mapping (see [config](#config))"
+        if get_origin(value) in (Union, pytypes.UnionType):
+            kinds = [a for a in get_args(value) if a is not type(None)]
+            return "mapping of strings to " + " or ".join(
+                f"{_type_words(section, name, a)}s" if a is str else _anchor_of(a) for a in kinds
+            )
         return f"mapping of strings to {_type_words(section, name, value)}s"
     if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
         return f"mapping: {_anchor_of(annotation)}"

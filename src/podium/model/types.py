@@ -190,12 +190,40 @@ class Scaling(Struct, kw_only=True):
     during_rollout: bool = False  # change the count while a deployment rolls out too
 
 
+ChangeMode = Literal["rolling", "restart", "signal", "noop"]
+
+
+class EnvRef(Struct, forbid_unknown_fields=True):
+    """An environment variable read from a Config or a Secret (one of the two), by key."""
+
+    secret: str = ""
+    config: str = ""
+    key: str = "value"
+
+
+class Template(Struct):
+    """A file rendered on the node from a Jinja2 template over configs, secrets, the task's
+    env, the node and services; what happens to the task when its inputs change."""
+
+    destination: str  # inside the task dir; under secrets/ it goes on the task's tmpfs
+    data: str = ""  # the template text (`source` is read into it by the CLI)
+    source: str = ""  # a file beside the job file, read by the CLI into `data`
+    change_mode: ChangeMode = "rolling"  # canonicalize: rolling for services, else restart
+    change_signal: str = "SIGHUP"
+    splay: float = 5.0  # restart: each copy waits a random time up to this first
+    perms: str = ""  # octal, e.g. "0640"; "" = 0644, or 0400 under secrets/
+    env: bool = False  # read the file as KEY=value lines into the task's environment
+    # Set by the server from the text: the configs and secrets it reads ("config:db/settings").
+    reads: list[str] = msgspec.field(default_factory=list)
+
+
 class Task(Struct):
     name: str
     driver: str = "process"
     config: dict[str, Any] = msgspec.field(default_factory=dict)
     resources: Resources = msgspec.field(default_factory=Resources)
-    env: dict[str, str] = msgspec.field(default_factory=dict)
+    env: dict[str, str | EnvRef] = msgspec.field(default_factory=dict)
+    templates: list[Template] = msgspec.field(default_factory=list)
     restart: RestartPolicy | None = None  # None: the group's policy
     kill_signal: str = "SIGTERM"
     kill_timeout: float = 5.0
@@ -285,6 +313,9 @@ class Job(Struct):
     stable: bool = False  # a deployment of this version finished healthy
     parent: str = ""  # a cron or dispatch run: the job that launched it
     payload: str = ""  # a dispatch run: its payload, base64 (written to PODIUM_PAYLOAD_FILE)
+    # The version of each config and secret the tasks read, e.g. {"config:db/settings": 4}:
+    # resolved at submit, moved by a config change (a new job version), kept by a revert.
+    config_versions: dict[str, int] = msgspec.field(default_factory=dict)
     revision: int = 0  # the store revision this copy was read at
 
     @property
@@ -463,6 +494,7 @@ class Deployment(Struct):
     status_description: str = ""
     groups: dict[str, DeploymentGroup] = msgspec.field(default_factory=dict)
     reverted_to: int = -1  # the version an automatic rollback submitted; -1 none
+    config_versions: dict[str, int] = msgspec.field(default_factory=dict)  # the job version's
     create_time: float = 0.0
     modify_time: float = 0.0
     revision: int = 0
@@ -474,6 +506,43 @@ class Deployment(Struct):
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.job}"
+
+
+class Config(Struct):
+    """One version of a Config: a named map of keys to text (`db/settings`), namespaced.
+    The newest version is also kept as the head, with whether its change was rolled out."""
+
+    namespace: str
+    path: str
+    version: int = 1
+    data: dict[str, str] = msgspec.field(default_factory=dict)
+    create_time: float = 0.0
+    created_by: str = ""
+    rolled_out: bool = False  # the head only: jobs that use it were moved to this version
+    revision: int = 0
+
+
+class Sealed(Struct):
+    """AES-256-GCM envelope: `ciphertext` under a fresh data key, itself wrapped by the
+    keyring key `key_id` (each with its own nonce in front)."""
+
+    key_id: str
+    data_key: bytes
+    ciphertext: bytes
+
+
+class Secret(Struct):
+    """One version of a Secret: like a Config, but its values are only ever stored sealed."""
+
+    namespace: str
+    path: str
+    version: int = 1
+    keys: list[str] = msgspec.field(default_factory=list)  # the names, never the values
+    sealed: Sealed | None = None
+    create_time: float = 0.0
+    created_by: str = ""
+    rolled_out: bool = False
+    revision: int = 0
 
 
 class Event(Struct):

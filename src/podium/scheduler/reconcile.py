@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from podium.model.data import rolling_refs
 from podium.model.types import (
     Allocation,
     Deployment,
@@ -131,9 +132,11 @@ LOST_REASON = "alloc lost"
 def group_hash(job: Job, group: Group) -> str:
     """What a running copy depends on: the group minus its count, spreads, rollout,
     reschedule, migrate, disconnect and scaling settings (the server's and agent's
-    business, not the copy's).
-    Equal hashes across versions mean an alloc can be updated in place instead of replaced."""
-    spec = (
+    business, not the copy's), plus the versions of the configs and secrets it is replaced
+    for (`rolling` reads).
+    Equal hashes across versions mean an alloc can be updated in place instead of replaced;
+    a config read by a `restart`, `signal` or `noop` template changes in place (the agent acts)."""
+    spec: tuple[object, ...] = (
         msgspec.structs.replace(
             group,
             count=0,
@@ -148,6 +151,9 @@ def group_hash(job: Job, group: Group) -> str:
         job.constraints,
         job.meta,
     )
+    rolling = rolling_refs(job.type, group)
+    if rolling:
+        spec = (*spec, {r: job.config_versions.get(r, 0) for r in rolling})
     return hashlib.sha1(msgspec.json.encode(spec, order="sorted")).hexdigest()[:16]
 
 
@@ -171,6 +177,7 @@ def new_deployment(job: Job, now: float) -> Deployment:
         namespace=job.namespace,
         job=job.name,
         job_version=job.version,
+        config_versions=dict(job.config_versions),
         status="running",
         status_description="deployment is running",
         create_time=now,

@@ -42,6 +42,7 @@ from podium.runtime.merge import Merge
 from podium.runtime.slices import Slicer
 from podium.scheduler import group_hash, reconcile, schedule
 from podium.server import allocs as alloc_ops
+from podium.server import config_rollout, template_plan
 from podium.server import deployments as dep_ops
 from podium.server import dispatch as dispatch_ops
 from podium.server import jobs as job_ops
@@ -52,6 +53,7 @@ from podium.server.agents import alloc_lines as agent_lines
 from podium.server.catalog import Catalog
 from podium.server.controllers import periodic as periodic_ops
 from podium.server.controllers.placement import cluster_snapshot, victims
+from podium.server.data_api import DATA_ROUTES, DataRoutes
 from podium.server.events import TOPICS, EventFilter, readable_event
 from podium.server.idempotency import Idempotency
 from podium.server.metrics import ServerMetrics
@@ -60,6 +62,7 @@ from podium.server.runtime import ServerContext
 from podium.server.usage import UsageGatherer
 from podium.store import keys
 from podium.store import snapshot as store_snapshot
+from podium.templates.jobs import check_with as check_templates
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +182,7 @@ async def _job_from_request(req: Request) -> tuple[Job, int | None]:
     return jobspec.validate(jobspec.canonicalize(raw)), check_index
 
 
-class Api:
+class Api(DataRoutes):
     """The route handlers; everything they touch comes through the ServerContext."""
 
     def __init__(self, ctx: ServerContext) -> None:
@@ -263,8 +266,18 @@ class Api:
             )
         return json_response(rows)
 
+    async def _with_data(self, job: Job) -> Job:
+        """The job with each template's reads (parsed in the worker: bounded) and the
+        current version of every config and secret it reads pinned."""
+        assert self.ctx.templates is not None
+        job, problems = await check_templates(job, self.ctx.templates.parse)
+        if problems:
+            raise ValidationError(problems)
+        return await config_rollout.resolve(self.state, job)
+
     async def register_job(self, req: Request) -> Response:
         job, check_index = await _job_from_request(req)
+        job = await self._with_data(job)
         stored, changed = await job_ops.register(
             self.state, job, now=self.now(), check_index=check_index, submitted_by=_user(req)
         )
@@ -396,15 +409,20 @@ class Api:
 
     async def validate_job(self, req: Request) -> Response:
         job, _ = await _job_from_request(req)
+        job = await self._with_data(job)
         return json_response({"valid": True, "job": msgspec.to_builtins(job)})
 
     async def plan_job(self, req: Request) -> Response:
         """Dry run: what would change and what the scheduler would do. Writes nothing."""
         job, _ = await _job_from_request(req)
+        job = await self._with_data(job)
         current = self.state.jobs.get(job.key)
         job = job_ops.keep_scaled_counts(current, job)  # as a submit would store it
         changed = (
-            current is None or current.stop or job_ops.spec_of(current) != job_ops.spec_of(job)
+            current is None
+            or current.stop
+            or job_ops.spec_of(current) != job_ops.spec_of(job)
+            or current.config_versions != job.config_versions
         )
         candidate = msgspec.structs.replace(
             job,
@@ -430,6 +448,10 @@ class Api:
             eval_id=f"plan:{job.key}",
             now=self.now(),
             preempt=lambda node_id: victims(self.state, node_id),
+        )
+        assert self.ctx.keyring is not None and self.ctx.templates is not None
+        await template_plan.render_check(
+            self.state, self.ctx.keyring, self.ctx.templates, candidate, plan, self._catalog()
         )
         old = job_ops.spec_of(current) if current else {}
         replaced = {p.previous_alloc for p in plan.placements if p.previous_alloc}
@@ -474,6 +496,7 @@ class Api:
                 ],
                 "failures": msgspec.to_builtins(plan.failures),
                 "preemptions": msgspec.to_builtins(plan.preemptions),
+                "config": template_plan.config_changes(current, candidate, allocs, rec),
             }
         )
 
@@ -485,7 +508,18 @@ class Api:
         return job
 
     async def get_job(self, req: Request) -> Response:
-        return json_response(job_ops.summary(self.state, self._job(req), now=self.now()))
+        job = self._job(req)
+        out = job_ops.summary(self.state, job, now=self.now())
+        if job.config_versions:
+            # Which config and secret versions each copy runs with: its job version's pins.
+            pins = {job.version: job.config_versions}
+            for row in out["allocations"]:
+                v = row["job_version"]
+                if v not in pins:
+                    kv = await self.state.store.get(keys.job_version(job.namespace, job.name, v))
+                    pins[v] = msgspec.json.decode(kv.value, type=Job).config_versions if kv else {}
+                row["config_versions"] = pins[v]
+        return json_response(out)
 
     async def dispatch_job(self, req: Request) -> Response:
         body = await _json_body(req) if await _body(req) else {}
@@ -1010,7 +1044,7 @@ class Api:
         return json_response(done)
 
 
-ROUTES: list[tuple[str, str, str, str]] = [
+ROUTES: list[tuple[str, str, str, str]] = [  # + DATA_ROUTES below
     # (method, path, handler name, summary) — also the source of the OpenAPI document
     ("GET", "/ui", "ui_page", "The web UI"),
     ("GET", "/ui/", "ui_page", "The web UI"),
@@ -1113,6 +1147,11 @@ def _ui_file(name: str) -> Response:
         raise NotFound(f"no UI file {name!r}")
     data = resources.files("podium.server").joinpath("ui", name).read_bytes()
     return Response(data, media_type=media, headers={"cache-control": "no-cache"})
+
+
+# Configs, secrets and the keyring declare the capability each route requires (DATA_ROUTES);
+# until the access layer reads it, it is documentation.
+ROUTES += [(method, path, name, summary) for method, path, name, _requires, summary in DATA_ROUTES]
 
 
 def _wrap(fn: Handler, metrics: ServerMetrics, method: str, path: str) -> Handler:

@@ -75,8 +75,20 @@ def readable_event(kv: KeyValue) -> Event | None:
 # ------------------------------------------------------------------ topics and filters
 
 # An event's topic is the first word of its type; a task's events belong to its alloc.
-TOPICS = ("job", "alloc", "node", "deployment", "service", "scaling", "store")
-_TOPIC_ALIASES = {"task": "alloc"}
+TOPICS = (
+    "job",
+    "alloc",
+    "node",
+    "deployment",
+    "service",
+    "scaling",
+    "store",
+    "config",
+    "secret",
+    "keyring",
+)
+# A copy's task and template events are the alloc's.
+_TOPIC_ALIASES = {"task": "alloc", "template": "alloc"}
 
 
 def topic_of(type_: str) -> str:

@@ -81,7 +81,12 @@ async def register(
             f"job {job.name!r} changed since the plan (plan index {check_index}, "
             f"current index {read_rev}); run `podium job plan` again"
         )
-    if current is not None and not current.stop and spec_of(current) == spec_of(job):
+    if (
+        current is not None
+        and not current.stop
+        and spec_of(current) == spec_of(job)
+        and current.config_versions == job.config_versions
+    ):
         return current, False
     new = msgspec.structs.replace(
         job,

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
+from podium.errors import StoreError
 from podium.runtime import http
 from podium.runtime.clock import Clock, SystemClock
 from podium.server import failures_mirror
@@ -24,12 +26,14 @@ from podium.server.controllers.autoscaler import Autoscaler
 from podium.server.dns import DnsConfig, DnsServer
 from podium.server.events import EventRing
 from podium.server.heartbeat_leases import HeartbeatLeases
+from podium.server.keyring import ENV_KEY, Keyring, KeyringError, load_root_key
 from podium.server.leader import Leadership, LeadershipConfig
 from podium.server.metrics import ClusterCollector, ServerMetrics, TimedStore, backend_of
 from podium.server.nodes import Heartbeats
 from podium.server.state import ClusterState
 from podium.server.usage import UsageGatherer
 from podium.store import Store, open_store
+from podium.templates.worker import TemplateWorker
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,9 @@ class ServerConfig:
     metrics: bool = True  # False: /v1/metrics is empty and nothing is counted
     events: EventRing = field(default_factory=EventRing)  # how many events kept, how long
     prometheus_url: str = ""  # a user's Prometheus, for `prometheus:` scaling policies
+    # The keyring's root key (see server/keyring.py); "" = keyring.key beside a SQLite
+    # store's file, or none (secrets refused) on etcd. PODIUM_KEYRING_KEY wins over both.
+    keyring_file: str = ""
 
 
 @dataclass
@@ -69,6 +76,8 @@ class ServerContext:
     metrics: ServerMetrics = field(default_factory=lambda: ServerMetrics(None))
     usage: UsageGatherer | None = None  # resource use gathered from the agents
     autoscaler: Autoscaler | None = None  # runs on the leader; any server asks it for status
+    keyring: Keyring | None = None
+    templates: TemplateWorker | None = None  # parses and renders user templates, bounded
 
 
 class Server:
@@ -89,9 +98,11 @@ class Server:
         `state` is the shared cache whose store is fenced by this term (fencing.py), so
         whatever runs here writes only while this server leads. Add controllers here.
         """
+        from podium.server.config_rollout import RolloutController
         from podium.server.controllers.deployments import DeploymentController
         from podium.server.controllers.drain import DrainController
         from podium.server.controllers.gc import GarbageCollector, GCSettings
+        from podium.server.controllers.keyring import KeyringController
         from podium.server.controllers.node_liveness import NodeLivenessController
         from podium.server.controllers.periodic import PeriodicController
         from podium.server.controllers.placement import PlacementController
@@ -120,6 +131,38 @@ class Server:
             tg.create_task(PeriodicController(state, cfg.clock).run(), name="periodic")
             if self.ctx.autoscaler is not None:
                 tg.create_task(self.ctx.autoscaler.run(), name="autoscaler")
+            tg.create_task(RolloutController(state, cfg.clock).run(), name="config-rollout")
+            assert self.ctx.keyring is not None
+            tg.create_task(
+                KeyringController(state, self.ctx.keyring, cfg.clock).run(), name="keyring"
+            )
+
+    def _keyring(self, store: Store) -> Keyring:
+        path = self.config.keyring_file
+        if not path and self.config.store_url.startswith("sqlite:///"):
+            db = self.config.store_url.removeprefix("sqlite://")
+            path = os.path.join(os.path.dirname(os.path.normpath(db)), "keyring.key")
+        if not path and not os.environ.get(ENV_KEY):
+            return Keyring(
+                store, None, source="", problem="no keyring root key: start the server with "
+                "--keyring-file (or PODIUM_KEYRING_KEY) to use secrets",
+            )  # fmt: skip
+        try:
+            root, source = load_root_key(path)
+        except (KeyringError, OSError) as e:
+            log.error("secrets are unavailable: %s", e)
+            return Keyring(store, None, source=path, problem=f"secrets are unavailable: {e}")
+        return Keyring(store, root, source=source)
+
+    async def _start_keyring(self) -> None:
+        assert self.ctx is not None and self.ctx.keyring is not None
+        try:
+            await self.ctx.keyring.start(now=self.config.clock.now())
+        except KeyringError as e:
+            log.error("secrets are unavailable: %s", e)
+            self.ctx.keyring.problem = self.ctx.keyring.problem or str(e)
+        except StoreError as e:  # tried again at the first secret written
+            log.warning("keyring not checked at start: %s", e)
 
     async def run(self) -> None:
         from podium.server.app import create_app
@@ -169,6 +212,8 @@ class Server:
             prometheus_url=cfg.prometheus_url,
             metrics=metrics,
         )
+        self.ctx.keyring = self._keyring(store)
+        self.ctx.templates = TemplateWorker()
         if metrics.registry is not None:
             metrics.registry.register(ClusterCollector(state, lambda: leadership, cfg.server_id))
         api = http.server(create_app(self.ctx))
@@ -176,6 +221,7 @@ class Server:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(state.run(), name="state")
                 await state.ready.wait()
+                await self._start_keyring()
                 if isinstance(hb, HeartbeatLeases):
                     tg.create_task(hb.run(), name="heartbeats")
                 if elect:
@@ -196,5 +242,6 @@ class Server:
                 log.info("server listening on %s (store %s)", self.address, cfg.store_url)
                 self.started.set()
         finally:
+            await self.ctx.templates.close()
             await leadership.close()
             await store.close()

@@ -18,6 +18,17 @@ IDEMPOTENCY = "/idempotency/"
 PLACEMENT_FAILURES = "/placementfailures/"  # the leader's, for the other servers
 PERIODIC = "/periodic/"  # per cron job: the scheduled time it last launched (or skipped)
 SCALING = "/scaling/"  # per autoscaled job: last changes, decisions, wake, demand history
+# Configs and secrets: the newest version of each (the head) and every version kept. A path
+# may hold '/', never '@', so "PATH@" lists exactly one object's versions.
+CONFIGS = "/configs/"
+CONFIG_VERSIONS = "/configversions/"
+SECRETS = "/secrets/"
+SECRET_VERSIONS = "/secretversions/"
+# The keyring: its keys (each sealed under the servers' root key), which one is active,
+# and a full re-encryption under way.
+KEYRING_KEYS = "/keyring/keys/"
+KEYRING_ACTIVE = "/keyring/active"
+KEYRING_ROTATION = "/keyring/rotation"
 
 
 def job(namespace: str, name: str) -> str:
@@ -76,3 +87,26 @@ def idempotency(key: str) -> str:
 
 def placement_failures(job_key: str) -> str:
     return f"{PLACEMENT_FAILURES}{job_key}"
+
+
+def data_heads(kind: str) -> str:
+    """The prefix of every head of a kind ("config" or "secret")."""
+    return CONFIGS if kind == "config" else SECRETS
+
+
+def data_head(kind: str, namespace: str, path: str) -> str:
+    return f"{data_heads(kind)}{namespace}/{path}"
+
+
+def data_version(kind: str, namespace: str, path: str, version: int) -> str:
+    return f"{data_versions(kind, namespace, path)}{version:010d}"
+
+
+def data_versions(kind: str, namespace: str, path: str) -> str:
+    """The prefix of one object's versions."""
+    prefix = CONFIG_VERSIONS if kind == "config" else SECRET_VERSIONS
+    return f"{prefix}{namespace}/{path}@"
+
+
+def keyring_key(key_id: str) -> str:
+    return f"{KEYRING_KEYS}{key_id}"

@@ -29,6 +29,7 @@ from podium.runtime.backoff import Backoff
 from podium.runtime.clock import Clock
 from podium.runtime.ids import short_alloc
 from podium.server import jobs as job_ops
+from podium.server.config_rollout import describe_change
 from podium.server.deployments import write_ops
 from podium.server.state import ClusterState
 from podium.store import keys
@@ -103,6 +104,9 @@ class DeploymentController:
                 if stable is not None:
                     v.deployment.reverted_to = stable.version
                     v.message += f"; rolling back to version {stable.version}"
+                    moved = describe_change(stable.config_versions, job.config_versions)
+                    if moved:
+                        v.message += f" (back to {moved})"
                     v.revert_to = stable
                 else:
                     v.message += "; no stable version to roll back to"

@@ -43,7 +43,7 @@ def test_a_full_rotation_of_a_thousand_secrets(dev_cluster: DevCluster) -> None:
         assert {k["id"]: k["secrets"] for k in status["keys"]} == {old_key: 0, new_key: N}
 
         for path, value in values.items():
-            got = http.get(f"/v1/secret/{path}", params={"reveal": "true"}).json()
+            got = http.get(f"/v1/secret-values/{path}").json()
             assert got["data"] == {"value": value} and got["key_id"] == new_key
 
     db = cluster.data_dir / "podium.db"

@@ -125,9 +125,9 @@ class Run:
         unmount_under(self.cluster.base_dir)
 
 
-# The one server route whose answer holds secrets besides `GET /v1/secret/P?reveal=true`
-# (which the test never asks for): what the agent of a task's node renders from.
-AGENT_READ = "/v1/node/{id}/allocation/{alloc}/template-data"
+# The two server routes whose answers hold secrets, kept out of what is searched: the
+# explicit read of a secret's values, and what the agent of a task's node renders from.
+REVEALING = ("/v1/secret-values/{path:path}", "/v1/node/{id}/allocation/{alloc}/template-data")
 
 
 def every_get_route(run: Run) -> list[str]:
@@ -148,7 +148,7 @@ def every_get_route(run: Run) -> list[str]:
     }
     paths = []
     for method, route, *_ in ROUTES:
-        if method != "GET" or not route.startswith("/v1/") or route == AGENT_READ:
+        if method != "GET" or not route.startswith("/v1/") or route in REVEALING:
             continue
         params = re.findall(r"{([^}]+)}", route)
         fill = next((f for prefix, f in fills.items() if route.startswith(prefix)), {})
@@ -288,7 +288,7 @@ def scenario(root: Path, store_args: tuple[str, ...], store_bytes: Any) -> None:
             live = [p for p in run.agent_dir.glob("allocs/*/app/secrets/pw")]
             assert any(p.read_text() == canaries[1] for p in live), "the canary reached no task"
             with run.cluster.http() as http:
-                reveal = http.get(run.cluster.addr + "/v1/secret/db/pw?reveal=true").text
+                reveal = http.get(run.cluster.addr + "/v1/secret-values/db/pw").text
             assert canaries[1] in reveal
 
             # Everything a user or an operator can look at: every CLI view, every GET route

@@ -342,9 +342,9 @@ class Client:
         params: dict[str, Any] = {"namespace": self.ns(namespace)}
         if version is not None:
             params["version"] = version
-        if reveal:
-            params["reveal"] = "true"
-        return self.request("GET", f"/v1/{kind}/{path}", params=params)
+        # A secret's values have a route of their own (it requires more than its metadata).
+        where = "secret-values" if reveal and kind == "secret" else kind
+        return self.request("GET", f"/v1/{where}/{path}", params=params)
 
     def data_put(
         self,

@@ -1,14 +1,14 @@
 """The API of configs, secrets and the keyring (a mixin of server.app.Api).
 
     PUT /v1/config/db/settings {data, cas?, merge?} ─► configs.put ─► config_rollout.roll_out
-    GET /v1/secret/db/password?reveal=true           ─► values, to read-secret callers only
+    GET /v1/secret-values/db/password                ─► values: the one route that reveals them
     GET /v1/node/N/allocation/A/template-data        ─► the pinned configs and secrets of one
                                                         alloc, to the agent of its node only
 
 DATA_ROUTES lists each route with the capability it requires (read-config, write-config,
 read-secret, write-secret: checked per namespace by the access layer; agent: the calling
 node's own allocs; management: the keyring). Secret values appear in no listing, history,
-event or error: only in `reveal` answers and the agent's template data.
+event or error: only in `secret-values` answers and the agent's template data.
 """
 
 from __future__ import annotations
@@ -47,7 +47,14 @@ DATA_ROUTES: list[tuple[str, str, str, str, str]] = [
         "/v1/secret/{path:path}",
         "get_secret",
         "read-secret",
-        "A secret's metadata (version=N); its values with reveal=true",
+        "A secret's metadata (version=N): its keys, never its values",
+    ),
+    (
+        "GET",
+        "/v1/secret-values/{path:path}",
+        "secret_values",
+        "read-secret",
+        "A secret's values (version=N), with its metadata",
     ),
     ("PUT", "/v1/secret/{path:path}", "put_secret", "write-secret", "A new secret version"),
     ("DELETE", "/v1/secret/{path:path}", "delete_secret", "write-secret", "Delete a secret"),
@@ -144,10 +151,13 @@ class DataRoutes:
 
     async def get_secret(self, req: Request) -> Response:
         record = await configs.get(self.state, "secret", _ns(req), _path(req), _version(req))
+        return _json(configs.metadata(record))
+
+    async def secret_values(self, req: Request) -> Response:
+        record = await configs.get(self.state, "secret", _ns(req), _path(req), _version(req))
+        assert isinstance(record, Secret)
         out = configs.metadata(record)
-        if _flag(req, "reveal"):
-            assert isinstance(record, Secret)
-            out["data"] = await configs.reveal(self.keyring, record)
+        out["data"] = await configs.reveal(self.keyring, record)
         return _json(out)
 
     async def put_secret(self, req: Request) -> Response:

@@ -18,6 +18,7 @@ import yaml
 
 from integration.cluster import ROOT, DevCluster, wait_until
 from podium.server import app as app_module
+from podium.server import data_api
 from podium.server.app import ROUTES
 from podium.server.openapi import DOCS
 
@@ -40,10 +41,14 @@ def _params_read_by(handler: Any) -> set[str]:
         names |= set(re.findall(r'_(?:int|float)_param\(req, "(\w+)"', src))
         for listed in re.findall(r"query_params\.get\(\w+\) for \w+ in \(([^)]*)\)", src):
             names |= set(re.findall(r'"(\w+)"', listed))
-        if "_namespace(req)" in src:
+        if "_namespace(req)" in src or "_ns(req)" in src:
             names.add("namespace")
         for called in re.findall(r"(?:self\.)?(_\w+)\(req", src):
-            helper = getattr(app_module.Api, called, None) or getattr(app_module, called, None)
+            helper = (
+                getattr(app_module.Api, called, None)
+                or getattr(app_module, called, None)
+                or getattr(data_api, called, None)
+            )
             if helper is not None and called not in seen:
                 seen.add(called)
                 todo.append(helper)
@@ -144,6 +149,25 @@ def test_real_answers_match_the_documented_schemas(dev_cluster: DevCluster) -> N
     call("POST", "/v1/allocation/{id}/restart", f"/v1/allocation/{alloc}/restart")
     call("POST", "/v1/deployment/{id}/pause", f"/v1/deployment/{dep}/pause")
     call("POST", "/v1/deployment/{id}/resume", f"/v1/deployment/{dep}/resume")
+    # Configs, secrets and the keyring.
+    for kind in ("config", "secret"):
+        put = call("PUT", f"/v1/{kind}/{{path}}", f"/v1/{kind}/app/s", json={"data": {"k": "v"}})
+        assert put[kind]["version"] == 1
+        call("PUT", f"/v1/{kind}/{{path}}", f"/v1/{kind}/app/s",
+             json={"data": {"k2": "v2"}, "cas": 1, "merge": True})  # fmt: skip
+        call("GET", f"/v1/{kind}s", f"/v1/{kind}s")
+        call("GET", f"/v1/{kind}/{{path}}", f"/v1/{kind}/app/s?version=1")
+        call("GET", f"/v1/{kind}-versions/{{path}}", f"/v1/{kind}-versions/app/s")
+    assert call("GET", "/v1/secret-values/{path}", "/v1/secret-values/app/s")["data"] == {
+        "k": "v",
+        "k2": "v2",
+    }
+    call("GET", "/v1/operator/keyring", "/v1/operator/keyring")
+    call("POST", "/v1/operator/keyring/rotate", "/v1/operator/keyring/rotate", json={"full": True})
+    call("GET", "/v1/node/{id}/allocation/{alloc}/template-data",
+         f"/v1/node/{node['id']}/allocation/{alloc}/template-data")  # fmt: skip
+    for kind in ("config", "secret"):
+        call("DELETE", f"/v1/{kind}/{{path}}", f"/v1/{kind}/app/s")
     call("DELETE", "/v1/job/{name}", "/v1/job/web")
     for example in ("dispatch", "cron"):
         spec = yaml.safe_load((ROOT / "examples" / f"{example}.yaml").read_text())

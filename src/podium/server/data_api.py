@@ -22,6 +22,7 @@ from starlette.responses import Response
 from podium.errors import NotFound, Problem, ValidationError
 from podium.model import data as datamodel
 from podium.model.types import Job, Secret
+from podium.runtime.bodies import json_body
 from podium.server import config_rollout, configs
 from podium.server.keyring import Keyring
 from podium.server.runtime import ServerContext
@@ -108,10 +109,6 @@ def _version(req: Request, *, lowest: int = 1) -> int | None:
     return int(raw)
 
 
-def _flag(req: Request, name: str) -> bool:
-    return req.query_params.get(name, "") in ("1", "true", "yes")
-
-
 class DataRoutes:
     """Route handlers for configs, secrets and the keyring."""
 
@@ -189,10 +186,10 @@ class DataRoutes:
         return _json([configs.metadata(r) for r in records])
 
     async def _put(self, req: Request, kind: datamodel.Kind) -> Response:
-        from podium.server.app import _json_body, _user
+        from podium.server.app import _user
 
         ns, path = _ns(req), _path(req)
-        body = await _json_body(req)
+        body = await json_body(req)
         if not isinstance(body, dict):
             raise ValidationError([Problem("", 'expected {"data": {KEY: TEXT, ...}}')])
         unknown = sorted(set(body) - {"data", "cas", "merge"})
@@ -223,7 +220,12 @@ class DataRoutes:
 
     async def _delete(self, req: Request, kind: datamodel.Kind) -> Response:
         rev = await configs.delete(
-            self.state, kind, _ns(req), _path(req), force=_flag(req, "force"), now=self.now()
+            self.state,
+            kind,
+            _ns(req),
+            _path(req),
+            force=req.query_params.get("force", "") in ("1", "true", "yes"),
+            now=self.now(),
         )
         return _json({"index": rev})
 
@@ -254,9 +256,7 @@ class DataRoutes:
         )
 
     async def keyring_rotate(self, req: Request) -> Response:
-        from podium.server.app import _json_body
-
-        body = await _json_body(req)
+        body = await json_body(req)
         full = body.get("full", False) if isinstance(body, dict) else None
         if not isinstance(full, bool):
             raise ValidationError([Problem("full", "expected true or false")])

@@ -54,6 +54,11 @@ WAIT = Query("wait", "string", "Blocking query: wait at most this long (up to 5m
 JOB = Query("job", "string", "Only this job's.")
 TAG = Query("tag", "string", "Only endpoints with this tag.")
 CHECK_INDEX = Query("check_index", "integer", "Refuse (409) if the job changed since.")
+ONLY_NS = Query("namespace", "string", "Only this one.")
+PREFIX = Query("prefix", "string", "Only paths that start with this.")
+VERSION = Query("version", "integer", "This version instead of the newest.")
+FORCE = Query("force", "boolean", "Even while a job that runs reads it.")
+KINDS = ("config", "secret")
 MAX_AGE = Query("max_age", "string", "Figures at most this old (asks the agents again).", "2s")
 
 DOCS: dict[str, Doc] = {
@@ -157,6 +162,24 @@ DOCS: dict[str, Doc] = {
     "get_service": Doc(v.Service, query=(NAMESPACE, INDEX, WAIT, TAG)),
     "job_scaling": Doc(ScalingStatus, query=(NAMESPACE,)),
     "wake_service": Doc(v.Woken, query=(NAMESPACE,)),
+    **{f"list_{kind}s": Doc(list[v.DataVersion], query=(ONLY_NS, PREFIX)) for kind in KINDS},
+    "get_config": Doc(v.DataVersion, query=(NAMESPACE, VERSION)),
+    "get_secret": Doc(v.DataVersion, query=(NAMESPACE, VERSION)),
+    "secret_values": Doc(v.DataVersion, query=(NAMESPACE, VERSION)),
+    "put_config": Doc(v.ConfigPut, v.DataPut, (NAMESPACE,)),
+    "put_secret": Doc(v.SecretPut, v.DataPut, (NAMESPACE,)),
+    **{f"delete_{kind}": Doc(v.DataDeleted, query=(NAMESPACE, FORCE)) for kind in KINDS},
+    **{f"{kind}_history": Doc(list[v.DataVersion], query=(NAMESPACE,)) for kind in KINDS},
+    "keyring_status": Doc(v.KeyringStatus),
+    "keyring_rotate": Doc(v.Rotated, v.Rotate),
+    "alloc_template_data": Doc(
+        v.TemplateData,
+        query=(
+            Query(
+                "version", "integer", "The job version whose pins to use (default: the alloc's)."
+            ),
+        ),
+    ),
 }
 
 _ERRORS = {

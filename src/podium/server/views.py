@@ -24,6 +24,7 @@ from podium.model.types import (
     ReportRejected,
 )
 from podium.server.catalog import Endpoint
+from podium.server.keyring import Rotation
 from podium.server.usage import JobUsage
 
 
@@ -96,6 +97,21 @@ class PlannedPlacement(View):
     replaces: str
 
 
+class TouchedAlloc(View):
+    id: str
+    name: str
+    action: str  # replace | restart | signal | noop
+
+
+class ConfigChange(View, kw_only=True):
+    """A config or secret pin the plan would move, and what it does to each live copy."""
+
+    ref: str  # config:PATH | secret:PATH
+    from_: int = msgspec.field(name="from")
+    to: int
+    allocs: list[TouchedAlloc]
+
+
 class Plan(View):
     index: int
     changed: bool
@@ -111,6 +127,7 @@ class Plan(View):
     placements: list[PlannedPlacement]
     failures: list[PlacementFailure]
     preemptions: list[Preemption]
+    config: list[ConfigChange]  # pins of configs and secrets that would move
 
 
 class AllocRow(View):
@@ -137,6 +154,8 @@ class AllocRow(View):
     next_alloc: str
     create_time: float
     modify_time: float
+    # job status: the config and secret versions this copy reads (its job version's pins)
+    config_versions: dict[str, int] | None = None
 
 
 class VersionCount(View):
@@ -230,7 +249,7 @@ class Scale(View):
 # -------------------------------------------------------------- deployments
 
 
-class DeploymentAllocRow(AllocRow):
+class DeploymentAllocRow(AllocRow, kw_only=True):
     canary: bool
     deployment_healthy: bool | None
 
@@ -396,3 +415,85 @@ class Restored(View):
     deleted: int
     snapshot_revision: int
     revision: int
+
+
+# ------------------------------------------------------- configs and secrets
+
+
+class DataVersion(View):
+    """One version of a config or a secret as listings, history and puts show it: a
+    secret's keys and the keyring key that seals it, never its values."""
+
+    kind: str  # config | secret
+    namespace: str
+    path: str
+    version: int
+    create_time: float
+    created_by: str
+    index: int
+    keys: list[str]
+    data: dict[str, str] | None = None  # a config's values; a secret's only on secret-values
+    key_id: str | None = None  # a secret's: the keyring key that seals this version
+    used_by: list[str] | None = None  # listings: the jobs that read it
+
+
+class DataPut(View):
+    data: dict[str, str] | None = None  # may be left out with merge (nothing new)
+    cas: int | None = None  # refuse unless the current version is this (0: must not exist)
+    merge: bool = False  # keep the current keys not given
+
+
+class MovedJob(View):
+    """A job moved to a new version by a config or secret change."""
+
+    job: str
+    version: int
+    replaced_groups: list[str]
+    deployment_id: str  # "" when no deployment rolls it out (applied in place)
+
+
+class ConfigPut(View):
+    config: DataVersion
+    changed: bool
+    jobs: list[MovedJob]
+
+
+class SecretPut(View):
+    secret: DataVersion
+    changed: bool
+    jobs: list[MovedJob]
+
+
+class DataDeleted(View):
+    index: int
+
+
+class KeyringKey(View):
+    id: str
+    create_time: float
+    active: bool
+    secrets: int  # the secrets whose newest version it seals
+
+
+class KeyringStatus(View):
+    active: str
+    root_key: str  # where the server's root key comes from (a file, or the environment)
+    keys: list[KeyringKey]
+    rotation: Rotation | None
+
+
+class Rotate(View):
+    full: bool = False  # re-encrypt every stored secret version under the new key
+
+
+class Rotated(View):
+    active: str
+    full: bool
+
+
+class TemplateData(View):
+    """What one alloc's templates read, at its job version's pins (the agent's route)."""
+
+    configs: dict[str, dict[str, str]]
+    secrets: dict[str, dict[str, str]]
+    versions: dict[str, int]

@@ -15,12 +15,10 @@ from typing import Any
 import click
 
 from podium.api.client import Client
-from podium.cli.main import addr_option, namespace_option
+from podium.cli.main import addr_option, json_option, namespace_option
 from podium.cli.output import ago, console, print_json, table
 from podium.errors import NotFound
 from podium.model import data as datamodel
-
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for programs")
 
 
 def _check_path(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -188,7 +186,7 @@ def _noun(kind: str, help_text: str) -> click.Group:
     )
     @click.option("--detach", is_flag=True, help="Return at once; do not follow the rollouts")
     @click.option("--timeout", default=600.0, show_default=True, help="Seconds to follow rollouts")
-    @_json_option
+    @json_option("the new version and the jobs it moved")
     @namespace_option
     @addr_option
     def put(
@@ -226,7 +224,7 @@ def _noun(kind: str, help_text: str) -> click.Group:
     @_path_argument
     @click.option("--version", type=click.IntRange(min=1), default=None, help="An older version")
     @click.option("--reveal", is_flag=True, hidden=kind == "config", help="Print the values")
-    @_json_option
+    @json_option("the version (with values where shown)")
     @namespace_option
     @addr_option
     def get(
@@ -257,7 +255,7 @@ def _noun(kind: str, help_text: str) -> click.Group:
 
     @group.command()
     @_path_argument
-    @_json_option
+    @json_option("the versions")
     @namespace_option
     @addr_option
     def history(path: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
@@ -270,7 +268,7 @@ def _noun(kind: str, help_text: str) -> click.Group:
 
     @group.command("list")
     @click.option("--prefix", default="", help="Only paths starting with this")
-    @_json_option
+    @json_option("the list")
     @namespace_option
     @addr_option
     def list_(prefix: str, as_json: bool, namespace: str | None, addr: str | None) -> None:
@@ -286,7 +284,7 @@ def _noun(kind: str, help_text: str) -> click.Group:
     @group.command()
     @_path_argument
     @click.option("--force", is_flag=True, help="Even while a job that runs reads it")
-    @_json_option
+    @json_option("what was deleted")
     @namespace_option
     @addr_option
     def delete(

@@ -134,7 +134,7 @@ def keyring() -> None:
 
 
 @keyring.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs")
+@json_option("the keyring's keys and rotation")
 @addr_option
 def keyring_status(as_json: bool, addr: str | None) -> None:
     """The keys (which is active, how many secrets each seals) and any rotation."""
@@ -163,7 +163,7 @@ def keyring_status(as_json: bool, addr: str | None) -> None:
 @click.option(
     "--timeout", default=600.0, show_default=True, help="Seconds to follow a full rotation"
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs")
+@json_option("the new active key and the rotation")
 @addr_option
 def keyring_rotate(
     full: bool, detach: bool, timeout: float, as_json: bool, addr: str | None

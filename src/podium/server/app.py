@@ -63,6 +63,7 @@ from podium.server.usage import UsageGatherer
 from podium.store import keys
 from podium.store import snapshot as store_snapshot
 from podium.templates.jobs import check_with as check_templates
+from podium.templates.jobs import sites as template_sites
 
 log = logging.getLogger(__name__)
 
@@ -269,8 +270,10 @@ class Api(DataRoutes):
     async def _with_data(self, job: Job) -> Job:
         """The job with each template's reads (parsed in the worker: bounded) and the
         current version of every config and secret it reads pinned."""
-        assert self.ctx.templates is not None
-        job, problems = await check_templates(job, self.ctx.templates.parse)
+        # The worker is asked only for a job with templates.
+        job, problems = await check_templates(
+            job, lambda path, text: self.template_worker.parse(path, text)
+        )
         if problems:
             raise ValidationError(problems)
         return await config_rollout.resolve(self.state, job)
@@ -449,10 +452,10 @@ class Api(DataRoutes):
             now=self.now(),
             preempt=lambda node_id: victims(self.state, node_id),
         )
-        assert self.ctx.keyring is not None and self.ctx.templates is not None
-        await template_plan.render_check(
-            self.state, self.ctx.keyring, self.ctx.templates, candidate, plan, self._catalog()
-        )
+        if template_sites(candidate):
+            await template_plan.render_check(
+                self.state, self.keyring, self.template_worker, candidate, plan, self._catalog()
+            )
         old = job_ops.spec_of(current) if current else {}
         replaced = {p.previous_alloc for p in plan.placements if p.previous_alloc}
         preempted = {p.alloc_id for p in plan.preemptions}

@@ -19,7 +19,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from podium.errors import NotFound, Problem, ValidationError
+from podium.errors import NotFound, Problem, Unavailable, ValidationError
 from podium.model import data as datamodel
 from podium.model.types import Job, Secret
 from podium.runtime.bodies import json_body
@@ -28,6 +28,7 @@ from podium.server.keyring import Keyring
 from podium.server.runtime import ServerContext
 from podium.server.state import ClusterState
 from podium.store import keys
+from podium.templates.worker import TemplateWorker
 
 # (method, path, handler, requires, summary): joined to server.app.ROUTES
 DATA_ROUTES: list[tuple[str, str, str, str, str]] = [
@@ -120,8 +121,15 @@ class DataRoutes:
 
     @property
     def keyring(self) -> Keyring:
-        assert self.ctx.keyring is not None
+        if self.ctx.keyring is None:
+            raise Unavailable("this server has no keyring: it keeps no configs or secrets")
         return self.ctx.keyring
+
+    @property
+    def template_worker(self) -> TemplateWorker:
+        if self.ctx.templates is None:
+            raise Unavailable("this server has no template worker: it renders no templates")
+        return self.ctx.templates
 
     # ------------------------------------------------------------ configs
 

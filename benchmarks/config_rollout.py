@@ -165,16 +165,30 @@ class Cluster:
             if len(answers) == count and all(a == want for a in answers):
                 return time.monotonic() - t0
             time.sleep(0.05)
-        raise SystemExit(f"{name}: not every copy served {want!r} within {timeout}s")
+        allocs = self.http.get("/v1/allocations", params={"job": name}).json()
+        states: dict[str, int] = {}
+        for a in allocs:
+            state = f"{a['desired_status']}/{a['client_status']}"
+            states[state] = states.get(state, 0) + 1
+        answers = self.serving(name)
+        raise SystemExit(
+            f"{name}: not every copy served {want!r} within {timeout}s: copies {states}, "
+            f"{len(answers)} healthy, answering {sorted(set(answers))}"
+        )
 
     def stop_job(self, name: str) -> None:
-        self.http.delete(f"/v1/job/{name}", params={"purge": "true"})
-        deadline = time.monotonic() + 60
+        """Stop, wait until every copy has ended (their ports and memory are free again),
+        then purge. Purging first hides the copies still stopping, and the next case's
+        copies would be placed on ports and memory they still hold."""
+        self.http.delete(f"/v1/job/{name}")
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if not [a for a in self.http.get("/v1/allocations", params={"job": name}).json()
                     if a["client_status"] in ("pending", "running")]:  # fmt: skip
+                self.http.delete(f"/v1/job/{name}", params={"purge": "true"})
                 return
             time.sleep(0.2)
+        raise SystemExit(f"{name}: copies still running 120s after the job was stopped")
 
     def close(self) -> None:
         self.http.close()

@@ -92,8 +92,9 @@ async def test_a_round_gives_the_loop_a_turn_per_job_and_per_thousand_allocs(
     # without the slices, a turn or two in all).
     assert turns.count >= 2 * len(jobs), (turns.count, len(jobs))
 
-    # A later round for one job still reads the whole cluster into its snapshot: a turn
-    # after every thousand allocs.
+    # The controller keeps its snapshot from then on; a new one (a new leader's) reads the
+    # whole cluster into it at its first round: a turn after every thousand allocs.
+    controller = PlacementController(state, FakeClock(NOW), settings)
     job = jobs[0]
     group = job.groups[0]
     grown = msgspec.structs.replace(

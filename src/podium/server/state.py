@@ -91,6 +91,7 @@ class ClusterState:
         self.deployments: dict[str, Deployment] = {}
         self.by_node: dict[str, set[str]] = defaultdict(set)
         self.by_job: dict[str, set[str]] = defaultdict(set)
+        self.deployments_by_job: dict[str, set[str]] = defaultdict(set)  # job key -> keys
         self.revision = 0
         # Per node, the revision of the last change to one of its allocs (blocking queries).
         self.node_index: dict[str, int] = defaultdict(int)
@@ -128,8 +129,9 @@ class ClusterState:
 
     def deployments_of_job(self, namespace: str, name: str) -> list[Deployment]:
         """The job's deployments, newest version first."""
-        prefix = f"{namespace}/{name}/"
-        found = [d for k, d in self.deployments.items() if k.startswith(prefix)]
+        found = [
+            self.deployments[k] for k in self.deployments_by_job.get(f"{namespace}/{name}", ())
+        ]
         return sorted(found, key=lambda d: -d.job_version)
 
     def latest_deployment(self, namespace: str, name: str) -> Deployment | None:
@@ -271,6 +273,9 @@ class ClusterState:
         self.deployments = {k[len(keys.DEPLOYMENTS) :]: v for k, v in deps}  # type: ignore[misc]
         self.by_node.clear()
         self.by_job.clear()
+        self.deployments_by_job.clear()
+        for k, d in self.deployments.items():
+            self.deployments_by_job[f"{d.namespace}/{d.job}"].add(k)
         self.usage.clear()
         for a in self.allocs.values():
             if a.live:
@@ -351,6 +356,8 @@ class ClusterState:
             table[name] = new
         if prefix == keys.ALLOCS:
             self._index_alloc(old, new, ev.kv.mod_rev)  # type: ignore[arg-type]
+        elif prefix == keys.DEPLOYMENTS:
+            self._index_deployment(name, old, new)  # type: ignore[arg-type]
         self._notify(prefix, old, new)
         self._advance(ev.kv.mod_rev)
 
@@ -407,6 +414,15 @@ class ClusterState:
             self.by_job[f"{new.namespace}/{new.job}"].add(new.id)
             self.node_index[new.node_id] = rev
             self._wake_node(new.node_id)
+
+    def _index_deployment(self, key: str, old: Deployment | None, new: Deployment | None) -> None:
+        if old is not None:
+            job = f"{old.namespace}/{old.job}"
+            self.deployments_by_job[job].discard(key)
+            if not self.deployments_by_job[job]:
+                del self.deployments_by_job[job]
+        if new is not None:
+            self.deployments_by_job[f"{new.namespace}/{new.job}"].add(key)
 
     def _wake_node(self, node_id: str) -> None:
         waiters = self._node_waiters.pop(node_id, None)

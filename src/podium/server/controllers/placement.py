@@ -12,6 +12,14 @@ sweeps every job periodically, so a missed notification costs seconds, not forev
 A round is seconds of work on a large cluster, on the event loop that also renews the
 leader's lease and takes heartbeats: it runs in slices (runtime/slices.py), giving the
 loop a turn every 10 ms of work (benchmarks/scheduler.py measures the longest hold).
+
+The cluster snapshot the scheduler places on is built once, at the first round (in
+slices too), and then kept by the same listener, change by change: a round costs what
+it places, not what the cluster holds (rebuilding it from a million allocs took a
+second a round). Changes that arrive while it is being built are taken in once it is.
+Each round takes its plans into it before they are committed, so the next jobs see
+them; at the round's end what was not committed after all (rejected by the applier,
+lost a race) is taken back out, and a round that fails drops the snapshot whole.
 """
 
 from __future__ import annotations
@@ -93,9 +101,18 @@ class PlacementController:
         self._later: dict[str, float] = {}  # job key -> earliest time it has delayed work
         self._placing: set[str] = set()  # the job keys of the round under way
         self._retry = Backoff(base=0.25, cap=5.0)  # after a failed evaluation
+        # Nodes and live allocs as the scheduler sees them, kept by _on_change once built
+        # (None: built at the next round); while it is being built, the changes that
+        # arrive wait in _missed.
+        self._snapshot: ClusterSnapshot | None = None
+        self._missed: list[tuple[str, object | None, object | None]] | None = None
         state.add_listener(self._on_change)
 
     def _on_change(self, prefix: str, old: object | None, new: object | None) -> None:
+        if self._snapshot is not None:
+            self._take_in(self._snapshot, prefix, old, new)
+        elif self._missed is not None:  # being built: taken in once it is
+            self._missed.append((prefix, old, new))
         obj = new if new is not None else old
         if prefix == keys.ALLOCS and isinstance(obj, Allocation):  # the common case first
             if old is None:
@@ -124,6 +141,27 @@ class PlacementController:
             for job in self.state.jobs.values():
                 if job.type == "system":
                     self._mark(job.key)
+
+    def _take_in(
+        self, snap: ClusterSnapshot, prefix: str, old: object | None, new: object | None
+    ) -> None:
+        """Keep the snapshot as the cache: one change of an alloc or a node."""
+        obj = new if new is not None else old
+        if prefix == keys.ALLOCS and isinstance(obj, Allocation):
+            if old is None:
+                # A new alloc of a job this controller is placing right now is one of its
+                # own placements: the snapshot holds it already.
+                if f"{obj.namespace}/{obj.job}" not in self._placing:
+                    snap.add_alloc(obj)
+            elif new is None:
+                snap.remove_alloc(obj)
+            elif old.live or obj.live:  # type: ignore[attr-defined]
+                snap.add_alloc(obj)  # an alloc no longer live is taken out
+        elif prefix == keys.NODES and isinstance(obj, Node):
+            if new is None:
+                snap.remove_node(obj.id)
+            else:
+                snap.upsert_node(obj)
 
     def victims(self, node_id: str) -> list[Candidate]:
         return victims(self.state, node_id)
@@ -176,15 +214,29 @@ class PlacementController:
                 await asyncio.sleep(self._retry.next())
                 return
 
+    async def snapshot(self, slicer: Slicer | None = None) -> ClusterSnapshot:
+        """The controller's snapshot of the cluster, read from the cache in slices if it
+        has none (the changes that arrive meanwhile are taken in after)."""
+        if self._snapshot is None:
+            self._missed = []
+            try:
+                snap = await cluster_snapshot(self.state, slicer or Slicer())
+                for prefix, old, new in self._missed:
+                    self._take_in(snap, prefix, old, new)
+            finally:
+                self._missed = None
+            self._snapshot = snap
+        return self._snapshot
+
     async def evaluate(self, job_keys: list[str]) -> None:
         now = self.clock.now()
         # The round works in slices, giving the event loop a turn every `slice` seconds:
         # the leader's lease keepalive and the heartbeats share it, and a round over a
         # large cluster is seconds of work.
         slicer = Slicer(budget=self.settings.slice)
-        # One snapshot for the round: each plan is applied to it, so the plans still in
-        # flight to the store are counted when the next jobs are placed.
-        snapshot = await cluster_snapshot(self.state, slicer)
+        # Each plan is taken into the snapshot, so the plans still in flight to the store
+        # are counted when the next jobs are placed.
+        snapshot = await self.snapshot(slicer)
         round_ = _Round(job_keys)
         self._placing = set(job_keys)
         try:
@@ -192,12 +244,27 @@ class PlacementController:
         except BaseException:
             for task in round_.inflight:  # their outcome no longer matters: the jobs
                 task.add_done_callback(_ignore)  # go back to dirty
+            self._snapshot = None  # it may hold plans never committed: build it anew
             raise
         finally:
             self._placing = set()
+        self._settle_snapshot(snapshot, round_)
         if round_.revision:
             await self.state.wait_for(round_.revision)
         self.state.rounds["placement"] += 1
+
+    def _settle_snapshot(self, snapshot: ClusterSnapshot, round_: _Round) -> None:
+        """Take back out of the snapshot what the round's plans did not commit: placements
+        the cache does not hold, stops of allocs still live."""
+        allocs = self.state.allocs
+        for plan in round_.plans:
+            for a in plan.placements:
+                if a.id not in allocs:
+                    snapshot.remove_alloc_id(a.id)
+            for stop in plan.stops:
+                cur = allocs.get(stop.alloc_id)
+                if cur is not None and cur.live:
+                    snapshot.add_alloc(cur)
 
     async def _evaluate(
         self, round_: _Round, snapshot: ClusterSnapshot, now: float, slicer: Slicer
@@ -270,6 +337,7 @@ class PlacementController:
             await self._settle(round_)
         if not plans and not updates:
             return
+        round_.plans.extend(plans)
         round_.inflight.append(asyncio.create_task(self.applier.apply(plans, updates, now=now)))
         await asyncio.sleep(0)  # the applier re-checks and hands the batch to the store now
 
@@ -330,6 +398,7 @@ class _Round:
     job_keys: list[str]
     inflight: deque[asyncio.Task[ApplyResult]] = field(default_factory=deque)
     revision: int = 0
+    plans: list[Plan] = field(default_factory=list)  # every plan sent to the applier
 
 
 def _ignore(task: asyncio.Task[ApplyResult]) -> None:

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import resource
 import socket
 import time
 import uuid
@@ -49,6 +48,7 @@ from podium.model.types import (
 from podium.runtime.backoff import Backoff
 from podium.runtime.clock import SystemClock
 from podium.runtime.ids import short_alloc
+from podium.runtime.limits import raise_open_files_limit
 from podium.runtime.logfiles import LogLimits
 from podium.templates.worker import TemplateWorker
 
@@ -88,15 +88,6 @@ class AgentConfig:
     log_limits: LogLimits = field(default_factory=LogLimits)  # per task stream
 
 
-def _raise_open_files_limit() -> None:
-    """Soft NOFILE up to the hard limit: each task holds two log pipes open here, and the
-    proxy a connection or two per client (tasks still start with the limit we had)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 class Agent:
     def __init__(self, config: AgentConfig, drivers: dict[str, Driver]) -> None:
         self.config = config
@@ -109,6 +100,7 @@ class Agent:
         self.runners: dict[str, AllocRunner] = {}
         self.node: Node | None = None
         self.heartbeat_ttl = 3.0
+        self.heartbeat_in = 1.0  # seconds until the next heartbeat, as the server said
         self.registered = asyncio.Event()
         self.synced = asyncio.Event()  # first sync with the server done
         self._pending: dict[str, AllocUpdate] = {}  # reports to send, the newest per alloc
@@ -210,7 +202,7 @@ class Agent:
         from podium.agent.http import serve_agent_http
 
         self.local.load()
-        _raise_open_files_limit()
+        raise_open_files_limit()
         http_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -246,7 +238,7 @@ class Agent:
             try:
                 resp = await self.client.register_node(self.node)
                 self.contact.heard()
-                self.heartbeat_ttl = float(resp.get("heartbeat_ttl", self.heartbeat_ttl))
+                self._heard_ttl(resp)
                 log.info(
                     "node %s (%s) registered with %s",
                     self.node.name,
@@ -260,9 +252,19 @@ class Agent:
                 log.warning("register failed (%s); retrying in %.1fs", e, delay)
                 await asyncio.sleep(delay)
 
+    def _heard_ttl(self, resp: dict[str, object]) -> None:
+        """The TTL the server granted and when it wants the next beat (it spreads the
+        cluster's heartbeats: a third of the TTL, less a random part)."""
+        ttl = resp.get("heartbeat_ttl", self.heartbeat_ttl)
+        self.heartbeat_ttl = float(ttl) if isinstance(ttl, int | float) else self.heartbeat_ttl
+        after = resp.get("heartbeat_in")
+        ok = isinstance(after, int | float) and 0 < after <= self.heartbeat_ttl
+        self.heartbeat_in = float(after) if ok else self.heartbeat_ttl / 3  # type: ignore[arg-type]
+
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.heartbeat_ttl / 3)
+            await asyncio.sleep(self.heartbeat_in)
+            self.heartbeat_in = self.heartbeat_ttl / 3  # unless the answer says otherwise
             try:
                 await self._beat()
             except PodiumError as e:
@@ -280,7 +282,7 @@ class Agent:
             await self._register()
             return
         self.contact.heard()
-        self.heartbeat_ttl = float(resp.get("heartbeat_ttl", self.heartbeat_ttl))
+        self._heard_ttl(resp)
 
     async def _fingerprint_loop(self) -> None:
         """Re-register when a driver's health changed: an engine that went away takes no new

@@ -352,7 +352,19 @@ def dev(
     help="Seconds a silent leader keeps the lead (etcd store)",
 )
 @click.option(
-    "--heartbeat-ttl", default=3.0, show_default=True, help="Seconds before a silent node is down"
+    "--heartbeat-ttl",
+    default=3.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds before a silent node is down (the least: it grows with the cluster)",
+)
+@click.option(
+    "--max-heartbeats-per-second",
+    default=200.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="Heartbeats all nodes send per second at most, on average: beyond "
+    "heartbeat-ttl x this / 3 nodes, the TTL grows with the node count",
 )
 @click.option(
     "--dns-addr",
@@ -378,6 +390,7 @@ def server(
     addr: str,
     store_url: str | None,
     heartbeat_ttl: float,
+    max_heartbeats_per_second: float,
     dns_addr: str,
     keyring_file: str | None,
     log_level: str,
@@ -410,6 +423,7 @@ def server(
             host=host,
             port=port,
             heartbeat_ttl=heartbeat_ttl,
+            max_heartbeats_per_second=max_heartbeats_per_second,
             dns=dns,
             dns_fallback=dns_fallback,
             leader_ttl=leader_ttl,

@@ -828,8 +828,8 @@ class Api(DataRoutes):
         node = jobspec.validate_node(await _json_body(req))
         node = msgspec.structs.replace(node, heartbeat_ttl=self.ctx.heartbeat_ttl)
         stored = await node_ops.register(self.state, self.ctx.heartbeats, node, now=self.now())
-        await self.ctx.heartbeats.record(node.id)
-        return json_response({"node": stored, "heartbeat_ttl": self.ctx.heartbeat_ttl})
+        ttl, next_in = await self.ctx.heartbeats.record(node.id)
+        return json_response({"node": stored, "heartbeat_ttl": ttl, "heartbeat_in": next_in})
 
     async def heartbeat(self, req: Request) -> Response:
         node_id = req.path_params["id"]
@@ -837,13 +837,14 @@ class Api(DataRoutes):
         if node is None:
             # The server lost it (purged, or a fresh store): tell the agent to register again.
             raise NotFound(f"node {node_id} is not registered")
-        await self.ctx.heartbeats.record(node_id)
+        ttl, next_in = await self.ctx.heartbeats.record(node_id)
         self.ctx.metrics.heartbeats.inc()
         if node.status == "down":
             await node_ops.set_status(
                 self.state, node_id, "ready", "heartbeat resumed", now=self.now()
             )
-        return json_response({"heartbeat_ttl": self.ctx.heartbeat_ttl, "status": "ok"})
+        # heartbeat_in: when to beat next (spread over the cluster's cycle: nodes.py).
+        return json_response({"heartbeat_ttl": ttl, "heartbeat_in": next_in, "status": "ok"})
 
     async def node_eligibility(self, req: Request) -> Response:
         data = await _json_body(req)

@@ -4,9 +4,27 @@ Heartbeats are not written to the store (one write per node per second buys
 nothing): the leader remembers when it last heard from each node. A server that
 starts, or becomes leader, treats every node as just heard from, so a
 control-plane restart never looks like a mass node failure.
+
+How often nodes beat is the server's to say, so the load it takes stays bounded as
+the cluster grows (as Nomad's `max_heartbeats_per_second` and TTL scaled with cluster
+size do): each answer to a heartbeat grants the node a TTL and says when to beat next.
+
+    ttl      = max(min_ttl, 3 * nodes / (max_per_second * (1 - jitter / 2)))
+    next in  = ttl / 3 * uniform(1 - jitter, 1)      (the agent beats then)
+
+so a node beats about three times per TTL, all nodes together at most
+`max_per_second` on average, and the random interval spreads beats that came
+together (after a restart, say) over the cluster's whole cycle. A node is down when
+silent for the TTL it was last granted; one this server never granted (it started,
+or just became leader) is given the TTL for the cluster's size after a grace of one
+such TTL: no node is declared down before `2 * ttl` after a start or an election.
 """
 
 from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import msgspec
 
@@ -20,19 +38,49 @@ from podium.store import keys
 from podium.store.base import Compare, Delete, Op, Put
 
 
+@dataclass(frozen=True)
+class HeartbeatPolicy:
+    """How often nodes beat: see the module's docstring."""
+
+    min_ttl: float = 3.0  # a node silent this long is down (small clusters)
+    max_per_second: float = 200.0  # heartbeats all nodes together send, on average
+    jitter: float = 0.3  # intervals drawn from [1 - jitter, 1] x ttl / 3
+
+    def ttl(self, nodes: int) -> float:
+        spread = self.max_per_second * (1 - self.jitter / 2)
+        return max(self.min_ttl, 3 * nodes / spread)
+
+    def next_in(self, ttl: float, rng: random.Random) -> float:
+        return ttl / 3 * rng.uniform(1 - self.jitter, 1.0)
+
+
 class Heartbeats:
-    """When each node was last heard from; every node counts as heard from at start.
+    """When each node was last heard from, and the TTL it was granted then; every node
+    counts as heard from at start.
 
     `startup_grace` extends that: for this long after the server starts, no node is
     older than the start plus the grace, so agents that were busy retrying a dead
-    server have time to find the new one before anyone is declared down.
+    server have time to find the new one before anyone is declared down. None: one
+    TTL for the cluster's size (`nodes()`, counted when asked).
     """
 
-    def __init__(self, clock: Clock, *, startup_grace: float = 0.0) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        startup_grace: float | None = None,
+        policy: HeartbeatPolicy | None = None,
+        nodes: Callable[[], int] = lambda: 0,
+        seed: int | None = None,
+    ) -> None:
         self.clock = clock
         self.started = clock.monotonic()
         self.startup_grace = startup_grace
+        self.policy = policy or HeartbeatPolicy()
+        self.nodes = nodes
         self._seen: dict[str, float] = {}
+        self._ttl: dict[str, float] = {}  # node -> the TTL granted with its last answer
+        self._rng = random.Random(seed)
 
     def restart_grace(self) -> None:
         """Count everyone as just heard from again (after this server itself stalled)."""
@@ -41,16 +89,33 @@ class Heartbeats:
     def beat(self, node_id: str) -> None:
         self._seen[node_id] = self.clock.monotonic()
 
-    async def record(self, node_id: str) -> None:
-        """A heartbeat arrived at this server (HeartbeatLeases also tells the store)."""
+    def grant(self, node_id: str) -> tuple[float, float]:
+        """The TTL the node gets from this beat on, and the seconds until its next beat."""
+        ttl = self.policy.ttl(self.nodes())
+        self._ttl[node_id] = ttl
+        return ttl, self.policy.next_in(ttl, self._rng)
+
+    async def record(self, node_id: str) -> tuple[float, float]:
+        """A heartbeat arrived at this server (HeartbeatLeases also tells the store):
+        the TTL granted and when to beat next (`grant`)."""
         self.beat(node_id)
+        return self.grant(node_id)
+
+    def ttl_of(self, node_id: str) -> float:
+        """The TTL the node was last granted here (the cluster's TTL if none was)."""
+        ttl = self._ttl.get(node_id)
+        return ttl if ttl is not None else self.policy.ttl(self.nodes())
 
     def last(self, node_id: str) -> float:
         """Monotonic time the node was last heard from (server start + grace at the least)."""
-        return max(self._seen.get(node_id, self.started), self.started + self.startup_grace)
+        grace = self.startup_grace
+        if grace is None:
+            grace = self.policy.ttl(self.nodes())
+        return max(self._seen.get(node_id, self.started), self.started + grace)
 
     def forget(self, node_id: str) -> None:
         self._seen.pop(node_id, None)
+        self._ttl.pop(node_id, None)
 
 
 async def register(state: ClusterState, hb: Heartbeats, node: Node, *, now: float) -> Node:

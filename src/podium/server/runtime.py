@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from podium.errors import StoreError
 from podium.runtime import http
 from podium.runtime.clock import Clock, SystemClock
+from podium.runtime.limits import raise_open_files_limit
 from podium.server import failures_mirror
 from podium.server.catalog import Catalog
 from podium.server.controllers.autoscaler import Autoscaler
@@ -29,7 +30,7 @@ from podium.server.heartbeat_leases import HeartbeatLeases
 from podium.server.keyring import ENV_KEY, Keyring, KeyringError, load_root_key
 from podium.server.leader import Leadership, LeadershipConfig
 from podium.server.metrics import ClusterCollector, ServerMetrics, TimedStore, backend_of
-from podium.server.nodes import Heartbeats
+from podium.server.nodes import HeartbeatPolicy, Heartbeats
 from podium.server.state import ClusterState
 from podium.server.usage import UsageGatherer
 from podium.store import Store, open_store
@@ -43,9 +44,13 @@ class ServerConfig:
     store_url: str
     host: str = "127.0.0.1"
     port: int = 4646
-    heartbeat_ttl: float = 3.0  # a node silent this long is down
-    # After a server start no node is declared down for this long on top of the TTL.
-    startup_grace: float | None = None  # None: one heartbeat TTL
+    heartbeat_ttl: float = 3.0  # a node silent this long is down (the least TTL)
+    # The most heartbeats all nodes send per second, on average: beyond
+    # heartbeat_ttl * max / 3 nodes, the TTL grows with the cluster (nodes.HeartbeatPolicy).
+    max_heartbeats_per_second: float = 200.0
+    # After a server start (or an election) no node is declared down for this long on
+    # top of its TTL.
+    startup_grace: float | None = None  # None: one heartbeat TTL for the cluster's size
     clock: Clock = field(default_factory=SystemClock)
     dns: DnsConfig | None = None  # None: no DNS server
     # When the DNS port is taken, listen on a free one instead (with a warning): for the
@@ -168,6 +173,7 @@ class Server:
         from podium.server.app import create_app
 
         cfg = self.config
+        raise_open_files_limit()  # a connection or two per agent
         sock = http.bind(cfg.host, cfg.port)
         cfg.port = sock.getsockname()[1]
         raw = self.store or open_store(cfg.store_url)
@@ -179,12 +185,26 @@ class Server:
         if metrics.on:
             store = TimedStore(raw, backend_of(cfg.store_url), metrics)
         state = ClusterState(store)
-        grace = cfg.heartbeat_ttl if cfg.startup_grace is None else cfg.startup_grace
+        grace = cfg.startup_grace
         elect = cfg.store_url.startswith("etcd://") if cfg.elect is None else cfg.elect
+        policy = HeartbeatPolicy(
+            min_ttl=cfg.heartbeat_ttl, max_per_second=cfg.max_heartbeats_per_second
+        )
+
+        def count() -> int:
+            return len(state.nodes)
+
         hb = (
-            HeartbeatLeases(store, cfg.clock, ttl=cfg.heartbeat_ttl, startup_grace=grace)
+            HeartbeatLeases(
+                store,
+                cfg.clock,
+                ttl=cfg.heartbeat_ttl,
+                startup_grace=grace,
+                policy=policy,
+                nodes=count,
+            )
             if elect
-            else Heartbeats(cfg.clock, startup_grace=grace)
+            else Heartbeats(cfg.clock, startup_grace=grace, policy=policy, nodes=count)
         )
         leadership = Leadership(
             store,

@@ -62,8 +62,10 @@ class NodeLivenessController:
             self.heartbeats.restart_grace()
             return
         for node in list(self.state.nodes.values()):
+            if node.status != "ready":
+                continue
             silent = mono - self.heartbeats.last(node.id)
-            if node.status == "ready" and silent > node.heartbeat_ttl + self.settings.grace:
+            if silent > self.heartbeats.ttl_of(node.id) + self.settings.grace:
                 log.warning("node %s missed heartbeats for %.1fs: down", node.name, silent)
                 self.metrics.heartbeats_missed.inc()
                 await nodes.set_status(

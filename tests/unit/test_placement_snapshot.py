@@ -8,18 +8,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from podium.model.types import (
-    Allocation,
-    DriverInfo,
-    Group,
-    Job,
-    NetworkSpec,
-    Node,
-    NodeResources,
-    PortSpec,
-    Resources,
-    Task,
-)
+from podium.model.types import Allocation, Job, Node
 from podium.runtime.clock import FakeClock
 from podium.runtime.slices import Slicer
 from podium.scheduler import ClusterSnapshot
@@ -28,26 +17,16 @@ from podium.server.controllers.placement import PlacementController
 from podium.server.state import ClusterState, encode
 from podium.store import keys
 from podium.store.base import Delete, Put
+from support import builders
 from support.state import memory_state
 
 
 def make_job(name: str, count: int, *, port: bool = False) -> Job:
-    group = Group(
-        name="g",
-        count=count,
-        network=NetworkSpec(ports={"http": PortSpec()} if port else {}),
-        tasks=[Task(name="t", config={"command": "true"}, resources=Resources(cpu=100, memory=64))],
-    )
-    return Job(name=name, groups=[group])
+    return builders.make_job(name, count=count, ports={"http": 0} if port else None)
 
 
 def make_node(id_: str, *, cpu: int = 1000) -> Node:
-    return Node(
-        id=id_,
-        name=id_,
-        drivers={"process": DriverInfo()},
-        resources=NodeResources(cpu=cpu, memory=4096),
-    )
+    return builders.make_node(id_, cpu=cpu, memory=4096)
 
 
 async def put(state: ClusterState, key: str, value: bytes | None) -> None:

@@ -196,13 +196,16 @@ def _event_ring(max_events: int, max_age: str) -> Any:
     return EventRing(max_events=max_events, max_age=age)
 
 
-def run_until_signal(main: Coroutine[Any, Any, None]) -> None:
-    """Run `main` on uvloop; SIGINT/SIGTERM cancel it cleanly."""
+def run_until_signal(main: Coroutine[Any, Any, None], *, tune_heap: bool = True) -> None:
+    """Run `main` on uvloop; SIGINT/SIGTERM cancel it cleanly. `tune_heap`: a process
+    that holds the cluster's state (server, dev) takes podium.runtime.heap's collector
+    thresholds; an agent keeps CPython's (see there)."""
     import uvloop
 
     from podium.runtime import heap
 
-    heap.tune()  # a long-running process: see podium.runtime.heap
+    if tune_heap:
+        heap.tune()
 
     async def wrapper() -> None:
         task = asyncio.current_task()
@@ -550,7 +553,9 @@ def agent(
         )
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--reserve-cpu/--reserve-memory") from None
-    run_until_signal(Agent(cfg, builtin_drivers(pids_limit=pids_limit)).run())
+    # An agent holds little that lives long: CPython's collector thresholds free the
+    # garbage of task churn soon (podium.runtime.heap).
+    run_until_signal(Agent(cfg, builtin_drivers(pids_limit=pids_limit)).run(), tune_heap=False)
 
 
 @cli.command()

@@ -8,6 +8,13 @@ walking objects that will live for hours; placing 100,000 allocs then spends abo
 much time in the collector as in the scheduler (benchmarks/scheduler.py: 6.7 s of CPU
 with the defaults, 3.8 s with these thresholds, on a 2-core machine). Reference cycles
 are still collected, just in larger, rarer passes.
+
+Only for processes that hold the cluster (server, dev). An agent holds little that
+lives long, and its churn (tasks started and stopped, their watchers, pipes and checks)
+leaves reference cycles that outlive a young collection; with these thresholds a full
+collection came so rarely that an agent grew from 46 MiB to 266 MiB in a minute of
+20 task starts and stops a second (benchmarks/agent_footprint.py). The agent keeps
+CPython's defaults.
 """
 
 from __future__ import annotations

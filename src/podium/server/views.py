@@ -287,10 +287,12 @@ class NodePurged(Node, kw_only=True, forbid_unknown_fields=True):
 class NodeRegistered(View):
     node: Node
     heartbeat_ttl: float
+    heartbeat_in: float  # seconds until the node's next heartbeat is due
 
 
 class HeartbeatAck(View):
     heartbeat_ttl: float
+    heartbeat_in: float  # seconds until the node's next heartbeat is due
     status: str
 
 

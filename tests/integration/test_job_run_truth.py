@@ -184,9 +184,10 @@ def test_alloc_status_shows_each_checks_latest_result_and_time(
         timeout=10,
         what="the first result: nothing listens yet",
     )
-    wait_until(
+    wait_until(  # measured 8.5 s on main at ae7a07a (the README says within 5 s): see
+        # the closing note of 2026-12-07; the bound here is what the test needs to stay useful
         lambda: "HTTP 404" in checks()["missing"]["output"],
-        timeout=10,
+        timeout=20,
         what="the check's new output (critical both times) to be reported",
     )
     first = wait_until(lambda: checks()["root"]["checked_at"], timeout=10, what="a result")

@@ -1,10 +1,13 @@
-"""Predictive scaling's model: seasonal-naive with an exponentially weighted trend.
+"""Predictive scaling's model: the demand now plus the rise the season before saw next.
 
-In two sentences: the demand forecast for a moment ahead is what the group saw one
-season (a day) before that moment, plus the trend, an exponentially weighted average of
-how much each recent stretch exceeded the same stretch one season earlier. The group is
-sized for the highest forecast between now and `lead` ahead, and never below what the
-reactive policies ask for.
+In two sentences: the forecast for a moment within `lead` is the demand measured now
+plus how much demand rose, one season (a day) earlier, from this moment to that one
+(the season's curve averaged over a span as long as the lead; a fall, or a rise within
+`tolerance` of the demand now, counts as none), and the group is sized for the highest
+such forecast, never below what the reactive policies ask. Scale-downs follow the
+reactive policies' `scale_down_window` alone: a forecast's count lasts only while it
+sees a rise ahead, so copies are added before a rise and none are held after it
+(autoscale/hpa.py's `decide`).
 
     Series: the group's own demand (requests/s, concurrency or cores) in buckets of
             `step` seconds, two seasons kept (stored with the group's scaling record)
@@ -21,7 +24,8 @@ import msgspec
 
 BUCKETS_PER_SEASON = 288  # a day in 5-minute buckets
 MIN_STEP = 1.0
-SMOOTH = 1  # the seasonal value is the mean of the buckets this close to the one asked
+SMOOTH = 1  # the seasonal value is the mean of the buckets this close to the one asked,
+SMOOTH_LEAD = 0.5  # or this share of the lead if that is more (a span as long as the lead)
 
 
 def step_for(season: float, lead: float) -> float:
@@ -84,60 +88,60 @@ class Series(msgspec.Struct, kw_only=True):
 
 @dataclass(frozen=True)
 class Forecast:
-    value: float  # the highest demand forecast within the lead
+    value: float  # the highest demand forecast within the lead: level + rise
     at: float  # when it is due (wall time)
-    seasonal: float  # what one season ago says for that moment
-    trend: float  # the level shift added
+    level: float  # the demand measured last
+    rise: float  # how much demand rose, one season earlier, from this moment to `at`
     history: float  # seconds of history the model had
 
 
-def seasonal_value(series: Series, i: int, period: int) -> float | None:
+def seasonal_value(series: Series, i: int, period: int, smooth: int = SMOOTH) -> float | None:
     """What one season before bucket i measured (a small neighbourhood's mean)."""
     found = [
         v
-        for k in range(i - period - SMOOTH, i - period + SMOOTH + 1)
+        for k in range(i - period - smooth, i - period + smooth + 1)
         if (v := series.at(k)) is not None
     ]
     return sum(found) / len(found) if found else None
 
 
-def trend(series: Series, now_index: int, period: int) -> float:
-    """The exponentially weighted mean of (bucket - same bucket one season earlier) over
-    the closed buckets, the newest weighing most (span: a 24th of the season, an hour a day)."""
-    span = max(3, period // 24)
-    alpha = 2.0 / (span + 1)
-    level: float | None = None
-    for i in range(max(0, now_index - 4 * span), now_index):
+def level(series: Series, now_index: int) -> float | None:
+    """The demand measured last, at or before bucket `now_index`."""
+    for i in range(min(now_index, len(series.values) - 1), -1, -1):
         v = series.at(i)
-        past = seasonal_value(series, i, period)
-        if v is None or past is None:
-            continue
-        diff = v - past
-        level = diff if level is None else alpha * diff + (1 - alpha) * level
-    return level or 0.0
+        if v is not None:
+            return v
+    return None
 
 
-def forecast(series: Series, now: float, season: float, lead: float) -> Forecast | None:
-    """The highest demand forecast from now to `lead` ahead; None with less than one
-    season of history."""
+def forecast(
+    series: Series, now: float, season: float, lead: float, *, tolerance: float = 0.0
+) -> Forecast | None:
+    """The highest demand forecast from now to `lead` ahead: the demand measured last
+    plus the largest rise the season before saw from this moment to one within the lead
+    (a fall is no rise: scaling down is the reactive policies' part; a rise within
+    `tolerance` of the demand now is noise, none). None with less than one season of
+    history or no demand measured yet."""
     period = max(1, round(season / series.step))
     now_index = series.index(now)
     if len(series.values) < period + 2 or now_index < period:
         return None
-    shift = trend(series, now_index, period)
-    best: Forecast | None = None
-    for h in range(0, math.ceil(lead / series.step) + 1):
-        i = now_index + h
-        past = seasonal_value(series, i, period)
-        if past is None:
-            continue
-        value = max(0.0, past + shift)
-        if best is None or value > best.value:
-            best = Forecast(
-                value=value,
-                at=series.start + i * series.step,
-                seasonal=past,
-                trend=shift,
-                history=series.seconds(),
-            )
-    return best
+    now_value = level(series, now_index)
+    smooth = max(SMOOTH, round(lead / series.step * SMOOTH_LEAD))
+    base = seasonal_value(series, now_index, period, smooth)
+    if now_value is None or base is None:
+        return None
+    rise, at = 0.0, now_index
+    for h in range(1, math.ceil(lead / series.step) + 1):
+        past = seasonal_value(series, now_index + h, period, smooth)
+        if past is not None and past - base > rise:
+            rise, at = past - base, now_index + h
+    if rise <= tolerance * now_value:
+        rise, at = 0.0, now_index
+    return Forecast(
+        value=max(0.0, now_value + rise),
+        at=series.start + at * series.step,
+        level=now_value,
+        rise=rise,
+        history=series.seconds(),
+    )

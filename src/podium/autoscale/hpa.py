@@ -15,7 +15,9 @@ The decision (`decide`), in order:
 3. min 0: no request for `idle_timeout` takes the group to 0 (and a group at 0 stays there
    until a request wakes it: the proxies do that); otherwise the count stays in min..max,
    at least 1;
-4. scale-down stabilization: the highest count asked for within `scale_down_window`;
+4. scale-down stabilization: the highest count the reactive policies asked for within
+   `scale_down_window` (a forecast's count is not held: it lasts while the forecast sees
+   a rise ahead, autoscale/forecast.py);
 5. scale-up limit: at most +4 copies or +100 % (whichever is more) per change;
 6. held: `cooldown` after the last change, a deployment rolling out (unless
    `during_rollout`), copies the scheduler could not place, a quota.
@@ -203,10 +205,10 @@ def decide(scaling: Scaling, s: Situation, window: Window) -> Decision:
         notes.append(f"not scaling down while {names} has no figure")
         wanted = s.current
     fc = s.forecast
+    ahead = 0  # what the forecast asks for (0: nothing)
     if fc is not None:
         texts.append(fc.text)
-        if fc.count is not None and fc.count > wanted:
-            wanted = fc.count
+        ahead = fc.count or 0
     idle = (
         scaling.min == 0
         and s.idle_for is not None
@@ -219,15 +221,18 @@ def decide(scaling: Scaling, s: Situation, window: Window) -> Decision:
     # min 0: a group at 0 stays there until a request (or a forecast) wakes it.
     asleep = s.current == 0 or idle
     floor = scaling.min or (0 if asleep else 1)
-    wanted = max(floor, min(scaling.max, wanted))
+    reactive = max(floor, min(scaling.max, wanted))
+    wanted = max(reactive, min(scaling.max, ahead))
     if not s.proposals and fc is None and not idle:
         texts.append("no policy asks for a change")
-    window.add(s.now, wanted)
+    # Only the reactive asks are held through the window: a forecast's count lasts
+    # while the forecast sees its rise ahead, and no longer.
+    window.add(s.now, reactive)
     reason = "; ".join(texts + notes) or "no figures"
     target, held, next_change = wanted, "", 0.0
     if target < s.current and not idle:
         top = window.highest(s.now - scaling.scale_down_window)
-        steady = min(s.current, top if top is not None else s.current)
+        steady = min(s.current, max(wanted, top if top is not None else s.current))
         if steady > target:
             held = (
                 f"scale-down window: {steady} was asked for within the last "

@@ -163,11 +163,15 @@ SECTIONS: tuple[Section, ...] = (
         "predictive",
         t.Predictive,
         ("groups", 0, "scaling", "policies", 1, "predictive"),
-        "Scale ahead of demand, from the group's own history: the forecast for a moment is "
-        "what the group saw one season before it, plus the trend (an exponentially weighted "
-        "average of how much recent demand exceeded the same time one season earlier). The "
-        "group is sized for the highest forecast between now and `lead` ahead, never below "
-        "what the reactive policies ask; until one season of history is stored, only they act.",
+        "Scale ahead of demand, from the group's own history: the forecast for a moment "
+        "within `lead` is the demand now plus how much demand rose, one season earlier, from "
+        "this moment to that one (the season's curve averaged over a span as long as the "
+        "lead; a fall, or a rise within the group's `tolerance`, counts as none), and the "
+        "group is sized for the highest such forecast, never below what the reactive "
+        "policies ask. Scale-downs follow the reactive policies' `scale_down_window` alone: "
+        "the forecast's count lasts only while it sees a rise ahead, so it adds copies before "
+        "a rise and holds none after it. Until one season of history is stored, only the "
+        "reactive policies act.",
     ),
     Section(
         "periodic",

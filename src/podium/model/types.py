@@ -154,8 +154,8 @@ ForecastMetric = Literal["rps", "concurrency", "cpu"]
 
 
 class Predictive(Struct):
-    """Scale ahead of a forecast of the group's own demand: the value one season ago at
-    the same moment, moved by the recent trend (autoscale/forecast.py)."""
+    """Scale ahead of a forecast of the group's own demand: the demand now plus the rise
+    one season ago saw within the lead (autoscale/forecast.py)."""
 
     metric: ForecastMetric = "rps"
     season: float = 86400.0  # the length of the pattern that repeats (a day)

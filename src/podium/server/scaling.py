@@ -95,8 +95,8 @@ class ForecastView(msgspec.Struct, kw_only=True):
     history_seconds: float  # how much of the group's demand is stored
     value: float | None = None  # the highest demand forecast within the lead (None: learning)
     at: float = 0.0  # when that is due
-    seasonal: float | None = None  # what one season earlier saw then
-    trend: float | None = None  # the level shift added
+    level: float | None = None  # the demand measured last
+    rise: float | None = None  # how much demand rose a season earlier from now to `at`
     count: int | None = None
     text: str = ""
 

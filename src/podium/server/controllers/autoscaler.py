@@ -313,7 +313,7 @@ class Autoscaler:
         forecast_proposal: Proposal | None = None
         if predictive is not None and predictive.predictive is not None:
             forecast_view, forecast_proposal = await self._forecast(
-                job, g, st, predictive, copies, traffic, now, span
+                job, g, st, predictive, copies, traffic, now, span, sc.tolerance
             )
         unplaced = sum(
             f.unplaced for f in self.state.placement_failures.get(job.key, []) if f.group == g.name
@@ -402,6 +402,7 @@ class Autoscaler:
         traffic: Traffic | None,
         now: float,
         span: float,
+        tolerance: float,
     ) -> tuple[ForecastView, Proposal]:
         spec = policy.predictive
         assert spec is not None
@@ -414,7 +415,7 @@ class Autoscaler:
             st.series.add(now, demand, span, keep=keep)
         if now - st.history_saved >= max(self.settings.history_every, 10 * step):
             await self._save_history(job, g, st, now)
-        f = forecast(st.series, now, spec.season, spec.lead)
+        f = forecast(st.series, now, spec.season, spec.lead, tolerance=tolerance)
         view = ForecastView(
             metric=spec.metric,
             season=spec.season,
@@ -428,15 +429,21 @@ class Autoscaler:
             )
             view.text = text
             return view, Proposal(f"forecast {spec.metric}", None, text)
-        count = math.ceil(f.value / per_copy - 1e-9) if per_copy > 0 else None
+        # HPA's maths on the forecast figure, tolerance included (a forecast within it of
+        # what the copies carry keeps the count, as a reactive figure does).
+        count = (
+            propose(Reading("rps", per_copy, value=f.value), g.count, tolerance).count
+            if per_copy > 0
+            else None
+        )
+        unit = "%" if spec.metric == "cpu" else ""
         text = (
             f"forecast {spec.metric} {show_value(spec.metric, f.value)} within "
-            f"{spec.lead:g}s ({show_value(spec.metric, f.seasonal)} a season ago "
-            f"{'+' if f.trend >= 0 else '-'} trend {show_value(spec.metric, abs(f.trend))}; "
-            f"target {show_value(spec.metric, policy.target)}"
-            f"{'%' if spec.metric == 'cpu' else ''} per copy) → {count}"
+            f"{spec.lead:g}s (now {show_value(spec.metric, f.level)} + a rise of "
+            f"{show_value(spec.metric, f.rise)} a season ago; target "
+            f"{show_value(spec.metric, policy.target)}{unit} per copy) → {count}"
         )
-        view.value, view.at, view.seasonal, view.trend = f.value, f.at, f.seasonal, f.trend
+        view.value, view.at, view.level, view.rise = f.value, f.at, f.level, f.rise
         view.count, view.text = count, text
         return view, Proposal(f"forecast {spec.metric}", count, text, f.value)
 

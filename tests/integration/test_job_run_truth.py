@@ -92,7 +92,9 @@ def web_job(
                     "args": (command or [sys.executable, str(SERVER)])[1:],
                 },
                 "env": env or {},
-                "resources": {"cpu": 50, "memory": 32},
+                # At 50 MHz (2% of a core) Python took ~8 s to listen: what these tests
+                # measured was mostly the copies' start.
+                "resources": {"cpu": 250, "memory": 32},
             }
         ],
     }
@@ -158,21 +160,21 @@ def test_alloc_status_shows_each_checks_latest_result_and_time(
     cluster: DevCluster, tmp_path: Path
 ) -> None:
     """Check results were sent only when a status flipped: a check going from "connection
-    refused" to "404" (critical both) kept the first output, and a passing check's time
-    froze. Now both stay fresh, and the reports stay few."""
+    refused" to an HTTP error (critical both) kept the first output, and a passing check's
+    time froze. Now both stay fresh (a new output within CHECK_SYNC), and the reports stay
+    few."""
+    answer = tmp_path / "health-answer"  # what GET /health says, with a 500
+    answer.write_text("warming up")
     spec = web_job(
         "fresh",
-        command=[
-            "sh",
-            "-c",
-            "sleep 1.5; exec python3 -m http.server ${PODIUM_PORT_HTTP} --bind 127.0.0.1",
-        ],
+        command=["sh", "-c", f"sleep 1.5; exec {sys.executable} {SERVER}"],
+        env={"HEALTH_FILE": str(answer)},
         update={"health_check": "task_states", "min_healthy_time": "1s"},
     )
     quick = {"interval": "0.5s", "timeout": "0.5s"}
     spec["groups"][0]["services"][0]["checks"] = [
-        {"name": "root", "type": "http", "path": "/", **quick},  # 200: a directory listing
-        {"name": "missing", "type": "http", "path": "/health", **quick},  # 404
+        {"name": "root", "type": "http", "path": "/", **quick},  # 200
+        {"name": "failing", "type": "http", "path": "/health", **quick},  # 500
     ]
     cluster.cli("job", "run", "--detach", write(tmp_path, spec), check=True)
 
@@ -180,15 +182,21 @@ def test_alloc_status_shows_each_checks_latest_result_and_time(
         return {c["name"]: c for c in _alloc(cluster, "fresh")["checks"]}
 
     wait_until(
-        lambda: "ConnectionRefusedError" in checks()["missing"]["output"],
+        lambda: "ConnectionRefusedError" in checks()["failing"]["output"],
         timeout=10,
         what="the first result: nothing listens yet",
     )
-    wait_until(  # measured 8.5 s on main at ae7a07a (the README says within 5 s): see
-        # the closing note of 2026-12-07; the bound here is what the test needs to stay useful
-        lambda: "HTTP 404" in checks()["missing"]["output"],
-        timeout=20,
-        what="the check's new output (critical both times) to be reported",
+    wait_until(  # reported with the root check's flip to passing, as the server listens
+        lambda: "HTTP 500: warming up" in checks()["failing"]["output"],
+        timeout=10,
+        what="the check's new output (critical both times) once the server listens",
+    )
+    # No check's status flips from here: the new output travels alone.
+    answer.write_text("disk full")
+    wait_until(  # README: within 5 s (CHECK_SYNC); a check interval and `alloc status` on top
+        lambda: "HTTP 500: disk full" in checks()["failing"]["output"],
+        timeout=5 + 3,
+        what="a still failing check's new output, within 5 s",
     )
     first = wait_until(lambda: checks()["root"]["checked_at"], timeout=10, what="a result")
     wait_until(
@@ -197,7 +205,7 @@ def test_alloc_status_shows_each_checks_latest_result_and_time(
         what="a passing check's time to keep refreshing",
     )
     out = cluster.cli("alloc", "status", _alloc(cluster, "fresh")["id"][:8], check=True).stdout
-    assert "HTTP 404" in out and "Connection refused" not in out, out
+    assert "disk full" in out and "warming up" not in out, out
     # Bounded: 2 checks every 0.5 s are ~24 results in 6 s; the alloc is written at most
     # once per CHECK_SYNC (5 s) for them, so 3 distinct writes at most (one in flight).
     writes: set[float] = set()

@@ -75,6 +75,49 @@ async def read(state: ClusterState, namespace: str, job: str) -> tuple[ScalingRe
         return ScalingRecord(), kv.mod_rev  # unreadable: the next write replaces it
 
 
+async def register_count(
+    state: ClusterState,
+    job: Job,
+    group: str,
+    count: int,
+    *,
+    record: ScalingRecord,
+    rev: int,
+    now: float,
+    why: str,
+    event: str,
+    message: str,
+    service: str = "",
+) -> Job:
+    """A new version of `job` with `group` at `count`, in one transaction with the job's
+    scaling `record` (guarded by `rev`, from read()) and a `scaling.<event>` event. Conflict
+    when the job or the record changed meanwhile. Returns the stored job."""
+    key = keys.scaling(job.namespace, job.name)
+    groups = [msgspec.structs.replace(g, count=count) if g.name == group else g for g in job.groups]
+    stored, _ = await job_ops.register(
+        state,
+        msgspec.structs.replace(job, groups=groups),
+        now=now,
+        check_index=job.revision,
+        submitted_by=AUTOSCALER,
+        why=why,
+        guards=[Compare(key, "mod_rev", "=", rev)],
+        also=[
+            Put(key, encode(record)),
+            event_put(
+                f"scaling.{event}",
+                message,
+                namespace=job.namespace,
+                job=job.name,
+                service=service,
+                now=now,
+            ),
+        ],
+        counts=True,
+    )
+    return stored
+
+
 # ----------------------------------------------------------------------- views
 
 
@@ -191,26 +234,16 @@ async def _wake_group(
     reason = f"a request to service {service} woke it"
     rec.woken_at = now
     rec.add(DecisionRecord(time=now, before=0, after=1, reason=reason))
-    key = keys.scaling(job.namespace, job.name)
-    groups = [msgspec.structs.replace(g, count=1) if g.name == group else g for g in job.groups]
-    await job_ops.register(
+    await register_count(
         state,
-        msgspec.structs.replace(job, groups=groups),
+        job,
+        group,
+        1,
+        record=record,
+        rev=rev,
         now=now,
-        check_index=job.revision,
-        submitted_by=AUTOSCALER,
         why=f"scale {group} to 1: woken by a request",
-        guards=[Compare(key, "mod_rev", "=", rev)],
-        also=[
-            Put(key, encode(record)),
-            event_put(
-                "scaling.wake",
-                f"group {group}: 0 → 1: {reason}",
-                namespace=job.namespace,
-                job=job.name,
-                service=service,
-                now=now,
-            ),
-        ],
-        counts=True,
+        event="wake",
+        message=f"group {group}: 0 → 1: {reason}",
+        service=service,
     )

@@ -37,14 +37,12 @@ from podium.model import spec as jobspec
 from podium.model.types import Allocation, Group, Job, Predictive, ScalingPolicy
 from podium.runtime.clock import Clock
 from podium.scheduler.reconcile import deployment_id
-from podium.server import jobs as job_ops
 from podium.server import quotas
 from podium.server import scaling as records
 from podium.server.catalog import Catalog
 from podium.server.events import event_put
 from podium.server.metrics import ServerMetrics
 from podium.server.scaling import (
-    AUTOSCALER,
     DecisionRecord,
     Figure,
     ForecastView,
@@ -545,26 +543,18 @@ class Autoscaler:
         message = f"group {g.name}: {g.count} → {d.count}: {d.reason}"
         if d.held:
             message += f" ({d.held})"
-        key = keys.scaling(job.namespace, job.name)
-        groups = [
-            msgspec.structs.replace(x, count=d.count) if x.name == g.name else x for x in job.groups
-        ]
         try:
-            stored, _ = await job_ops.register(
+            stored = await records.register_count(
                 self.state,
-                msgspec.structs.replace(job, groups=groups),
+                job,
+                g.name,
+                d.count,
+                record=record,
+                rev=rev,
                 now=now,
-                check_index=job.revision,
-                submitted_by=AUTOSCALER,
                 why=f"scale {g.name} to {d.count} ({kind})",
-                guards=[Compare(key, "mod_rev", "=", rev)],
-                also=[
-                    Put(key, encode(record)),
-                    event_put(
-                        f"scaling.{kind}", message, namespace=job.namespace, job=job.name, now=now
-                    ),
-                ],
-                counts=True,
+                event=kind,
+                message=message,
             )
         except Conflict as e:
             log.info("autoscaler: %s changed meanwhile (%s); next look decides again", job.key, e)

@@ -9,10 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import psutil
@@ -41,6 +42,27 @@ def wait_until(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Background:
+    """`loop()` in a daemon thread while a `with` block runs; it returns once `_stop` is
+    set, which the block's end does (and waits up to 10 s for it)."""
+
+    _stop: threading.Event
+    _thread: threading.Thread
+
+    def loop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
 
 
 def read_until(proc: subprocess.Popen[bytes], marker: str, *, timeout: float) -> str:
@@ -104,6 +126,15 @@ class ApiAndCli:
 
     def cli_json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "--json", check=True).stdout)
+
+    def wait_alloc(self, job: str, status: str, *, timeout: float) -> str:
+        """The id of an alloc of `job` whose client status is `status`, once there is one."""
+
+        def found() -> str | None:
+            allocs = self.api("GET", "/v1/allocations", params={"job": job})
+            return next((a["id"] for a in allocs if a["client_status"] == status), None)
+
+        return str(wait_until(found, timeout=timeout, what=f"an alloc of {job} {status}"))
 
 
 @dataclass

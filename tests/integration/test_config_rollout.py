@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,20 +18,15 @@ import httpx
 import pytest
 import yaml
 
-from integration.cluster import ROOT, DevCluster, wait_until
+from integration.cluster import ROOT, Background, DevCluster, wait_until
 
 EXAMPLE = ROOT / "examples" / "config.yaml"
 APP = ROOT / "examples" / "config_app.py"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    c = DevCluster(tmp_path_factory.mktemp("config") / "dev").start()
-    try:
-        yield c
-    finally:
-        c.stop()
-        c.kill_leftovers()
+def cluster(module_cluster: DevCluster) -> DevCluster:
+    return module_cluster
 
 
 def endpoints(c: DevCluster, service: str) -> list[str]:
@@ -72,7 +65,7 @@ def variant(tmp: Path, name: str, count: int, template: dict[str, Any]) -> Path:
 
 
 @dataclass
-class Poller:
+class Poller(Background):
     """20 requests a second to the healthy copies in turn, and the catalog's view of them."""
 
     cluster: DevCluster
@@ -82,9 +75,8 @@ class Poller:
     fewest_healthy: int = 1_000
     greetings: list[str] = field(default_factory=list)
     sent: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
 
-    def run(self) -> None:
+    def loop(self) -> None:
         i = 0
         with httpx.Client(timeout=2) as http:
             while not self._stop.is_set():
@@ -103,15 +95,6 @@ class Poller:
                     self.errors.append(repr(e))
                 i += 1
                 self._stop.wait(max(0.0, 0.05 - (time.monotonic() - t0)))
-
-    def __enter__(self) -> Poller:
-        self._thread = threading.Thread(target=self.run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
 
 def _setup_data(c: DevCluster) -> None:
@@ -297,18 +280,7 @@ def test_a_template_that_fails_fails_the_alloc_with_its_line_and_plan_catches_it
         plan.returncode == 1 and why in plan.stderr and "templates[0].data: line 2" in plan.stderr
     )
     c.cli("job", "run", str(path), "--detach", check=True)
-    alloc_id = wait_until(
-        lambda: next(
-            (
-                a["id"]
-                for a in c.api("GET", "/v1/allocations", params={"job": "tfail"})
-                if a["client_status"] == "failed"
-            ),
-            None,
-        ),
-        timeout=20,
-        what="the alloc to fail",
-    )
+    alloc_id = c.wait_alloc("tfail", "failed", timeout=20)
     status = c.cli("alloc", "status", alloc_id, check=True).stdout
     assert f"template app.conf line 2: {why}" in status, status
     failed = events(c, "tfail", "template.failed")

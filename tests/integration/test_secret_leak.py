@@ -17,7 +17,6 @@ import itertools
 import re
 import subprocess
 import textwrap
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import psutil
 import pytest
 import yaml
 
-from integration.cluster import unmount_under, wait_until
+from integration.cluster import Background, unmount_under, wait_until
 from integration.multinode import MultiNodeCluster
 from podium.server.app import ROUTES
 from podium.store.etcd import EtcdStore
@@ -54,17 +53,15 @@ def proof_of(secret: str) -> str:
     return hmac.new(secret.encode(), b"podium", hashlib.sha256).hexdigest() + " same"
 
 
-class ProcessWatch:
+class ProcessWatch(Background):
     """Every command line on the machine while the run goes on (the template worker's and
     restarted tasks' included, however short they live), sampled every 100 ms."""
 
     def __init__(self) -> None:
         self.seen: set[str] = set()
         self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
+    def loop(self) -> None:
         while not self._stop.is_set():
             for p in psutil.process_iter(["cmdline"]):
                 cmdline = p.info.get("cmdline")
@@ -72,14 +69,6 @@ class ProcessWatch:
                     self.seen.add(" ".join(cmdline))
             self.samples += 1
             self._stop.wait(0.1)
-
-    def __enter__(self) -> ProcessWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
 
 class Run:

@@ -51,18 +51,7 @@ def test_an_agent_restart_keeps_templates_true(tmp_path: Path) -> None:
         spec = tmp_path / "rec.yaml"
         spec.write_text(yaml.safe_dump(JOB))
         c.cli("job", "run", str(spec), "--detach", check=True)
-        alloc = wait_until(
-            lambda: next(
-                (
-                    a["id"]
-                    for a in c.api("GET", "/v1/allocations", params={"job": "rec"})
-                    if a["client_status"] == "running"
-                ),
-                None,
-            ),
-            timeout=30,
-            what="the copy running",
-        )
+        alloc = c.wait_alloc("rec", "running", timeout=30)
         task_dir = agent.data_dir / "allocs" / alloc / "t"
         pid = c.api("GET", f"/v1/allocation/{alloc}")["task_states"]["t"]["pid"]
 

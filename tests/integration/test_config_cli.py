@@ -12,18 +12,21 @@ import pytest
 import yaml
 
 from integration.cluster import DevCluster, wait_until
+from support.cli import cli_at
 
 
+# The CLI runs in this process (click's runner, as in test_cli_commands): 37 commands
+# without 37 interpreter starts; a traceback still fails the test (cli_at).
 def _ok(c: DevCluster, *args: str, input: str | None = None) -> str:
-    res = c.cli(*args, input=input)
-    assert res.returncode == 0, f"podium {' '.join(args)}: {res.stdout}{res.stderr}"
+    res = cli_at(c.addr, *args, input=input)
+    assert res.exit_code == 0, f"podium {' '.join(args)}: {res.output}"
     return res.stdout
 
 
 def _refused(c: DevCluster, *args: str, says: str, input: str | None = None) -> None:
-    res = c.cli(*args, input=input)
-    out = res.stdout + res.stderr
-    assert res.returncode != 0 and says in out, f"podium {' '.join(args)}: {out}"
+    res = cli_at(c.addr, *args, input=input)
+    out = res.output
+    assert res.exit_code != 0 and says in out, f"podium {' '.join(args)}: {out}"
     assert "Traceback" not in out, out
 
 

@@ -9,11 +9,10 @@ import shutil
 import subprocess
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
-from integration.cluster import PODIUM, ROOT, DevCluster, wait_until
+from integration.cluster import PODIUM, ROOT, DevCluster, read_until, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -46,12 +45,17 @@ BURNER = textwrap.dedent("""
 """)
 
 
-@pytest.fixture
-def burning(dev_cluster: DevCluster, tmp_path: Path) -> DevCluster:
-    spec = tmp_path / "burner.yaml"
+FIGURES = r"figures from (\d\d:\d\d:\d\d)"
+FIGURES_NEVER = "\x00"  # read_until's marker: never in the output, it reads for its timeout
+
+
+@pytest.fixture(scope="module")
+def burning(module_cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> DevCluster:
+    """The burner's two copies, shared by the tests that only read their usage."""
+    spec = tmp_path_factory.mktemp("burner") / "burner.yaml"
     spec.write_text(BURNER)
-    dev_cluster.cli("job", "run", str(spec), check=True, timeout=60)
-    return dev_cluster
+    module_cluster.cli("job", "run", str(spec), check=True, timeout=60)
+    return module_cluster
 
 
 def test_top_stats_and_job_totals_show_what_the_copies_use(burning: DevCluster) -> None:
@@ -108,11 +112,17 @@ def test_top_refreshes_live_in_a_terminal(burning: DevCluster) -> None:
         env=env,
         cwd=ROOT,
     )
-    time.sleep(4)
+    # Read the terminal until it has shown figures of two different seconds (or 10 s).
+    text, deadline = "", time.monotonic() + 10
+    while len(stamps := set(re.findall(FIGURES, text))) < 2 and time.monotonic() < deadline:
+        said = read_until(proc, FIGURES_NEVER, timeout=0.3)
+        if not said and proc.poll() is not None:
+            break
+        text += said
     proc.terminate()
     out, _ = proc.communicate(timeout=10)
-    text = out.decode(errors="replace")
-    stamps = set(re.findall(r"figures from (\d\d:\d\d:\d\d)", text))
+    text += out.decode(errors="replace")
+    stamps = set(re.findall(FIGURES, text))
     assert len(stamps) >= 2, text[-2000:]  # it redrew with newer figures, by itself
     assert "burner.g[" in text
 

@@ -356,6 +356,16 @@ class Run:
             await asyncio.sleep(0.1)
         return out
 
+    def server_waited(self) -> float:
+        """Seconds the server's main thread (its event loop) spent runnable but waiting
+        for a CPU (Linux schedstat): on a shared machine, the part of its latency that
+        is other processes' doing."""
+        try:
+            with open(f"/proc/{self.server.pid}/schedstat") as f:
+                return int(f.read().split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            return 0.0
+
     def agents_cpu(self) -> float:
         """CPU seconds the simulated agents' worker processes have used."""
         total = 0.0
@@ -507,15 +517,16 @@ async def churn(run: Run, args: argparse.Namespace) -> float:
                     path = f"/v1/node/{node}/allocations?index={resp['index']}&wait=5s"
                     await timed("blocking query (5s)", "GET", path)
 
-    cpu0 = run.proc.cpu_times()
+    cpu0, waited0 = run.proc.cpu_times(), run.server_waited()
     t1 = time.monotonic()
     await asyncio.gather(mutations(), *(reader(k) for k in range(50)))
     span = time.monotonic() - t1
-    cpu1 = run.proc.cpu_times()
+    cpu1, waited = run.proc.cpu_times(), run.server_waited() - waited0
     s = await run.take()
     lat["heartbeat"] = s.heartbeat
     print(f"churn for {span:.0f}s on {run.nodes:,} nodes and {per_job * 100:,}+ allocs (server CPU "
           f"{(cpu1.user + cpu1.system - cpu0.user - cpu0.system) / span * 100:.0f}% of a core, "
+          f"its loop waited for a CPU {waited / span * 100:.0f}% of the time, "
           f"RSS {run.proc.memory_info().rss / 1e6:.0f} MB):")  # fmt: skip
     for kind, xs in lat.items():
         print(f"  {kind:<24} {len(xs):>7} calls  p50 {pct(xs, 0.5):7.1f} ms  "

@@ -103,3 +103,17 @@ async def test_after_a_start_no_unheard_node_is_down_before_a_grace_and_its_ttl(
             clock.advance(0.5)
             await liveness.check()
         assert state.nodes["n1"].status == "down"
+
+
+async def test_liveness_looks_20_times_a_ttl_and_no_less_often_than_check_interval() -> None:
+    clock = FakeClock()
+    async with memory_state() as state:
+        hb = Heartbeats(clock)
+        liveness = NodeLivenessController(state, hb, clock)
+        for i in range(3):
+            await add_node(state, f"n{i}")
+        assert liveness.interval() == liveness.settings.check_interval == 0.25
+        hb.policy = HeartbeatPolicy(max_per_second=10.0)
+        for i in range(3, 100):  # 100 nodes at 10 beats/s: a TTL of 35 s
+            await add_node(state, f"n{i}")
+        assert liveness.interval() == hb.policy.ttl(100) / 20 > 1.0

@@ -163,3 +163,20 @@ async def test_a_failed_round_drops_the_snapshot() -> None:
             await controller.evaluate([job.key])
         assert await controller.snapshot() is not first
         assert usage(await controller.snapshot()) == usage(fresh(state))
+
+
+async def test_a_round_leaves_no_placement_for_a_later_lookup_to_index_at_once() -> None:
+    """The snapshot takes a round's placements in unindexed (cheap); the round indexes
+    them a slice at a time, so the next lookup of one alloc (a change the watch brings)
+    does not index 5,000 of them in one turn of the event loop."""
+    async with memory_state() as state:
+        for i in range(100):
+            await put(state, keys.node(f"n{i}"), encode(make_node(f"n{i}", cpu=100_000)))
+        job = make_job("big", 5000)
+        await put(state, keys.job(job.namespace, job.name), encode(job))
+        controller = PlacementController(state, FakeClock(1000.0))
+        await controller.evaluate([job.key])
+        snap = await controller.snapshot()
+        assert len(state.allocs) == 5000
+        assert snap.index_adopted(0) == 0, "placements left for the next lookup to index"
+        assert usage(snap) == usage(fresh(state))

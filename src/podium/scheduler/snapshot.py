@@ -195,6 +195,19 @@ class ClusterSnapshot:
     def __contains__(self, alloc_id: str) -> bool:
         return alloc_id in self._index()
 
+    def index_adopted(self, limit: int) -> int:
+        """Index up to `limit` of the placements adopted since the last lookup; return
+        how many are left. The owner of a long-lived snapshot calls this between turns
+        of the event loop: the first lookup otherwise indexes all of them at once (a
+        round of 100,000 placements held the loop for most of a second)."""
+        todo = self._unindexed
+        if limit > 0 and todo:
+            allocs = self._allocs
+            for a in todo[:limit]:  # in order: a later placement of one id wins
+                allocs[a.id] = usage_of(a)
+            del todo[:limit]
+        return len(todo)
+
     def _index(self) -> dict[str, AllocUsage]:
         """`_allocs`, with the adopted placements in it."""
         if self._unindexed:

@@ -189,6 +189,7 @@ class Api(DataRoutes):
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
         self.state = ctx.state
+        self.rows = job_ops.RowCache()  # job statuses' alloc rows, encoded
 
     def now(self) -> float:
         return self.ctx.clock.now()
@@ -512,16 +513,17 @@ class Api(DataRoutes):
 
     async def get_job(self, req: Request) -> Response:
         job = self._job(req)
+        if not job.config_versions:
+            return json_response(job_ops.summary(self.state, job, now=self.now(), rows=self.rows))
         out = job_ops.summary(self.state, job, now=self.now())
-        if job.config_versions:
-            # Which config and secret versions each copy runs with: its job version's pins.
-            pins = {job.version: job.config_versions}
-            for row in out["allocations"]:
-                v = row["job_version"]
-                if v not in pins:
-                    kv = await self.state.store.get(keys.job_version(job.namespace, job.name, v))
-                    pins[v] = msgspec.json.decode(kv.value, type=Job).config_versions if kv else {}
-                row["config_versions"] = pins[v]
+        # Which config and secret versions each copy runs with: its job version's pins.
+        pins = {job.version: job.config_versions}
+        for row in out["allocations"]:
+            v = row["job_version"]
+            if v not in pins:
+                kv = await self.state.store.get(keys.job_version(job.namespace, job.name, v))
+                pins[v] = msgspec.json.decode(kv.value, type=Job).config_versions if kv else {}
+            row["config_versions"] = pins[v]
         return json_response(out)
 
     async def dispatch_job(self, req: Request) -> Response:

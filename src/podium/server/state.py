@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import operator
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
@@ -47,6 +48,7 @@ _ALLOCS_LEN = len(keys.ALLOCS)
 
 encode = msgspec.json.Encoder().encode
 _TERMINAL = frozenset(("complete", "failed", "lost"))  # Allocation.terminal
+_BY_GROUP_INDEX = operator.attrgetter("group", "index", "create_time")
 
 
 def decode(kind: type[T], kv: KeyValue) -> T:
@@ -95,6 +97,8 @@ class ClusterState:
         self.revision = 0
         # Per node, the revision of the last change to one of its allocs (blocking queries).
         self.node_index: dict[str, int] = defaultdict(int)
+        # Per job key, likewise: what a cache of a job's alloc rows is keyed by.
+        self.job_index: dict[str, int] = defaultdict(int)
         self.usage: dict[str, NodeUsage] = defaultdict(NodeUsage)
         # Last placement failures per job key, set by the placement controller.
         self.placement_failures: dict[str, list[PlacementFailure]] = {}
@@ -123,9 +127,8 @@ class ClusterState:
 
     def allocs_of_job(self, namespace: str, name: str) -> list[Allocation]:
         ids = self.by_job.get(f"{namespace}/{name}", ())
-        return sorted(
-            (self.allocs[i] for i in ids), key=lambda a: (a.group, a.index, a.create_time)
-        )
+        allocs = self.allocs
+        return sorted([allocs[i] for i in ids], key=_BY_GROUP_INDEX)
 
     def deployments_of_job(self, namespace: str, name: str) -> list[Deployment]:
         """The job's deployments, newest version first."""
@@ -187,6 +190,7 @@ class ClusterState:
         cached = self.allocs
         listeners = [fn for fn in self._listeners if fn != quiet]
         usage, by_node, by_job, node_index = self.usage, self.by_node, self.by_job, self.node_index
+        job_index = self.job_index
         # The last job seen and its set of ids: a batch comes job by job.
         job: str | None = None
         of_job_ns, of_job = "", set()
@@ -215,7 +219,9 @@ class ClusterState:
             by_node[node_id].add(a.id)
             if a.job != job or a.namespace != of_job_ns:
                 job, of_job_ns = a.job, a.namespace
-                of_job = by_job[f"{a.namespace}/{a.job}"]
+                job_key = f"{a.namespace}/{a.job}"
+                of_job = by_job[job_key]
+                job_index[job_key] = revision
             of_job.add(a.id)
             node_index[node_id] = revision
             if node_id in self._node_waiters:
@@ -283,6 +289,10 @@ class ClusterState:
             self.by_node[a.node_id].add(a.id)
             self.by_job[f"{a.namespace}/{a.job}"].add(a.id)
             self.node_index[a.node_id] = max(self.node_index[a.node_id], a.revision)
+        # A fresh load may differ in any job (deletes while the watch was away move no
+        # index): every job's index moves to the load's revision.
+        for k in (*self.job_index, *self.by_job):
+            self.job_index[k] = rev
         for node_id in list(self._node_waiters):
             self._wake_node(node_id)
         self._advance(rev)
@@ -408,10 +418,14 @@ class ClusterState:
             self.node_index[old.node_id] = rev
             self._wake_node(old.node_id)
         if old is not None and new is None:
-            self.by_job[f"{old.namespace}/{old.job}"].discard(old.id)
+            job_key = f"{old.namespace}/{old.job}"
+            self.by_job[job_key].discard(old.id)
+            self.job_index[job_key] = rev
         if new is not None:
+            job_key = f"{new.namespace}/{new.job}"
             self.by_node[new.node_id].add(new.id)
-            self.by_job[f"{new.namespace}/{new.job}"].add(new.id)
+            self.by_job[job_key].add(new.id)
+            self.job_index[job_key] = rev
             self.node_index[new.node_id] = rev
             self._wake_node(new.node_id)
 

@@ -308,6 +308,8 @@ class PlacementController:
             else:
                 plan = rec.stop_plan(ns, name)
                 snapshot.apply(plan)
+            while snapshot.index_adopted(_SNAPSHOT_STEP):  # a lookup would do it at once
+                await slicer.tick()
             if plan.failures:
                 self.state.placement_failures[key] = plan.failures
             else:

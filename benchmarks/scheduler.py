@@ -1,7 +1,8 @@
 """Scheduling throughput: 5,000 simulated nodes, jobs totalling 100,000 allocs.
 
 Prints, measured in this one run:
-  - the pure scheduler's placements/s (reconcile + schedule on a snapshot, no I/O);
+  - the pure scheduler's placements/s (reconcile + schedule on a snapshot, no I/O; each
+    plan taken into the snapshot in place, as the placement controller does);
   - placements/s committed to the store by the real placement controller (reconcile,
     schedule, plan applier, batched commits overlapping the scheduling), timed from job
     records in the store to allocs seen by the server's watch-fed state cache;
@@ -44,6 +45,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import itertools
 import os
 import socket
@@ -62,7 +64,7 @@ import psutil
 from podium.model.types import Job, Node
 from podium.runtime import heap
 from podium.runtime.clock import FakeClock
-from podium.scheduler import ClusterSnapshot, reconcile, schedule
+from podium.scheduler import ClusterSnapshot, reconcile, schedule_into
 from podium.scheduler.simulate import simulated_cluster, simulated_jobs
 from podium.server.controllers.placement import PlacementController, PlacementSettings
 from podium.server.metrics import ServerMetrics
@@ -90,6 +92,23 @@ async def watch_loop(longest: list[float]) -> None:
 
 
 BATCH = int(os.environ.get("PODIUM_BENCH_BATCH", "2000"))
+GC_PAUSES: dict[int, float] = {}  # generation -> the longest collection of it (s)
+
+
+def gc_timer() -> None:
+    """Note the longest collection of each generation (a full one walks every object
+    the collector tracks: part of what can hold the event loop)."""
+    started = [0.0]
+
+    def note(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            took = time.perf_counter() - started[0]
+            gen = info["generation"]
+            GC_PAUSES[gen] = max(GC_PAUSES.get(gen, 0.0), took)
+
+    gc.callbacks.append(note)
 
 
 def batches_of(jobs: list[Job], size: int) -> list[list[Job]]:
@@ -116,8 +135,8 @@ def pure(nodes: list[Node], batches: list[list[Job]]) -> list[tuple[int, float]]
         t0, cpu0 = time.perf_counter(), time.process_time()
         for job in jobs:
             rec = reconcile(job, [], node_map, now=NOW)
-            plan = schedule(snap, job, rec, eval_id=f"pure-{job.name}", now=NOW)
-            snap.apply(plan)
+            plan = schedule_into(snap, job, rec, eval_id=f"pure-{job.name}", now=NOW)
+            snap.index_adopted(len(plan.placements))  # as the controller does, in slices
             placed += len(plan.placements)
         out.append((placed, time.perf_counter() - t0))
         PURE_CPU.append(time.process_time() - cpu0)
@@ -179,6 +198,7 @@ async def committed(
     into the store that holds the batches before it. Returns the batches, the allocs not
     placed, and the first batch's rows."""
     await load_nodes(store, nodes)
+    GC_PAUSES.clear()  # those of the committed rounds only
     enc = msgspec.json.Encoder()
     state = ClusterState(store)
     feed = asyncio.create_task(state.run())
@@ -221,6 +241,10 @@ async def committed(
                 print_batch(len(done), done[-1])
         assert controller is not None
         placed = len(state.allocs)
+        print(
+            "the longest collections (generation 0, 1, 2): "
+            + ", ".join(f"{GC_PAUSES.get(g, 0) * 1000:.0f} ms" for g in range(3))
+        )
         print(
             f"the rounds over every job: the event loop was held {longest[0] * 1000:.0f} ms "
             f"at most ({longest[1] * 1000:.0f} ms late at most, wall time)"
@@ -324,6 +348,7 @@ async def committed_on(
 
 async def main() -> None:
     heap.tune()  # the collector's settings of a podium server, for both measurements
+    gc_timer()
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -374,6 +374,40 @@ def test_candidate_limit() -> None:
     assert [p.candidate_limit(n) for n in (1, 3, 16, 17, 5000, 10**9)] == [1, 3, 16, 5, 13, 16]
 
 
+def test_the_walk_passes_over_full_nodes_without_checking_them_further() -> None:
+    """On a full cluster most nodes the walk meets have no room: it skips them before any
+    other filter, so a placement's cost does not grow as the cluster fills."""
+    nodes = [make_node(f"n{i:03d}", cpu=1000, memory=1024) for i in range(500)]
+    full = [make_alloc("other", index=i, node=f"n{i:03d}", cpu=1000) for i in range(495)]
+    reg = default_registry()
+    asked: list[str] = []
+    constraints = reg.profile("x", filters=["node-status"], scorers={}).filters[0]
+
+    class Counting:
+        name, static = "counting", True
+
+        def applies(self, ctx: Any, group: Any) -> bool:
+            return True
+
+        def signature(self, ctx: Any, group: Any) -> str:
+            return "counting"
+
+        def filter(self, ctx: Any, node: Any, group: Any) -> Any:
+            asked.append(node.node.id)
+            return constraints.filter(ctx, node, group)
+
+    reg.add_filter(Counting())
+    profile = reg.profile(
+        "x", filters=["counting", "resources"], scorers={"binpack": 1}, max_candidates=4
+    )
+    job = make_job(count=3, cpu=300)
+    snap = ClusterSnapshot.build(nodes, full)
+    rec = reconcile(job, [], {n.id: n for n in nodes}, now=NOW)
+    plan = schedule(snap, job, rec, eval_id="e", now=NOW, profile=profile)
+    assert len(plan.placements) == 3 and set(nodes_of(plan)) <= {f"n{i}" for i in range(495, 500)}
+    assert sorted(set(asked)) == [f"n{i}" for i in range(495, 500)], "only nodes with room"
+
+
 # --------------------------------------------------------------- determinism
 
 
@@ -531,7 +565,7 @@ def test_reconcile_reschedule_attempts_run_out() -> None:
     assert [(p.reschedule_count, p.reschedule_times) for p in rec.place] == [(2, (NOW - 5, NOW))]
     [a] = schedule(ClusterSnapshot.build([make_node("n")], []), job, rec, eval_id="e",
                    now=NOW).placements  # fmt: skip
-    assert a.reschedule_times == [NOW - 5, NOW], "the new copy carries its line's reschedules"
+    assert a.reschedule_times == (NOW - 5, NOW), "the new copy carries its line's reschedules"
     twice = failed(job, reschedule_count=2, reschedule_times=[NOW - 5, NOW - 2])
     rec = reconcile(job, [twice], nodes_map(), now=NOW)
     assert not rec.place and [a.id for a in rec.exhausted] == ["f"]
@@ -775,4 +809,4 @@ def test_each_placement_carries_its_own_lineage_deployment_and_canary_flag() -> 
         (3, "", False, "old", 2),
         (4, "d1", False, "", 0),
     ]
-    assert all(a.task_states == {} and a.checks == [] for a in plan.placements)
+    assert all(a.task_states == {} and a.checks == () for a in plan.placements)

@@ -383,7 +383,7 @@ class Node(Struct):
             return 1000
 
 
-class TaskState(Struct):
+class TaskState(Struct, gc=False):  # plain values: see Allocation
     state: TaskStateName = "pending"
     failed: bool = False
     restarts: int = 0
@@ -397,7 +397,7 @@ class TaskState(Struct):
     message: str = ""
 
 
-class CheckStatus(Struct):
+class CheckStatus(Struct, gc=False):  # plain values: see Allocation
     name: str
     status: Literal["passing", "warning", "critical", "pending"] = "pending"
     output: str = ""
@@ -425,7 +425,9 @@ class Allocation(Struct, gc=False):
     client_status: ClientStatus = "pending"
     client_description: str = ""
     task_states: dict[str, TaskState] = msgspec.field(default_factory=dict)
-    checks: list[CheckStatus] = msgspec.field(default_factory=list)
+    # Tuples, not lists: a tuple of plain values is left alone by the collector (a list
+    # never is), and every alloc of a million would hold two.
+    checks: tuple[CheckStatus, ...] = ()
     healthy: bool | None = None
     # Since when (agent's wall time) the copy has been healthy without a break, as its
     # group's update.health_check defines it; 0 while it is not.
@@ -435,7 +437,7 @@ class Allocation(Struct, gc=False):
     reschedule_count: int = 0
     # When this copy's line was rescheduled after failures: the reschedule policy counts
     # those within its `interval` against `attempts`.
-    reschedule_times: list[float] = msgspec.field(default_factory=list)
+    reschedule_times: tuple[float, ...] = ()
     reschedule_after: float = 0.0  # do not replace before this time
     restart_seq: int = 0  # bumped by `alloc restart`; the agent restarts tasks when it grows
     migrate: bool = False  # set by the drain controller: move this copy off its draining node

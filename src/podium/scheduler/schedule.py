@@ -355,7 +355,7 @@ class _Run:
                 ports=ports,
                 previous_alloc=p.previous.id if p.previous is not None else "",
                 reschedule_count=p.reschedule_count,
-                reschedule_times=list(p.reschedule_times),
+                reschedule_times=p.reschedule_times,
                 deployment_id=p.deployment_id,
                 canary=p.canary,
             )

@@ -94,7 +94,7 @@ def _merge(state: ClusterState, a: Allocation, u: AllocUpdate, now: float) -> li
         client_status=u.client_status,
         client_description=u.client_description,
         task_states=u.task_states,
-        checks=u.checks,
+        checks=tuple(u.checks),
         healthy=u.healthy,
         healthy_since=u.healthy_since,
         # A deployment verdict, once given, stays (an agent restart forgets it).

@@ -76,6 +76,7 @@ class ResourcesFilter:
 
     name = "resources"
     static = False
+    checks_room = True  # the cycle's walk skips nodes without room before calling it
 
     def applies(self, ctx: CycleContext, group: Group) -> bool:
         return True

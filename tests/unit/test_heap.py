@@ -3,12 +3,16 @@ collection over a million cached allocs must not hold the event loop for a secon
 
 from __future__ import annotations
 
+import asyncio
 import gc
+from pathlib import Path
 
 import msgspec
 
 from podium.model.types import Allocation, CheckStatus, TaskState
-from podium.server.state import encode
+from podium.server.state import ClusterState, encode
+from podium.store import keys
+from podium.store.sqlite import SQLiteStore
 from support.builders import make_alloc
 
 
@@ -26,3 +30,23 @@ def test_a_cached_alloc_holds_no_object_the_collector_tracks() -> None:
         held = [a, a.checks, a.reschedule_times, a.task_states, a.ports, *a.checks]
         held += a.task_states.values()
         assert [x for x in held if gc.is_tracked(x)] == []
+
+
+async def test_allocs_loaded_at_a_start_share_what_they_hold_alike(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    try:
+        for i in range(3):
+            a = make_alloc("web", index=i, id=f"web-{i}", node="node-1")
+            await store.put(keys.alloc(a.id), encode(a))
+        state = ClusterState(store)
+        feed = asyncio.create_task(state.run())
+        try:
+            await asyncio.wait_for(state.ready.wait(), 10)
+        finally:
+            feed.cancel()
+        one, two, three = (state.allocs[f"web-{i}"] for i in range(3))
+        for field in ("job", "group", "node_id", "group_hash", "resources"):
+            assert getattr(one, field) is getattr(two, field) is getattr(three, field), field
+        assert one.id is not two.id
+    finally:
+        await store.close()

@@ -3,6 +3,7 @@ what a fresh build from the cache would give."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -180,3 +181,37 @@ async def test_a_round_leaves_no_placement_for_a_later_lookup_to_index_at_once()
         assert len(state.allocs) == 5000
         assert snap.index_adopted(0) == 0, "placements left for the next lookup to index"
         assert usage(snap) == usage(fresh(state))
+
+
+async def test_a_changed_job_goes_before_the_rest_of_a_sweep() -> None:
+    """At a start every job is swept, a batch at a time; a job submitted meanwhile is
+    in the next batch, not behind all the others."""
+    async with memory_state() as state:
+        for i in range(50):
+            job = make_job(f"old{i:02d}", 1)
+            await put(state, keys.job(job.namespace, job.name), encode(job))
+        controller = PlacementController(
+            state, FakeClock(1000.0), placement.PlacementSettings(batch_jobs=2)
+        )
+        batches: list[list[str]] = []
+        first = asyncio.Event()
+        go_on = asyncio.Event()
+
+        async def evaluate(job_keys: list[str]) -> None:
+            batches.append(sorted(job_keys))
+            first.set()
+            await go_on.wait()
+
+        controller.evaluate = evaluate  # type: ignore[method-assign]
+        task = asyncio.create_task(controller.run())
+        try:
+            await asyncio.wait_for(first.wait(), 5)
+            new = make_job("new", 1)
+            await put(state, keys.job(new.namespace, new.name), encode(new))
+            go_on.set()
+            while len(batches) < 2:
+                await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+        assert batches[0][0].startswith("default/old")
+        assert "default/new" in batches[1], batches[:3]

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import itertools
+import os
 import random
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -775,3 +777,47 @@ async def test_sqlite_file_has_one_owner(tmp_path: Path) -> None:
         await store.close()
     again = SQLiteStore(tmp_path / "one.db")  # free once closed
     await again.close()
+
+
+async def test_sqlite_a_txn_that_only_reads_does_not_wait_for_the_writer(tmp_path: Path) -> None:
+    """A read-only txn (a server's first read of everything) is one snapshot of the
+    reader connection: it answers while the writer process is busy (here: stopped)."""
+    store = SQLiteStore(tmp_path / "r.db")
+    try:
+        await store.put("/a/1", b"x")
+        rev = await store.put("/b/1", b"y")
+        assert store._proc is not None
+        os.kill(store._proc.pid, signal.SIGSTOP)
+        try:
+            async with asyncio.timeout(5):
+                res = await store.txn([], [Get("/a/", prefix=True), Get("/b/1"), Get("/c")])
+        finally:
+            os.kill(store._proc.pid, signal.SIGCONT)
+        assert res.succeeded and res.revision == rev
+        assert [[kv.key for kv in r] for r in res.reads] == [["/a/1"], ["/b/1"], []]
+    finally:
+        await store.close()
+
+
+async def test_sqlite_read_batches_is_one_snapshot_a_batch_at_a_time(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "b.db")
+    try:
+        for i in range(5):
+            await store.put(f"/a/{i}", b"x")
+        rev = await store.put("/b/0", b"y")
+        seen: list[tuple[str, list[str], int]] = []
+        async for prefix, rows, at in store.read_batches(["/a/", "/c/", "/b/"], size=2):
+            seen.append((prefix, [kv.key for kv in rows], at))
+            if len(seen) == 1:  # written while the read is under way: not in it
+                await store.put("/a/9", b"late")
+                await store.delete("/b/0")
+        assert seen == [
+            ("/a/", ["/a/0", "/a/1"], rev),
+            ("/a/", ["/a/2", "/a/3"], rev),
+            ("/a/", ["/a/4"], rev),
+            ("/c/", [], rev),
+            ("/b/", ["/b/0"], rev),
+        ]
+        assert [kv.key for kv in (await store.list("/a/"))[0]][-1] == "/a/9"
+    finally:
+        await store.close()

@@ -25,6 +25,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -92,15 +93,16 @@ def remove_containers(label: str) -> None:
 class Podium:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.addr = f"http://127.0.0.1:{free_port()}"
+        self.addr = f"https://127.0.0.1:{free_port()}"
         self.proc: subprocess.Popen[bytes] | None = None
         # One client for every look: a new one per request costs ~25 ms of CPU (its TLS
         # context), which at a look every 20 ms would take a core from what is measured.
-        self.http = httpx.Client(base_url=self.addr, timeout=30)
+        # Made once `podium dev` has written its CA and management certificate.
+        self.http: httpx.Client | None = None
 
     def __enter__(self) -> Podium:
         log = open(self.data_dir / "dev.log", "wb")  # owned by the subprocess
-        addr = self.addr.removeprefix("http://")
+        addr = self.addr.removeprefix("https://")
         self.proc = subprocess.Popen(
             [
                 *PODIUM_DEV,
@@ -115,6 +117,11 @@ class Podium:
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
+        wait_for(lambda: (self.data_dir / "cli.json").exists(), timeout=30, what="credentials")
+        tls = self.data_dir / "tls"
+        ctx = ssl.create_default_context(cafile=str(tls / "ca.pem"))
+        ctx.load_cert_chain(str(tls / "cli.pem"), str(tls / "cli-key.pem"))
+        self.http = httpx.Client(base_url=self.addr, timeout=30, verify=ctx)
         wait_for(
             lambda: any(n["status"] == "ready" for n in self.get("/v1/nodes")),
             timeout=30,
@@ -133,18 +140,21 @@ class Podium:
                 self.proc.wait(5)
         if node:
             remove_containers(node)
-        self.http.close()
+        if self.http is not None:
+            self.http.close()
 
     def node_label(self) -> str:
         path = self.data_dir / "agent" / "node-id"
         return f"podium.node_id={path.read_text().strip()}" if path.exists() else ""
 
     def get(self, path: str, **params: str) -> Any:
+        assert self.http is not None
         r = self.http.get(path, params=params, timeout=10)
         r.raise_for_status()
         return r.json()
 
     def submit(self, job: dict[str, Any]) -> None:
+        assert self.http is not None
         r = self.http.post("/v1/jobs", json={"job": job})
         r.raise_for_status()
 
@@ -156,6 +166,7 @@ class Podium:
         )
 
     def stop(self, job: str) -> None:
+        assert self.http is not None
         self.http.delete(f"/v1/job/{job}", params={"purge": "true"})
 
     def scale_trial(self, name: str, task: dict[str, Any]) -> float:

@@ -10,7 +10,13 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 ADDR=${PODIUM_DEV_ADDR:-127.0.0.1:4646}
 DATA=${PODIUM_DEV_DATA_DIR:-.podium/dev}
-export PODIUM_ADDR="http://$ADDR"
+# TLS is on: `podium dev` writes $DATA/cli.json, which the CLI reads (from this directory
+# for the default .podium/dev; PODIUM_CONFIG names it otherwise).
+unset PODIUM_ADDR PODIUM_CACERT PODIUM_CLIENT_CERT PODIUM_CLIENT_KEY PODIUM_CONFIG
+if [ "$DATA" != ".podium/dev" ]; then
+  export PODIUM_CONFIG="$DATA/cli.json"
+fi
+rm -f "$DATA/cli.json" # wait for this run's, not an older one's
 PODIUM=.venv/bin/podium
 
 "$PODIUM" dev --addr "$ADDR" --data-dir "$DATA" &
@@ -35,7 +41,7 @@ for _ in $(seq 1 100); do
     wait "$DEV" # podium dev could not start (it said why): its exit status is ours
     exit 1
   fi
-  if "$PODIUM" node status --json 2>/dev/null | grep -q '"ready"'; then
+  if [ -f "$DATA/cli.json" ] && "$PODIUM" node status --json 2>/dev/null | grep -q '"ready"'; then
     break
   fi
   sleep 0.1
@@ -51,12 +57,12 @@ else
 fi
 "$PODIUM" job status web || true
 echo
-echo "podium is running at $PODIUM_ADDR. In another shell:"
-echo "  export PODIUM_ADDR=$PODIUM_ADDR"
+echo "podium is running at https://$ADDR (mutual TLS). In another shell, in this directory:"
 echo "  .venv/bin/podium job status web     # the example: 3 copies of a Python web server"
 echo "  .venv/bin/podium logs web -f        # every copy's stdout and stderr, merged"
 echo "  .venv/bin/podium top                # CPU and memory, live"
-echo "The web UI: $PODIUM_ADDR/ui/"
+echo "  .venv/bin/podium ui                 # a login link for the web UI"
+echo "  . $DATA/env   # elsewhere, or for curl: the address and credentials"
 echo "Ctrl-C stops the cluster; the tasks keep running until \`podium job stop web\`."
 # Ctrl-C reaches podium dev too, which stops cleanly (exit 0), often before this shell
 # runs its trap: its exit status is the script's, said either way.

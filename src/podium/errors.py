@@ -3,6 +3,8 @@
 PodiumError
 ├── ValidationError      bad input (400); carries every problem with its path
 │   └── TooLarge         a request body over the limit (413), refused while it is read
+├── Unauthorized         no credentials, or ones that prove nothing (401)
+├── Forbidden            credentials that do not allow this (403)
 ├── NotFound             no such object (404)
 ├── Conflict             a revision guard failed or the object exists (409)
 ├── PlacementError       the scheduler could not place work (422 from `job run`)
@@ -48,6 +50,14 @@ class ValidationError(PodiumError):
 
 class TooLarge(ValidationError):
     status_code = 413
+
+
+class Unauthorized(PodiumError):
+    status_code = 401
+
+
+class Forbidden(PodiumError):
+    status_code = 403
 
 
 class NotFound(PodiumError):

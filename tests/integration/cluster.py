@@ -7,6 +7,7 @@ import os
 import select
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -17,6 +18,10 @@ from typing import Any, Self
 
 import httpx
 import psutil
+
+from podium.api.client import Client
+from podium.tls import pki
+from podium.tls.client import CliConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 PODIUM = [sys.executable, "-m", "podium.cli.main"]
@@ -84,31 +89,104 @@ def read_until(proc: subprocess.Popen[bytes], marker: str, *, timeout: float) ->
 
 
 class ApiAndCli:
-    """Calls to a running cluster's API and CLI; the cluster class provides `addr`."""
+    """Calls to a running cluster's API and CLI, with the management credentials the
+    cluster wrote (mutual TLS); the cluster class provides `addr` and `tls_dir`."""
 
     @property
     def addr(self) -> str:
         raise NotImplementedError
 
+    @property
+    def tls_dir(self) -> Path | None:
+        """Where the server keeps ca.pem, cli.pem, cli-key.pem (None: --insecure)."""
+        return None
+
+    def tls_env(self) -> dict[str, str]:
+        d = self.tls_dir
+        if d is None:
+            return {}
+        return {
+            "PODIUM_CACERT": str(d / "ca.pem"),
+            "PODIUM_CLIENT_CERT": str(d / "cli.pem"),
+            "PODIUM_CLIENT_KEY": str(d / "cli-key.pem"),
+        }
+
+    @property
+    def agent_tls_dir(self) -> Path | None:
+        """An agent's credentials (ca.pem, agent.pem, agent-key.pem), where the cluster has one."""
+        return None
+
+    def ssl_context(self, *, agent: bool = False) -> ssl.SSLContext | bool:
+        """What `verify=` takes for this cluster: its CA, and our management certificate (or,
+        with `agent`, an agent's: to call agents' routes as that node)."""
+        d = self.tls_dir
+        if d is None:
+            return True
+        ctx = ssl.create_default_context(cafile=str(d / "ca.pem"))
+        if agent:
+            a = self.agent_tls_dir
+            assert a is not None, "this cluster has no agent credentials at hand"
+            ctx.load_cert_chain(str(a / "agent.pem"), str(a / "agent-key.pem"))
+        else:
+            ctx.load_cert_chain(str(d / "cli.pem"), str(d / "cli-key.pem"))
+        return ctx
+
+    def node_identity(self, node_id: str, token: str, where: Path) -> ssl.SSLContext:
+        """An agent certificate for `node_id` (joined with an agent `token`, as an agent
+        does: a CSR, the key kept here), for a test that plays a node over the API."""
+        d = self.tls_dir
+        assert d is not None, "a cluster without TLS: nodes prove themselves by secret"
+        key = pki.make_key()
+        join = {"token": token, "csr": pki.csr_pem(pki.make_csr(key)), "node_id": node_id}
+        anon = ssl.create_default_context(cafile=str(d / "ca.pem"))
+        with httpx.Client(verify=anon, timeout=10) as c:
+            r = c.post(f"{self.addr.split(',')[0]}/v1/tls/join", json=join)
+        r.raise_for_status()
+        assert pki.role_and_name(pki.load_certs(r.json()["cert"])[0]) == ("agent", node_id)
+        where.mkdir(parents=True, exist_ok=True)
+        (where / f"{node_id}.pem").write_text(r.json()["cert"])
+        (where / f"{node_id}-key.pem").write_text(pki.key_pem(key))
+        ctx = ssl.create_default_context(cafile=str(d / "ca.pem"))
+        ctx.load_cert_chain(str(where / f"{node_id}.pem"), str(where / f"{node_id}-key.pem"))
+        return ctx
+
+    def client(self, *, timeout: float = 10.0) -> Client:
+        """podium's own API client with the cluster's credentials (as a program would)."""
+        env = self.tls_env()
+        config = CliConfig(
+            self.addr,
+            env.get("PODIUM_CACERT", ""),
+            env.get("PODIUM_CLIENT_CERT", ""),
+            env.get("PODIUM_CLIENT_KEY", ""),
+        )
+        return Client(self.addr, timeout=timeout, config=config)
+
     def http(self, **kw: Any) -> httpx.Client:
         """An httpx client for the API: `with cluster.http() as c: c.get(cluster.addr + ...)`."""
-        return httpx.Client(timeout=kw.pop("timeout", 10), **kw)
+        return httpx.Client(verify=self.ssl_context(), timeout=kw.pop("timeout", 10), **kw)
 
     def request(self, method: str, path: str, *, agent: bool = False, **kw: Any) -> httpx.Response:
-        """One request to the API; the response as it is. `agent`: as a node would call
-        (the same as an operator while the API authenticates no one)."""
+        """One request to the API with the cluster's credentials; the response as it is."""
         kw.setdefault("timeout", 10)
-        return httpx.request(method, self.addr + path, **kw)
+        with httpx.Client(verify=self.ssl_context(agent=agent)) as c:
+            return c.request(method, self.addr + path, **kw)
+
+    def agent_get(self, node: dict[str, Any], path: str, **kw: Any) -> httpx.Response:
+        """GET from a node's agent API (mutual TLS, the agent checked by its node name)."""
+        scheme = "https" if self.tls_dir is not None else "http"
+        ext = {"sni_hostname": f"{node['id']}.node.podium"} if self.tls_dir else {}
+        with httpx.Client(verify=self.ssl_context(), timeout=kw.pop("timeout", 5)) as c:
+            return c.get(f"{scheme}://{node['http_addr']}{path}", extensions=ext, **kw)
 
     def api(self, method: str, path: str, **kw: Any) -> Any:
-        r = httpx.request(method, self.addr + path, timeout=10, **kw)
+        r = self.request(method, path, **kw)
         r.raise_for_status()
         return r.json()
 
     def cli(
         self, *args: str, timeout: float = 60.0, check: bool = False, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PODIUM_ADDR": self.addr, "COLUMNS": "200"}
+        env = {**os.environ, "PODIUM_ADDR": self.addr, "COLUMNS": "200", **self.tls_env()}
         res = subprocess.run(
             [*PODIUM, *args],
             capture_output=True,
@@ -143,17 +221,34 @@ class DevCluster(ApiAndCli):
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    extra_args: list[str] = field(default_factory=list)  # more `podium dev` options
 
     @property
     def addr(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def agent_tls_dir(self) -> Path:
+        return self.data_dir / "agent" / "tls"
 
     def start(self, *, timeout: float = 20.0) -> DevCluster:
         self.log_path = self.data_dir / f"dev-{int(time.time() * 1000)}.log"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")  # noqa: SIM115 - owned by the subprocess
         self.proc = subprocess.Popen(
-            [*PODIUM, "dev", "--data-dir", str(self.data_dir), "--addr", f"127.0.0.1:{self.port}"],
+            [
+                *PODIUM,
+                "dev",
+                "--data-dir",
+                str(self.data_dir),
+                "--addr",
+                f"127.0.0.1:{self.port}",
+                *self.extra_args,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -216,13 +311,22 @@ def unmount_under(path: Path) -> None:
             subprocess.run(["umount", "-l", part.mountpoint], check=False, capture_output=True)
 
 
-def wait_rounds(addr: str, *controllers: str, n: int = 2, timeout: float = 30.0) -> None:
-    """Wait until the leader at `addr` has completed `n` more rounds of each controller
-    named: whatever it would do about what the caller has seen, it has done by then. The
-    proof of a negative ("nothing was placed") without sleeping and hoping."""
+def wait_rounds(
+    cluster: ApiAndCli,
+    *controllers: str,
+    addr: str | None = None,
+    n: int = 2,
+    timeout: float = 30.0,
+) -> None:
+    """Wait until the leader (at `addr`, default the cluster's) has completed `n` more
+    rounds of each controller named: whatever it would do about what the caller has seen,
+    it has done by then. The proof of a negative ("nothing was placed") without sleeping
+    and hoping."""
+    addr = addr or cluster.addr
 
     def rounds() -> dict[str, int]:
-        status = httpx.get(addr + "/v1/status", timeout=5).json()
+        with httpx.Client(verify=cluster.ssl_context(), timeout=5) as c:
+            status = c.get(addr + "/v1/status").json()
         return {c: int(status["controller_rounds"].get(c, 0)) for c in controllers}
 
     start = rounds()
@@ -234,9 +338,9 @@ def wait_rounds(addr: str, *controllers: str, n: int = 2, timeout: float = 30.0)
     )
 
 
-def agent_syncs(node: dict[str, Any]) -> int:
+def agent_syncs(cluster: ApiAndCli, node: dict[str, Any]) -> int:
     """How often the node's agent has matched its runners to the server's allocs."""
-    r = httpx.get(f"http://{node['http_addr']}/v1/agent/health", timeout=2)
+    r = cluster.agent_get(node, "/v1/agent/health", timeout=2)
     return int(r.json()["syncs"])
 
 

@@ -2,8 +2,9 @@
 
     ControlPlane.start(etcd_members=3, servers=3, agents=3)
       etcd       3 members on loopback ports (tests/support/etcd.py)
-      server i   127.0.0.1:PORT_i, --store etcd://all members, short lease and heartbeat TTLs
-      agent i    node-i on 127.0.0.(i+1), --servers with every server address
+      server i   127.0.0.1:PORT_i, --store etcd://all members, short lease and heartbeat TTLs;
+                 server 0 makes the cluster CA, the others join it with a server token
+      agent i    node-i on 127.0.0.(i+1), --servers with every server address, a join token
 
 Every process is real and in its own process group, so `kill9`, `pause` (SIGSTOP)
 and `resume` act on it alone. `stop()` ends everything it started, tasks included.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import threading
 import time
@@ -26,7 +28,6 @@ import httpx
 
 from integration.cluster import ApiAndCli, free_port, wait_until
 from integration.multinode import AgentProc, _end, _spawn
-from podium.api.client import Client
 from podium.errors import PodiumError
 from support.etcd import EtcdCluster, start_etcd_cluster
 
@@ -39,10 +40,15 @@ class ServerProc:
     heartbeat_ttl: float
     leader_ttl: float
     proc: subprocess.Popen[bytes] | None = None
+    join: tuple[str, str] | None = None  # (a server's address, a server join token)
 
     @property
     def addr(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
 
     @property
     def log_path(self) -> Path:
@@ -63,6 +69,7 @@ class ServerProc:
                 str(self.heartbeat_ttl),
                 "--leader-ttl",
                 str(self.leader_ttl),
+                *(["--join", self.join[0], "--join-token", self.join[1]] if self.join else []),
             ],
             self.log_path,
         )
@@ -75,9 +82,10 @@ class ServerProc:
     def status(self, timeout: float = 0.5) -> dict[str, Any] | None:
         """/v1/status, or None when it does not answer."""
         try:
-            r = httpx.get(self.addr + "/v1/status", timeout=timeout)
+            with httpx.Client(verify=_ssl(self.tls_dir), timeout=timeout) as c:
+                r = c.get(self.addr + "/v1/status")
             return r.json() if r.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+        except (httpx.HTTPError, ValueError, OSError):
             return None
 
     def is_leader(self) -> bool:
@@ -119,6 +127,11 @@ class ControlPlane(ApiAndCli):
         """Every server, comma-separated: what the CLI and agents are given."""
         return ",".join(s.addr for s in self.servers)
 
+    @property
+    def tls_dir(self) -> Path:
+        """Server 0's management credentials (every server's CA is the same)."""
+        return self.servers[0].tls_dir
+
     def api(self, method: str, path: str, **kw: Any) -> Any:
         """Ask the first live server that answers (the test's own failover)."""
         last: Exception | None = None
@@ -126,7 +139,8 @@ class ControlPlane(ApiAndCli):
             if not s.alive:
                 continue
             try:
-                r = httpx.request(method, s.addr + path, timeout=3, **kw)
+                with httpx.Client(verify=self.ssl_context(), timeout=3) as c:
+                    r = c.request(method, s.addr + path, **kw)
                 r.raise_for_status()
                 return r.json()
             except httpx.HTTPError as e:
@@ -140,6 +154,8 @@ class ControlPlane(ApiAndCli):
         self.etcd = start_etcd_cluster(self.base_dir, members=etcd_members)
         url = self.etcd.url("/podium-cp")
         for i in range(servers):
+            # Server 0 makes the CA; the others join it (each with a one-use server token).
+            join = (self.servers[0].addr, self.token("server")) if i else None
             self.servers.append(
                 ServerProc(
                     free_port(),
@@ -147,8 +163,11 @@ class ControlPlane(ApiAndCli):
                     self.base_dir / f"server-{i}",
                     self.heartbeat_ttl,
                     self.leader_ttl,
+                    join=join,
                 ).start()
             )
+            if i == 0:
+                wait_until(lambda: self.servers[0].status(), timeout=30, what="server 0")
         wait_until(lambda: self.leader() is not None, timeout=30, what="a leader")
         for i in range(agents):
             self.agents.append(
@@ -157,10 +176,15 @@ class ControlPlane(ApiAndCli):
                     address=f"127.0.0.{i + 1}",
                     data_dir=self.base_dir / f"node-{i + 1}",
                     server=self.addr,
+                    join_token=self.token("agent"),
                 ).start()
             )
         wait_until(lambda: self.ready_nodes() >= agents, timeout=30, what=f"{agents} nodes")
         return self
+
+    def token(self, role: str) -> str:
+        """A one-use join token from server 0."""
+        return self.cli("server", "join-token", "--role", role, check=True).stdout.strip()
 
     def leader(self) -> ServerProc | None:
         leaders = [s for s in self.servers if s.alive and s.is_leader()]
@@ -242,11 +266,19 @@ def running(cp: ControlPlane, name: str) -> dict[str, tuple[int, int]]:
     return out
 
 
+def _ssl(tls_dir: Path) -> ssl.SSLContext | bool:
+    if not (tls_dir / "ca.pem").exists():
+        return True
+    ctx = ssl.create_default_context(cafile=str(tls_dir / "ca.pem"))
+    ctx.load_cert_chain(str(tls_dir / "cli.pem"), str(tls_dir / "cli-key.pem"))
+    return ctx
+
+
 class Writer:
     """Submits and updates jobs at a steady rate through the failing-over client."""
 
     def __init__(self, cp: ControlPlane, *, jobs: int = 3, interval: float = 0.1) -> None:
-        self.client = Client(cp.addr, timeout=3.0)
+        self.client = cp.client(timeout=3.0)
         self.jobs, self.interval = jobs, interval
         self.acked: dict[str, set[str]] = defaultdict(set)  # job -> marks acknowledged
         self.tried: dict[str, int] = defaultdict(int)

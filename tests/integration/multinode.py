@@ -1,8 +1,10 @@
 """A real multi-node cluster for tests: one `podium server` and N `podium agent` subprocesses.
 
     MultiNodeCluster.start(n)
-      server   127.0.0.1:PORT, SQLite in BASE/server, heartbeat TTL as given
-      agent i  node-i, data dir BASE/node-i, advertised (and task) address 127.0.0.(i+1)
+      server   127.0.0.1:PORT, SQLite in BASE/server, heartbeat TTL as given, mutual TLS
+               (its CA and management credentials in BASE/server/tls)
+      agent i  node-i, data dir BASE/node-i, advertised (and task) address 127.0.0.(i+1),
+               joined with a one-use token from `podium server join-token`
 
 Each agent runs in its own process group; its tasks run in their own sessions (the
 process driver's setsid), so "the machine died" means killing the agent and every
@@ -61,6 +63,7 @@ class AgentProc:
     server: str
     proc: subprocess.Popen[bytes] | None = None
     extra: tuple[str, ...] = ()  # more `podium agent` arguments (later ones win)
+    join_token: str = ""  # needed on the first start only
 
     @property
     def log_path(self) -> Path:
@@ -68,6 +71,7 @@ class AgentProc:
 
     def start(self) -> AgentProc:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        extra = ["--join-token", self.join_token] if self.join_token else []
         self.proc = _spawn(
             [
                 "agent",
@@ -81,6 +85,7 @@ class AgentProc:
                 self.address,
                 "--log-level",
                 "info",
+                *extra,
                 *self.extra,
             ],
             self.log_path,
@@ -145,7 +150,15 @@ class MultiNodeCluster(ApiAndCli):
 
     @property
     def addr(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.base_dir / "server" / "tls"
+
+    def join_token(self) -> str:
+        """A one-use agent join token, as an operator prints it on the server."""
+        return self.cli("server", "join-token", check=True).stdout.strip()
 
     @property
     def server_log(self) -> Path:
@@ -201,6 +214,7 @@ class MultiNodeCluster(ApiAndCli):
             data_dir=self.base_dir / f"node-{i + 1}",
             server=self.addr,
             extra=self.agent_args,
+            join_token=self.join_token(),
         ).start()
         self.agents.append(a)
         if wait:
@@ -310,7 +324,8 @@ def web_job(path: Path, *, count: int = 6, extra: str = "") -> str:
 def dev_and_agent(base: Path) -> Iterator[tuple[DevCluster, AgentProc]]:
     """A `podium dev` and one more agent ("extra", on 127.0.0.2) that has joined it."""
     c = DevCluster(base / "dev").start()
-    extra = AgentProc("extra", "127.0.0.2", base / "extra", c.addr).start()
+    token = c.cli("server", "join-token", check=True).stdout.strip()
+    extra = AgentProc("extra", "127.0.0.2", base / "extra", c.addr, join_token=token).start()
     try:
         wait_until(
             lambda: sum(n["status"] == "ready" for n in c.api("GET", "/v1/nodes")) == 2,

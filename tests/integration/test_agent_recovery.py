@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 
@@ -117,7 +116,7 @@ def server_tasks(c: DevCluster, job: str) -> dict[tuple[str, str], dict[str, Any
 
 def agent_runners(c: DevCluster) -> int:
     node = c.api("GET", "/v1/nodes")[0]
-    r = httpx.get(f"http://{node['http_addr']}/v1/agent/health", timeout=2)
+    r = c.agent_get(node, "/v1/agent/health", timeout=2)
     return int(r.json()["allocs"]) if node["status"] == "ready" else -1
 
 
@@ -126,7 +125,7 @@ def synced_twice(c: DevCluster) -> bool:
     first sync adopts (or wrongly starts) tasks, the second follows the reports that made;
     a wrong agent's second copies exist by then."""
     node = c.api("GET", "/v1/nodes")[0]
-    return node["status"] == "ready" and agent_syncs(node) >= 2
+    return node["status"] == "ready" and agent_syncs(c, node) >= 2
 
 
 def restart(c: DevCluster) -> None:

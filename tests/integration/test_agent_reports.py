@@ -20,17 +20,20 @@ import pytest
 from podium.agent.agent import Agent, AgentConfig
 from podium.model.types import Allocation, AllocUpdate, TaskEvent
 from podium.scheduler import group_hash
+from podium.server.access import secret_hash
 from podium.server.events import decode_event
 from podium.server.runtime import Server, ServerConfig
 from podium.server.state import encode
 from podium.store import keys
 from podium.store.base import Compare, Op, Put, TxnResult
 from podium.store.memory import MemoryStore
+from podium.tls.identity import NODE_ID_HEADER, NODE_SECRET_HEADER
 from support.builders import make_alloc, make_job, make_node
 
 pytestmark = pytest.mark.integration
 
 JOB = make_job("app", count=2)
+NODE_SECRET = "n1-secret-for-the-test"
 
 
 class ConflictingStore(MemoryStore):
@@ -65,6 +68,8 @@ async def server() -> AsyncIterator[tuple[Server, ConflictingStore]]:
     # A node and a job the allocs belong to, so the controllers leave them alone (the
     # node's heartbeat TTL outlasts the test: it never heartbeats).
     await store.put(keys.node("n1"), encode(make_node("n1")))
+    # Plain HTTP (no TLS): the node proves itself with the secret it was issued once.
+    await store.put(keys.node_secret("n1"), secret_hash(NODE_SECRET).encode())
     await store.put(keys.job("default", "app"), encode(JOB))
     srv = Server(ServerConfig(store_url="memory://", port=0, heartbeat_ttl=3600), store=store)
     task = asyncio.get_running_loop().create_task(srv.run())
@@ -81,6 +86,7 @@ async def server() -> AsyncIterator[tuple[Server, ConflictingStore]]:
 async def _agent(srv: Server, tmp_path: Path) -> Agent:
     agent = Agent(AgentConfig(servers=[srv.address], data_dir=str(tmp_path / "agent")), {})
     agent.node = make_node("n1")
+    agent.client.headers = {NODE_ID_HEADER: "n1", NODE_SECRET_HEADER: NODE_SECRET}
     return agent
 
 

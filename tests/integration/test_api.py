@@ -10,7 +10,6 @@ import threading
 import time
 from typing import Any
 
-import httpx
 import jsonschema
 import openapi_spec_validator
 import pytest
@@ -58,16 +57,18 @@ def _params_read_by(handler: Any) -> set[str]:
 def test_openapi_document_lists_every_route(dev_cluster: DevCluster) -> None:
     doc = dev_cluster.api("GET", "/v1/openapi.json")
     openapi_spec_validator.validate(doc)  # a valid OpenAPI 3.1 document
-    assert {name for _, _, name, _ in ROUTES} == set(DOCS), "every route is described in DOCS"
-    for method, path, name, _ in ROUTES:
+    assert {name for _, _, name, _, _ in ROUTES} == set(DOCS), "every route is described in DOCS"
+    for method, path, name, requires, _ in ROUTES:
         clean = re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
-        op = doc["paths"][clean][method.lower()]
+        op = doc["paths"][clean]["get" if method == "WS" else method.lower()]
         assert op["operationId"].startswith(name)
+        assert op["x-podium-requires"] == requires, name
         in_path = {p["name"] for p in op["parameters"] if p["in"] == "path"}
         assert in_path == set(re.findall(r"\{(\w+)", path)), (name, in_path)
         in_query = {p["name"] for p in op["parameters"] if p["in"] == "query"}
-        reads = _params_read_by(getattr(app_module.Api, name))
-        assert in_query == reads, f"{name}: documents {sorted(in_query)}, reads {sorted(reads)}"
+        if method != "WS":  # a WebSocket's query goes to the agent as it is
+            reads = _params_read_by(getattr(app_module.Api, name))
+            assert in_query == reads, f"{name}: documents {sorted(in_query)}, reads {sorted(reads)}"
         ok = op["responses"]["200"]
         assert ok.get("content"), f"{name}: no answer schema"
         assert all(c["schema"] for c in ok["content"].values()), name
@@ -94,8 +95,12 @@ def test_real_answers_match_the_documented_schemas(dev_cluster: DevCluster) -> N
     job = _web()
     checked: set[tuple[str, str]] = set()
 
+    agent_routes = {(m, re.sub(r"\{(\w+):\w+\}", r"{\1}", p)) for m, p, _, r, _ in ROUTES
+                    if r == "agent"}  # fmt: skip
+
     def call(method: str, route: str, url: str, **kw: Any) -> Any:
-        r = httpx.request(method, c.addr + url, timeout=30, **kw)
+        # A node's own routes take its agent certificate (the management one is refused).
+        r = c.request(method, url, agent=(method, route) in agent_routes, timeout=30, **kw)
         assert r.status_code == 200, (method, url, r.status_code, r.text)
         answer = r.json()
         _check(doc, method.lower(), route, answer)
@@ -134,6 +139,7 @@ def test_real_answers_match_the_documented_schemas(dev_cluster: DevCluster) -> N
         ("/v1/service/{name}", "/v1/service/web"),
         ("/v1/usage", "/v1/usage"),
         ("/v1/allocation/{id}/stats", f"/v1/allocation/{alloc}/stats"),
+        ("/v1/tls/status", "/v1/tls/status"),
     ):
         call("GET", route, url)
     call(
@@ -189,14 +195,15 @@ def test_real_answers_match_the_documented_schemas(dev_cluster: DevCluster) -> N
     c.api("POST", "/v1/job/sleepy/scale", json={"group": "frontend", "count": 0})
     woken = call("POST", "/v1/service/{name}/wake", "/v1/service/sleepy/wake")
     assert woken["groups"] == [{"job": "sleepy", "group": "frontend", "count": 1, "woken": True}]
+    call("POST", "/v1/tls/join-token", "/v1/tls/join-token", json={"role": "agent", "ttl": "1m"})
     # An error answer, too.
-    r = httpx.post(c.addr + "/v1/jobs", json={"job": {"name": 5}})
+    r = c.request("POST", "/v1/jobs", json={"job": {"name": 5}})
     assert r.status_code == 400
     error = {**doc["components"]["schemas"]["Error"], "components": doc["components"]}
     jsonschema.Draft202012Validator(error).validate(r.json())
     json_routes = {
         (m, re.sub(r"\{(\w+):\w+\}", r"{\1}", p))
-        for m, p, name, _ in ROUTES
+        for m, p, name, _, _ in ROUTES
         if DOCS[name].response is not None
     }
     unchecked = json_routes - checked
@@ -210,34 +217,41 @@ def test_real_answers_match_the_documented_schemas(dev_cluster: DevCluster) -> N
         ("POST", "/v1/allocation/{id}/stop"),
         ("POST", "/v1/nodes/register"),
         ("PUT", "/v1/operator/snapshot"),
+        # They issue certificates for the key of a CSR, or rotate the cluster's CA (the
+        # trust tests call them: test_mtls.py, test_cert_rotation.py).
+        ("POST", "/v1/tls/join"),
+        ("POST", "/v1/tls/renew"),
+        ("POST", "/v1/tls/rotate"),
     }, unchecked
 
 
 def test_errors_are_json_with_the_right_status(dev_cluster: DevCluster) -> None:
-    r = httpx.get(f"{dev_cluster.addr}/v1/job/nope")
+    r = dev_cluster.request("GET", "/v1/job/nope")
     assert r.status_code == 404 and "nope" in r.json()["error"]
-    r = httpx.get(f"{dev_cluster.addr}/v1/allocation/zzzz")
+    r = dev_cluster.request("GET", "/v1/allocation/zzzz")
     assert r.status_code == 404
-    r = httpx.get(f"{dev_cluster.addr}/v1/node/x/allocations", params={"index": "abc"})
-    assert r.status_code == 400 and r.json()["problems"][0]["path"] == "index"
-    r = httpx.post(f"{dev_cluster.addr}/v1/nodes/register", json={"id": 5})
-    assert r.status_code == 400
+    r = dev_cluster.request("GET", "/v1/jobs", params={"namespace": "default"})
+    assert r.status_code == 200
+    r = dev_cluster.request("GET", "/v1/allocation/Bad_Id")  # ids in paths are [a-z0-9-]
+    assert r.status_code == 400 and r.json()["problems"][0]["path"] == "id"
+    # A CLI certificate may not register a node, whatever the body (an agent's route).
+    r = dev_cluster.request("POST", "/v1/nodes/register", json={"id": 5})
+    assert r.status_code == 403
 
 
 def test_check_index_guards_against_a_change_in_between(dev_cluster: DevCluster) -> None:
     job = _web()
     plan = dev_cluster.api("POST", "/v1/jobs/plan", json={"job": job})
     assert plan["index"] == 0 and plan["create"] == 3
-    ok = httpx.post(f"{dev_cluster.addr}/v1/jobs", json={"job": job, "check_index": plan["index"]})
+    ok = dev_cluster.request("POST", "/v1/jobs", json={"job": job, "check_index": plan["index"]})
     assert ok.status_code == 200, ok.text
     plan2 = dev_cluster.api("POST", "/v1/jobs/plan", json={"job": {**job, "meta": {"v": "2"}}})
     assert plan2["changed"] and plan2["index"] == ok.json()["index"]
     # Someone else changes the job between plan and run:
     job["groups"][0]["count"] = 2
     dev_cluster.api("POST", "/v1/jobs", json={"job": job})
-    late = httpx.post(
-        f"{dev_cluster.addr}/v1/jobs",
-        json={"job": {**job, "meta": {"v": "2"}}, "check_index": plan2["index"]},
+    late = dev_cluster.request(
+        "POST", "/v1/jobs", json={"job": {**job, "meta": {"v": "2"}}, "check_index": plan2["index"]}
     )
     assert late.status_code == 409
     assert "changed since the plan" in late.json()["error"]
@@ -247,12 +261,12 @@ def test_event_stream_follows_new_events(dev_cluster: DevCluster) -> None:
     seen: list[dict] = []
 
     def follow() -> None:
-        with httpx.stream(
-            "GET",
-            f"{dev_cluster.addr}/v1/events",
-            params={"follow": "true", "limit": 0},
-            timeout=15,
-        ) as r:
+        with (
+            dev_cluster.http(timeout=15) as c,
+            c.stream(
+                "GET", f"{dev_cluster.addr}/v1/events", params={"follow": "true", "limit": 0}
+            ) as r,
+        ):
             for line in r.iter_lines():
                 if line.startswith("data: "):
                     seen.append(json.loads(line[6:]))

@@ -6,11 +6,15 @@ from __future__ import annotations
 import copy
 import json
 import random
+import ssl
+import urllib.parse
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as ws_connect
 
 from integration.cluster import ROOT, DevCluster
 from podium.errors import ValidationError
@@ -40,7 +44,7 @@ def _invalid_mutations(n: int, seed: int = 1234) -> list[object]:
 def test_mutated_specs_get_4xx_naming_the_field(dev_cluster: DevCluster) -> None:
     docs = _invalid_mutations(200)
     statuses: dict[int, int] = {}
-    with httpx.Client(base_url=dev_cluster.addr, timeout=10) as http:
+    with dev_cluster.http(base_url=dev_cluster.addr) as http:
         for i, doc in enumerate(docs):
             endpoint = ("/v1/jobs", "/v1/jobs/plan", "/v1/jobs/validate")[i % 3]
             # json.dumps writes NaN/Infinity tokens as they are: the server must refuse those too.
@@ -163,8 +167,10 @@ def test_every_route_answers_odd_requests_without_a_5xx(dev_cluster: DevCluster)
     node_doc["id"] = "fuzz-node"  # a second node: the real one keeps registering itself
     failures: list[str] = []
     sent = 0
-    with httpx.Client(base_url=dev_cluster.addr, timeout=30) as http:
-        for method, path, name, _ in ROUTES:
+    with dev_cluster.http(base_url=dev_cluster.addr, timeout=30) as http:
+        for method, path, name, *_ in ROUTES:
+            if method == "WS":
+                continue  # a WebSocket upgrade: tests/integration/test_exec_logs.py
             bodies = _bodies(rng, node_doc) if method in ("POST", "PUT") else [(b"", "")]
             for body, ctype in bodies:
                 for _ in range(2 if method in ("POST", "PUT") else 12):
@@ -192,8 +198,9 @@ def test_every_route_answers_odd_requests_without_a_5xx(dev_cluster: DevCluster)
     assert sent > 1000
     assert not failures, "\n".join(failures[:20]) + f"\n({len(failures)} of {sent})"
     # A body over the limit is refused while it is read.
-    r = httpx.post(
-        dev_cluster.addr + "/v1/jobs",
+    r = dev_cluster.request(
+        "POST",
+        "/v1/jobs",
         content=b" " * (MAX_BODY + 1),
         headers={"content-type": "application/json"},
     )
@@ -204,10 +211,8 @@ def test_every_route_answers_odd_requests_without_a_5xx(dev_cluster: DevCluster)
 
 def test_deep_json_is_refused_with_a_clear_error(dev_cluster: DevCluster) -> None:
     for body in (_deep_json(2000), b"[" * 2000 + b"]" * 2000, _deep_json(MAX_JSON_DEPTH + 1)):
-        r = httpx.post(
-            f"{dev_cluster.addr}/v1/jobs",
-            content=body,
-            headers={"content-type": "application/json"},
+        r = dev_cluster.request(
+            "POST", "/v1/jobs", content=body, headers={"content-type": "application/json"}
         )
         assert r.status_code == 400, (r.status_code, r.text)
         assert "nested" in r.json()["error"], r.text
@@ -232,12 +237,13 @@ def test_node_registration_resources_are_validated(dev_cluster: DevCluster) -> N
             "name": f"bad-{i}",
             "resources": {**base["resources"], **change},
         }
-        r = httpx.post(f"{dev_cluster.addr}/v1/nodes/register", json=doc)
+        # With the dev agent's own certificate: the body is checked before whose node it is.
+        r = dev_cluster.request("POST", "/v1/nodes/register", json=doc, agent=True)
         assert r.status_code == 400, (change, r.status_code, r.text)
         assert path in [p["path"] for p in r.json()["problems"]], (path, r.text)
     for bad_id in ("a/b", "", "x" * 200, "..", "ü"):
         doc = {**base, "id": bad_id, "name": "n"}
-        r = httpx.post(f"{dev_cluster.addr}/v1/nodes/register", json=doc)
+        r = dev_cluster.request("POST", "/v1/nodes/register", json=doc, agent=True)
         assert r.status_code == 400, (bad_id, r.status_code, r.text)
         assert "id" in [p["path"] for p in r.json()["problems"]], r.text
     names = {n["name"] for n in dev_cluster.api("GET", "/v1/nodes")}
@@ -250,80 +256,83 @@ AGENT_ROUTES = (
     ("GET", "/v1/metrics", ()),
     ("GET", "/v1/agent/health", ()),
     ("GET", "/v1/agent/usage", ("max_age",)),
-    ("GET", "/v1/agent/alloc/{id}/logs", ("task", "type", "tail", "follow")),
+    ("GET", "/v1/agent/alloc/{id}/logs", ("task", "type", "tail", "lines", "follow")),
     ("GET", "/v1/agent/alloc/{id}/lines", ("task", "type", "since", "grep", "follow")),
-    ("POST", "/v1/agent/alloc/{id}/exec", ("task",)),
+    ("WS", "/v1/agent/alloc/{id}/exec", ("cmd", "task", "tty")),
 )
 
 
+def _as_server(c: DevCluster) -> ssl.SSLContext:
+    """The server's own credentials: the agent's logs, exec and usage answer servers only."""
+    ctx = ssl.create_default_context(cafile=str(c.tls_dir / "ca.pem"))
+    ctx.load_cert_chain(str(c.tls_dir / "server.pem"), str(c.tls_dir / "server-key.pem"))
+    return ctx
+
+
+def _ws_status(url: str, ctx: ssl.SSLContext, host: str) -> int:
+    """The status a WebSocket upgrade gets: 101 when it opens (then closed at once)."""
+    try:
+        with ws_connect(url, ssl=ctx, server_hostname=host, open_timeout=10) as ws:
+            ws.close()
+            return 101
+    except InvalidStatus as e:
+        return int(e.response.status_code)
+
+
 def test_every_agent_route_answers_odd_requests_without_a_5xx(dev_cluster: DevCluster) -> None:
-    """The agent's own API (logs, exec, usage) takes input from the CLI: odd input is a 4xx
-    naming what was wrong, never a 5xx, and the agent and its task stay up."""
+    """The agent's own API (logs, exec, usage) takes input from the server: odd input is a
+    4xx naming what was wrong, never a 5xx, and the agent and its task stay up."""
     rng = random.Random(19_13)
     dev_cluster.cli("job", "run", str(ROOT / "examples" / "web.yaml"), check=True, timeout=60)
     (node,) = dev_cluster.api("GET", "/v1/nodes")
-    agent = f"http://{node['http_addr']}"
+    agent = f"https://{node['http_addr']}"
+    host = f"{node['id']}.node.podium"  # the agent is checked by its node's name
+    ctx = _as_server(dev_cluster)
     alloc = dev_cluster.cli_json("job", "status", "web")["allocations"][0]["id"]
-    exec_bodies: list[bytes] = [
-        b"",
-        b"{",
-        b"null",
-        b"[]",
-        b"\xff\xfe",
-        _deep_json(2000),
-        b"[" * 2000 + b"]" * 2000,
-        b" " * (MAX_BODY + 1),
-    ]
-    for cmd in (["true"], [], "true", [1], ["true", None], ["no-such-command-podium"]):
-        for timeout in ("x", None, -1, 0, 1e400, "1e400", [], {}, float("nan"), 10**30):
-            body: dict[str, Any] = {"command": cmd}
-            if timeout is not None:
-                body["timeout"] = timeout
-            exec_bodies.append(json.dumps(body).encode())
     failures: list[str] = []
     sent = 0
-    with httpx.Client(base_url=agent, timeout=10) as http:
+    with httpx.Client(base_url=agent, verify=ctx, timeout=10) as http:
         for method, path, names in AGENT_ROUTES:
-            tries = exec_bodies if method == "POST" else [b""] * 40
-            for body in tries:
-                # A body is read (and refused) whatever the path: most go to the real alloc.
-                ids = (
-                    (alloc, alloc[:8]) if method == "POST" and rng.random() < 0.8 else ODD_SEGMENTS
-                )
+            for _ in range(40):
+                ids = (alloc, alloc[:8]) if rng.random() < 0.5 else ODD_SEGMENTS
                 url = path.replace("{id}", rng.choice(ids))
                 params = {
                     q: rng.choice(ODD_QUERY) for q in rng.sample(names, rng.randint(0, len(names)))
                 }
                 params.pop("follow", None)  # a follow streams until the task ends
+                if method == "WS":
+                    if "cmd" in params:  # a command that ends by itself, whatever it is
+                        params["cmd"] = rng.choice(["true", "", "no-such-command-podium"])
+                    query = urllib.parse.urlencode(params)
+                    code = _ws_status(f"wss://{node['http_addr']}{url}?{query}", ctx, host)
+                    sent += 1
+                    if code >= 500:
+                        failures.append(f"WS {url} {str(params)[:200]}: {code}")
+                    continue
                 try:
-                    r = http.request(method, url, params=params, content=body)
+                    r = http.request(method, url, params=params, extensions={"sni_hostname": host})
                 except httpx.HTTPError as e:
                     failures.append(f"{method} {url} {str(params)[:200]}: {e!r}")
                     continue
                 sent += 1
                 if r.status_code >= 500:
                     failures.append(
-                        f"{method} {url} {str(params)[:200]} {body[:60]!r}: "
-                        f"{r.status_code} {r.text[:200]}"
+                        f"{method} {url} {str(params)[:200]}: {r.status_code} {r.text[:200]}"
                     )
     assert sent > 200
     assert not failures, "\n".join(failures[:20]) + f"\n({len(failures)} of {sent})"
     # What each refusal says.
-    url = f"{agent}/v1/agent/alloc/{alloc}/exec"
-    r = httpx.post(url, content=b" " * (MAX_BODY + 1))
-    assert r.status_code == 413, (r.status_code, r.text)
-    r = httpx.post(url, content=_deep_json(2000))
-    assert r.status_code == 400 and "nested" in r.json()["error"], r.text
-    r = httpx.post(url, json={"command": ["true"], "timeout": "x"})
-    assert r.status_code == 400 and r.json()["error"].startswith("timeout:"), r.text
-    r = httpx.post(url, json={"command": ["no-such-command-podium"]})
-    assert r.status_code == 422 and "no-such-command-podium" in r.json()["error"], r.text
-    r = httpx.post(url, json={"command": ["sleep", "5"], "timeout": 0.3}, timeout=10)
-    assert r.status_code == 422 and "timed out" in r.json()["error"], r.text
-    r = httpx.post(url, json={"command": ["sh", "-c", "exit 3"]})
-    assert r.status_code == 200 and r.json()["exit_code"] == 3, r.text
+    base = f"wss://{node['http_addr']}/v1/agent/alloc/{alloc}/exec"
+    assert _ws_status(base, ctx, host) == 400  # no cmd
+    assert _ws_status(f"{base}?cmd=no-such-command-podium", ctx, host) == 400
+    assert _ws_status(f"{base}?cmd=true&task=nope", ctx, host) == 400
+    elsewhere = f"wss://{node['http_addr']}/v1/agent/alloc/zzzz/exec?cmd=true"
+    assert _ws_status(elsewhere, ctx, host) == 404
     res = dev_cluster.cli("alloc", "exec", alloc[:8], "--", "no-such-command-podium")
     assert res.returncode != 0 and "no-such-command-podium" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
-    assert httpx.get(f"{agent}/v1/agent/health", timeout=5).json()["allocs"] == 3
+    res = dev_cluster.cli("alloc", "exec", alloc[:8], "--", "sh", "-c", "exit 3")
+    assert res.returncode == 3, res.stdout + res.stderr
+    health = dev_cluster.agent_get(node, "/v1/agent/health", timeout=5)
+    assert health.json()["allocs"] == 3
     assert dev_cluster.proc is not None and dev_cluster.proc.poll() is None

@@ -289,9 +289,9 @@ def test_scale_from_zero_holds_the_first_requests_until_a_copy_is_healthy(
         print(f"  {e['type']}: {e['message']}")
     assert len(wakes) == 2 and len(colds) == 2, evs  # 50 proxies' asks woke it once
     assert all(re.search(r"healthy \d+\.\d+s after a request woke it", e["message"]) for e in colds)
-    metrics = httpx.get(f"{c.addr}/v1/metrics", timeout=5).text
+    metrics = c.request("GET", "/v1/metrics", timeout=5).text
     assert re.search(r"^podium_scaling_cold_start_seconds_count 2\.0$", metrics, re.M), metrics
-    agent = httpx.get(f"http://{c.agent_http()}/v1/metrics", timeout=5).text
+    agent = c.agent_get(c.api("GET", "/v1/nodes")[0], "/v1/metrics", timeout=5).text
     held = re.search(r'^podium_proxy_held_requests_total\{service="sleepy"\} (\d+)', agent, re.M)
     assert held and int(held[1]) >= 51
 

@@ -39,7 +39,7 @@ def cluster(module_cluster: DevCluster) -> DevCluster:
 
 
 def cli(c: DevCluster, *args: str, input: str | None = None) -> tuple[int, str, str]:
-    result = cli_at(c.addr, *args, input=input)
+    result = cli_at(c.addr, *args, input=input, **c.tls_env())
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -131,9 +131,14 @@ def test_the_examples_logs_show_its_requests(cluster: DevCluster) -> None:
     assert code == 0
 
 
-def test_node_purge_forgets_a_down_node_and_refuses_a_ready_one(cluster: DevCluster) -> None:
+def test_node_purge_forgets_a_down_node_and_refuses_a_ready_one(
+    cluster: DevCluster, tmp_path: Path
+) -> None:
     node = {"id": "ghost-node-1", "name": "ghost", "address": "127.0.0.1"}
-    cluster.api("POST", "/v1/nodes/register", json=node)
+    token = cluster.cli("server", "join-token", check=True).stdout.strip()
+    ghost = cluster.node_identity(node["id"], token, tmp_path)  # the node's own certificate
+    with httpx.Client(verify=ghost, timeout=10) as as_ghost:
+        assert as_ghost.post(f"{cluster.addr}/v1/nodes/register", json=node).status_code == 200
     code, out, err = cli(cluster, "node", "purge", "ghost")
     assert code == 1 and "is ready" in err, out + err
 
@@ -148,6 +153,14 @@ def test_node_purge_forgets_a_down_node_and_refuses_a_ready_one(cluster: DevClus
     assert [n["name"] for n in json.loads(out)] == ["dev"]
     events = cluster.api("GET", "/v1/events", params={"node": "ghost-node-1"})
     assert any(e["type"] == "node.purged" for e in events)
+    # Its certificate is revoked at once: it can neither come back nor renew.
+    with httpx.Client(verify=ghost, timeout=10) as as_ghost:
+        back = as_ghost.post(f"{cluster.addr}/v1/nodes/register", json=node)
+        assert back.status_code in (401, 403) and "revoked" in back.text, back.text
+        beat = as_ghost.post(f"{cluster.addr}/v1/node/ghost-node-1/heartbeat")
+        assert beat.status_code in (401, 403), beat.text
+        renew = as_ghost.post(f"{cluster.addr}/v1/tls/renew", json={"csr": "x"})
+        assert renew.status_code in (401, 403), renew.text
 
 
 def test_job_stop_json_prints_the_stopped_job(cluster: DevCluster, chatty: str) -> None:

@@ -84,7 +84,7 @@ def write_doc(path: Path, doc: dict[str, Any], seed: int) -> Path:
 def run_all(c: DevCluster, path: Path, what: str) -> list[int]:
     codes = []
     for args in COMMANDS:
-        result = run_cli("job", *args, str(path), env={"PODIUM_ADDR": c.addr})
+        result = run_cli("job", *args, str(path), env={"PODIUM_ADDR": c.addr, **c.tls_env()})
         no_traceback(result, f"{what}: job {' '.join(args)}")
         assert "server error 5" not in result.output, f"{what}: {result.output}"
         codes.append(result.exit_code)

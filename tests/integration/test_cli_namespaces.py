@@ -32,7 +32,7 @@ def cluster(module_cluster: DevCluster) -> DevCluster:
 
 
 def cli(c: DevCluster, *args: str, **env: str) -> tuple[int, str]:
-    result = cli_at(c.addr, *args, **env)
+    result = cli_at(c.addr, *args, **{**c.tls_env(), **env})
     return result.exit_code, result.output
 
 

@@ -64,7 +64,8 @@ def test_an_address_with_a_path_says_to_drop_it(module_cluster: DevCluster, path
     """`podium dev` prints the web UI's address (…/ui/); given as PODIUM_ADDR, every
     command said only "GET /ui/v1/jobs: Not Found"."""
     dev_addr = module_cluster.addr
-    result = run_cli("job", "list", env={"PODIUM_ADDR": dev_addr + path})
+    env = {"PODIUM_ADDR": dev_addr + path, **module_cluster.tls_env()}
+    result = run_cli("job", "list", env=env)
     no_traceback(result, "job list")
     assert result.exit_code == 1
     assert f"the API is at {dev_addr}/v1/" in result.output, result.output
@@ -83,7 +84,7 @@ def test_an_address_with_a_path_says_to_drop_it(module_cluster: DevCluster, path
 def test_a_job_name_that_cannot_be_says_so(module_cluster: DevCluster, args: tuple[str]) -> None:
     """`job status Web` said "GET /v1/job/Web: Not Found" (no route takes such a name),
     where `job status web` says "no job 'web' in namespace 'default'"."""
-    result = run_cli(*args, env={"PODIUM_ADDR": module_cluster.addr})
+    result = run_cli(*args, env={"PODIUM_ADDR": module_cluster.addr, **module_cluster.tls_env()})
     no_traceback(result, " ".join(args))
     assert result.exit_code == 1
     assert f"no job {args[-1]!r}: job names are made of 1-63" in result.output, result.output

@@ -32,7 +32,7 @@ def cluster(module_cluster: DevCluster) -> DevCluster:
 
 
 def cli(c: DevCluster, *args: str) -> tuple[int, str, str]:
-    result = cli_at(c.addr, *args)
+    result = cli_at(c.addr, *args, **c.tls_env())
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -48,7 +48,7 @@ def test_watch_after_a_finished_rollout_waits_for_the_next(
 ) -> None:
     run_version(cluster, tmp_path, 600)
     run_version(cluster, tmp_path, 601)  # version 1: a deployment, which ends successful
-    env = {**os.environ, "PODIUM_ADDR": cluster.addr}
+    env = {**os.environ, "PODIUM_ADDR": cluster.addr, **cluster.tls_env()}
     watch = subprocess.Popen(
         [*PODIUM, "deployment", "status", "steady", "--watch", "--timeout", "60"],
         stdout=subprocess.PIPE,
@@ -75,7 +75,7 @@ def test_draining_the_only_node_says_what_blocks_it(cluster: DevCluster, tmp_pat
         [*PODIUM, "node", "drain", "dev", "--timeout", "60"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PODIUM_ADDR": cluster.addr},
+        env={**os.environ, "PODIUM_ADDR": cluster.addr, **cluster.tls_env()},
         cwd=ROOT,
     )
     blocked = "waiting to move steady.g[0]: no other eligible node (1 node(s): dev draining)"

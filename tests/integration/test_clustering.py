@@ -159,7 +159,7 @@ def test_lost_after_keeps_a_returning_nodes_allocs_instead_of_replacing_them(
             what="the node to be down",
         )
         # Two placement rounds since the server saw the node down: nothing was replaced.
-        wait_rounds(cluster.addr, "placement")
+        wait_rounds(cluster, "placement")
         allocs = cluster.job("web")["allocations"]
         assert len(allocs) == 6, "nothing replaced while the group waits for its node"
         assert not any(a["client_status"] == "lost" for a in allocs)
@@ -170,7 +170,7 @@ def test_lost_after_keeps_a_returning_nodes_allocs_instead_of_replacing_them(
         timeout=10,
         what="the node to be ready again",
     )
-    wait_rounds(cluster.addr, "placement")  # what it would replace, it would have by now
+    wait_rounds(cluster, "placement")  # what it would replace, it would have by now
     job = cluster.job("web")
     assert {a["id"]: a["pids"]["server"] for a in healthy_running(job)} == before
     assert len(job["allocations"]) == 6

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from integration.cluster import wait_rounds, wait_until
@@ -102,7 +101,7 @@ def test_paused_leader_is_fenced_and_steps_down(cp: ControlPlane) -> None:
     assert cp.leader() is new
     wait_running(cp, "during-pause", 2)
     # Two more placement rounds of the new leader: a stale placement would show by then.
-    wait_rounds(new.addr, "placement")
+    wait_rounds(cp, "placement", addr=new.addr)
     allocs = cp.api("GET", "/v1/job/during-pause")["allocations"]
     assert len(allocs) == 2, f"placed twice: {allocs}"
     assert "stepped down" in old.logs()
@@ -117,12 +116,14 @@ def test_a_write_retried_on_another_server_is_applied_once(cp: ControlPlane) -> 
     (alloc_id,) = running(cp, "restart-me")
     first, second = [s for s in cp.servers if s.alive][:2]
     key = {"Idempotency-Key": "retry-test-0001"}
-    r1 = httpx.post(f"{first.addr}/v1/allocation/{alloc_id}/restart", headers=key, timeout=10)
-    r2 = httpx.post(f"{second.addr}/v1/allocation/{alloc_id}/restart", headers=key, timeout=10)
+    with cp.http() as http:
+        r1 = http.post(f"{first.addr}/v1/allocation/{alloc_id}/restart", headers=key)
+        r2 = http.post(f"{second.addr}/v1/allocation/{alloc_id}/restart", headers=key)
     assert r1.status_code == r2.status_code == 200
     assert r1.json() == r2.json()
     assert cp.api("GET", f"/v1/allocation/{alloc_id}")["restart_seq"] == 1
-    r3 = httpx.post(f"{second.addr}/v1/allocation/{alloc_id}/restart", timeout=10)
+    with cp.http() as http:
+        r3 = http.post(f"{second.addr}/v1/allocation/{alloc_id}/restart")
     assert r3.json()["restart_seq"] == 2  # no key: a new request
 
 
@@ -133,7 +134,8 @@ def test_every_server_tells_why_a_job_cannot_be_placed(cp: ControlPlane) -> None
     cp.api("POST", "/v1/jobs", json={"job": spec})
 
     def failures(s: Any) -> list[Any]:
-        return list(httpx.get(f"{s.addr}/v1/job/too-big", timeout=5).json()["placement_failures"])
+        with cp.http() as http:
+            return list(http.get(f"{s.addr}/v1/job/too-big").json()["placement_failures"])
 
     live = [s for s in cp.servers if s.alive]
     wait_until(lambda: all(failures(s) for s in live), timeout=10, what="failures everywhere")
@@ -155,7 +157,8 @@ def test_etcd_member_loss(cp: ControlPlane) -> None:
     # Two down, no quorum: a write fails fast with a clear 503 on every server.
     server = next(s for s in cp.servers if s.alive)
     t0 = time.monotonic()
-    r = httpx.post(server.addr + "/v1/jobs", json={"job": job("no-quorum", count=1)}, timeout=30)
+    with cp.http(timeout=30) as http:
+        r = http.post(server.addr + "/v1/jobs", json={"job": job("no-quorum", count=1)})
     took = time.monotonic() - t0
     assert r.status_code == 503, r.text
     assert took < 10.0, f"the write took {took:.1f}s to fail"

@@ -225,7 +225,7 @@ def test_a_canary_waits_for_promotion_then_the_rest_rolls(
 
     wait_until(canary_healthy, timeout=30, what="the canary to be healthy")
     # Nothing more moves before promotion: two rounds of both controllers change nothing.
-    wait_rounds(cluster.addr, "placement", "deployments")
+    wait_rounds(cluster, "placement", "deployments")
     assert serving_versions(cluster, "can") == ["v1", "v1", "v1", "v2"]
     res = cluster.cli("deployment", "promote", "can", check=True)
     assert "promoted" in res.stdout

@@ -179,10 +179,41 @@ async def test_container_carries_labels_limits_user_workdir_and_env(
         )
         code, out = await driver.exec(h, ["sh", "-c", "echo $GREETING; exit 4"])
         assert (code, out) == (4, b"hello\n")
+        # An interactive exec: stdin in, stdout and stderr apart, the exit code; then a TTY.
+        assert await _session(driver, h, ["sh", "-c", "cat; echo err >&2; exit 3"], b"hi\n") == (
+            3,
+            b"hi\n",
+            b"err\n",
+        )
+        code, out, _ = await _session(driver, h, ["sh"], b"tty; exit 5\n", tty=True)
+        assert code == 5 and b"/dev/pts/" in out, out
         stats = await driver.stats(h)
         assert stats.pids >= 1 and 0 < stats.memory_bytes < 32 * 1024 * 1024
         assert stats.cpu_seconds > 0 and stats.memory_limit_bytes > 0
         await driver.stop(h, timeout=2)
+
+
+async def _session(
+    d: DockerDriver, h: TaskHandle, cmd: list[str], stdin: bytes, *, tty: bool = False
+) -> tuple[int, bytes, bytes]:
+    s = await d.exec_session(h, cmd, tty=tty)
+    got: dict[int, bytes] = {1: b"", 2: b""}
+
+    async def read(tag: int, r: asyncio.StreamReader) -> None:
+        while chunk := await r.read(4096):
+            got[tag] += chunk
+
+    async with asyncio.timeout(20), asyncio.TaskGroup() as tg:
+        for work in s.background():
+            tg.create_task(work)
+        for tag, r in s.streams:
+            tg.create_task(read(tag, r))
+        await s.write(stdin)
+        if not tty:
+            await s.close_stdin()
+    code = await s.wait()
+    await s.kill()
+    return code, got[1], got[2]
 
 
 @contextlib.asynccontextmanager

@@ -12,7 +12,6 @@ import threading
 import time
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 
@@ -26,7 +25,7 @@ class Follower:
     """`podium events -f … --json` as a subprocess; each line is stamped when it arrives."""
 
     def __init__(self, c: DevCluster, *args: str) -> None:
-        env = {**os.environ, "PODIUM_ADDR": c.addr}
+        env = {**os.environ, "PODIUM_ADDR": c.addr, **c.tls_env()}
         self.proc = subprocess.Popen(
             [*PODIUM, "events", "-f", "--json", *args],
             stdout=subprocess.PIPE,
@@ -120,15 +119,18 @@ def test_filters_replay_and_heartbeats(dev_cluster: DevCluster) -> None:
     assert c.cli_json("events", "--topic", "node", "--since", "1s", "--limit", "0") == []
     bad = c.cli("events", "--topic", "bogus")
     assert bad.returncode != 0 and "bogus" in bad.stderr and "Traceback" not in bad.stderr
-    r = httpx.get(f"{c.addr}/v1/events", params={"topic": "bogus"})
+    r = c.request("GET", "/v1/events", params={"topic": "bogus"})
     assert r.status_code == 400 and "topic" in r.text
     # An idle stream gets heartbeats (comments, so EventSource ignores them).
-    with httpx.stream(
-        "GET",
-        f"{c.addr}/v1/events",
-        params={"follow": "true", "heartbeat": "0.2s", "topic": "store"},  # none here
-        timeout=5,
-    ) as resp:
+    with (
+        c.http() as http,
+        http.stream(
+            "GET",
+            f"{c.addr}/v1/events",
+            params={"follow": "true", "heartbeat": "0.2s", "topic": "store"},  # none here
+            timeout=5,
+        ) as resp,
+    ):
         lines = resp.iter_lines()
         t0 = time.monotonic()
         got = [next(lines) for _ in range(6)]  # ": following", then heartbeats

@@ -49,7 +49,7 @@ class LogFollower:
             [*PODIUM, "logs", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={**os.environ, "PODIUM_ADDR": c.addr},
+            env={**os.environ, "PODIUM_ADDR": c.addr, **c.tls_env()},
             cwd=ROOT,
             text=True,
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -62,15 +63,16 @@ class Heartbeats:
     """Keeps the simulated nodes alive: a heartbeat for each, every half second, to
     whichever server answers."""
 
-    def __init__(self, cp: ControlPlane, node_ids: list[str]) -> None:
-        self.cp, self.node_ids = cp, node_ids
+    def __init__(self, cp: ControlPlane, nodes: dict[str, ssl.SSLContext]) -> None:
+        self.cp, self.nodes = cp, nodes
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        with httpx.Client(timeout=1.0) as http:
+        clients = {n: httpx.Client(verify=ctx, timeout=1.0) for n, ctx in self.nodes.items()}
+        try:
             while not self._stop.wait(0.5):
-                for node_id in self.node_ids:
+                for node_id, http in clients.items():
                     for s in self.cp.servers:
                         if not s.alive:
                             continue
@@ -78,6 +80,9 @@ class Heartbeats:
                             r = http.post(f"{s.addr}/v1/node/{node_id}/heartbeat")
                             if r.status_code == 200:
                                 break
+        finally:
+            for http in clients.values():
+                http.close()
 
     def __enter__(self) -> Heartbeats:
         self._thread.start()
@@ -110,8 +115,19 @@ def _allocs(cp: ControlPlane, name: str) -> list[dict[str, Any]]:
     return list(cp.api("GET", "/v1/allocations", params={"job": name}))
 
 
-def test_leader_killed_while_placing_never_over_places(cp: ControlPlane) -> None:
-    node_ids = []
+def _register(cp: ControlPlane, node: dict[str, Any], ctx: ssl.SSLContext) -> None:
+    """Register as the node itself (its own agent certificate), with whichever server answers."""
+    with httpx.Client(verify=ctx, timeout=5.0) as http:
+        for s in cp.servers:
+            if s.alive:
+                with contextlib.suppress(httpx.HTTPError):
+                    if http.post(f"{s.addr}/v1/nodes/register", json=node).status_code == 200:
+                        return
+    raise AssertionError(f"no server registered {node['id']}")
+
+
+def test_leader_killed_while_placing_never_over_places(cp: ControlPlane, tmp_path: Path) -> None:
+    nodes: dict[str, ssl.SSLContext] = {}
     for i in range(NODES):
         node = {
             "id": f"sim-{i}",
@@ -120,10 +136,11 @@ def test_leader_killed_while_placing_never_over_places(cp: ControlPlane) -> None
             "resources": {"cpu": 1_000_000, "memory": 1_000_000},
             "drivers": {"process": {}},
         }
-        cp.api("POST", "/v1/nodes/register", json=node)
-        node_ids.append(node["id"])
+        ctx = cp.node_identity(node["id"], cp.token("agent"), tmp_path / "nodes")
+        _register(cp, node, ctx)
+        nodes[node["id"]] = ctx
     mid_placement = 0
-    with Heartbeats(cp, node_ids):
+    with Heartbeats(cp, nodes):
         for r in range(ROUNDS):
             leader = cp.leader()
             assert leader is not None

@@ -52,8 +52,10 @@ def kill_tasks(tmp_path: Path) -> None:
             pass
 
 
-def cli(port: int, *args: str) -> str:
-    result = run_cli(*args, env={"PODIUM_ADDR": f"http://127.0.0.1:{port}"})
+def cli(tmp_path: Path, *args: str) -> str:
+    """The CLI as `make dev` told the user to use it: the credentials the cluster wrote
+    (cli.json, with the address; PODIUM_CONFIG names it for a data dir of one's own)."""
+    result = run_cli(*args, env={"PODIUM_CONFIG": str(tmp_path / "dev" / "cli.json")})
     no_traceback(result)
     assert result.exit_code == 0, result.output
     return result.stdout
@@ -66,7 +68,7 @@ def test_make_dev_twice_keeps_a_scale_down_and_ctrl_c_is_clean(tmp_path: Path) -
         said = read_until(first, READY, timeout=90)
         assert READY in said, said
         assert "submitting examples/web.yaml" in said, said
-        cli(port, "job", "scale", "web", "frontend", "1")
+        cli(tmp_path, "job", "scale", "web", "frontend", "1")
         out = ctrl_c(first)
         said += out
     finally:
@@ -82,9 +84,9 @@ def test_make_dev_twice_keeps_a_scale_down_and_ctrl_c_is_clean(tmp_path: Path) -
     try:
         said = read_until(second, READY, timeout=90)
         assert "job 'web' exists already: not submitting examples/web.yaml again" in said, said
-        status = cli(port, "job", "status", "web", "--json")
+        status = cli(tmp_path, "job", "status", "web", "--json")
         assert '"count": 1' in status
-        cli(port, "job", "stop", "web", "--purge", "--detach")
+        cli(tmp_path, "job", "stop", "web", "--purge", "--detach")
         ctrl_c(second)
     finally:
         if second.poll() is None:
@@ -110,7 +112,7 @@ def test_the_dev_script_itself_exits_0_on_ctrl_c(tmp_path: Path) -> None:
     try:
         said = read_until(proc, READY, timeout=90)
         assert READY in said, said
-        cli(port, "job", "stop", "web", "--purge", "--detach")
+        cli(tmp_path, "job", "stop", "web", "--purge", "--detach")
         ctrl_c(proc)
     finally:
         if proc.poll() is None:

@@ -50,12 +50,13 @@ def doc_scrape_config() -> dict[str, Any]:
     raise AssertionError("docs/observability.md has no scrape config")
 
 
-def config_for(server: str) -> str:
-    """The docs' config pointed at this cluster, with test-sized intervals."""
+def config_for(server: str, tls_dir: Path) -> str:
+    """The docs' config pointed at this cluster and its credentials, test-sized intervals."""
     cfg = doc_scrape_config()
     cfg["global"]["scrape_interval"] = "1s"
     cfg["global"]["scrape_timeout"] = "1s"
     text = yaml.safe_dump(cfg).replace("127.0.0.1:4646", server)
+    text = text.replace("/etc/prometheus/podium", str(tls_dir))
     return text.replace("refresh_interval: 30s", "refresh_interval: 1s")
 
 
@@ -110,7 +111,11 @@ def test_prometheus_scrapes_server_and_agents(
     promtool = tool_or_skip("promtool")
     c, _ = two_nodes
     c.cli("job", "run", WEB, check=True, timeout=60)
-    prom = Prometheus(tmp_path, config_for(c.addr.removeprefix("http://")))
+    # Prometheus' own operator certificate, the way the docs make it.
+    scraper = tmp_path / "scraper"
+    token = c.cli("server", "join-token", "--role", "operator", check=True).stdout.strip()
+    c.cli("tls", "join", "--server", c.addr, "--token", token, "--dir", str(scraper), check=True)
+    prom = Prometheus(tmp_path, config_for(c.addr.removeprefix("https://"), scraper))
     started = time.monotonic()
     try:
         wait_until(
@@ -163,11 +168,12 @@ def test_prometheus_scrapes_server_and_agents(
     finally:
         prom.stop()
     texts = {}
-    for target in [
-        c.addr,
-        *(f"http://{t['targets'][0]}" for t in c.api("GET", "/v1/metrics/targets")),
-    ]:
-        text = httpx.get(f"{target}/v1/metrics", timeout=10).text
+    nodes = {n["http_addr"]: n for n in c.api("GET", "/v1/nodes")}
+    for target in [c.addr, *(t["targets"][0] for t in c.api("GET", "/v1/metrics/targets"))]:
+        if target == c.addr:
+            text = c.request("GET", "/v1/metrics").text
+        else:
+            text = c.agent_get(nodes[target], "/v1/metrics", timeout=10).text
         res = subprocess.run(
             [promtool, "check", "metrics"], input=text, capture_output=True, text=True
         )

@@ -145,6 +145,7 @@ def cluster(tmp_path: Path, iptables: str) -> Iterator[MultiNodeCluster]:
                     address=f"127.0.0.{i + 2}",
                     data_dir=c.base_dir / f"node-{i + 1}",
                     server=c.addr,
+                    join_token=c.join_token(),
                 ).start()
             )
         c.wait_ready(3, timeout=30)

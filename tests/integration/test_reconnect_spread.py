@@ -25,7 +25,9 @@ DOWN_FOR = 4.0  # seconds the server is away while the agents retry
 
 def _start_server(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
     return _spawn(
-        ["server", "--addr", f"127.0.0.1:{port}", "--data-dir", str(data_dir)],
+        # Plain HTTP (--insecure): what is measured is when agents come back, not TLS; each
+        # simulated agent proves itself by the node secret the server issues.
+        ["server", "--addr", f"127.0.0.1:{port}", "--data-dir", str(data_dir), "--insecure"],
         data_dir.parent / "server.log",
     )
 

@@ -245,10 +245,8 @@ def test_blocking_query_wakes_on_change(cluster: ServiceCluster) -> None:
 
     def watch() -> None:
         t0 = time.monotonic()
-        r = httpx.get(
-            f"{cluster.addr}/v1/service/block",
-            params={"index": first["index"], "wait": "20s"},
-            timeout=30,
+        r = cluster.request(
+            "GET", "/v1/service/block", params={"index": first["index"], "wait": "20s"}, timeout=30
         )
         result.update(r.json(), took=time.monotonic() - t0)
 
@@ -265,7 +263,7 @@ def test_blocking_query_wakes_on_change(cluster: ServiceCluster) -> None:
     # An unknown name is answered (empty) rather than refused: a watcher may come first.
     empty = cluster.api("GET", "/v1/service/unknown-yet")
     assert empty["endpoints"] == [] and empty["known"] is False
-    bad = httpx.get(f"{cluster.addr}/v1/service/Bad_Name", timeout=5)
+    bad = cluster.request("GET", "/v1/service/Bad_Name")
     assert bad.status_code == 400 and "name" in bad.text
     cluster.api("DELETE", "/v1/job/block")
 
@@ -341,7 +339,7 @@ def test_task_reaches_a_service_through_its_upstream(cluster: ServiceCluster) ->
     logs = cluster.cli("alloc", "logs", alloc["id"]).stdout
     assert alloc["client_status"] == "complete", (alloc, logs)
     assert "copies 2" in logs
-    metrics = httpx.get(f"http://{cluster.agent_http()}/v1/metrics", timeout=5).text
+    metrics = cluster.agent_get(cluster.api("GET", "/v1/nodes")[0], "/v1/metrics").text
     assert "api" in metrics
     cluster.api("DELETE", "/v1/job/api")
 

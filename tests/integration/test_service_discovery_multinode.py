@@ -91,3 +91,10 @@ def test_dns_and_upstreams_across_nodes(cluster: MultiNodeCluster) -> None:
         what="the caller to finish",
     )
     assert alloc["client_status"] == "complete", (alloc, cluster.logs()[-3000:])
+    # The copy on the other node was reached through that node's mesh gateway (mutual
+    # TLS between the proxies), not straight at its port.
+    caller_node = alloc["node_id"]
+    other = next(n for n in cluster.api("GET", "/v1/nodes") if n["id"] != caller_node)
+    assert other["mesh_addr"], other
+    mesh = cluster.agent_get(other, "/v1/agent/health").json()["mesh"]
+    assert mesh["connections"] >= 1, mesh

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 from pathlib import Path
 
@@ -76,7 +77,10 @@ def test_save_from_a_cluster_restore_into_sqlite_and_etcd(
     try:
 
         def job_there() -> bool:
-            r = httpx.get(f"http://127.0.0.1:{port}/v1/job/hello", timeout=5)
+            tls = tmp_path / "server" / "tls"
+            ctx = ssl.create_default_context(cafile=str(tls / "ca.pem"))
+            ctx.load_cert_chain(str(tls / "cli.pem"), str(tls / "cli-key.pem"))
+            r = httpx.get(f"https://127.0.0.1:{port}/v1/job/hello", timeout=5, verify=ctx)
             return r.status_code == 200 and "hello" in r.text
 
         wait_until(job_there, timeout=30, what="the restored job through a new server")

@@ -41,7 +41,7 @@ def _job(count: int) -> dict[str, object]:
 
 
 def test_create_then_stop_races_leave_nothing_pending(dev_cluster: DevCluster) -> None:
-    http = httpx.Client(base_url=dev_cluster.addr, timeout=30)
+    http = httpx.Client(base_url=dev_cluster.addr, verify=dev_cluster.ssl_context(), timeout=30)
     http.post("/v1/jobs", json={"job": _job(0)}).raise_for_status()
     created: set[str] = set()
     t0 = time.monotonic()

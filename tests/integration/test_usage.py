@@ -103,7 +103,13 @@ def test_top_stats_and_job_totals_show_what_the_copies_use(burning: DevCluster) 
 def test_top_refreshes_live_in_a_terminal(burning: DevCluster) -> None:
     if shutil.which("script") is None:
         pytest.skip("util-linux `script` (a terminal for the live view) is not installed")
-    env = {**os.environ, "PODIUM_ADDR": burning.addr, "COLUMNS": "160", "LINES": "60"}
+    env = {
+        **os.environ,
+        "PODIUM_ADDR": burning.addr,
+        **burning.tls_env(),
+        "COLUMNS": "160",
+        "LINES": "60",
+    }
     cmd = " ".join([*PODIUM, "top", "--interval", "0.5"])
     proc = subprocess.Popen(
         ["script", "-qfec", cmd, "/dev/null"],

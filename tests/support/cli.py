@@ -19,8 +19,17 @@ from podium.cli.main import build
 def run_cli(
     *args: str, env: Mapping[str, str] | None = None, input: bytes | str | None = None
 ) -> Result:
-    # Unset (None) PODIUM_* by default: the caller's shell must not steer a test.
-    base = {"PODIUM_ADDR": None, "PODIUM_NAMESPACE": None, "COLUMNS": "200"}
+    # Unset (None) PODIUM_* by default: the caller's shell must not steer a test, nor a
+    # .podium/dev/cli.json of a `make dev` in the checkout (pass the cluster's tls_env()).
+    base = {
+        "PODIUM_ADDR": None,
+        "PODIUM_NAMESPACE": None,
+        "PODIUM_CACERT": None,
+        "PODIUM_CLIENT_CERT": None,
+        "PODIUM_CLIENT_KEY": None,
+        "PODIUM_CONFIG": "/nonexistent/podium-cli.json",
+        "COLUMNS": "200",
+    }
     return CliRunner().invoke(build(), list(args), env={**base, **(env or {})}, input=input)
 
 

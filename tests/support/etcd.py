@@ -67,6 +67,11 @@ class EtcdCluster:
     token: str
     procs: list[subprocess.Popen[bytes] | None] = field(default_factory=list)
     owns_root: bool = False
+    tls: tuple[Path, Path, Path] | None = None  # (CA, server cert, key): https + client certs
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def endpoints(self) -> list[str]:
@@ -79,7 +84,17 @@ class EtcdCluster:
         peers = ",".join(
             f"{n}=http://127.0.0.1:{p}" for n, p in zip(self.names, self.peer_ports, strict=True)
         )
-        client = f"http://127.0.0.1:{self.client_ports[i]}"
+        client = f"{self.scheme}://127.0.0.1:{self.client_ports[i]}"
+        tls = (
+            [
+                f"--trusted-ca-file={self.tls[0]}",
+                f"--cert-file={self.tls[1]}",
+                f"--key-file={self.tls[2]}",
+                "--client-cert-auth",
+            ]
+            if self.tls
+            else []
+        )
         peer = f"http://127.0.0.1:{self.peer_ports[i]}"
         setpriv = shutil.which("setpriv")
         return [
@@ -98,6 +113,7 @@ class EtcdCluster:
             "--max-request-bytes=33554432",
             "--logger=zap",
             "--log-level=warn",
+            *tls,
         ]
 
     def _spawn(self, i: int) -> None:
@@ -113,9 +129,15 @@ class EtcdCluster:
             log.close()
 
     def healthy(self, i: int) -> bool:
-        url = f"http://127.0.0.1:{self.client_ports[i]}/health"
+        url = f"{self.scheme}://127.0.0.1:{self.client_ports[i]}/health"
+        ctx = None
+        if self.tls:
+            import ssl
+
+            ctx = ssl.create_default_context(cafile=str(self.tls[0]))
+            ctx.load_cert_chain(str(self.tls[1]), str(self.tls[2]))
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
+            with urllib.request.urlopen(url, timeout=1, context=ctx) as resp:
                 return b'"health":"true"' in resp.read()
         except OSError:
             return False
@@ -169,7 +191,11 @@ class EtcdCluster:
 
 
 def start_etcd_cluster(
-    tmp_path: Path | None = None, members: int = 1, *, data_dir: Path | None = None
+    tmp_path: Path | None = None,
+    members: int = 1,
+    *,
+    data_dir: Path | None = None,
+    tls: tuple[Path, Path, Path] | None = None,
 ) -> EtcdCluster:
     """Start `members` etcd members on free loopback ports and wait until all are healthy.
     Data goes to `data_dir`, else a fresh folder on /dev/shm (removed by stop()), else
@@ -193,6 +219,7 @@ def start_etcd_cluster(
         token=f"podium-test-{os.getpid()}-{ports[0]}",
         procs=[None] * members,
         owns_root=owns,
+        tls=tls,
     )
     try:
         for i in range(members):

@@ -72,6 +72,8 @@ FORBIDDEN = {
         "sqlite3",
         "httpx",
     ),
+    # Trust is below the server and the agent: both use it, it uses neither.
+    "tls": ("podium.server", "podium.agent", "podium.drivers", "podium.scheduler", "podium.api"),
 }
 
 

@@ -128,6 +128,7 @@ async def test_job_plan_gives_the_loop_a_turn_per_thousand_allocs(
         clock=clock,
         store_url="memory://",
         heartbeat_ttl=10.0,
+        insecure=True,  # plain ASGI calls, no TLS: callers are not told apart
     )
     doc = {"job": yaml.safe_load(EXAMPLE.read_text())}
     monkeypatch.setattr(slices, "SLICE", 0.0)  # every slice boundary is a turn

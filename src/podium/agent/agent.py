@@ -28,10 +28,12 @@ from podium.agent.disconnect import Contact, DisconnectWatch
 from podium.agent.local_state import LocalState
 from podium.agent.log_index import LogIndexer
 from podium.agent.logs import LogRelay
+from podium.agent.mesh import MeshGateway
 from podium.agent.metrics import AgentMetrics
 from podium.agent.proxy_manager import ProxyManager
 from podium.agent.source import source_address
 from podium.agent.templates import ServerData, remove_alloc_secrets
+from podium.agent.trust import AgentTrust
 from podium.agent.usage import UsageSampler
 from podium.api.client import AsyncClient
 from podium.drivers.base import Driver, TaskHandle
@@ -51,6 +53,8 @@ from podium.runtime.ids import short_alloc
 from podium.runtime.limits import raise_open_files_limit
 from podium.runtime.logfiles import LogLimits
 from podium.templates.worker import TemplateWorker
+from podium.tls.files import Credentials
+from podium.tls.identity import NODE_ID_HEADER, NODE_SECRET_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,12 @@ class AgentConfig:
     ingress_addr: str = ""  # HOST:PORT of the HTTP ingress; "" = none
     ingress_fallback: bool = False  # a taken ingress port: take a free one instead of failing
     log_limits: LogLimits = field(default_factory=LogLimits)  # per task stream
+    # Trust (agent/trust.py): a join token for the first start, or your PKI's files, or
+    # --insecure (plain HTTP; the node secret the server issues proves the node instead).
+    join_token: str = ""
+    tls_own: Credentials | None = None
+    insecure: bool = False
+    mesh_port: int = 0  # the mesh gateway (TLS: service traffic from other nodes); 0 = any
 
 
 class Agent:
@@ -94,6 +104,15 @@ class Agent:
         self.drivers = drivers
         os.makedirs(config.data_dir, exist_ok=True)
         self.local = LocalState(os.path.join(config.data_dir, "agent-state.json"))
+        self.trust = AgentTrust(
+            config.data_dir,
+            join_token=config.join_token,
+            own=config.tls_own,
+            insecure=config.insecure,
+        )
+        self.trust.hosts = [config.address]
+        self.server_epoch = 0  # the CA epoch the servers announce (heartbeats)
+        self.mesh: MeshGateway | None = None
         self.client = AsyncClient(
             config.servers, local_address=source_address(config.address, config.servers)
         )
@@ -127,15 +146,19 @@ class Agent:
     # -------------------------------------------------------------- identity
 
     def _node_id(self) -> str:
+        """This node's id: the one its certificate names (TLS), else the one kept on disk."""
         path = os.path.join(self.config.data_dir, "node-id")
-        try:
-            with open(path, encoding="utf-8") as f:
-                nid = f.read().strip()
-                if nid:
-                    return nid
-        except FileNotFoundError:
-            pass
-        nid = str(uuid.uuid4())
+        nid = ""
+        if self.trust.enabled and self.trust.creds.exist():
+            nid = self.trust.node_id()
+        else:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    nid = f.read().strip()
+            except FileNotFoundError:
+                pass
+        if not nid:
+            nid = str(uuid.uuid4())
         with open(path, "w", encoding="utf-8") as f:
             f.write(nid)
         return nid
@@ -155,7 +178,36 @@ class Agent:
             out[port] = "a listener of the node's proxy"
         if self.node is not None and self.node.http_addr:
             out[int(self.node.http_addr.rpartition(":")[2])] = "the agent's API"
+        if self.node is not None and self.node.mesh_addr:
+            out[int(self.node.mesh_addr.rpartition(":")[2])] = "the node's mesh gateway"
         return out
+
+    async def _trust_start(self) -> None:
+        """Credentials first (joining if need be): every request after this is mTLS."""
+        await self.trust.ensure(self.config.servers, proposed_id=self._node_id())
+        if self.trust.client_ssl is not None:
+            self.client.set_tls(self.trust.client_ssl)
+            self.trust.on_rebuild.append(self._new_tls)
+        elif self.trust.insecure:
+            self._node_headers()
+
+    def _new_tls(self) -> None:
+        """The trust bundle shrank (a CA rotation ended): fresh contexts from now on."""
+        assert self.trust.client_ssl is not None
+        self.client.set_tls(self.trust.client_ssl)
+        self.proxies.mesh_ssl = self.trust.client_ssl
+
+    def _serves_port(self, port: int) -> bool:
+        """Whether a running alloc of this node holds `port` (what the mesh may reach)."""
+        return any(port in r.alloc.ports.values() for r in self.runners.values())
+
+    def _node_headers(self) -> None:
+        secret = self.trust.node_secret()
+        if secret:
+            self.client.headers = {
+                NODE_ID_HEADER: self._node_id(),
+                NODE_SECRET_HEADER: secret,
+            }
 
     async def _fingerprint(self, http_addr: str) -> Node:
         c = self.config
@@ -203,15 +255,36 @@ class Agent:
 
         self.local.load()
         raise_open_files_limit()
+        await self._trust_start()
         http_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        mesh_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 tg.create_task(
-                    serve_agent_http(self, self.config.address, self.config.http_port, http_ready),
+                    serve_agent_http(
+                        self,
+                        self.config.address,
+                        self.config.http_port,
+                        http_ready,
+                        tls=self.trust.listener,
+                    ),
                     name="agent-http",
                 )
+                mesh_addr = ""
+                if self.trust.listener is not None:
+                    self.mesh = MeshGateway(
+                        self.config.address,
+                        self.config.mesh_port,
+                        self.trust.listener,
+                        self._serves_port,
+                    )
+                    tg.create_task(self.mesh.run(mesh_ready), name="mesh")
+                    mesh_addr = await mesh_ready
                 self.node = await self._fingerprint(await http_ready)
+                self.node.mesh_addr = mesh_addr
+                self.proxies.node_id = self.node.id
+                self.proxies.mesh_ssl = self.trust.client_ssl
                 tg.create_task(self.logs.run(), name="log-relay")
                 tg.create_task(self.log_index.run(), name="log-index")
                 tg.create_task(self.proxies.run(), name="proxy")
@@ -220,6 +293,10 @@ class Agent:
                 tg.create_task(self._reporter_loop(), name="reporter")
                 tg.create_task(self._watch_loop(), name="watch")
                 tg.create_task(self._fingerprint_loop(), name="fingerprint")
+                tg.create_task(
+                    self.trust.run(self.client.request, lambda: self.server_epoch),
+                    name="certificates",
+                )
                 tg.create_task(
                     DisconnectWatch(self.contact, self.runners, self._spawn).run(),
                     name="disconnect",
@@ -239,6 +316,10 @@ class Agent:
                 resp = await self.client.register_node(self.node)
                 self.contact.heard()
                 self._heard_ttl(resp)
+                self.server_epoch = int(resp.get("tls_epoch", 0))
+                if resp.get("node_secret"):  # --insecure: issued once, kept 0600
+                    self.trust.save_node_secret(resp["node_secret"])
+                    self._node_headers()
                 log.info(
                     "node %s (%s) registered with %s",
                     self.node.name,
@@ -283,6 +364,7 @@ class Agent:
             return
         self.contact.heard()
         self._heard_ttl(resp)
+        self.server_epoch = int(resp.get("tls_epoch", 0))
 
     async def _fingerprint_loop(self) -> None:
         """Re-register when a driver's health changed: an engine that went away takes no new

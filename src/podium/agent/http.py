@@ -1,7 +1,13 @@
-"""The agent's own small HTTP API: task logs (tail and follow) and exec, for the CLI.
+"""The agent's own small HTTP API: task logs (tail and follow) and exec, for the servers.
 
-Logs stay on the node that produced them; the CLI asks the server which node runs
-an alloc, then reads the logs here.
+Logs stay on the node that produced them; users ask a server, which checks them and
+asks here (server/forward.py). With TLS this API takes only mutual-TLS connections, and
+logs and exec only from *server* certificates.
+
+Exec is a WebSocket: `?task=T&tty=1&cmd=ARG&cmd=ARG...`; binary frames from the client
+are stdin, text frames are {"resize": [rows, cols]} or {"eof": true}; binary frames to
+the client are 0x01+stdout or 0x02+stderr; the last frame is {"exit_code": N}. A command
+that does not exist is refused before the upgrade: 400, naming it.
 """
 
 from __future__ import annotations
@@ -17,15 +23,18 @@ from prometheus_client import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from podium.drivers.base import ExecDriver
-from podium.errors import DriverError, TaskNotFound, ValidationError
+from podium.drivers.exec_session import ExecSession, SessionExecDriver
+from podium.errors import DriverError, PodiumError, TaskNotFound
 from podium.model.pattern import PatternError, compile_pattern
 from podium.runtime import http
-from podium.runtime.bodies import json_body
 from podium.runtime.logfiles import follow, read_tail, tail_bytes
 from podium.runtime.merge import Merge
+from podium.tls.context import ServerTLS
+from podium.tls.identity import ANONYMOUS, Identity
 
 if TYPE_CHECKING:
     from podium.agent.agent import Agent
@@ -41,13 +50,25 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(data), status_code=status, media_type="application/json")
 
 
-def _error(e: ValidationError) -> Response:
-    problems = [{"path": p.path, "message": p.message} for p in e.problems]
-    return _json({"error": str(e), "problems": problems}, e.status_code)
+# route -> roles allowed (TLS on); without TLS (--insecure) anyone who reaches it
+REQUIRES = {"logs": ("server",), "lines": ("server",), "exec": ("server",),
+            "usage": ("server",), "metrics": ("server", "operator", "management"),
+            "health": ("server", "operator", "management", "agent")}  # fmt: skip
 
 
-def create_agent_app(agent: Agent) -> Starlette:
-    def find_runner(req: Request) -> Any:
+def _refusal(conn: Request | WebSocket, what: str, *, tls: bool) -> Response | None:
+    if not tls:
+        return None
+    peer: Identity = conn.scope.get("state", {}).get("peer", ANONYMOUS)
+    if peer.role in REQUIRES[what]:
+        return None
+    log.warning("refused %s on %s", peer.describe(), conn.url.path)
+    code = 401 if not peer.authenticated else 403
+    return _json({"error": f"{peer.describe()} may not use the agent's {what}"}, code)
+
+
+def create_agent_app(agent: Agent, *, tls: bool = False) -> Starlette:
+    def find_runner(req: Request | WebSocket) -> Any:
         """The one runner the path's alloc id (or prefix) names, or a 404 response."""
         alloc_id = req.path_params["id"]
         matches = [r for i, r in agent.runners.items() if i.startswith(alloc_id)]
@@ -56,7 +77,7 @@ def create_agent_app(agent: Agent) -> Starlette:
             return _json({"error": f"{msg} matching {alloc_id!r} on this node"}, 404)
         return matches[0]
 
-    def runner_task(req: Request) -> tuple[Any, Any] | Response:
+    def runner_task(req: Request | WebSocket) -> tuple[Any, Any] | Response:
         runner = find_runner(req)
         if isinstance(runner, Response):
             return runner
@@ -69,6 +90,9 @@ def create_agent_app(agent: Agent) -> Starlette:
         return runner, task
 
     async def logs(req: Request) -> Response:
+        refused = _refusal(req, "logs", tls=tls)
+        if refused is not None:
+            return refused
         found = runner_task(req)
         if isinstance(found, Response):
             return found
@@ -102,6 +126,9 @@ def create_agent_app(agent: Agent) -> Starlette:
         (wall time) picks the start through the time index, `grep` (RE2) filters, `follow`
         goes on until the alloc's tasks are done. The first object is {"retention": ...};
         with follow, {"live": true} marks where the past ends."""
+        refused = _refusal(req, "lines", tls=tls)
+        if refused is not None:
+            return refused
         runner = find_runner(req)
         if isinstance(runner, Response):
             return runner
@@ -156,60 +183,80 @@ def create_agent_app(agent: Agent) -> Starlette:
 
         return StreamingResponse(stream(), media_type="application/x-ndjson")
 
-    async def exec_(req: Request) -> Response:
-        try:
-            body = await json_body(req, limit=EXEC_BODY_LIMIT)
-        except ValidationError as e:
-            return _error(e)
-        found = runner_task(req)
+    async def exec_(ws: WebSocket) -> None:
+        refused = _refusal(ws, "exec", tls=tls)
+        if refused is not None:
+            await ws.send_denial_response(refused)
+            return
+        found = runner_task(ws)
         if isinstance(found, Response):
-            return found
+            await ws.send_denial_response(found)
+            return
         _, task = found
-        cmd = body.get("command") if isinstance(body, dict) else None
-        if not isinstance(cmd, list) or not cmd or not all(isinstance(c, str) for c in cmd):
-            return _json({"error": "command: expected a non-empty list of strings"}, 400)
-        timeout = body.get("timeout", 30.0)
-        # (type(), not isinstance: true is no number of seconds; NaN fails the comparison)
-        if type(timeout) not in (int, float) or not 0 < timeout <= MAX_EXEC_TIMEOUT:
-            return _json(
-                {
-                    "error": f"timeout: expected seconds, more than 0 and at most "
-                    f"{MAX_EXEC_TIMEOUT:g}, got {str(timeout)[:40]}"
-                },
-                400,
+        cmd = ws.query_params.getlist("cmd")
+        if not cmd or not all(cmd):
+            await ws.send_denial_response(
+                _json({"error": "cmd: expected a command (cmd=ARG, repeated)"}, 400)
             )
-        if task.handle is None or not isinstance(task.driver, ExecDriver):
-            return _json(
-                {"error": f"task {task.name} is not running or its driver cannot exec"}, 409
-            )
+            return
+        tty = ws.query_params.get("tty", "") in ("1", "true")
+        if task.handle is None:
+            await ws.send_denial_response(_json({"error": f"task {task.name} is not running"}, 409))
+            return
+        if not isinstance(task.driver, SessionExecDriver):
+            await _exec_once(ws, task, cmd)
+            return
         try:
-            code, out = await task.driver.exec(task.handle, cmd, timeout=float(timeout))
+            session = await task.driver.exec_session(task.handle, cmd, tty=tty)
         except TaskNotFound as e:
-            return _json({"error": str(e)}, 409)
+            await ws.send_denial_response(_json({"error": str(e)}, 409))
+            return
         except DriverError as e:
-            # The command could not run in the task, or did not finish in time: about
-            # the request, not this agent.
-            return _json({"error": str(e)}, 422)
-        except OSError as e:
-            return _json({"error": str(e)}, 500)
-        return _json({"exit_code": code, "output": out.decode("utf-8", "replace")})
+            # The command could not run in the task (not found: 400; else 422): about the
+            # request, not this agent.
+            code = e.status_code if 400 <= e.status_code < 500 else 422
+            await ws.send_denial_response(_json({"error": str(e)}, code))
+            return
+        except PodiumError as e:
+            code = e.status_code if 400 <= e.status_code < 500 else 500
+            await ws.send_denial_response(_json({"error": str(e)}, code))
+            return
+        await ws.accept()
+        try:
+            await _run_session(ws, session)
+        finally:
+            await session.kill()
 
     async def health(req: Request) -> Response:
+        refused = _refusal(req, "health", tls=tls)
+        if refused is not None:
+            return refused
+        mesh = agent.mesh
         return _json(
             {
                 "node": agent.node.id if agent.node else "",
                 "allocs": len(agent.runners),
                 "syncs": agent.syncs,  # what the agent did with the server's word, so far
+                "mesh": {
+                    "connections": mesh.connections if mesh else 0,
+                    "refused": mesh.refused if mesh else 0,
+                },
             }
         )
 
     async def metrics(req: Request) -> Response:
+        refused = _refusal(req, "metrics", tls=tls)
+        if refused is not None:
+            return refused
         # Prometheus text: tasks, usage, checks, logs, and the proxy's services.
         return Response(await agent.metrics.exposition(agent), media_type=METRICS_CONTENT_TYPE)
 
     async def usage(req: Request) -> Response:
         """This node's allocs' resource use (`max_age`, seconds, bounds how old it may be),
         and what its proxy counted per service (the autoscaler's requests and latency)."""
+        refused = _refusal(req, "usage", tls=tls)
+        if refused is not None:
+            return refused
         try:
             max_age = min(max(float(req.query_params.get("max_age", "1")), 0.0), 60.0)
         except ValueError:
@@ -232,7 +279,7 @@ def create_agent_app(agent: Agent) -> Starlette:
             Route("/v1/agent/usage", usage),
             Route("/v1/agent/alloc/{id}/logs", logs),
             Route("/v1/agent/alloc/{id}/lines", lines),
-            Route("/v1/agent/alloc/{id}/exec", exec_, methods=["POST"]),
+            WebSocketRoute("/v1/agent/alloc/{id}/exec", exec_),
         ]
     )
 
@@ -265,9 +312,81 @@ async def _follow_lines(
                 yield encode(task, kind, now, text)
 
 
-async def serve_agent_http(agent: Agent, host: str, port: int, ready: asyncio.Future[str]) -> None:
+async def _exec_once(ws: WebSocket, task: Any, cmd: list[str]) -> None:
+    """A driver without sessions (no stdin, no TTY): run once, send the output and the code."""
+    if not isinstance(task.driver, ExecDriver):
+        await ws.send_denial_response(_json({"error": f"{task.driver.name} cannot exec"}, 409))
+        return
+    await ws.accept()
+    try:
+        code, out = await task.driver.exec(task.handle, cmd, timeout=3600.0)
+    except (DriverError, OSError) as e:
+        await ws.send_text(msgspec.json.encode({"error": str(e)}).decode())
+        await ws.close()
+        return
+    await ws.send_bytes(b"\x01" + out)
+    await ws.send_text(msgspec.json.encode({"exit_code": code}).decode())
+    await ws.close()
+
+
+async def _run_session(ws: WebSocket, session: ExecSession) -> None:
+    """Pump stdin in and output out until the command exits, then send its exit code."""
+
+    async def output(stream: int, reader: asyncio.StreamReader) -> None:
+        tag = bytes([stream])
+        while True:
+            try:
+                chunk = await reader.read(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            await ws.send_bytes(tag + chunk)
+
+    async def stdin() -> None:
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    await session.kill()  # the user went away: nothing may keep running
+                    return
+                if msg.get("bytes") is not None:
+                    await session.write(msg["bytes"])
+                elif msg.get("text"):
+                    ctl = msgspec.json.decode(msg["text"])
+                    if isinstance(ctl, dict) and ctl.get("eof"):
+                        await session.close_stdin()
+                    elif isinstance(ctl, dict) and isinstance(ctl.get("resize"), list):
+                        rows, cols = (int(x) for x in ctl["resize"][:2])
+                        await session.resize(rows, cols)
+        except (WebSocketDisconnect, msgspec.DecodeError, ValueError, TypeError):
+            await session.kill()
+
+    feeder = asyncio.ensure_future(stdin())
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for work in session.background():
+                tg.create_task(work)
+            for stream, reader in session.streams:
+                tg.create_task(output(stream, reader))
+        code = await session.wait()
+    finally:
+        feeder.cancel()
+        await asyncio.gather(feeder, return_exceptions=True)
+    await ws.send_text(msgspec.json.encode({"exit_code": code}).decode())
+    await ws.close()
+
+
+async def serve_agent_http(
+    agent: Agent,
+    host: str,
+    port: int,
+    ready: asyncio.Future[str],
+    *,
+    tls: ServerTLS | None = None,
+) -> None:
     sock = http.bind(host, port)
-    server = http.server(create_agent_app(agent))
+    server = http.server(create_agent_app(agent, tls=tls is not None), tls=tls)
     addr = "{}:{}".format(*sock.getsockname()[:2])
     serving = asyncio.ensure_future(server.serve(sockets=[sock]))
     try:

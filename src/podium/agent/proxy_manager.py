@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from podium.errors import PodiumError
 from podium.model.types import Upstream
 from podium.proxy import Endpoint, Proxy, Route, UpstreamConfig, WakeConfig, service_key
 from podium.runtime.backoff import Backoff
+from podium.tls import pki
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,27 @@ class ProxyManager:
         self._wake_now = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._lock = asyncio.Lock()
+        # TLS clusters: this node's id and the context for other nodes' mesh gateways
+        self.node_id = ""
+        self.mesh_ssl: ssl.SSLContext | None = None
+
+    def _endpoint(self, e: dict[str, Any]) -> Endpoint:
+        """A copy on this node: plain; on another node of a TLS cluster: through its mesh
+        gateway, mutual TLS, that node checked by name."""
+        ep = Endpoint(id=e["alloc_id"], host=e["address"], port=int(e["port"]), weight=e["weight"])
+        mesh = e.get("mesh_addr") or ""
+        if self.mesh_ssl is None or not mesh or e.get("node_id") == self.node_id:
+            return ep
+        host, _, port = mesh.rpartition(":")
+        return Endpoint(
+            id=ep.id,
+            host=ep.host,
+            port=ep.port,
+            weight=ep.weight,
+            via=(host, int(port)),
+            tls_name=pki.node_name(e["node_id"]),
+            ssl=self.mesh_ssl,
+        )
 
     # ------------------------------------------------------------------- run
 
@@ -187,7 +210,7 @@ class ProxyManager:
                 await asyncio.sleep(delay)
                 continue
             # A copy without a port (a service declared with none) cannot be proxied to.
-            endpoints = [_endpoint(e) for e in data["endpoints"] if e["port"]]
+            endpoints = [self._endpoint(e) for e in data["endpoints"] if e["port"]]
             self.proxy.set_wake(key, _wake(data.get("wake")))
             self.proxy.set_endpoints(key, endpoints)
             # Lower than before means another server answered: its index is the one to use.
@@ -257,7 +280,3 @@ def _wake(raw: object) -> WakeConfig | None:
         return WakeConfig(timeout=float(raw["timeout"]), max_held=int(raw["queue"]))
     except (KeyError, TypeError, ValueError):
         return None
-
-
-def _endpoint(e: dict[str, Any]) -> Endpoint:
-    return Endpoint(id=e["alloc_id"], host=e["address"], port=int(e["port"]), weight=e["weight"])

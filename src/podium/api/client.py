@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import getpass
 import os
+import ssl
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,15 +21,20 @@ import msgspec
 
 from podium.errors import (
     Conflict,
+    Forbidden,
     NotFound,
     PlacementError,
     PodiumError,
     Problem,
+    Unauthorized,
     Unavailable,
     ValidationError,
 )
 from podium.model.types import Allocation, Node
 from podium.runtime.backoff import Backoff
+from podium.tls import pki
+from podium.tls.client import CliConfig, discover
+from podium.tls.context import NamedTransport, SyncNamedTransport, client_context
 
 DEFAULT_ADDR = "http://127.0.0.1:4646"
 
@@ -63,6 +69,10 @@ def _check(resp: httpx.Response, *, raw: bool = False) -> Any:
     if not isinstance(body, dict):
         body = {}
     code = resp.status_code
+    if code == 401:
+        raise Unauthorized(msg)
+    if code == 403:
+        raise Forbidden(msg)
     if code == 400:
         problems = [
             Problem(p.get("path", ""), p.get("message", ""))
@@ -104,7 +114,14 @@ FAILOVER_PAUSE = 0.5  # mean seconds between rounds (a leader change, a store bl
 def _unavailable(addresses: list[str], last: Exception | None) -> Unavailable:
     if isinstance(last, Unavailable):  # every server answered 503: say why
         return Unavailable(f"{last} (tried {', '.join(addresses)})")
-    return Unavailable(f"no podium server answers at {', '.join(addresses)} ({last})")
+    hint = ""
+    if isinstance(last, httpx.RemoteProtocolError) and any(
+        a.startswith("http://") for a in addresses
+    ):
+        hint = "; if the server uses TLS (podium dev does), use https:// and its credentials"
+    if isinstance(last, httpx.ConnectError) and "CERTIFICATE" in str(last).upper():
+        hint = "; the server's certificate is not from the CA given (PODIUM_CACERT)"
+    return Unavailable(f"no podium server answers at {', '.join(addresses)} ({last}){hint}")
 
 
 def _user() -> str:
@@ -115,17 +132,68 @@ def _user() -> str:
 
 
 class Client:
-    """Synchronous client for the CLI and tests."""
+    """Synchronous client for the CLI and tests.
+
+    Address and credentials come from podium.tls.client (flags, PODIUM_* variables, the
+    CLI config file). With https the server must present a server certificate of the
+    cluster's CA; credentials renewed on disk are picked up at the next request.
+    """
 
     def __init__(
-        self, addr: str | None = None, *, namespace: str | None = None, timeout: float = 30.0
+        self,
+        addr: str | None = None,
+        *,
+        namespace: str | None = None,
+        timeout: float = 30.0,
+        config: CliConfig | None = None,
     ) -> None:
-        self.addresses = default_addresses(addr)
+        self.config = config or discover()
+        self.addresses = default_addresses(addr or self.config.addr or None)
         # One object's namespace when none is named (None: "default"); listings show only
         # this namespace when it is set, every namespace when it is not.
         self.namespace = namespace
         self._i = 0
-        self._http = httpx.Client(timeout=timeout, headers={"x-podium-user": _user()})
+        self._timeout = timeout
+        self.creds = self.config.credentials()
+        self._loaded = -1.0
+        self.ssl: ssl.SSLContext | None = None
+        self._http = self._client()
+
+    def _client(self) -> httpx.Client:
+        headers = {"x-podium-user": _user()}
+        if self.creds is None:
+            if any(a.startswith("https://") for a in self.addresses):
+                raise ValidationError(
+                    [
+                        Problem(
+                            "PODIUM_CACERT",
+                            "an https address needs the cluster's CA certificate: set "
+                            "PODIUM_CACERT (and PODIUM_CLIENT_CERT, PODIUM_CLIENT_KEY), "
+                            "source <data-dir>/env, or run where .podium/dev/cli.json is",
+                        )
+                    ]
+                )
+            return httpx.Client(timeout=self._timeout, headers=headers)
+        self._loaded = self.creds.mtime()
+        try:
+            self.ssl = client_context(self.creds if self.creds.cert else None, ca=self.creds.ca)
+        except (OSError, ssl.SSLError) as e:
+            raise ValidationError(
+                [Problem("PODIUM_CACERT", f"cannot load TLS files {self.creds}: {e}")]
+            ) from None
+        inner = SyncNamedTransport(httpx.HTTPTransport(verify=self.ssl), pki.SERVER_NAME)
+        return httpx.Client(timeout=self._timeout, headers=headers, transport=inner)
+
+    def _fresh(self) -> None:
+        """Renewed files on disk (a long-running program): use them from now on. Files caught
+        half-written (a new key beside the old certificate) are tried again next time."""
+        if self.creds is not None and self.creds.mtime() != self._loaded:
+            try:
+                new = self._client()
+            except ValidationError:
+                return
+            old, self._http = self._http, new
+            old.close()
 
     @property
     def address(self) -> str:
@@ -156,6 +224,7 @@ class Client:
         for attempt in range(FAILOVER_ROUNDS * len(self.addresses)):
             if attempt and attempt % len(self.addresses) == 0:
                 time.sleep(pause.next())
+            self._fresh()
             try:
                 return _check(self._http.request(method, self.address + path, **kw), raw=raw)
             except (httpx.TransportError, Unavailable) as e:
@@ -169,6 +238,15 @@ class Client:
                 resp.read()
                 _check(resp)
             yield from resp.iter_lines()
+
+    def stream_bytes(self, path: str, **kw: Any) -> Iterator[bytes]:
+        with self._http.stream(
+            "GET", self.address + path, timeout=httpx.Timeout(30.0, read=None), **kw
+        ) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                _check(resp)
+            yield from resp.iter_raw()
 
     # jobs
     def jobs(self, namespace: str | None = None) -> Any:
@@ -382,27 +460,59 @@ class Client:
 
 
 class AsyncClient:
-    """Asynchronous client for the agent: registration, heartbeats, alloc watch and reports."""
+    """Asynchronous client for the agent: registration, heartbeats, alloc watch and reports.
+
+    With `tls`, every address is https and the server must present a *server* certificate
+    (checked by name, podium.tls.context); `set_tls` swaps in a new context for new
+    connections (the old client is closed once its requests are long done).
+    """
 
     def __init__(
-        self, addr: str | list[str], *, timeout: float = 10.0, local_address: str | None = None
+        self,
+        addr: str | list[str],
+        *,
+        timeout: float = 10.0,
+        local_address: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.addresses = default_addresses(addr if isinstance(addr, str) else ",".join(addr))
+        if tls is not None:
+            self.addresses = ["https://" + a.split("://", 1)[-1] for a in self.addresses]
         self._i = 0
+        self._timeout = timeout
         # local_address: the source address connections leave from (None: the kernel picks)
-        transport = httpx.AsyncHTTPTransport(local_address=local_address) if local_address else None
-        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self._local = local_address
+        self.headers: dict[str, str] = {}
+        self._retired: list[httpx.AsyncClient] = []
+        self._http = self._client(tls)
+
+    def _client(self, tls: ssl.SSLContext | None) -> httpx.AsyncClient:
+        inner: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport(
+            local_address=self._local, verify=tls if tls is not None else True
+        )
+        if tls is not None:
+            inner = NamedTransport(inner, pki.SERVER_NAME)
+        return httpx.AsyncClient(timeout=self._timeout, transport=inner)
+
+    def set_tls(self, tls: ssl.SSLContext) -> None:
+        """From now on: https, this context (a fresh connection pool)."""
+        self.addresses = ["https://" + a.split("://", 1)[-1] for a in self.addresses]
+        self._retired.append(self._http)
+        self._http = self._client(tls)
 
     @property
     def address(self) -> str:
         return self.addresses[self._i]
 
     async def close(self) -> None:
-        await self._http.aclose()
+        for c in [*self._retired, self._http]:
+            await c.aclose()
 
     async def request(self, method: str, path: str, **kw: Any) -> Any:
         last: Exception | None = None
         for _ in range(len(self.addresses)):
+            if self.headers:
+                kw["headers"] = {**self.headers, **(kw.get("headers") or {})}
             try:
                 return _check(await self._http.request(method, self.address + path, **kw))
             except (httpx.TransportError, Unavailable) as e:

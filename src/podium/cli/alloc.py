@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import click
-import httpx
 import msgspec
 
-from podium.api.client import Client, _check
+from podium.api.client import Client
+from podium.cli.exec import run_exec
 from podium.cli.main import addr_option, json_option, namespace_option
 from podium.cli.output import ago, alloc_short, console, mib, print_json, reads, short_id, table
 
@@ -18,14 +19,6 @@ from podium.cli.output import ago, alloc_short, console, mib, print_json, reads,
 @click.group()
 def alloc() -> None:
     """Inspect and act on allocations."""
-
-
-def _agent_url(c: Client, alloc_id: str) -> tuple[str, Any]:
-    a = c.alloc(alloc_id)
-    node = c.node(a.node_id)
-    if not node.get("http_addr"):
-        raise click.ClickException(f"node {node['name']} does not expose its agent API")
-    return f"http://{node['http_addr']}", a
 
 
 @alloc.command("list")
@@ -139,23 +132,29 @@ def logs(
     namespace: str | None,
     addr: str | None,
 ) -> None:
-    """A task's output, read from its node: stdout and stderr, each under a
-    `==> stdout <==` / `==> stderr <==` marker (as `tail` shows several files);
+    """A task's output, read from its node through the server: stdout and stderr, each
+    under a `==> stdout <==` / `==> stderr <==` marker (as `tail` shows several files);
     --stdout or --stderr for one stream alone, unmarked."""
     c = Client(addr, namespace=namespace)
-    base, a = _agent_url(c, alloc_id)
+    a = c.alloc(alloc_id)
     params = {"lines": str(tail), "follow": "true" if follow else "false"}
     if task:
         params["task"] = task
-    url = f"{base}/v1/agent/alloc/{a.id}/logs"
+    path = f"/v1/allocation/{a.id}/logs"
     out = sys.stdout.buffer
     streams = [only] if only else ["stdout", "stderr"]
     try:
         if follow:
-            _follow_streams(url, params, streams, out, marked=only is None)
+            _follow_streams(
+                lambda p: Client(addr, namespace=namespace).stream_bytes(path, params=p),
+                params,
+                streams,
+                out,
+                marked=only is None,
+            )
         else:
             for kind in streams:
-                data = _get_log(url, {**params, "type": kind})
+                data = b"".join(c.stream_bytes(path, params={**params, "type": kind}))
                 if only:
                     out.write(data)
                 elif data:
@@ -169,15 +168,13 @@ def logs(
         pass
 
 
-def _get_log(url: str, params: dict[str, str]) -> bytes:
-    resp = httpx.get(url, params=params, timeout=30)
-    if resp.status_code >= 400:
-        _check(resp)
-    return resp.content
-
-
 def _follow_streams(
-    url: str, params: dict[str, str], streams: list[str], out: BinaryIO, *, marked: bool
+    open_stream: Callable[[dict[str, str]], Iterator[bytes]],
+    params: dict[str, str],
+    streams: list[str],
+    out: BinaryIO,
+    *,
+    marked: bool,
 ) -> None:
     """Follow each stream in its own thread; whole lines go out, a marker before each run of
     lines from a stream other than the last one shown."""
@@ -188,27 +185,23 @@ def _follow_streams(
     def pump(kind: str) -> None:
         rest = b""
         try:
-            with httpx.stream("GET", url, params={**params, "type": kind}, timeout=None) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    _check(resp)
-                for chunk in resp.iter_raw():
-                    if not marked:
-                        with lock:
-                            out.write(chunk)
-                            out.flush()
-                        continue
-                    rest += chunk
-                    whole, sep, rest = rest.rpartition(b"\n")
-                    if not sep:
-                        rest = whole + rest
-                        continue
+            for chunk in open_stream({**params, "type": kind}):
+                if not marked:
                     with lock:
-                        if last[0] != kind:
-                            out.write(f"==> {kind} <==\n".encode())
-                            last[0] = kind
-                        out.write(whole + b"\n")
+                        out.write(chunk)
                         out.flush()
+                    continue
+                rest += chunk
+                whole, sep, rest = rest.rpartition(b"\n")
+                if not sep:
+                    rest = whole + rest
+                    continue
+                with lock:
+                    if last[0] != kind:
+                        out.write(f"==> {kind} <==\n".encode())
+                        last[0] = kind
+                    out.write(whole + b"\n")
+                    out.flush()
         except Exception as e:  # raised again by the main thread, which can exit cleanly
             failures.append(e)
 
@@ -291,26 +284,33 @@ def _name(a: dict[str, Any]) -> str:
 @alloc.command(name="exec", context_settings={"ignore_unknown_options": True})
 @click.argument("alloc_id")
 @click.option("--task", default=None, help="Task name (default: the first)")
+@click.option("-t", "--tty", is_flag=True, help="A terminal (for shells and editors)")
+@click.option(
+    "-i/-I",
+    "--stdin/--no-stdin",
+    "stdin",
+    default=True,
+    show_default=True,
+    help="Send this terminal's input to the command",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @namespace_option
 @addr_option
 def exec_(
     alloc_id: str,
     task: str | None,
+    tty: bool,
+    stdin: bool,
     command: tuple[str, ...],
     namespace: str | None,
     addr: str | None,
 ) -> None:
-    """Run a command in a task's context: podium alloc exec ID -- CMD ARGS."""
+    """Run a command in a task's context, through the server: podium alloc exec ID -- CMD.
+
+    Input is forwarded (`echo hi | podium alloc exec ID -- cat`); -t gives it a terminal
+    (window size followed); the exit code is the command's.
+    """
     c = Client(addr, namespace=namespace)
-    base, a = _agent_url(c, alloc_id)
-    params = {"task": task} if task else {}
-    resp = httpx.post(
-        f"{base}/v1/agent/alloc/{a.id}/exec",
-        params=params,
-        json={"command": list(command)},
-        timeout=60,
-    )
-    data = _check(resp)
-    sys.stdout.write(data["output"])
-    sys.exit(data["exit_code"])
+    a = c.alloc(alloc_id)
+    code = run_exec(c, a.id, list(command), task=task, tty=tty, stdin=stdin)
+    sys.exit(code)

@@ -222,16 +222,16 @@ def run_until_signal(main: Coroutine[Any, Any, None], *, tune_heap: bool = True)
 
     try:
         uvloop.run(wrapper())
-    except (OSError, ExceptionGroup) as e:
-        # An address already in use, say: one line naming it, not a traceback.
+    except (OSError, PodiumError, ExceptionGroup) as e:
+        # An address already in use, a refused join: one line naming it, not a traceback.
         err = _os_error(e)
         if err is None:
             raise
         raise click.ClickException(f"cannot start: {err}") from None
 
 
-def _os_error(e: BaseException) -> OSError | None:
-    if isinstance(e, OSError):
+def _os_error(e: BaseException) -> OSError | PodiumError | None:
+    if isinstance(e, OSError | PodiumError):
         return e
     if isinstance(e, BaseExceptionGroup):
         for inner in e.exceptions:
@@ -241,10 +241,109 @@ def _os_error(e: BaseException) -> OSError | None:
     return None
 
 
+def _env_from(name: str) -> Any:
+    def set_env(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value:
+            os.environ[name] = os.path.abspath(os.path.expanduser(value))
+
+    return set_env
+
+
 @click.group(cls=PodiumGroup)
 @click.version_option(__version__, prog_name="podium")
+@click.option(
+    "--ca-cert",
+    expose_value=False,
+    callback=_env_from("PODIUM_CACERT"),
+    help="The cluster's CA certificate (or PODIUM_CACERT)",
+)
+@click.option(
+    "--client-cert",
+    expose_value=False,
+    callback=_env_from("PODIUM_CLIENT_CERT"),
+    help="Your client certificate (or PODIUM_CLIENT_CERT)",
+)
+@click.option(
+    "--client-key",
+    expose_value=False,
+    callback=_env_from("PODIUM_CLIENT_KEY"),
+    help="Its key (or PODIUM_CLIENT_KEY)",
+)
 def cli() -> None:
-    """podium: run workloads on a cluster. Start with `podium dev`."""
+    """podium: run workloads on a cluster. Start with `podium dev`.
+
+    Address and credentials: --addr/PODIUM_ADDR, --ca-cert/--client-cert/--client-key
+    (PODIUM_CACERT, PODIUM_CLIENT_CERT, PODIUM_CLIENT_KEY), else the CLI config that
+    `podium dev` and `podium server` write (.podium/dev/cli.json, .podium/server/cli.json,
+    $PODIUM_CONFIG or ~/.config/podium/cli.json).
+    """
+
+
+def _tls_options(f: Any) -> Any:
+    for opt in reversed(
+        [
+            click.option(
+                "--insecure",
+                is_flag=True,
+                help="No TLS: plain HTTP, callers not told apart (see docs/security.md)",
+            ),
+            click.option("--tls-ca", default=None, help="Your PKI: the CA certificate(s) to trust"),
+            click.option("--tls-cert", default=None, help="Your PKI: this process's certificate"),
+            click.option("--tls-key", default=None, help="Your PKI: its key"),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def _own_pki(tls_ca: str | None, tls_cert: str | None, tls_key: str | None) -> Any:
+    from podium.tls.files import Credentials
+
+    given = [x for x in (tls_ca, tls_cert, tls_key) if x]
+    if not given:
+        return None
+    if len(given) != 3:
+        raise click.UsageError("--tls-ca, --tls-cert and --tls-key go together")
+    for opt, path in (("--tls-ca", tls_ca), ("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+        if not os.path.isfile(str(path)):
+            raise click.BadParameter(f"no file {path}", param_hint=opt)
+    return Credentials(*(os.path.abspath(str(p)) for p in (tls_ca, tls_cert, tls_key)))
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _warn_insecure(what: str, host: str) -> None:
+    if _loopback(host):
+        logging.getLogger("podium").warning(
+            "%s runs with --insecure on %s: TLS off, callers not told apart", what, host
+        )
+        return
+    logging.getLogger("podium").warning(
+        "!!! INSECURE: %s on %s has TLS OFF (--insecure): anyone who can reach it can run "
+        "any command on every node of this cluster. See docs/security.md. !!!",
+        what,
+        host,
+    )
+
+
+def write_cli_config(data_dir: str, addr: str, creds: Any) -> str:
+    """<data-dir>/cli.json (the CLI reads it without flags) and <data-dir>/env (for `.`);
+    `creds` None: --insecure, the address alone (no stale credentials of an earlier run)."""
+    from podium.tls.client import CliConfig, env_file_text, write_config
+    from podium.tls.files import write_public
+
+    cfg = CliConfig(addr, creds.ca, creds.cert, creds.key) if creds else CliConfig(addr)
+    path = os.path.join(data_dir, "cli.json")
+    write_config(path, cfg)
+    write_public(os.path.join(data_dir, "env"), env_file_text(cfg))
+    return path
 
 
 def _data_dir(path: str | None, default: str) -> str:
@@ -253,9 +352,18 @@ def _data_dir(path: str | None, default: str) -> str:
     return d
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @click.option("--data-dir", default=None, help="Where state lives (default ./.podium/dev)")
 @click.option("--addr", default="127.0.0.1:4646", show_default=True, help="API listen address")
+@click.option(
+    "--insecure", is_flag=True, help="No TLS (plain HTTP; the CLI then needs no credentials)"
+)
+@click.option(
+    "--cert-lifetime",
+    default="720h",
+    show_default=True,
+    help="Lifetime of the certificates the cluster issues (renewed at 2/3)",
+)
 @click.option(
     "--dns-addr",
     default="127.0.0.1:8600",
@@ -276,6 +384,8 @@ def dev(
     ctx: click.Context,
     data_dir: str | None,
     addr: str,
+    insecure: bool,
+    cert_lifetime: str,
     dns_addr: str,
     ingress_addr: str,
     log_level: str,
@@ -283,17 +393,26 @@ def dev(
     events_max_age: str,
     prometheus_url: str,
 ) -> None:
-    """A real single-node cluster: server and agent in one process, on SQLite."""
+    """A real single-node cluster: server and agent in one process, on SQLite.
+
+    TLS is on: the cluster makes its CA, and writes <data-dir>/cli.json (which the CLI
+    reads from the directory you started it in) and <data-dir>/env (`podium dev env`).
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from podium.agent.agent import Agent, AgentConfig
     from podium.drivers import builtin_drivers
     from podium.runtime.logging import setup
-    from podium.server.runtime import Server, ServerConfig
+    from podium.server.runtime import Server, ServerConfig, TLSSettings
+    from podium.tls.files import Credentials
 
     setup(log_level)
     host, port = _split_addr(addr)
     ddir = _data_dir(data_dir, ".podium/dev")
     dns, dns_fallback = _dns_config(ctx, dns_addr)
     ingress, ingress_fallback = _ingress_addr(ctx, ingress_addr)
+    if insecure:
+        _warn_insecure("podium dev", host)
     server = Server(
         ServerConfig(
             store_url=f"sqlite:///{ddir}/podium.db",
@@ -303,21 +422,32 @@ def dev(
             dns_fallback=dns_fallback,
             events=_event_ring(events_max, events_max_age),
             prometheus_url=prometheus_url,
+            tls=None if insecure else TLSSettings(ddir, lifetime=_duration(cert_lifetime)),
         )
     )
+    agent_dir = os.path.join(ddir, "agent")
 
     async def main() -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(server.run())
             await server.started.wait()
+            authority = server.ctx.authority if server.ctx else None
+            write_cli_config(ddir, server.address, authority.cli_creds if authority else None)
+            if authority is not None:
+                agent_creds = Credentials.in_dir(os.path.join(agent_dir, "tls"), "agent")
+                if not agent_creds.exist():
+                    # Same process, same CA: the agent's certificate comes straight from
+                    # it, for the node id it had (a restart re-adopts its tasks).
+                    await authority.issue_node(agent_creds, _dev_node_id(agent_dir), hosts=[host])
             agent = Agent(
                 AgentConfig(
                     servers=[server.address],
-                    data_dir=os.path.join(ddir, "agent"),
+                    data_dir=agent_dir,
                     name="dev",
                     address=host,
                     ingress_addr=ingress,
                     ingress_fallback=ingress_fallback,
+                    insecure=insecure,
                 ),
                 builtin_drivers(),
             )
@@ -330,11 +460,51 @@ def dev(
                 click.echo(f"  service DNS at {dns_at} (udp+tcp, NAME.service.podium)", err=True)
             if agent.proxies.ingress_at:
                 click.echo(f"  ingress at http://{agent.proxies.ingress_at}", err=True)
-            click.echo(
-                f"  try: PODIUM_ADDR={server.address} podium job run examples/web.yaml", err=True
-            )
+            if authority is not None:
+                click.echo(
+                    f"  mutual TLS on; the CLI reads {ddir}/cli.json from this directory "
+                    f"(elsewhere: . {ddir}/env)",
+                    err=True,
+                )
+            click.echo("  try: podium job run examples/web.yaml", err=True)
 
     run_until_signal(main())
+
+
+@dev.command("env")
+@click.option("--data-dir", default=None, help="The dev cluster's data dir (./.podium/dev)")
+def dev_env(data_dir: str | None) -> None:
+    """Print the dev cluster's environment: `. <(podium dev env)` or `. .podium/dev/env`."""
+    path = os.path.join(os.path.abspath(data_dir or ".podium/dev"), "env")
+    try:
+        with open(path, encoding="utf-8") as f:
+            click.echo(f.read(), nl=False)
+    except FileNotFoundError:
+        raise click.ClickException(f"no {path}: start `podium dev` first") from None
+
+
+def _dev_node_id(agent_dir: str) -> str:
+    import uuid
+
+    path = os.path.join(agent_dir, "node-id")
+    try:
+        with open(path, encoding="utf-8") as f:
+            nid = f.read().strip()
+    except FileNotFoundError:
+        nid = ""
+    return nid or str(uuid.uuid4())
+
+
+def _duration(raw: str) -> float:
+    from podium.model import spec as jobspec
+
+    try:
+        value = float(jobspec.parse_duration(raw))
+    except (ValueError, ValidationError):
+        raise click.BadParameter(f"expected a duration such as 720h, got {raw!r}") from None
+    if value < 5:
+        raise click.BadParameter("expected at least 5s")
+    return value
 
 
 @cli.group(invoke_without_command=True)
@@ -386,6 +556,24 @@ def dev(
 @log_level_option
 @events_options
 @prometheus_option
+@_tls_options
+@click.option(
+    "--cert-lifetime",
+    default="720h",
+    show_default=True,
+    help="Lifetime of the certificates this server issues (renewed at 2/3)",
+)
+@click.option(
+    "--tls-host", "tls_hosts", multiple=True, help="Another name or IP in the server certificate"
+)
+@click.option("--join", "join_addr", default=None, help="Another server to join (with etcd)")
+@click.option("--etcd-cacert", default=None, help="etcd's CA certificate: TLS to etcd")
+@click.option("--etcd-cert", default=None, help="Client certificate for etcd")
+@click.option("--etcd-key", default=None, help="Its key")
+@click.option(
+    "--etcd-user", default=None, help="etcd user (password: PODIUM_ETCD_PASSWORD, not a flag)"
+)
+@click.option("--join-token", default=None, help="A server join token (first start only)")
 @click.pass_context
 def server(
     ctx: click.Context,
@@ -401,24 +589,66 @@ def server(
     events_max: int,
     events_max_age: str,
     prometheus_url: str,
+    insecure: bool,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    cert_lifetime: str,
+    tls_hosts: tuple[str, ...],
+    join_addr: str | None,
+    join_token: str | None,
+    etcd_cacert: str | None,
+    etcd_cert: str | None,
+    etcd_key: str | None,
+    etcd_user: str | None,
 ) -> None:
-    """Run a server (API, scheduler, controllers); `podium server members` lists them."""
+    """Run a server (API, scheduler, controllers); `podium server members` lists them.
+
+    TLS is on: the first server makes the cluster's CA and writes the management
+    credentials to <data-dir>/cli.json and <data-dir>/env. A second server on the same
+    etcd joins with `--join ADDR --join-token $(podium server join-token --role server)`.
+    """
     if ctx.invoked_subcommand is not None:
         return
     from podium.runtime.logging import setup
-    from podium.server.runtime import Server, ServerConfig
+    from podium.server.runtime import Server, ServerConfig, TLSSettings
 
     setup(log_level)
     host, port = _split_addr(addr)
     ddir = _data_dir(data_dir, ".podium/server")
     url = store_url or f"sqlite:///{ddir}/podium.db"
+    own = _own_pki(tls_ca, tls_cert, tls_key)
+    if insecure and (own or join_token):
+        raise click.UsageError("--insecure turns TLS off: it does not go with --tls-*/--join")
+    tls = None
+    if insecure:
+        _warn_insecure("podium server", host)
+    else:
+        tls = TLSSettings(ddir, lifetime=_duration(cert_lifetime), own=own, hosts=list(tls_hosts))
+        if join_token:
+            if not join_addr:
+                raise click.UsageError("--join-token needs --join ADDR (a running server)")
+            _join_server(tls.tls_dir, join_addr, join_token)
+    etcd_security = None
     if url.startswith("etcd://"):
-        from podium.store.etcd import EtcdStore
+        from podium.store.etcd import EtcdSecurity, EtcdStore
 
         try:
             EtcdStore.from_url(url)  # parses the url only; it connects on first use
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--store") from None
+        if (etcd_cert or etcd_key) and not etcd_cacert:
+            raise click.UsageError("--etcd-cert/--etcd-key need --etcd-cacert")
+        password = os.environ.get("PODIUM_ETCD_PASSWORD", "")
+        if etcd_user and not password:
+            raise click.UsageError("--etcd-user needs its password in PODIUM_ETCD_PASSWORD")
+        for opt, path in (("--etcd-cacert", etcd_cacert), ("--etcd-cert", etcd_cert),
+                          ("--etcd-key", etcd_key)):  # fmt: skip
+            if path and not os.path.isfile(path):
+                raise click.BadParameter(f"no file {path}", param_hint=opt)
+        etcd_security = EtcdSecurity(
+            etcd_cacert or "", etcd_cert or "", etcd_key or "", etcd_user or "", password
+        )
     dns, dns_fallback = _dns_config(ctx, dns_addr)
     srv = Server(
         ServerConfig(
@@ -433,9 +663,43 @@ def server(
             events=_event_ring(events_max, events_max_age),
             prometheus_url=prometheus_url,
             keyring_file=keyring_file or os.path.join(ddir, "keyring.key"),
+            tls=tls,
+            etcd_security=etcd_security,
         )
     )
-    run_until_signal(srv.run())
+
+    async def main() -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(srv.run())
+            await srv.started.wait()
+            if srv.ctx is not None and srv.ctx.authority is not None:
+                path = write_cli_config(ddir, srv.address, srv.ctx.authority.cli_creds)
+                log = logging.getLogger("podium")
+                log.info("management credentials: %s (and %s/env)", path, ddir)
+
+    run_until_signal(main())
+
+
+def _join_server(tls_dir: str, join_addr: str, token: str) -> None:
+    """First start of a server on a shared store: its certificate and the cluster's KEK."""
+    import base64
+
+    from podium.tls import pki
+    from podium.tls.files import Credentials, write_private
+    from podium.tls.join import join
+
+    creds = Credentials.in_dir(tls_dir, "server")
+    if os.path.exists(os.path.join(tls_dir, "kek")):
+        return  # joined before
+    key = pki.make_key()
+    try:
+        data = asyncio.run(join(join_addr, token, key, role="server"))
+    except PodiumError as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"cannot reach {join_addr}: {e}") from None
+    write_private(os.path.join(tls_dir, "kek"), base64.b64decode(data["kek"]))
+    creds.save(chain_pem=data["cert"], key=key, ca_pem=data["ca"])
 
 
 @cli.command()
@@ -457,6 +721,9 @@ def server(
     help="Address tasks bind to and are reached at",
 )
 @click.option("--http-port", default=0, help="Agent API port (logs, exec); 0 = any")
+@click.option(
+    "--mesh-port", default=0, help="Mesh gateway port (service traffic from other nodes); 0 = any"
+)
 @click.option("--label", "labels", multiple=True, help="KEY=VALUE node label; repeat")
 @click.option("--cpu", default=0, help="cpu to offer (MHz shares); 0 = fingerprint")
 @click.option("--memory", default=0, help="memory to offer (MB); 0 = fingerprint")
@@ -497,6 +764,10 @@ def server(
     "--ingress-addr", default="off", show_default=True, help="HTTP ingress HOST:PORT, or off"
 )
 @log_level_option
+@click.option(
+    "--join-token", default="", help="From `podium server join-token`: needed on first start"
+)
+@_tls_options
 @click.pass_context
 def agent(
     ctx: click.Context,
@@ -505,6 +776,7 @@ def agent(
     name: str | None,
     address: str,
     http_port: int,
+    mesh_port: int,
     labels: tuple[str, ...],
     cpu: int,
     memory: int,
@@ -515,8 +787,17 @@ def agent(
     pids_limit: int,
     ingress_addr: str,
     log_level: str,
+    join_token: str,
+    insecure: bool,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
 ) -> None:
-    """Run an agent on this machine (a node of the cluster)."""
+    """Run an agent on this machine (a node of the cluster).
+
+    First start: `--join-token TOKEN` (from `podium server join-token` on a server); the
+    agent gets its certificate and keeps it (and renews it) under its data dir.
+    """
     import socket
 
     from podium.agent import fingerprint
@@ -533,12 +814,28 @@ def agent(
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--label")
         parsed[k] = v
     node_name = name or socket.gethostname()
+    own = _own_pki(tls_ca, tls_cert, tls_key)
+    agent_dir = _data_dir(data_dir, f".podium/agent-{node_name}")
+    if insecure:
+        if own or join_token:
+            raise click.UsageError("--insecure turns TLS off: it does not go with --tls-*")
+        _warn_insecure("podium agent", address)
+    elif (
+        not own
+        and not join_token
+        and not os.path.exists(os.path.join(agent_dir, "tls", "agent.pem"))
+    ):
+        raise click.UsageError(
+            "this agent has no certificate yet: give --join-token TOKEN (run "
+            "`podium server join-token` on a server), or --tls-ca/--tls-cert/--tls-key"
+        )
     cfg = AgentConfig(
         servers=[s for x in servers for s in x.split(",")],
-        data_dir=_data_dir(data_dir, f".podium/agent-{node_name}"),
+        data_dir=agent_dir,
         name=node_name,
         address=address,
         http_port=http_port,
+        mesh_port=mesh_port,
         labels=parsed,
         cpu=cpu,
         memory=memory,
@@ -546,6 +843,9 @@ def agent(
         reserve_memory=reserve_memory,
         ingress_addr=_ingress_addr(ctx, ingress_addr)[0],
         log_limits=LogLimits(max_file_size=log_max_file_size * MIB, max_files=log_max_files),
+        join_token=join_token,
+        tls_own=own,
+        insecure=insecure,
     )
     try:  # the reservations must leave something: say so before anything starts
         fingerprint.resources(
@@ -591,9 +891,12 @@ def build() -> click.Group:
         service,
         top,
     )
+    from podium.cli import tls as tls_cli
 
     server.add_command(server_ops.members)
     job.job.add_command(scaling.scaling)
+    server.add_command(tls_cli.join_token)
+    operator.operator.add_command(tls_cli.operator_ca)
     for group in (
         job.job,
         deployment.deployment,
@@ -606,6 +909,7 @@ def build() -> click.Group:
         events.events,
         logs.logs,
         top.top,
+        tls_cli.tls,
     ):
         cli.add_command(group)
     return cli

@@ -21,7 +21,7 @@ def members(as_json: bool, addr: str | None) -> None:
         print_json(rows)
         return
     table(
-        ["ID", "ADDRESS", "ROLE", "LEADER SINCE", "STARTED"],
+        ["ID", "ADDRESS", "ROLE", "LEADER SINCE", "STARTED", "TLS"],
         [
             [
                 r["id"],
@@ -29,10 +29,17 @@ def members(as_json: bool, addr: str | None) -> None:
                 "leader" if r["leader"] else "follower",
                 _since(r["leader_since"]) if r["leader"] else "-",
                 ago(r["started"]),
+                "OFF (--insecure)" if r.get("insecure") else "mutual",
             ]
             for r in rows
         ],
     )
+    if any(r.get("insecure") for r in rows):
+        click.echo(
+            "WARNING: TLS is off on a server (--insecure): anyone who reaches it can run "
+            "anything on every node; see docs/security.md",
+            err=True,
+        )
     if not any(r["leader"] for r in rows):
         click.echo("no leader right now (an election is under way, or the store is down)")
 

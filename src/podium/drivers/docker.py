@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from podium.drivers import docker_volumes, schemas
@@ -43,7 +44,7 @@ from podium.drivers.base import (
     parse_signal,
     refuse_invalid,
 )
-from podium.drivers.docker_engine import DEFAULT_SOCKET, Demux, Engine, EngineError
+from podium.drivers.docker_engine import DEFAULT_SOCKET, Demux, Engine, EngineError, hijack
 from podium.errors import DriverError, TaskNotFound
 from podium.runtime.backoff import Backoff
 from podium.runtime.logfiles import LogLimits, RotatingFile
@@ -501,6 +502,29 @@ class DockerDriver:
             memory_limit_bytes=limit if limit < 2**62 else 0,
         )
 
+    async def exec_session(
+        self, handle: TaskHandle, command: list[str], *, tty: bool = False
+    ) -> DockerSession:
+        """An interactive exec in the container: stdin, output streams, a TTY on request."""
+        if not command or not all(isinstance(c, str) and c for c in command):
+            raise DriverError("command: expected a non-empty list of strings")
+        cid = _cid(handle)
+        spec = {"Cmd": command, "AttachStdin": True, "AttachStdout": True,
+                "AttachStderr": True, "Tty": tty}  # fmt: skip
+        try:
+            created = await self.engine.request("POST", f"/containers/{cid}/exec", body=spec)
+        except EngineError as e:
+            if e.status in (404, 409):
+                raise TaskNotFound(f"task {handle.task} is not running") from e
+            raise
+        eid = created["Id"]
+        body = json.dumps({"Detach": False, "Tty": tty}).encode()
+        try:
+            reader, writer = await hijack(self.engine.socket_path, f"/exec/{eid}/start", body)
+        except OSError as e:
+            raise EngineError(f"docker engine: exec start: {e}") from e
+        return DockerSession(self.engine, eid, reader, writer, tty=tty)
+
     async def exec(
         self, handle: TaskHandle, command: list[str], *, timeout: float = 30.0
     ) -> tuple[int, bytes]:
@@ -565,3 +589,74 @@ def _read_cursor(path: str) -> bytes:
             return f.read().strip()
     except OSError:
         return b""
+
+
+class DockerSession:
+    """An exec in a container over a hijacked Engine connection (podium.drivers.exec_session)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        exec_id: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        tty: bool,
+    ) -> None:
+        self.engine, self.exec_id, self.tty = engine, exec_id, tty
+        self._raw, self._writer = reader, writer
+        if tty:  # one raw stream
+            self.streams = [(1, reader)]
+        else:  # frames of stdout and stderr, split by `background`
+            self._out, self._err = asyncio.StreamReader(), asyncio.StreamReader()
+            self.streams = [(1, self._out), (2, self._err)]
+
+    def background(self) -> list[Coroutine[Any, Any, None]]:
+        return [] if self.tty else [self._split()]
+
+    async def _split(self) -> None:
+        demux = Demux()
+        try:
+            while chunk := await self._raw.read(65536):
+                for kind, payload in demux.feed(chunk):
+                    (self._err if kind == 2 else self._out).feed_data(payload)
+        except OSError:
+            pass
+        finally:
+            self._out.feed_eof()
+            self._err.feed_eof()
+
+    async def write(self, data: bytes) -> None:
+        if self._writer.is_closing():
+            return
+        self._writer.write(data)
+        with contextlib.suppress(ConnectionError):
+            await self._writer.drain()
+
+    async def close_stdin(self) -> None:
+        if self.tty:
+            await self.write(b"\x04")
+        elif self._writer.can_write_eof():
+            self._writer.write_eof()  # the Engine closes the command's stdin
+
+    async def resize(self, rows: int, cols: int) -> None:
+        if not self.tty:
+            return
+        h, w = max(1, min(rows, 1000)), max(1, min(cols, 1000))
+        with contextlib.suppress(EngineError):
+            await self.engine.request(
+                "POST", f"/exec/{self.exec_id}/resize", params={"h": h, "w": w}
+            )
+
+    async def wait(self) -> int:
+        for _ in range(50):  # the Engine may note the exit a moment after the stream ends
+            info = await self.engine.request("GET", f"/exec/{self.exec_id}/json")
+            if not info.get("Running") and info.get("ExitCode") is not None:
+                return int(info["ExitCode"])
+            await asyncio.sleep(0.05)
+        return -1
+
+    async def kill(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(OSError, ConnectionError):
+            await self._writer.wait_closed()

@@ -142,3 +142,23 @@ class Demux:
             payload = bytes(self._buf[8 : 8 + size])
             del self._buf[: 8 + size]
             yield kind, payload
+
+
+async def hijack(
+    socket_path: str, path: str, body: bytes
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """POST `path` and take the connection over (Docker's attach/exec-start protocol): after
+    the 101 (or 200) answer the socket carries the process's stdin and output streams."""
+    reader, writer = await asyncio.open_unix_connection(socket_path)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
+        f"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    writer.write(head.encode() + body)
+    await writer.drain()
+    raw = await reader.readuntil(b"\r\n\r\n")
+    status = raw.split(b" ", 2)[1] if raw.count(b" ") >= 2 else b""
+    if status not in (b"101", b"200"):
+        writer.close()
+        raise EngineError(f"docker engine: exec start answered {raw[:80]!r}", status=0)
+    return reader, writer

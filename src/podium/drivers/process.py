@@ -50,6 +50,7 @@ from podium.drivers.base import (
     parse_signal,
     refuse_invalid,
 )
+from podium.drivers.exec_session import ExecSession, spawn
 from podium.errors import DriverError, TaskNotFound
 from podium.runtime.ids import short_alloc
 
@@ -892,15 +893,35 @@ class ProcessDriver:
             return found
         return [p for p in _tree(_process(st.pid, st.create_time)) if _running(p)]
 
-    async def exec(
-        self, handle: TaskHandle, command: list[str], *, timeout: float = 30.0
-    ) -> tuple[int, bytes]:
+    def _exec_context(self, handle: TaskHandle) -> tuple[_State, dict[str, str]]:
+        """A running task's state and environment, for a command run in its context."""
         st = _State.of(handle)
         main = _process(st.pid, st.create_time)
         if main is None:
             raise TaskNotFound(f"task {handle.task} is not running")
         task = self._tasks.get(_key(handle))
-        env = task.env if task is not None and task.env is not None else _environ(main)
+        return st, task.env if task is not None and task.env is not None else _environ(main)
+
+    async def exec_session(
+        self, handle: TaskHandle, command: list[str], *, tty: bool = False
+    ) -> ExecSession:
+        """An interactive command in the task's environment, directory and cgroup."""
+        st, env = self._exec_context(handle)
+        joins = st.cgroup.join_files() if st.cgroup else []
+        cwd = st.cwd or os.getcwd()
+        return await spawn(
+            command,
+            env=env,
+            cwd=st.cwd or None,
+            tty=tty,
+            wrap=lambda argv: limited_argv(argv, joins=joins, data_limit=None),
+            check=lambda cmd: _resolve(cmd, cwd, env),
+        )
+
+    async def exec(
+        self, handle: TaskHandle, command: list[str], *, timeout: float = 30.0
+    ) -> tuple[int, bytes]:
+        st, env = self._exec_context(handle)
         if not command:
             raise DriverError("command: expected a non-empty list of strings")
         argv = limited_argv(

@@ -353,6 +353,7 @@ class Node(Struct):
     name: str
     address: str = "127.0.0.1"
     http_addr: str = ""  # the agent's own API (logs, exec), host:port
+    mesh_addr: str = ""  # host:port of its mesh gateway: service traffic from other nodes (mTLS)
     datacenter: str = "dc1"
     labels: dict[str, str] = msgspec.field(default_factory=dict)
     attributes: dict[str, str] = msgspec.field(default_factory=dict)

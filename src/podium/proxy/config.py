@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import asyncio
+import ssl
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from podium.errors import Problem
 
@@ -14,14 +16,38 @@ MODES: tuple[str, ...] = ("tcp", "http")
 POLICIES: tuple[str, ...] = ("round_robin", "weighted", "least_conn")
 
 
+MESH_PREAMBLE = b"PODIUM-MESH/1 %d\n"  # then the bytes, spliced to the endpoint's port
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """One healthy copy of a service."""
+    """One healthy copy of a service.
+
+    On another node of a TLS cluster it is reached through that node's mesh gateway
+    (`via`, mutual TLS, the node checked by `tls_name`), which splices the connection to
+    the endpoint's port on its own node; inside a node, plain TCP.
+    """
 
     id: str  # alloc id: stable identity across updates
     host: str
     port: int
     weight: int = 1
+    via: tuple[str, int] | None = None  # the remote node's mesh gateway
+    tls_name: str = ""
+    ssl: ssl.SSLContext | None = field(default=None, compare=False)
+
+
+async def open_endpoint(
+    loop: asyncio.AbstractEventLoop, factory: Any, ep: Endpoint
+) -> tuple[asyncio.BaseTransport, Any]:
+    """Connect to an endpoint: straight, or through its node's mesh gateway."""
+    if ep.via is None:
+        return await loop.create_connection(factory, ep.host, ep.port)
+    transport, proto = await loop.create_connection(
+        factory, ep.via[0], ep.via[1], ssl=ep.ssl, server_hostname=ep.tls_name
+    )
+    transport.write(MESH_PREAMBLE % ep.port)
+    return transport, proto
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from typing import cast
 import httptools
 
 from podium.proxy.balancer import Balancer, EndpointState
+from podium.proxy.config import open_endpoint
 from podium.proxy.listener import Listener
 from podium.proxy.metrics import BUCKETS
 
@@ -714,7 +715,7 @@ class HTTPDownstream(asyncio.Protocol):
         up = HTTPUpstream(ep)
         try:
             async with asyncio.timeout(balancer.config.connect_timeout):
-                await self.loop.create_connection(lambda: up, ep.endpoint.host, ep.endpoint.port)
+                await open_endpoint(self.loop, lambda: up, ep.endpoint)
         except (OSError, TimeoutError):
             balancer.failure(ep, monotonic())
             if self.ep is ep:

@@ -12,6 +12,7 @@ from time import monotonic
 from typing import cast
 
 from podium.proxy.balancer import Balancer, EndpointState
+from podium.proxy.config import open_endpoint
 from podium.proxy.listener import Listener
 
 PENDING_MAX = 256 * 1024  # bytes read ahead while connecting, before pausing the client
@@ -170,7 +171,7 @@ class TCPDownstream(asyncio.Protocol):
         up = TCPUpstream(self)
         try:
             async with asyncio.timeout(cfg.connect_timeout):
-                await loop.create_connection(lambda: up, ep.endpoint.host, ep.endpoint.port)
+                await open_endpoint(loop, lambda: up, ep.endpoint)
         except (OSError, TimeoutError):
             self.balancer.failure(ep, monotonic())
             if self.closed:

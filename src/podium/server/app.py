@@ -23,15 +23,18 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from podium import __version__
 from podium.errors import (
+    Forbidden,
     NotFound,
     PodiumError,
     Problem,
+    Unauthorized,
     ValidationError,
 )
+from podium.model import data as datamodel
 from podium.model import spec as jobspec
 from podium.model.diff import diff
 from podium.model.pattern import PatternError, compile_pattern
@@ -48,17 +51,18 @@ from podium.server import dispatch as dispatch_ops
 from podium.server import jobs as job_ops
 from podium.server import nodes as node_ops
 from podium.server import scaling as scaling_ops
-from podium.server.agents import agent_client
 from podium.server.agents import alloc_lines as agent_lines
 from podium.server.catalog import Catalog
 from podium.server.controllers import periodic as periodic_ops
 from podium.server.controllers.placement import cluster_snapshot, victims
 from podium.server.data_api import DATA_ROUTES, DataRoutes
 from podium.server.events import TOPICS, EventFilter, readable_event
+from podium.server.forward import ForwardRoutes
 from podium.server.idempotency import Idempotency
 from podium.server.metrics import ServerMetrics
 from podium.server.openapi import openapi_document
 from podium.server.runtime import ServerContext
+from podium.server.trust_api import TrustRoutes
 from podium.server.usage import UsageGatherer
 from podium.store import keys
 from podium.store import snapshot as store_snapshot
@@ -183,7 +187,7 @@ async def _job_from_request(req: Request) -> tuple[Job, int | None]:
     return jobspec.validate(jobspec.canonicalize(raw)), check_index
 
 
-class Api(DataRoutes):
+class Api(DataRoutes, TrustRoutes, ForwardRoutes):
     """The route handlers; everything they touch comes through the ServerContext."""
 
     def __init__(self, ctx: ServerContext) -> None:
@@ -594,13 +598,13 @@ class Api(DataRoutes):
                 and (a.live or not follow)
             ]
 
-        async def lines(client: Any, a: Any, p: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
+        async def lines(a: Any, p: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
             """One copy's lines, tagged; ends with (or holds) a {"live"} marker once its
             past is sent, even when its agent does not answer."""
             node = state.nodes.get(a.node_id)
             marked = False
             if node is not None:
-                async for obj in agent_lines(client, node, a.id, p):
+                async for obj in agent_lines(self.ctx.agent_link, node, a.id, p):
                     marked = marked or "live" in obj
                     yield {"alloc": a.id, "node": a.node_name, **obj}
             if not marked:
@@ -621,10 +625,10 @@ class Api(DataRoutes):
                 ]
                 for a in fresh:
                     seen.add(a.id)
-                    merged.add(lines(client, a, ask))
+                    merged.add(lines(a, ask))
                 return len(fresh)
 
-            async with agent_client() as client, Merge[dict[str, Any]]() as merged:
+            async with Merge[dict[str, Any]]() as merged:
                 waiting = add_new(merged)  # copies whose past is still coming
                 past: list[dict[str, Any]] = []
                 retention: dict[str, Any] | None = None
@@ -673,6 +677,12 @@ class Api(DataRoutes):
     async def job_version(self, req: Request) -> Response:
         ns, name = _namespace(req), req.path_params["name"]
         version = req.path_params["version"]
+        who = self.who(req)
+        if who.role == "agent" and not any(
+            a.namespace == ns and a.job == name and a.job_version == version
+            for a in self.state.allocs_of_node(who.node_id)
+        ):
+            raise Forbidden(f"{who.describe()} runs no allocation of {name} version {version}")
         kv = await self.state.store.get(keys.job_version(ns, name, version))
         if kv is None:
             raise NotFound(f"no version {version} of job {name!r}")
@@ -828,10 +838,17 @@ class Api(DataRoutes):
 
     async def register_node(self, req: Request) -> Response:
         node = jobspec.validate_node(await _json_body(req))
+        if not PATH_ID.fullmatch(node.id):
+            raise ValidationError([Problem("node.id", f"expected [a-z0-9-], got {node.id!r}")])
+        secret = await self.check_registration(req, node.id)
         node = msgspec.structs.replace(node, heartbeat_ttl=self.ctx.heartbeat_ttl)
         stored = await node_ops.register(self.state, self.ctx.heartbeats, node, now=self.now())
         ttl, next_in = await self.ctx.heartbeats.record(node.id)
-        return json_response({"node": stored, "heartbeat_ttl": ttl, "heartbeat_in": next_in})
+        out: dict[str, Any] = {"node": stored, "heartbeat_ttl": ttl, "heartbeat_in": next_in}
+        out["tls_epoch"] = self.ctx.authority.epoch if self.ctx.authority else 0
+        if secret:
+            out["node_secret"] = secret  # once: only its hash is kept
+        return json_response(out)
 
     async def heartbeat(self, req: Request) -> Response:
         node_id = req.path_params["id"]
@@ -846,7 +863,10 @@ class Api(DataRoutes):
                 self.state, node_id, "ready", "heartbeat resumed", now=self.now()
             )
         # heartbeat_in: when to beat next (spread over the cluster's cycle: nodes.py).
-        return json_response({"heartbeat_ttl": ttl, "heartbeat_in": next_in, "status": "ok"})
+        epoch = self.ctx.authority.epoch if self.ctx.authority else 0
+        return json_response(
+            {"heartbeat_ttl": ttl, "heartbeat_in": next_in, "status": "ok", "tls_epoch": epoch}
+        )
 
     async def node_eligibility(self, req: Request) -> Response:
         data = await _json_body(req)
@@ -1050,93 +1070,213 @@ class Api(DataRoutes):
         return json_response(done)
 
 
-ROUTES: list[tuple[str, str, str, str]] = [  # + DATA_ROUTES below
-    # (method, path, handler name, summary) — also the source of the OpenAPI document
-    ("GET", "/ui", "ui_page", "The web UI"),
-    ("GET", "/ui/", "ui_page", "The web UI"),
-    ("GET", "/ui/{file}", "ui_asset", "The web UI's scripts and styles"),
-    ("GET", "/v1/status", "status", "Server status"),
-    ("GET", "/v1/status/members", "members", "Servers: which one leads, since when"),
-    ("GET", "/v1/openapi.json", "openapi", "This document"),
-    ("GET", "/v1/metrics", "metrics", "Prometheus metrics of this server"),
+ROUTES: list[tuple[str, str, str, str, str]] = [
+    # (method, path, handler name, requires, summary): the source of the OpenAPI document
+    # and of access control; `requires` is a word of server/access.py (a test checks each
+    # route has one). WS is a WebSocket (GET upgrade).
+    ("GET", "/ui", "ui_page", "public", "The web UI (it logs in with a link from `podium ui`)"),
+    ("GET", "/ui/", "ui_page", "public", "The web UI (it logs in with a link from `podium ui`)"),
+    ("GET", "/ui/{file}", "ui_asset", "public", "The web UI's scripts and styles"),
+    ("GET", "/v1/status", "status", "any", "Server status"),
+    ("GET", "/v1/status/members", "members", "operator", "Servers: which one leads, since when"),
+    ("GET", "/v1/openapi.json", "openapi", "any", "This document"),
+    ("GET", "/v1/metrics", "metrics", "operator", "Prometheus metrics of this server"),
     (
         "GET",
         "/v1/metrics/targets",
         "metrics_targets",
+        "operator",
         "Agents' metrics endpoints (Prometheus http_sd)",
     ),
-    ("GET", "/v1/jobs", "list_jobs", "List jobs"),
-    ("POST", "/v1/jobs", "register_job", "Submit a job (new version if it changed)"),
-    ("POST", "/v1/jobs/validate", "validate_job", "Validate a job spec"),
-    ("POST", "/v1/jobs/plan", "plan_job", "Dry-run a job: diff and scheduler plan"),
-    ("GET", "/v1/job/{name:job}", "get_job", "Job status summary with allocations"),
-    ("DELETE", "/v1/job/{name:job}", "stop_job", "Stop a job (purge=true removes it)"),
-    ("GET", "/v1/job/{name:job}/versions", "job_versions", "Job versions with diffs"),
+    ("GET", "/v1/jobs", "list_jobs", "operator", "List jobs"),
+    ("POST", "/v1/jobs", "register_job", "operator", "Submit a job (new version if it changed)"),
+    ("POST", "/v1/jobs/validate", "validate_job", "operator", "Validate a job spec"),
+    ("POST", "/v1/jobs/plan", "plan_job", "operator", "Dry-run a job: diff and scheduler plan"),
+    ("GET", "/v1/job/{name:job}", "get_job", "operator", "Job status summary with allocations"),
+    ("DELETE", "/v1/job/{name:job}", "stop_job", "operator", "Stop a job (purge=true removes it)"),
+    ("GET", "/v1/job/{name:job}/versions", "job_versions", "operator", "Job versions with diffs"),
     (
         "GET",
         "/v1/job/{name:job}/logs",
         "job_logs",
+        "operator",
         "Log lines of every copy (NDJSON; follow, since, grep, group, task, alloc, type)",
     ),
-    ("GET", "/v1/job/{name:job}/version/{version:int}", "job_version", "One job version"),
-    ("POST", "/v1/job/{name:job}/revert", "revert_job", "Submit an earlier version again"),
-    ("POST", "/v1/job/{name:job}/scale", "scale_job", "Change one group's count (in place)"),
+    (
+        "GET",
+        "/v1/job/{name:job}/version/{version:int}",
+        "job_version",
+        "agent|operator",
+        "One job version (an agent: only of an alloc on its node)",
+    ),
+    (
+        "POST",
+        "/v1/job/{name:job}/revert",
+        "revert_job",
+        "operator",
+        "Submit an earlier version again",
+    ),
+    (
+        "POST",
+        "/v1/job/{name:job}/scale",
+        "scale_job",
+        "operator",
+        "Change one group's count (in place)",
+    ),
     (
         "GET",
         "/v1/job/{name:job}/scaling",
         "job_scaling",
+        "operator",
         "Autoscaled groups: figures, forecast, decisions, next allowed change",
     ),
-    ("POST", "/v1/job/{name:job}/dispatch", "dispatch_job", "Run a parameterized job once"),
-    ("POST", "/v1/job/{name:job}/periodic/force", "force_periodic", "Run a cron job now"),
-    ("GET", "/v1/deployments", "list_deployments", "List deployments (job=NAME filters)"),
-    ("GET", "/v1/deployment/{id}", "get_deployment", "A deployment (id, prefix or job name)"),
-    ("POST", "/v1/deployment/{id}/promote", "promote_deployment", "Promote canaries"),
-    ("POST", "/v1/deployment/{id}/fail", "fail_deployment", "Fail (and maybe roll back)"),
-    ("POST", "/v1/deployment/{id}/pause", "pause_deployment", "Pause a rollout"),
-    ("POST", "/v1/deployment/{id}/resume", "resume_deployment", "Resume a paused rollout"),
-    ("GET", "/v1/allocations", "list_allocs", "List allocations"),
-    ("GET", "/v1/allocation/{id}", "get_alloc", "One allocation (id or unique prefix)"),
-    ("GET", "/v1/allocation/{id}/stats", "alloc_stats", "An allocation's CPU and memory use"),
-    ("GET", "/v1/usage", "cluster_usage", "CPU and memory use of nodes, jobs and allocations"),
-    ("POST", "/v1/allocation/{id}/stop", "stop_alloc", "Stop an allocation (it is replaced)"),
+    (
+        "POST",
+        "/v1/job/{name:job}/dispatch",
+        "dispatch_job",
+        "operator",
+        "Run a parameterized job once",
+    ),
+    (
+        "POST",
+        "/v1/job/{name:job}/periodic/force",
+        "force_periodic",
+        "operator",
+        "Run a cron job now",
+    ),
+    (
+        "GET",
+        "/v1/deployments",
+        "list_deployments",
+        "operator",
+        "List deployments (job=NAME filters)",
+    ),
+    (
+        "GET",
+        "/v1/deployment/{id}",
+        "get_deployment",
+        "operator",
+        "A deployment (id, prefix or job name)",
+    ),
+    ("POST", "/v1/deployment/{id}/promote", "promote_deployment", "operator", "Promote canaries"),
+    (
+        "POST",
+        "/v1/deployment/{id}/fail",
+        "fail_deployment",
+        "operator",
+        "Fail (and maybe roll back)",
+    ),
+    ("POST", "/v1/deployment/{id}/pause", "pause_deployment", "operator", "Pause a rollout"),
+    (
+        "POST",
+        "/v1/deployment/{id}/resume",
+        "resume_deployment",
+        "operator",
+        "Resume a paused rollout",
+    ),
+    ("GET", "/v1/allocations", "list_allocs", "operator", "List allocations"),
+    ("GET", "/v1/allocation/{id}", "get_alloc", "operator", "One allocation (id or unique prefix)"),
+    (
+        "GET",
+        "/v1/allocation/{id}/stats",
+        "alloc_stats",
+        "operator",
+        "An allocation's CPU and memory use",
+    ),
+    (
+        "GET",
+        "/v1/usage",
+        "cluster_usage",
+        "operator",
+        "CPU and memory use of nodes, jobs and allocations",
+    ),
+    (
+        "POST",
+        "/v1/allocation/{id}/stop",
+        "stop_alloc",
+        "operator",
+        "Stop an allocation (it is replaced)",
+    ),
     (
         "POST",
         "/v1/allocation/{id}/restart",
         "restart_alloc",
+        "operator",
         "Restart an allocation's tasks in place",
     ),
-    ("GET", "/v1/nodes", "list_nodes", "List nodes with resources used"),
-    ("POST", "/v1/nodes/register", "register_node", "Register a node (agents)"),
-    ("GET", "/v1/node/{id}", "get_node", "One node"),
-    ("DELETE", "/v1/node/{id}", "purge_node", "Forget a down node (force=true: any node)"),
-    ("POST", "/v1/node/{id}/heartbeat", "heartbeat", "Heartbeat (agents)"),
-    ("POST", "/v1/node/{id}/eligibility", "node_eligibility", "Enable or disable placement"),
-    ("POST", "/v1/node/{id}/drain", "node_drain", "Start or cancel a drain (progress: GET node)"),
-    ("GET", "/v1/node/{id}/allocations", "node_allocs", "A node's allocations (blocking query)"),
+    (
+        "GET",
+        "/v1/allocation/{id}/logs",
+        "alloc_logs",
+        "operator",
+        "A task's stdout/stderr, read from its node through the server (follow=true streams)",
+    ),
+    (
+        "WS",
+        "/v1/allocation/{id}/exec",
+        "alloc_exec",
+        "operator",
+        "Run a command in a task (WebSocket: stdin, tty, resize, exit code)",
+    ),
+    ("GET", "/v1/nodes", "list_nodes", "operator", "List nodes with resources used"),
+    ("POST", "/v1/nodes/register", "register_node", "node-register", "Register a node (agents)"),
+    ("GET", "/v1/node/{id}", "get_node", "operator", "One node"),
+    (
+        "DELETE",
+        "/v1/node/{id}",
+        "purge_node",
+        "operator",
+        "Forget a down node (force=true: any node); its certificate is revoked",
+    ),
+    ("POST", "/v1/node/{id}/heartbeat", "heartbeat", "agent", "Heartbeat (agents)"),
+    ("POST", "/v1/node/{id}/eligibility", "node_eligibility", "operator", "Placement on/off"),
+    (
+        "POST",
+        "/v1/node/{id}/drain",
+        "node_drain",
+        "operator",
+        "Start or cancel a drain (progress: GET node)",
+    ),
+    ("GET", "/v1/node/{id}/allocations", "node_allocs", "agent", "A node's allocs (blocking)"),
     (
         "POST",
         "/v1/node/{id}/allocations/status",
         "node_alloc_updates",
+        "agent",
         "Alloc status reports (agents)",
     ),
-    ("GET", "/v1/events", "events", "Events; follow=true streams them (SSE)"),
-    ("GET", "/v1/operator/snapshot", "snapshot_save", "The whole store as a snapshot file"),
-    ("PUT", "/v1/operator/snapshot", "snapshot_restore", "Restore a snapshot (force=true)"),
-    ("GET", "/v1/services", "list_services", "Services (blocking query: index, wait)"),
+    ("GET", "/v1/events", "events", "operator", "Events; follow=true streams them (SSE)"),
+    ("GET", "/v1/operator/snapshot", "snapshot_save", "management", "The whole store"),
+    ("PUT", "/v1/operator/snapshot", "snapshot_restore", "management", "Restore a snapshot"),
+    (
+        "GET",
+        "/v1/services",
+        "list_services",
+        "agent|operator",
+        "Services (blocking query: index, wait)",
+    ),
     (
         "GET",
         "/v1/service/{name}",
         "get_service",
+        "agent|operator",
         "A service's healthy endpoints (blocking query: index, wait; tag filters)",
     ),
     (
         "POST",
         "/v1/service/{name}/wake",
         "wake_service",
+        "agent|operator",
         "Start a copy of a sleeping (scaled to 0) service's group (proxies)",
     ),
+    ("GET", "/v1/tls/ca", "tls_ca", "public", "The cluster's trusted CA certificates (PEM)"),
+    ("POST", "/v1/tls/join", "tls_join", "public", "Join with a token and a CSR: a certificate"),
+    ("POST", "/v1/tls/renew", "tls_renew", "any", "A fresh certificate for the caller (CSR)"),
+    ("POST", "/v1/tls/join-token", "tls_join_token", "management", "A one-use join token"),
+    ("GET", "/v1/tls/status", "tls_status", "operator", "CA epoch, rotation, nodes pending"),
+    ("POST", "/v1/tls/rotate", "tls_rotate", "management", "Rotate the CA (cross-signed)"),
 ]
+ROUTES += DATA_ROUTES  # configs, secrets, the keyring, an agent's template data
 
 
 UI_FILES = {
@@ -1155,17 +1295,45 @@ def _ui_file(name: str) -> Response:
     return Response(data, media_type=media, headers={"cache-control": "no-cache"})
 
 
-# Configs, secrets and the keyring declare the capability each route requires (DATA_ROUTES);
-# until the access layer reads it, it is documentation.
-ROUTES += [(method, path, name, summary) for method, path, name, _requires, summary in DATA_ROUTES]
+PATH_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
 
 
-def _wrap(fn: Handler, metrics: ServerMetrics, method: str, path: str) -> Handler:
+_RUN_NAME = re.compile(_JobName.regex)  # a job's runs: web/periodic-1700000000
+
+
+def _path_problems(req: Request) -> list[Problem]:
+    """Ids and names in a path are [a-z0-9-] (a job's runs: NAME/periodic-... or
+    NAME/dispatch-...): none can reach outside what it names. A config's or a secret's
+    `path` is segments of its own rule (no "..", no empty one). The UI's `file` is one of
+    UI_FILES, checked by its handler."""
+    problems: list[Problem] = []
+    for k, v in req.path_params.items():
+        if not isinstance(v, str) or (k == "file" and v in UI_FILES):
+            continue
+        if k == "path":  # a config's or a secret's: db/settings (model/data.py)
+            problem = datamodel.path_problem(v)
+            if problem is not None:
+                problems.append(problem)
+        elif not PATH_ID.fullmatch(v) and not _RUN_NAME.fullmatch(v):
+            problems.append(Problem(k, f"expected lowercase letters, digits and dashes, got {v!r}"))
+    return problems
+
+
+def _wrap(
+    api: Api, fn: Handler, requires: str, metrics: ServerMetrics, method: str, path: str
+) -> Handler:
     async def handler(req: Request) -> Response:
         try:
+            await api.authorize(req, requires)
+            problems = _path_problems(req)
+            if problems:
+                raise ValidationError(problems)
             return await fn(req)
         except asyncio.CancelledError:
             raise
+        except (Unauthorized, Forbidden) as e:
+            await api.denied(req, e)
+            return _error_response(e)
         except Exception as e:
             return _error_response(e)
 
@@ -1210,19 +1378,17 @@ def create_app(ctx: ServerContext) -> Starlette:
     api = Api(ctx)
     # A write sent with an Idempotency-Key is applied once, however often it is retried.
     once = Idempotency(ctx.state.store)
-    routes = [
-        Route(
-            path,
-            _wrap(
-                getattr(api, name) if method == "GET" else once.wrap(getattr(api, name)),
-                ctx.metrics,
-                method,
-                path,
-            ),
-            methods=[method],
-        )
-        for method, path, name, _ in ROUTES
-    ]
+    routes: list[BaseRoute] = []
+    for method, path, name, requires, _ in ROUTES:
+        fn = getattr(api, name)
+        if method == "WS":
+            routes.append(WebSocketRoute(path, api.guard_ws(fn, requires)))
+            continue
+        # Trust routes are never replayed (a recorded answer would keep a certificate or a
+        # token in the store).
+        plain = method == "GET" or path.startswith("/v1/tls/")
+        handler = _wrap(api, fn if plain else once.wrap(fn), requires, ctx.metrics, method, path)
+        routes.append(Route(path, handler, methods=[method]))
 
     async def not_found(req: Request, exc: Exception) -> Response:
         code = getattr(exc, "status_code", 404)

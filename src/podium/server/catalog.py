@@ -54,6 +54,7 @@ class Endpoint(Struct):
     tags: list[str] = msgspec.field(default_factory=list)
     meta: dict[str, str] = msgspec.field(default_factory=dict)
     weight: int = 1  # from meta "weight" (1 to 1000), for the weighted policy
+    mesh_addr: str = ""  # its node's mesh gateway (TLS clusters): proxies on other nodes use it
 
 
 class _Declared(Struct):
@@ -354,4 +355,5 @@ def _endpoint(a: Allocation, svc: ServiceSpec, node: Node) -> Endpoint:
         tags=list(svc.tags),
         meta=dict(svc.meta),
         weight=int(weight) if weight.isdigit() and 1 <= int(weight) <= 1000 else 1,
+        mesh_addr=node.mesh_addr,
     )

@@ -55,7 +55,7 @@ DATA_ROUTES: list[tuple[str, str, str, str, str]] = [
         "GET",
         "/v1/secret-values/{path:path}",
         "secret_values",
-        "read-secret",
+        "reveal-secret",
         "A secret's values (version=N), with its metadata",
     ),
     ("PUT", "/v1/secret/{path:path}", "put_secret", "write-secret", "A new secret version"),

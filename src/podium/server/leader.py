@@ -43,6 +43,7 @@ class MemberInfo(msgspec.Struct):
     id: str
     address: str
     started: float  # wall time the server started
+    insecure: bool = False  # --insecure: TLS off, callers not told apart
 
 
 class LeaderInfo(msgspec.Struct):
@@ -57,6 +58,7 @@ class LeadershipConfig:
     address: str
     ttl: float = 3.0  # seconds a silent leader keeps the lead
     elect: bool = True  # False: the only server, leader from the start (SQLite)
+    insecure: bool = False  # shown in `podium server members`
 
 
 class _Lost(Exception):
@@ -76,7 +78,9 @@ class Leadership:
         self.clock = clock
         self.fenced = FencedStore(store, self._lose)
         self.view = LeaderView(state, self.fenced)
-        self.member = MemberInfo(config.server_id, config.address, clock.now())
+        self.member = MemberInfo(
+            config.server_id, config.address, clock.now(), insecure=config.insecure
+        )
         self._leader: LeaderInfo | None = None  # who leads, as last seen
         self.leader_changes = 0  # times `leader` named a different server (metrics)
         self.terms = 0  # terms this server has led
@@ -341,6 +345,7 @@ def _row(m: MemberInfo, *, leader: bool, since: float | None) -> dict[str, Any]:
         "started": m.started,
         "leader": leader,
         "leader_since": since,
+        "insecure": m.insecure,
     }
 
 

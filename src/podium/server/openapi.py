@@ -180,10 +180,39 @@ DOCS: dict[str, Doc] = {
             ),
         ),
     ),
+    "alloc_logs": Doc(
+        media="application/octet-stream",
+        query=(
+            Query("task", "string", "The task (default: the first)."),
+            Query("type", "string", "stdout (default) or stderr."),
+            Query("tail", "integer", "Bytes from the end to start with."),
+            Query("lines", "integer", "Lines from the end to start with (over tail)."),
+            Query("follow", "boolean", "Go on with new output as it comes."),
+        ),
+    ),
+    # A WebSocket: binary frames carry stdin up, and stdout/stderr down (a first byte of
+    # 1 or 2, then the bytes); text frames carry {"resize": [rows, cols]} and
+    # {"eof": true} up, and {"exit_code": N} down, last.
+    "alloc_exec": Doc(
+        media="application/octet-stream",
+        query=(
+            Query("cmd", "string", "The command, one argument per cmd= (repeated)."),
+            Query("task", "string", "The task (default: the first)."),
+            Query("tty", "boolean", "Give the command a terminal."),
+        ),
+    ),
+    "tls_ca": Doc(media="application/x-pem-file"),
+    "tls_join": Doc(v.TlsIssued, v.TlsJoin),
+    "tls_renew": Doc(v.TlsIssued, v.TlsRenew),
+    "tls_join_token": Doc(v.JoinToken, v.JoinTokenAsk),
+    "tls_status": Doc(v.TlsStatus),
+    "tls_rotate": Doc(v.TlsRotated),
 }
 
 _ERRORS = {
     "400": "Invalid input: `problems` names each field and what was expected",
+    "401": "No credentials: a client certificate (or a web UI session) is needed",
+    "403": "Credentials that do not allow this (see x-podium-requires)",
     "404": "Not found",
     "409": "Revision conflict: read again and retry",
     "413": "Request body too large",
@@ -191,15 +220,15 @@ _ERRORS = {
 }
 
 
-def openapi_document(routes: list[tuple[str, str, str, str]]) -> dict[str, Any]:
-    docs = [DOCS.get(name, Doc()) for _, _, name, _ in routes]
+def openapi_document(routes: list[tuple[str, str, str, str, str]]) -> dict[str, Any]:
+    docs = [DOCS.get(name, Doc()) for _, _, name, _, _ in routes]
     types = [v.Error] + [t for d in docs for t in (d.response, d.body) if t is not None]
     schemas, components = msgspec.json.schema_components(types, ref_template=REF)
     schema_of = iter(schemas)
     error = next(schema_of)
     paths: dict[str, dict[str, Any]] = {}
     seen: dict[str, int] = {}  # a handler served at several paths: one operation id each
-    for (method, path, name, summary), doc in zip(routes, docs, strict=True):
+    for (method, path, name, requires, summary), doc in zip(routes, docs, strict=True):
         seen[name] = seen.get(name, 0) + 1
         op_id = name if seen[name] == 1 else f"{name}_{seen[name]}"
         response = next(schema_of) if doc.response is not None else None
@@ -226,7 +255,8 @@ def openapi_document(routes: list[tuple[str, str, str, str]]) -> dict[str, Any]:
         }
         op: dict[str, Any] = {
             "operationId": op_id,
-            "summary": summary,
+            "summary": summary + (" (WebSocket upgrade)" if method == "WS" else ""),
+            "x-podium-requires": requires,
             "parameters": params,
             "responses": {"200": ok, **errors},
         }
@@ -240,7 +270,8 @@ def openapi_document(routes: list[tuple[str, str, str, str]]) -> dict[str, Any]:
                 "required": True,
                 "content": {doc.raw_body: {"schema": {"type": "string"}}},
             }
-        paths.setdefault(clean, {})[method.lower()] = op
+        verb = "get" if method == "WS" else method.lower()
+        paths.setdefault(clean, {})[verb] = op
     return {
         "openapi": "3.1.0",
         "info": {"title": "podium", "version": __version__},

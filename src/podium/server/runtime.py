@@ -1,7 +1,9 @@
 """Running a server: the context the routes and controllers share, and the run loop.
 
 Server.run()
-  TaskGroup: ClusterState.run (store watch) | uvicorn (HTTP API)
+  Authority.start (the cluster CA, own certificates; unless --insecure or own PKI)
+  TaskGroup: ClusterState.run (store watch) | uvicorn (HTTPS API, mutual TLS)
+             | Authority.run (renewal at 2/3 of life, CA rotation)
              | Catalog (service endpoints) | DnsServer (udp+tcp)
              | Leadership (leader.py) -> each term: Server.leader_work (leader-only controllers,
                the autoscaler among them: any server asks it for a job's scaling status)
@@ -13,15 +15,20 @@ import asyncio
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from podium.errors import StoreError
+from podium.model.types import Node
 from podium.runtime import http
 from podium.runtime.clock import Clock, SystemClock
 from podium.runtime.limits import raise_open_files_limit
 from podium.server import failures_mirror
+from podium.server.access import DenialLog
+from podium.server.agents import AgentLink
 from podium.server.catalog import Catalog
 from podium.server.controllers.autoscaler import Autoscaler
 from podium.server.dns import DnsConfig, DnsServer
@@ -33,10 +40,31 @@ from podium.server.metrics import ClusterCollector, ServerMetrics, TimedStore, b
 from podium.server.nodes import HeartbeatPolicy, Heartbeats
 from podium.server.state import ClusterState
 from podium.server.usage import UsageGatherer
-from podium.store import Store, open_store
+from podium.store import Store, keys, open_store
 from podium.templates.worker import TemplateWorker
+from podium.tls import pki
+from podium.tls.authority import Authority, AuthorityConfig
+from podium.tls.context import ServerTLS
+from podium.tls.files import Credentials
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TLSSettings:
+    """Mutual TLS for the API: podium's own CA under `<data_dir>/tls`, or your PKI's files."""
+
+    data_dir: str
+    lifetime: float = pki.DEFAULT_LIFETIME  # of the certificates this server issues
+    own: Credentials | None = None  # --tls-ca/--tls-cert/--tls-key: no CA of podium's
+    hosts: list[str] = field(default_factory=list)  # extra names in the server certificate
+    check_every: float = 1.0
+
+    @property
+    def tls_dir(self) -> str:
+        import os
+
+        return os.path.join(self.data_dir, "tls")
 
 
 @dataclass
@@ -67,6 +95,8 @@ class ServerConfig:
     # The keyring's root key (see server/keyring.py); "" = keyring.key beside a SQLite
     # store's file, or none (secrets refused) on etcd. PODIUM_KEYRING_KEY wins over both.
     keyring_file: str = ""
+    tls: TLSSettings | None = None  # None: --insecure (plain HTTP, callers not told apart)
+    etcd_security: Any = None  # store.etcd.EtcdSecurity: TLS and user/password to etcd
 
 
 @dataclass
@@ -83,6 +113,12 @@ class ServerContext:
     autoscaler: Autoscaler | None = None  # runs on the leader; any server asks it for status
     keyring: Keyring | None = None
     templates: TemplateWorker | None = None  # parses and renders user templates, bounded
+    insecure: bool = False
+    authority: Authority | None = None
+    tls: ServerTLS | None = None
+    agent_link: AgentLink = field(default_factory=lambda: AgentLink(None))
+    denials: DenialLog = field(default_factory=DenialLog)
+    node_secrets: dict[str, str] = field(default_factory=dict)  # --insecure: id -> hash
 
 
 class Server:
@@ -95,7 +131,8 @@ class Server:
 
     @property
     def address(self) -> str:
-        return f"http://{self.config.host}:{self.config.port}"
+        scheme = "https" if self.config.tls else "http"
+        return f"{scheme}://{self.config.host}:{self.config.port}"
 
     async def leader_work(self, state: ClusterState) -> None:
         """Leader-only controllers: started when this server wins, cancelled when it loses.
@@ -176,7 +213,7 @@ class Server:
         raise_open_files_limit()  # a connection or two per agent
         sock = http.bind(cfg.host, cfg.port)
         cfg.port = sock.getsockname()[1]
-        raw = self.store or open_store(cfg.store_url)
+        raw = self.store or open_store(cfg.store_url, etcd_security=cfg.etcd_security)
         start = getattr(raw, "start", None)
         if start is not None:
             await start()
@@ -184,7 +221,10 @@ class Server:
         store: Store = raw
         if metrics.on:
             store = TimedStore(raw, backend_of(cfg.store_url), metrics)
+        authority, server_tls, link = await self._trust(store)
         state = ClusterState(store)
+        if authority is not None:
+            state.add_listener(_revoke_purged(authority, state))
         grace = cfg.startup_grace
         elect = cfg.store_url.startswith("etcd://") if cfg.elect is None else cfg.elect
         policy = HeartbeatPolicy(
@@ -209,7 +249,13 @@ class Server:
         leadership = Leadership(
             store,
             state,
-            LeadershipConfig(cfg.server_id, self.address, ttl=cfg.leader_ttl, elect=elect),
+            LeadershipConfig(
+                cfg.server_id,
+                self.address,
+                ttl=cfg.leader_ttl,
+                elect=elect,
+                insecure=cfg.tls is None,
+            ),
             clock=cfg.clock,
         )
         self.ctx = ServerContext(
@@ -221,7 +267,11 @@ class Server:
             catalog=Catalog(state),
             leadership=leadership,
             metrics=metrics,
-            usage=UsageGatherer(state),
+            usage=UsageGatherer(state, link),
+            insecure=cfg.tls is None,
+            authority=authority,
+            tls=server_tls,
+            agent_link=link,
         )
         assert self.ctx.catalog is not None and self.ctx.usage is not None
         self.ctx.autoscaler = Autoscaler(
@@ -236,7 +286,7 @@ class Server:
         self.ctx.templates = TemplateWorker()
         if metrics.registry is not None:
             metrics.registry.register(ClusterCollector(state, lambda: leadership, cfg.server_id))
-        api = http.server(create_app(self.ctx))
+        api = http.server(create_app(self.ctx), tls=server_tls)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(state.run(), name="state")
@@ -250,6 +300,10 @@ class Server:
                         name="failures-follow",
                     )
                 tg.create_task(leadership.run(self.leader_work), name="leadership")
+                if authority is not None:
+                    tg.create_task(authority.run(self._ready_nodes), name="certificates")
+                elif server_tls is not None:
+                    tg.create_task(self._follow_files(server_tls, link), name="tls-files")
                 assert self.ctx.catalog is not None
                 tg.create_task(self.ctx.catalog.run(), name="catalog")
                 if cfg.dns is not None:
@@ -262,6 +316,65 @@ class Server:
                 log.info("server listening on %s (store %s)", self.address, cfg.store_url)
                 self.started.set()
         finally:
+            await link.close()
             await self.ctx.templates.close()
             await leadership.close()
             await store.close()
+
+    async def _trust(self, store: Store) -> tuple[Authority | None, ServerTLS | None, AgentLink]:
+        """The CA (or your PKI's files), the listener's TLS, and the client for agents."""
+        t = self.config.tls
+        if t is None:
+            log.warning(
+                "INSECURE: TLS is off (--insecure): anyone who reaches %s can run anything "
+                "on every node; see docs/security.md",
+                self.address,
+            )
+            return None, None, AgentLink(None)
+        authority: Authority | None = None
+        if t.own is not None:
+            creds = t.own
+        else:
+            authority = Authority(
+                store,
+                AuthorityConfig(
+                    t.tls_dir,
+                    self.config.server_id,
+                    lifetime=t.lifetime,
+                    hosts=[self.config.host, *t.hosts],
+                    check_every=t.check_every,
+                ),
+            )
+            await authority.start()
+            creds = authority.server_creds
+        server_tls = ServerTLS(creds, require_client_cert=False)
+        link = AgentLink(creds)
+        if authority is not None:
+            authority.on_change += [server_tls.reload, link.reload]
+        return authority, server_tls, link
+
+    def _ready_nodes(self) -> list[str]:
+        assert self.ctx is not None
+        return [n.id for n in self.ctx.state.nodes.values() if n.status == "ready"]
+
+    async def _follow_files(self, server_tls: ServerTLS, link: AgentLink) -> None:
+        """Your PKI's files: reloaded when they change (renewed by whatever issues them)."""
+        while True:
+            await asyncio.sleep(5.0)
+            if server_tls.reload_if_changed():
+                link.reload()
+                log.info("TLS files changed: reloaded %s", server_tls.creds.cert)
+
+
+def _revoke_purged(
+    authority: Authority, state: ClusterState
+) -> Callable[[str, object | None, object | None], None]:
+    """A node record deleted from the store (purged) loses its certificate at once (one
+    that merely failed to decode is not a purge)."""
+
+    def on_change(prefix: str, old: object | None, new: object | None) -> None:
+        purged = prefix == keys.NODES and new is None and isinstance(old, Node)
+        if purged and keys.node(old.id) not in state.bad_values:  # type: ignore[union-attr]
+            authority.node_removed(old.id)  # type: ignore[union-attr]
+
+    return on_change

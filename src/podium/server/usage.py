@@ -23,7 +23,7 @@ import httpx
 import msgspec
 
 from podium.model.types import AllocUsage, Node, ServiceTraffic
-from podium.server.agents import agent_client, agent_url
+from podium.server.agents import AgentLink
 from podium.server.state import ClusterState
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,16 @@ class JobUsage(msgspec.Struct, kw_only=True):
 
 
 class UsageGatherer:
-    def __init__(self, state: ClusterState, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        state: ClusterState,
+        link: AgentLink | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`link`: how agents are reached (the server's own certificate); None: plain HTTP."""
         self.state = state
+        self.link = link or AgentLink(None)
         self.clock = clock
         self.nodes: dict[str, NodeUsage] = {}
         self._allocs: dict[str, AllocUsage] = {}
@@ -72,8 +80,7 @@ class UsageGatherer:
             if self.clock() - self.gathered_at <= max_age:
                 return
             nodes = [n for n in self.state.nodes.values() if n.status == "ready" and n.http_addr]
-            async with agent_client() as client:
-                got = await asyncio.gather(*(self._fetch(client, n) for n in nodes))
+            got = await asyncio.gather(*(self._fetch(n) for n in nodes))
             now = self.clock()
             for n, usage in zip(nodes, got, strict=True):
                 if usage is not None:
@@ -86,10 +93,10 @@ class UsageGatherer:
             self._allocs = {a.id: a for u in self.nodes.values() for a in u.allocs}
             self.gathered_at = now
 
-    async def _fetch(self, client: httpx.AsyncClient, node: Node) -> NodeUsage | None:
+    async def _fetch(self, node: Node) -> NodeUsage | None:
         try:
-            r = await client.get(
-                agent_url(node, "/v1/agent/usage"), params={"max_age": "1"}, timeout=FETCH_TIMEOUT
+            r = await self.link.get(
+                node, "/v1/agent/usage", params={"max_age": "1"}, timeout=FETCH_TIMEOUT
             )
             r.raise_for_status()
             data = msgspec.json.decode(r.content)

@@ -54,6 +54,7 @@ class Member(View):
     started: float
     leader: bool
     leader_since: float | None
+    insecure: bool  # started with --insecure: TLS off, callers not told apart
 
 
 class MetricsTarget(View):
@@ -288,12 +289,15 @@ class NodeRegistered(View):
     node: Node
     heartbeat_ttl: float
     heartbeat_in: float  # seconds until the node's next heartbeat is due
+    tls_epoch: int  # the CA epoch: a node renews when it changes (a rotation)
+    node_secret: str | None = None  # --insecure: issued once, at the first registration
 
 
 class HeartbeatAck(View):
     heartbeat_ttl: float
     heartbeat_in: float  # seconds until the node's next heartbeat is due
     status: str
+    tls_epoch: int
 
 
 class Eligibility(View):
@@ -499,3 +503,52 @@ class TemplateData(View):
     configs: dict[str, dict[str, str]]
     secrets: dict[str, dict[str, str]]
     versions: dict[str, int]
+
+
+# --------------------------------------------------------------------- trust
+
+
+class TlsJoin(View):
+    token: str  # from `podium server join-token`
+    csr: str  # PEM certificate request; the key never leaves the joiner
+    node_id: str = ""  # an agent's proposed node id (kept if free)
+    hosts: list[str] | None = None  # a server's other names and IPs
+
+
+class TlsRenew(View):
+    csr: str
+    hosts: list[str] | None = None
+
+
+class TlsIssued(View):
+    role: str
+    name: str
+    cert: str  # PEM: the certificate and its chain
+    ca: str  # PEM: every root to trust
+    epoch: int
+    kek: str | None = None  # a joining server: the key that seals the CA's key (base64)
+
+
+class JoinTokenAsk(View):
+    role: str = "agent"  # agent | server | operator
+    ttl: float | str = "1h"
+
+
+class JoinToken(View):
+    token: str
+    role: str
+    ttl: float
+
+
+class TlsStatus(View):
+    epoch: int
+    rotating: bool
+    roots: int
+    root_digest: str
+    pending_nodes: list[str]
+    nodes: int
+
+
+class TlsRotated(View):
+    epoch: int
+    rotating: bool

@@ -8,6 +8,8 @@
 Nothing above the store knows which backend it runs on. `open_store(url)` picks one.
 """
 
+from typing import Any
+
 from podium.store.base import Compare, Delete, Get, KeyValue, Op, Put, Store, TxnResult, WatchEvent
 
 __all__ = [
@@ -24,10 +26,11 @@ __all__ = [
 ]
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, etcd_security: Any = None) -> Store:
     """`memory://` -> MemoryStore; `sqlite:///abs/file.db`, `sqlite://rel/file.db` or a
     plain path -> SQLiteStore (the file and its folder are created if missing);
-    `etcd://h1:p1,h2:p2[/prefix]` -> EtcdStore (keys under /podium unless a prefix)."""
+    `etcd://h1:p1,h2:p2[/prefix]` -> EtcdStore (keys under /podium unless a prefix;
+    `etcd_security`: a store.etcd.EtcdSecurity for TLS and user/password)."""
     # Imported here so that importing the interface never drags in a backend.
     from podium.store.memory import MemoryStore
     from podium.store.sqlite import SQLiteStore
@@ -35,7 +38,7 @@ def open_store(url: str) -> Store:
     if url.startswith("etcd://"):
         from podium.store.etcd import EtcdStore
 
-        return EtcdStore.from_url(url)
+        return EtcdStore.from_url(url, security=etcd_security)
     if url.startswith("memory://"):
         return MemoryStore()
     if url.startswith("sqlite://"):

@@ -37,6 +37,10 @@ sent raises StoreUnavailable at once: its outcome is unknown. Several endpoints
 (`etcd://h1:p1,h2:p2,h3:p3`) are one channel: gRPC connects to the first that answers
 and moves on when it drops. A watch reconnects for up to `watch_reconnect` seconds and
 resumes after the last revision it delivered; a compacted start raises Compacted.
+
+Security (`EtcdSecurity`): TLS with etcd's CA and, for etcd's --client-cert-auth, a
+client certificate; etcd user/password auth: a token from Authenticate rides on every
+call's metadata and is fetched again when etcd says it is no longer valid.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import math
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -103,6 +108,30 @@ def parse_endpoints(spec: str) -> builtins.list[tuple[str, int]]:
     return out
 
 
+@dataclass(frozen=True)
+class EtcdSecurity:
+    """How podium proves itself to etcd (`--etcd-cacert/--etcd-cert/--etcd-key`,
+    `--etcd-user` and PODIUM_ETCD_PASSWORD)."""
+
+    cacert: str = ""  # PEM file: TLS to etcd, verified against it
+    cert: str = ""  # client certificate (etcd --client-cert-auth)
+    key: str = ""
+    user: str = ""
+    password: str = ""
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        if not self.cacert:
+            return None
+
+        def read(path: str) -> bytes | None:
+            if not path:
+                return None
+            with open(path, "rb") as f:
+                return f.read()
+
+        return grpc.ssl_channel_credentials(read(self.cacert), read(self.key), read(self.cert))
+
+
 class EtcdStore(TxnFrontend):
     """The store on etcd. See the module docstring for how each call maps."""
 
@@ -113,6 +142,7 @@ class EtcdStore(TxnFrontend):
         prefix: str = DEFAULT_PREFIX,
         timeout: float = 5.0,
         watch_reconnect: float = 60.0,
+        security: EtcdSecurity | None = None,
     ) -> None:
         spec = endpoints if isinstance(endpoints, str) else ",".join(endpoints)
         self.endpoints = [f"{h}:{p}" for h, p in parse_endpoints(spec)]
@@ -128,15 +158,18 @@ class EtcdStore(TxnFrontend):
         self._lease: Any = None
         self._streams: set[Any] = set()  # open watch / keepalive calls, cancelled by close
         self._closed = False
+        self.security = security or EtcdSecurity()
+        self._md: tuple[tuple[str, str], ...] = _MD  # + the auth token, once there is one
+        self._auth_lock = asyncio.Lock()
 
     @classmethod
-    def from_url(cls, url: str) -> EtcdStore:
+    def from_url(cls, url: str, *, security: EtcdSecurity | None = None) -> EtcdStore:
         """`etcd://h1:p1,h2:p2[/prefix]`; no path means the prefix "/podium"."""
         rest = url.removeprefix("etcd://")
         hosts, slash, path = rest.partition("/")
         if not hosts:
             raise ValueError(f"store url {url!r}: expected etcd://host:port[,host:port...]")
-        return cls(hosts, prefix=f"/{path}" if slash else DEFAULT_PREFIX)
+        return cls(hosts, prefix=f"/{path}" if slash else DEFAULT_PREFIX, security=security)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -148,7 +181,15 @@ class EtcdStore(TxnFrontend):
         if self._closed:
             raise StoreError("store is closed")
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(_target(self.endpoints), _CHANNEL_OPTIONS)
+            creds = self.security.credentials()
+            target = _target(self.endpoints)
+            if creds is None:
+                self._channel = grpc.aio.insecure_channel(target, _CHANNEL_OPTIONS)
+            else:
+                # etcd's certificate names the host as given, whatever address it resolved to.
+                host = self.endpoints[0].rsplit(":", 1)[0]
+                options = [*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", host)]
+                self._channel = grpc.aio.secure_channel(target, creds, options)
             self._kv = rpc.KVStub(self._channel)
             self._watch = rpc.WatchStub(self._channel)
             self._lease = rpc.LeaseStub(self._channel)
@@ -165,11 +206,37 @@ class EtcdStore(TxnFrontend):
 
     # ------------------------------------------------------------ calling etcd
 
+    async def _authenticate(self, *, stale: tuple[tuple[str, str], ...] | None = None) -> None:
+        """Get an auth token (etcd user/password); once, however many calls found it stale."""
+        if not self.security.user:
+            return
+        async with self._auth_lock:
+            if stale is not None and self._md is not stale:
+                return  # another call got a fresh one meanwhile
+            assert self._channel is not None
+            try:
+                resp = await rpc.AuthStub(self._channel).Authenticate(
+                    rpc.AuthenticateRequest(
+                        name=self.security.user, password=self.security.password
+                    ),
+                    timeout=self._timeout,
+                    wait_for_ready=True,
+                )
+            except grpc.aio.AioRpcError as e:
+                raise StoreUnavailable(
+                    f"etcd {','.join(self.endpoints)}: authenticate as {self.security.user!r}: "
+                    f"{e.details() or e.code().name}"
+                ) from None
+            self._md = (*_MD, ("token", resp.token))
+
     async def _call(self, what: str, fn: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
         """Run one RPC with the store's deadline, retrying what is safe to retry."""
         self._stubs()
+        if self.security.user and len(self._md) == len(_MD):
+            await self._authenticate()
         deadline = time.monotonic() + self._timeout
         backoff = Backoff(base=_RETRY_BASE, cap=_RETRY_CAP)
+        reauthed = False
         while True:
             try:
                 return await fn()
@@ -187,6 +254,11 @@ class EtcdStore(TxnFrontend):
                     raise StoreError("store is closed") from None
                 left = deadline - time.monotonic()
                 code, details = e.code(), e.details() or ""
+                if self.security.user and not reauthed and _auth_expired(code, details):
+                    # Refused before anything was done: safe to send again with a new token.
+                    reauthed = True
+                    await self._authenticate(stale=self._md)
+                    continue
                 safe = idempotent or "no leader" in details
                 delay = backoff.next()
                 if code in _DOWN and safe and left > delay:
@@ -251,7 +323,7 @@ class EtcdStore(TxnFrontend):
     def _rpc(self, method: Any, req: Any) -> Awaitable[Any]:
         return cast(
             Awaitable[Any],
-            method(req, timeout=self._timeout, metadata=_MD, wait_for_ready=True),
+            method(req, timeout=self._timeout, metadata=self._md, wait_for_ready=True),
         )
 
     # ------------------------------------------------------------ writes
@@ -314,7 +386,7 @@ class EtcdStore(TxnFrontend):
 
         async def once() -> Any:
             call = self._lease.LeaseKeepAlive(
-                timeout=self._timeout, metadata=_MD, wait_for_ready=True
+                timeout=self._timeout, metadata=self._md, wait_for_ready=True
             )
             self._streams.add(call)
             try:
@@ -354,6 +426,8 @@ class EtcdStore(TxnFrontend):
         return self._follow(prefix, max(start_rev, 1))
 
     async def _follow(self, prefix: str, start: int) -> AsyncIterator[WatchEvent]:
+        if self.security.user and len(self._md) == len(_MD):
+            await self._authenticate()
         key, end = self._range(prefix)
         nxt = start
         down_since: float | None = None
@@ -361,7 +435,7 @@ class EtcdStore(TxnFrontend):
         while True:
             if self._closed:
                 raise StoreError("store is closed")
-            call = self._watch.Watch(metadata=_MD, wait_for_ready=True)
+            call = self._watch.Watch(metadata=self._md, wait_for_ready=True)
             self._streams.add(call)
             try:
                 create = rpc.WatchCreateRequest(
@@ -390,6 +464,13 @@ class EtcdStore(TxnFrontend):
             except (grpc.aio.AioRpcError, _Dropped) as e:
                 if self._closed:
                     raise StoreError("store is closed") from None
+                stale = (
+                    isinstance(e, grpc.aio.AioRpcError)
+                    and _auth_expired(e.code(), e.details() or "")
+                ) or (isinstance(e, _Dropped) and "auth" in str(e))
+                if stale and self.security.user:
+                    await self._authenticate(stale=self._md)
+                    continue
                 if isinstance(e, grpc.aio.AioRpcError) and e.code() not in _DOWN:
                     raise self._error(f"watch {prefix!r}", e) from None
                 now = time.monotonic()
@@ -439,6 +520,10 @@ def _range_end(key: bytes) -> bytes:
             return bytes(b)
         b.pop()
     return b"\0"
+
+
+def _auth_expired(code: grpc.StatusCode, details: str) -> bool:
+    return code == grpc.StatusCode.UNAUTHENTICATED or "invalid auth token" in details
 
 
 def _target(endpoints: Iterable[str]) -> str:

@@ -110,3 +110,28 @@ def data_versions(kind: str, namespace: str, path: str) -> str:
 
 def keyring_key(key_id: str) -> str:
     return f"{KEYRING_KEYS}{key_id}"
+
+
+# The cluster's trust (podium/tls/authority.py): never part of a snapshot.
+TLS = "/tls/"
+TLS_CA = "/tls/ca"  # roots, the issuing CA (its key sealed), epoch, rotation
+TLS_TOKENS = "/tls/tokens/"  # join tokens by the hash of their secret
+TLS_NODES = "/tls/nodes/"  # per node: which CA epoch issued its certificate, until when
+TLS_REVOKED = "/tls/revoked/"  # node ids whose certificates no longer count (node purge)
+NODE_SECRETS = "/tls/secrets/"  # --insecure: the hash of each node's secret
+
+
+def tls_token(digest: str) -> str:
+    return f"{TLS_TOKENS}{digest}"
+
+
+def tls_node(node_id: str) -> str:
+    return f"{TLS_NODES}{node_id}"
+
+
+def tls_revoked(node_id: str) -> str:
+    return f"{TLS_REVOKED}{node_id}"
+
+
+def node_secret(node_id: str) -> str:
+    return f"{NODE_SECRETS}{node_id}"

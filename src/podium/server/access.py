@@ -1,0 +1,120 @@
+"""Who may call which route: the caller's identity against the route's `requires`.
+
+    request ─► identity (certificate, per connection; or a node secret on --insecure)
+            ─► REQUIRES[route's word] allows its role? ─► node routes: its own node only
+            ─► refused: 401 (no credentials) / 403 (wrong ones) + a `security.denied` event
+
+The words (the routes table in app.py gives one to every route):
+
+    public        anyone, no credentials (the CA bundle, joining with a token)
+    any           any authenticated caller
+    operator      CLI certificates (operator, management)
+    management    the management certificate only (snapshots, join tokens, CA rotation)
+    agent         an agent, and only for its own node id (`{id}` in the path)
+    node-register an agent registering itself (on --insecure: anyone, for a new node id)
+    agent|operator either; handlers narrow what an agent sees to its own node
+
+On an --insecure server nobody can be told apart: a caller without a node secret counts
+as an operator (docs/security.md says what that gives up).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+
+from podium.errors import Forbidden, Unauthorized
+from podium.tls.identity import (
+    ANONYMOUS,
+    INSECURE,
+    NODE_ID_HEADER,
+    NODE_SECRET_HEADER,
+    Identity,
+)
+
+log = logging.getLogger(__name__)
+
+REQUIRES: dict[str, frozenset[str]] = {
+    "public": frozenset({"anonymous", "insecure", "operator", "management", "agent", "server"}),
+    "any": frozenset({"insecure", "operator", "management", "agent", "server"}),
+    "operator": frozenset({"insecure", "operator", "management"}),
+    "management": frozenset({"insecure", "management"}),
+    "agent": frozenset({"agent"}),
+    "node-register": frozenset({"agent", "insecure"}),
+    "agent|operator": frozenset({"agent", "insecure", "operator", "management"}),
+    # Configs and secrets (server/data_api.py). The ACL issue narrows these per namespace;
+    # until then a CLI certificate may, an agent never (its templates read through
+    # template-data, for its own allocs only).
+    "read-config": frozenset({"insecure", "operator", "management"}),
+    "write-config": frozenset({"insecure", "operator", "management"}),
+    "read-secret": frozenset({"insecure", "operator", "management"}),
+    "write-secret": frozenset({"insecure", "operator", "management"}),
+    "reveal-secret": frozenset({"insecure", "operator", "management"}),
+}
+
+
+def secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def check(who: Identity, requires: str, *, node_in_path: str | None) -> None:
+    """Raise Unauthorized/Forbidden unless `who` may call a route that `requires` this."""
+    allowed = REQUIRES[requires]
+    if who.role not in allowed:
+        if not who.authenticated:
+            raise Unauthorized("this route needs a client certificate (see docs/security.md)")
+        raise Forbidden(f"{who.describe()} may not call this route (it needs {requires})")
+    if who.role == "agent" and node_in_path is not None and node_in_path != who.node_id:
+        raise Forbidden(f"{who.describe()} may not act for node {node_in_path}")
+
+
+def resolve(
+    peer: Identity, *, insecure: bool, node_id: str, secret: str, stored_hash: str | None
+) -> Identity:
+    """The identity a request acts with. On --insecure servers: INSECURE, or an agent whose
+    node secret matches the stored hash (a wrong one is refused, never downgraded)."""
+    if not insecure or peer.authenticated:
+        return peer
+    if not secret:
+        return INSECURE
+    if (
+        not node_id
+        or stored_hash is None
+        or not hmac.compare_digest(secret_hash(secret), stored_hash)
+    ):
+        raise Forbidden(f"the node secret does not match node {node_id or '(none)'}")
+    return Identity("agent", node_id)
+
+
+class DenialLog:
+    """Refusals become events, at most `rate` a second (a flood must not fill the store)."""
+
+    def __init__(self, *, rate: float = 5.0, burst: int = 20) -> None:
+        self.rate, self.burst = rate, burst
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+        self.dropped = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        self.dropped += 1
+        return False
+
+
+__all__ = [
+    "ANONYMOUS",
+    "INSECURE",
+    "NODE_ID_HEADER",
+    "NODE_SECRET_HEADER",
+    "REQUIRES",
+    "DenialLog",
+    "check",
+    "resolve",
+]

@@ -222,6 +222,10 @@ def test_real_answers_match_the_documented_schemas(dev_cluster: DevCluster) -> N
         ("POST", "/v1/tls/join"),
         ("POST", "/v1/tls/renew"),
         ("POST", "/v1/tls/rotate"),
+        # A browser's session (test_web_ui.py logs in and out with a real browser).
+        ("POST", "/v1/ui/login"),
+        ("POST", "/v1/ui/session"),
+        ("DELETE", "/v1/ui/session"),
     }, unchecked
 
 

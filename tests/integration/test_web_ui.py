@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import ssl
+import subprocess
 import tempfile
 import textwrap
 import time
@@ -17,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 
@@ -25,7 +28,7 @@ from integration.multinode import AgentProc, dev_and_agent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+CHROMIUM, DRIVER, CERTUTIL = "/usr/bin/chromium", "/usr/bin/chromedriver", "/usr/bin/certutil"
 DOCS_UI = ROOT / "docs" / "ui"
 FLAGS = [
     "--headless",
@@ -41,10 +44,13 @@ FLAGS = [
 
 
 def browser_or_skip() -> None:
-    missing = [p for p in (CHROMIUM, DRIVER) if not os.path.exists(p)]
+    missing = [p for p in (CHROMIUM, DRIVER, CERTUTIL) if not os.path.exists(p)]
     if not missing:
         return
-    why = f"{missing} not installed (scripts/ensure-chromium.sh installs chromium, chromium-driver)"
+    why = (
+        f"{missing} not installed (scripts/ensure-chromium.sh installs chromium, "
+        "chromium-driver, libnss3-tools)"
+    )
     if os.environ.get("PODIUM_REQUIRE_CHROMIUM") == "1":
         pytest.fail(why)
     pytest.skip(why)
@@ -80,6 +86,36 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevClust
         yield c, extra
 
 
+def trusting_home(home: Path, ca: Path) -> None:
+    """An NSS database in `home` that trusts the cluster's CA, as an operator's browser
+    would after importing it (Chromium on Linux reads $HOME/.pki/nssdb)."""
+    db = home / ".pki" / "nssdb"
+    db.mkdir(parents=True)
+    subprocess.run([CERTUTIL, "-N", "-d", f"sql:{db}", "--empty-password"], check=True)
+    subprocess.run(
+        [CERTUTIL, "-A", "-d", f"sql:{db}", "-n", "podium cluster CA", "-t", "C,,", "-i", ca],
+        check=True,
+    )
+
+
+def log_in(driver: Any, c: DevCluster) -> None:
+    """Open a one-use link from `podium ui` and wait for the page to use its session."""
+    url = c.cli_json("ui", "--json")["url"]
+    assert url.startswith(f"{c.addr}/ui/#login=")
+    driver.get(url)
+    wait_until(
+        lambda: (
+            "nodes ready"
+            in driver.execute_script(
+                "const e = document.querySelector('#health'); return e ? e.innerText : ''"
+            )
+        ),
+        timeout=10,
+        interval=0.05,
+        what="the overview after logging in",
+    )
+
+
 @pytest.fixture(scope="module")
 def browser(cluster: Any) -> Iterator[Any]:
     from selenium import webdriver
@@ -87,12 +123,15 @@ def browser(cluster: Any) -> Iterator[Any]:
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    profile = tempfile.mkdtemp(prefix="podium-chromium-")
-    for flag in [*FLAGS, f"--user-data-dir={profile}"]:
+    profile = Path(tempfile.mkdtemp(prefix="podium-chromium-"))
+    trusting_home(profile / "home", cluster[0].tls_dir / "ca.pem")
+    for flag in [*FLAGS, f"--user-data-dir={profile / 'data'}"]:
         opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    env = {**os.environ, "HOME": str(profile / "home")}
+    driver = webdriver.Chrome(service=Service(DRIVER, env=env), options=opts)
     driver.set_page_load_timeout(20)
     try:
+        log_in(driver, cluster[0])
         yield driver
     finally:
         driver.quit()
@@ -136,6 +175,40 @@ class Page:
 @pytest.fixture
 def page(browser: Any, cluster: Any, tmp_path: Path) -> Page:
     return Page(browser, cluster[0], tmp_path)
+
+
+def test_a_browser_logs_in_with_a_one_use_link_over_tls(page: Page) -> None:
+    """The page is served over TLS with the cluster's CA (the browser trusts it, no
+    warning); without a session it says how to log in; a link from `podium ui` logs it in,
+    once; logging out ends the session for the server too."""
+    d, c = page.d, page.c
+    assert d.execute_script("return location.protocol") == "https:"
+    d.delete_all_cookies()
+    page.open("#/jobs")
+    login = page.wait(lambda: page.text("#login"), what="the login page")
+    assert "podium ui" in login
+    url = c.cli_json("ui", "--json")["url"]
+    d.get(url)
+    page.wait(lambda: "web" in page.text("#jobs") or "nodes ready" in page.text("#health"),
+              what="the UI after logging in")  # fmt: skip
+    assert "#login=" not in d.current_url, "the token stayed in the address bar"
+    cookie = d.get_cookie("podium_ui")
+    assert cookie and cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
+    assert page.js("return document.cookie") == "", "the session cookie is readable by scripts"
+    # The same link again: refused (one use), and the page says so.
+    d.delete_all_cookies()
+    d.get(url)
+    again = page.wait(lambda: page.text("#login"), what="the login page for a used link")
+    assert "used already" in again
+    # A fresh login, then log out: the old cookie no longer works anywhere.
+    log_in(d, c)
+    secret = d.get_cookie("podium_ui")["value"]
+    page.click("#logout")
+    page.wait(lambda: "logged out" in page.text("#login"), what="the page after logging out")
+    ca_only = ssl.create_default_context(cafile=str(c.tls_dir / "ca.pem"))  # no client cert
+    r = httpx.get(f"{c.addr}/v1/jobs", cookies={"podium_ui": secret}, verify=ca_only)
+    assert r.status_code == 401, r.text
+    log_in(d, c)  # the other tests use the session
 
 
 def test_overview_shows_nodes_and_jobs(page: Page) -> None:

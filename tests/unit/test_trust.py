@@ -41,6 +41,7 @@ def test_every_route_declares_what_it_requires() -> None:
     assert public == {
         ("GET", "/v1/tls/ca"),
         ("POST", "/v1/tls/join"),
+        ("POST", "/v1/ui/session"),  # a login link's token is the credential
         ("GET", "/ui"),  # the UI's own files: the same for everyone, in the package
         ("GET", "/ui/"),
         ("GET", "/ui/{file}"),

@@ -890,6 +890,7 @@ def build() -> click.Group:
         server_ops,
         service,
         top,
+        ui,
     )
     from podium.cli import tls as tls_cli
 
@@ -910,6 +911,7 @@ def build() -> click.Group:
         logs.logs,
         top.top,
         tls_cli.tls,
+        ui.ui,
     ):
         cli.add_command(group)
     return cli

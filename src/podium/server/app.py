@@ -1275,6 +1275,15 @@ ROUTES: list[tuple[str, str, str, str, str]] = [
     ("POST", "/v1/tls/join-token", "tls_join_token", "management", "A one-use join token"),
     ("GET", "/v1/tls/status", "tls_status", "operator", "CA epoch, rotation, nodes pending"),
     ("POST", "/v1/tls/rotate", "tls_rotate", "management", "Rotate the CA (cross-signed)"),
+    ("POST", "/v1/ui/login", "ui_login", "operator", "A one-use login link for the web UI"),
+    (
+        "POST",
+        "/v1/ui/session",
+        "ui_session_open",
+        "public",
+        "Log a browser in with a login link's token (sets its session cookie)",
+    ),
+    ("DELETE", "/v1/ui/session", "ui_session_close", "any", "Log the browser out"),
 ]
 ROUTES += DATA_ROUTES  # configs, secrets, the keyring, an agent's template data
 
@@ -1384,9 +1393,9 @@ def create_app(ctx: ServerContext) -> Starlette:
         if method == "WS":
             routes.append(WebSocketRoute(path, api.guard_ws(fn, requires)))
             continue
-        # Trust routes are never replayed (a recorded answer would keep a certificate or a
-        # token in the store).
-        plain = method == "GET" or path.startswith("/v1/tls/")
+        # Trust routes are never replayed (a recorded answer would keep a certificate, a
+        # token or a session cookie in the store).
+        plain = method == "GET" or path.startswith(("/v1/tls/", "/v1/ui/"))
         handler = _wrap(api, fn if plain else once.wrap(fn), requires, ctx.metrics, method, path)
         routes.append(Route(path, handler, methods=[method]))
 

@@ -207,6 +207,9 @@ DOCS: dict[str, Doc] = {
     "tls_join_token": Doc(v.JoinToken, v.JoinTokenAsk),
     "tls_status": Doc(v.TlsStatus),
     "tls_rotate": Doc(v.TlsRotated),
+    "ui_login": Doc(v.UiLink),
+    "ui_session_open": Doc(v.UiSession, v.UiLogin),
+    "ui_session_close": Doc(v.UiLoggedOut),
 }
 
 _ERRORS = {

@@ -39,6 +39,7 @@ from podium.server.leader import Leadership, LeadershipConfig
 from podium.server.metrics import ClusterCollector, ServerMetrics, TimedStore, backend_of
 from podium.server.nodes import HeartbeatPolicy, Heartbeats
 from podium.server.state import ClusterState
+from podium.server.ui_login import UiSessions
 from podium.server.usage import UsageGatherer
 from podium.store import Store, keys, open_store
 from podium.templates.worker import TemplateWorker
@@ -119,6 +120,7 @@ class ServerContext:
     agent_link: AgentLink = field(default_factory=lambda: AgentLink(None))
     denials: DenialLog = field(default_factory=DenialLog)
     node_secrets: dict[str, str] = field(default_factory=dict)  # --insecure: id -> hash
+    ui: UiSessions | None = None  # the web UI's browser sessions (TLS on)
 
 
 class Server:
@@ -272,6 +274,7 @@ class Server:
             authority=authority,
             tls=server_tls,
             agent_link=link,
+            ui=UiSessions(store, cfg.clock) if cfg.tls is not None else None,
         )
         assert self.ctx.catalog is not None and self.ctx.usage is not None
         self.ctx.autoscaler = Autoscaler(

@@ -25,6 +25,8 @@ from podium.server import access
 from podium.server.events import event_put
 from podium.server.runtime import ServerContext
 from podium.server.state import ClusterState
+from podium.server.ui_login import COOKIE, CSRF_HEADER, LOGIN_TTL, SESSION_TTL, UiSessions
+from podium.server.ui_login import identity as ui_identity
 from podium.store import keys
 from podium.store.base import Compare, Put
 from podium.tls.identity import ANONYMOUS, Identity
@@ -55,6 +57,9 @@ class TrustRoutes:
 
     async def authorize(self, conn: HTTPConnection, requires: str) -> Identity:
         peer = self.peer(conn)
+        browser = COOKIE in conn.cookies and self.ctx.ui is not None and requires != "public"
+        if browser and not peer.authenticated:
+            peer = await self._browser(conn)
         node_id = conn.headers.get(access.NODE_ID_HEADER, "")
         secret = conn.headers.get(access.NODE_SECRET_HEADER, "")
         stored = None
@@ -73,6 +78,20 @@ class TrustRoutes:
         access.check(who, requires, node_in_path=node_in_path)
         conn.scope.setdefault("state", {})["who"] = who
         return who
+
+    async def _browser(self, conn: HTTPConnection) -> Identity:
+        """A web UI session's identity (its cookie); writes need the x-podium-ui header, and
+        a WebSocket never takes a cookie (cross-site WebSockets are not held by CORS)."""
+        assert self.ctx.ui is not None
+        record = await self.ctx.ui.lookup(conn.cookies[COOKIE])
+        if record is None:
+            raise Unauthorized("the web UI session ended: run `podium ui` to log in again")
+        method = conn.scope.get("method")
+        if method is None:
+            raise Forbidden("a web UI session cannot open WebSockets")
+        if method not in ("GET", "HEAD") and conn.headers.get(CSRF_HEADER) != "1":
+            raise Forbidden(f"a web UI session writes only with the {CSRF_HEADER}: 1 header")
+        return ui_identity(record)
 
     async def denied(self, conn: HTTPConnection, err: PodiumError) -> None:
         method = conn.scope.get("method", "WS")
@@ -249,6 +268,45 @@ class TrustRoutes:
             [event_put("tls.rotate", "CA rotation started", now=self.ctx.clock.now())],
         )
         return _json({"epoch": state.epoch, "rotating": state.rotating})
+
+    # ------------------------------------------------------------ web UI login
+
+    def _ui(self) -> UiSessions:
+        if self.ctx.ui is None:
+            raise Conflict("this server runs without TLS (--insecure): the web UI needs no login")
+        return self.ctx.ui
+
+    async def ui_login(self, req: Request) -> Response:
+        """A one-use link that logs a browser into the web UI (as an operator)."""
+        token = await self._ui().new_login(self.who(req))
+        base = str(req.base_url).rstrip("/")
+        return _json({"url": f"{base}/ui/#login={token}", "expires_in": LOGIN_TTL})
+
+    async def ui_session_open(self, req: Request) -> Response:
+        body = await _small_json(req)
+        token = body.get("token")
+        if not isinstance(token, str) or not token:
+            raise ValidationError([Problem("token", "expected the token of a login link")])
+        secret, record = await self._ui().open(token)
+        resp = _json({"name": record.name, "expires": record.expires})
+        resp.set_cookie(
+            COOKIE,
+            secret,
+            max_age=int(SESSION_TTL),
+            path="/",
+            secure=True,
+            httponly=True,
+            samesite="strict",
+        )
+        return resp
+
+    async def ui_session_close(self, req: Request) -> Response:
+        secret = req.cookies.get(COOKIE)
+        if secret and self.ctx.ui is not None:
+            await self.ctx.ui.close(secret)
+        resp = _json({"closed": bool(secret)})
+        resp.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+        return resp
 
 
 async def _small_json(req: Request) -> dict[str, Any]:

@@ -552,3 +552,24 @@ class TlsStatus(View):
 class TlsRotated(View):
     epoch: int
     rotating: bool
+
+
+# --------------------------------------------------------------------- web UI login
+
+
+class UiLink(View):
+    url: str  # https://SERVER/ui/#login=TOKEN
+    expires_in: float
+
+
+class UiLogin(View):
+    token: str  # the TOKEN of a login link
+
+
+class UiSession(View):
+    name: str  # who asked for the link
+    expires: float
+
+
+class UiLoggedOut(View):
+    closed: bool

@@ -119,6 +119,8 @@ TLS_TOKENS = "/tls/tokens/"  # join tokens by the hash of their secret
 TLS_NODES = "/tls/nodes/"  # per node: which CA epoch issued its certificate, until when
 TLS_REVOKED = "/tls/revoked/"  # node ids whose certificates no longer count (node purge)
 NODE_SECRETS = "/tls/secrets/"  # --insecure: the hash of each node's secret
+UI_LOGINS = "/tls/ui/logins/"  # web UI login links (one use), by the hash of their token
+UI_SESSIONS = "/tls/ui/sessions/"  # web UI browser sessions, by the hash of their cookie
 
 
 def tls_token(digest: str) -> str:
@@ -135,3 +137,11 @@ def tls_revoked(node_id: str) -> str:
 
 def node_secret(node_id: str) -> str:
     return f"{NODE_SECRETS}{node_id}"
+
+
+def ui_login(digest: str) -> str:
+    return f"{UI_LOGINS}{digest}"
+
+
+def ui_session(digest: str) -> str:
+    return f"{UI_SESSIONS}{digest}"

@@ -25,16 +25,51 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// The browser logs in with a one-use link from `podium ui` (#login=TOKEN): the server
+// answers with a session cookie (HttpOnly, SameSite=Strict). Writes carry x-podium-ui,
+// which the server asks of every write made with that cookie.
 async function api(path, opts = {}) {
   const r = await fetch(path, {
     ...opts,
-    headers: { "content-type": "application/json", "x-podium-user": "web-ui", ...(opts.headers || {}) },
+    headers: { "content-type": "application/json", "x-podium-user": "web-ui", "x-podium-ui": "1", ...(opts.headers || {}) },
   });
   const text = await r.text();
   let body = text;
   try { body = text ? JSON.parse(text) : null; } catch (e) { /* not JSON */ }
+  if (r.status === 401) loggedOut((body && body.error) || "");
   if (!r.ok) throw new Error((body && body.error) || `${r.status} ${r.statusText}`);
   return body;
+}
+
+let loginShown = false;
+function loggedOut(why) {
+  if (loginShown) return;
+  loginShown = true;
+  if (current && current.unmount) current.unmount();
+  current = null;
+  document.getElementById("live").className = "live off";
+  main.replaceChildren(h("section", { id: "login" },
+    h("h1", {}, "Log in"),
+    h("p", {}, "This browser is not logged in to podium. In a terminal where the podium CLI works, run"),
+    h("pre", { class: "diff" }, "podium ui"),
+    h("p", {}, "and open the link it prints here (it works once, for 5 minutes; the session lasts 12 hours)."),
+    why ? h("p", { class: "muted" }, why) : null));
+}
+
+async function logIn(token) {
+  history.replaceState(null, "", `${location.pathname}#/`); // the token leaves the address bar
+  try {
+    await api("/v1/ui/session", { method: "POST", body: JSON.stringify({ token }) });
+  } catch (e) {
+    loggedOut(e.message);
+    throw e;
+  }
+}
+
+async function logOut() {
+  await api("/v1/ui/session", { method: "DELETE" }).catch(() => null);
+  if (events) events.close();
+  loggedOut("logged out");
 }
 
 const q = (params) => new URLSearchParams(Object.entries(params).filter(([, v]) => v !== "" && v != null)).toString();
@@ -291,6 +326,7 @@ function allocView(id) {
     const url = `/v1/job/${encodeURIComponent(job)}/logs?${q({ namespace: ns, alloc: id, type: stream.value, follow: "true", since: "10m" })}`;
     try {
       const r = await fetch(url, { signal: abort.signal });
+    if (r.status === 401) return loggedOut("");
       const reader = r.body.getReader();
       const dec = new TextDecoder();
       let buf = "";
@@ -448,9 +484,10 @@ function route() {
   mount((views[section] || views.overview)());
 }
 
+let events = null;
 function live() {
   const dot = document.getElementById("live");
-  const es = new EventSource("/v1/events?follow=true&limit=0");
+  const es = events = new EventSource("/v1/events?follow=true&limit=0");
   es.onopen = () => { dot.className = "live on"; };
   es.onmessage = () => schedule();
   es.onerror = () => { dot.className = "live off"; }; // EventSource reconnects by itself
@@ -470,7 +507,21 @@ window.addEventListener("keydown", (ev) => {
   }
 });
 
-window.addEventListener("hashchange", route);
-setInterval(() => { if (!document.hidden) schedule(0); }, 2000); // resource figures move on their own
-route();
-live();
+window.addEventListener("hashchange", () => {
+  if (location.hash.startsWith("#login=")) start().catch(() => null);
+  else if (!loginShown) route();
+});
+document.getElementById("logout").addEventListener("click", (ev) => { ev.preventDefault(); logOut(); });
+setInterval(() => { if (!document.hidden && !loginShown) schedule(0); }, 2000); // resource figures move on their own
+
+async function start() {
+  const login = location.hash.match(/^#login=([A-Za-z0-9_-]+)/);
+  if (login) {
+    await logIn(login[1]);
+    loginShown = false;
+  }
+  route();
+  if (events) events.close();
+  live();
+}
+start().catch(() => null);

@@ -165,3 +165,23 @@ def test_denials_are_rate_limited() -> None:
     d = access.DenialLog(rate=0.0, burst=3)
     assert [d.allow() for _ in range(5)] == [True, True, True, False, False]
     assert d.dropped == 2
+
+
+def test_every_event_type_the_server_writes_has_a_topic_a_reader_can_ask_for() -> None:
+    """`podium events --topic security` (refusals) and `--topic tls` (joins, rotations)
+    are accepted: each event type written with event_put has its topic in TOPICS."""
+    import re
+    from pathlib import Path
+
+    import podium
+    from podium.server.events import TOPICS, topic_of
+
+    root = Path(podium.__file__).parent
+    types = {
+        m.group(1)
+        for f in root.rglob("*.py")
+        for m in re.finditer(r'event_put\(\s*"([a-z_]+\.[a-z_.]+)"', f.read_text())
+    }
+    assert {"security.denied", "tls.joined", "tls.rotate", "job.registered"} <= types, types
+    unknown = sorted(t for t in types if topic_of(t) not in TOPICS)
+    assert unknown == [], unknown

@@ -86,6 +86,8 @@ TOPICS = (
     "config",
     "secret",
     "keyring",
+    "security",
+    "tls",
 )
 # A copy's task and template events are the alloc's.
 _TOPIC_ALIASES = {"task": "alloc", "template": "alloc"}

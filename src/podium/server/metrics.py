@@ -144,6 +144,12 @@ class ServerMetrics:
             ["route", "method"],
             buckets=LATENCY_BUCKETS,
         )
+        self.denied = make(
+            Counter,
+            "podium_security_denied",
+            "Requests refused for their credentials (401/403), by code.",
+            ["code"],
+        )
         self.heartbeats = make(Counter, "podium_heartbeats", "Node heartbeats received.")
         self.heartbeats_missed = make(
             Counter,

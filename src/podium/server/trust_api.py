@@ -98,6 +98,7 @@ class TrustRoutes:
         what = f"{method} {conn.url.path}"
         who = self.peer(conn)
         log.warning("refused %s on %s: %s", who.describe(), what, err)
+        self.ctx.metrics.denied.labels(str(err.status_code)).inc()
         if not self.ctx.denials.allow():
             return
         node = who.node_id or str(conn.path_params.get("id", ""))

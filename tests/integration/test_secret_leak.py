@@ -84,14 +84,19 @@ class Run:
         self.agent_dir = self.cluster.agents[0].data_dir
         self.seen: list[str] = []  # every API answer and CLI output
 
-    def api(self, method: str, path: str, *, ok: bool = True, base: str = "", **kw: Any) -> Any:
+    def api(self, method: str, path: str, *, ok: bool = True, **kw: Any) -> Any:
         with self.cluster.http(timeout=30) as http:
-            r = http.request(method, (base or self.cluster.addr) + path, **kw)
+            r = http.request(method, self.cluster.addr + path, **kw)
         self.seen.append(f"{method} {path} {r.status_code}\n{r.text}")
         if ok:
             r.raise_for_status()
         is_json = r.headers.get("content-type", "").startswith("application/json")
         return r.json() if is_json and r.content else r.text
+
+    def agent(self, node: dict[str, Any], path: str) -> None:
+        """GET from the node's agent API (mutual TLS, as the server and the CLI reach it)."""
+        r = self.cluster.agent_get(node, path, timeout=30)
+        self.seen.append(f"agent GET {path} {r.status_code}\n{r.text}")
 
     def cli(self, *args: str, input: str | None = None, ok: bool = True) -> str:
         res = self.cluster.cli(*args, input=input, timeout=180)
@@ -294,13 +299,12 @@ def scenario(root: Path, store_args: tuple[str, ...], store_bytes: Any) -> None:
             for path in routes:
                 run.api("GET", path, ok=False)
             run.api("GET", "/v1/events", params={"limit": 0})
-            node = run.api("GET", "/v1/nodes")[0]
-            agent_api = "http://" + run.api("GET", f"/v1/node/{node['id']}")["http_addr"]
+            node = run.api("GET", f"/v1/node/{run.api('GET', '/v1/nodes')[0]['id']}")
             for path in ("/v1/metrics", "/v1/agent/health", "/v1/agent/usage"):
-                run.api("GET", path, base=agent_api)
+                run.agent(node, path)
             for a in run.api("GET", "/v1/allocations"):
                 for tail in ("logs?task=app", "logs?task=app&type=stderr", "lines?task=app"):
-                    run.api("GET", f"/v1/agent/alloc/{a['id']}/{tail}", ok=False, base=agent_api)
+                    run.agent(node, f"/v1/agent/alloc/{a['id']}/{tail}")
             ps = subprocess.run(
                 ["ps", "-eo", "args"], capture_output=True, text=True, check=True
             ).stdout

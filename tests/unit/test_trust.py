@@ -52,6 +52,36 @@ def test_every_route_declares_what_it_requires() -> None:
             assert "{id}" in p, (m, p)
 
 
+def test_config_and_secret_routes_are_guarded_and_values_need_more_than_a_read() -> None:
+    """Main's config, secret, keyring and template-data routes are in the table the access
+    layer reads; secret values need a certificate, never an agent or a browser's cookie;
+    template data only an agent, for its own node."""
+    by_route = {(m, p): r for m, p, _, r, _ in ROUTES}
+    assert by_route[("GET", "/v1/config/{path:path}")] == "read-config"
+    assert by_route[("PUT", "/v1/secret/{path:path}")] == "write-secret"
+    assert by_route[("GET", "/v1/secret/{path:path}")] == "read-secret"
+    assert by_route[("GET", "/v1/secret-values/{path:path}")] == "reveal-secret"
+    assert by_route[("POST", "/v1/operator/keyring/rotate")] == "management"
+    template = ("GET", "/v1/node/{id}/allocation/{alloc}/template-data")
+    assert by_route[template] == "agent"
+    agent, cli = Identity("agent", "n-1"), Identity("operator", "me")
+    browser = Identity("operator", "ui:me", browser=True)
+    for word in ("read-config", "write-config", "read-secret", "write-secret", "reveal-secret"):
+        with pytest.raises(Forbidden):
+            access.check(agent, word, node_in_path=None)
+        with pytest.raises(Forbidden):
+            access.check(Identity("server", "s1"), word, node_in_path=None)
+        access.check(cli, word, node_in_path=None)
+        access.check(Identity("management", "admin"), word, node_in_path=None)
+    access.check(browser, "read-secret", node_in_path=None)  # names and keys
+    with pytest.raises(Forbidden):
+        access.check(browser, "reveal-secret", node_in_path=None)
+    access.check(agent, "agent", node_in_path="n-1")
+    for who in (cli, Identity("management", "admin"), browser):
+        with pytest.raises(Forbidden):
+            access.check(who, "agent", node_in_path="n-1")
+
+
 def test_certificates_carry_role_and_name_and_verify_against_their_ca() -> None:
     ca, key = pki.create_ca()
     node_key = pki.make_key()

@@ -25,7 +25,7 @@ def test_a_link_logs_in_once_and_the_session_is_an_operator_not_management() -> 
         ui = UiSessions(store, clock)
         token = await ui.new_login(ADMIN)
         secret, record = await ui.open(token)
-        assert ui_login.identity(record) == Identity("operator", "ui:admin")
+        assert ui_login.identity(record) == Identity("operator", "ui:admin", browser=True)
         assert await ui.lookup(secret) == record
         with pytest.raises(Forbidden, match="used already"):
             await ui.open(token)

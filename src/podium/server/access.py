@@ -13,6 +13,12 @@ The words (the routes table in app.py gives one to every route):
     agent         an agent, and only for its own node id (`{id}` in the path)
     node-register an agent registering itself (on --insecure: anyone, for a new node id)
     agent|operator either; handlers narrow what an agent sees to its own node
+    read-config, write-config, read-secret (names and keys), write-secret
+                  configs and secrets: an operator (the ACL issue narrows these per
+                  namespace); never an agent, whose templates read through its own
+                  allocs' template data (`agent`)
+    reveal-secret a secret's values: a certificate (operator, management), never a web UI
+                  session or an agent
 
 On an --insecure server nobody can be told apart: a caller without a node secret counts
 as an operator (docs/security.md says what that gives up).
@@ -44,15 +50,17 @@ REQUIRES: dict[str, frozenset[str]] = {
     "agent": frozenset({"agent"}),
     "node-register": frozenset({"agent", "insecure"}),
     "agent|operator": frozenset({"agent", "insecure", "operator", "management"}),
-    # Configs and secrets (server/data_api.py). The ACL issue narrows these per namespace;
-    # until then a CLI certificate may, an agent never (its templates read through
-    # template-data, for its own allocs only).
+    # Configs and secrets (server/data_api.py).
     "read-config": frozenset({"insecure", "operator", "management"}),
     "write-config": frozenset({"insecure", "operator", "management"}),
     "read-secret": frozenset({"insecure", "operator", "management"}),
     "write-secret": frozenset({"insecure", "operator", "management"}),
     "reveal-secret": frozenset({"insecure", "operator", "management"}),
 }
+
+# What a browser's cookie never gets, whatever its role: secret values leave the server only
+# to a certificate (the CLI's `secret get --reveal`) or to the node that renders them.
+BROWSER_REFUSED = frozenset({"reveal-secret"})
 
 
 def secret_hash(secret: str) -> str:
@@ -66,6 +74,8 @@ def check(who: Identity, requires: str, *, node_in_path: str | None) -> None:
         if not who.authenticated:
             raise Unauthorized("this route needs a client certificate (see docs/security.md)")
         raise Forbidden(f"{who.describe()} may not call this route (it needs {requires})")
+    if who.browser and requires in BROWSER_REFUSED:
+        raise Forbidden(f"a web UI session may not call this route (it needs {requires})")
     if who.role == "agent" and node_in_path is not None and node_in_path != who.node_id:
         raise Forbidden(f"{who.describe()} may not act for node {node_in_path}")
 

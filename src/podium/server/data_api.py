@@ -5,8 +5,9 @@
     GET /v1/node/N/allocation/A/template-data        ─► the pinned configs and secrets of one
                                                         alloc, to the agent of its node only
 
-DATA_ROUTES lists each route with the capability it requires (read-config, write-config,
-read-secret, write-secret: checked per namespace by the access layer; agent: the calling
+DATA_ROUTES lists each route with the capability it requires, a word of server/access.py
+(read-config, write-config, read-secret, write-secret: operators, per namespace once ACLs
+come; reveal-secret: a certificate, never a web UI session nor an agent; agent: the calling
 node's own allocs; management: the keyring). Secret values appear in no listing, history,
 event or error: only in `secret-values` answers and the agent's template data.
 """

@@ -50,7 +50,7 @@ def _digest(secret: str) -> str:
 
 
 def identity(record: UiRecord) -> Identity:
-    return Identity("operator", f"ui:{record.name}")
+    return Identity("operator", f"ui:{record.name}", browser=True)
 
 
 class UiSessions:

@@ -28,6 +28,7 @@ class Identity:
     name: str = ""
     serial: int = 0
     issuer: str = ""  # the issuing CA's subject, to follow a CA rotation
+    browser: bool = False  # a web UI session (a cookie), not a certificate
 
     @property
     def node_id(self) -> str:

@@ -157,6 +157,25 @@ def test_mtls_negatives_are_all_refused(cluster: MultiNodeCluster, tmp_path: Pat
         # An agent sees only the specs of its own allocs.
         assert agent1.get(f"{url}/v1/job/web/version/0").status_code == 403
         refused_with_event += 1
+        # Configs and secrets: never to an agent but its own allocs' template data.
+        for method, path in (
+            ("GET", "/v1/configs"),
+            ("PUT", "/v1/config/app/s"),
+            ("GET", "/v1/secrets"),
+            ("PUT", "/v1/secret/db/pw"),
+            ("GET", "/v1/secret-values/db/pw"),
+            ("GET", "/v1/operator/keyring"),
+            ("GET", f"/v1/node/{n2}/allocation/0123abcd/template-data"),
+        ):
+            r = agent1.request(method, f"{url}{path}", json={"data": {"k": "v"}})
+            assert r.status_code == 403, (method, path, r.status_code, r.text)
+            refused_with_event += 1
+        r = agent1.get(f"{url}/v1/node/{n1}/allocation/0123abcd/template-data")
+        assert r.status_code == 404, r.text  # its own node: only its own allocs exist
+    # ...and template data is an agent's alone: not the management certificate's.
+    r = c.request("GET", f"/v1/node/{n1}/allocation/0123abcd/template-data")
+    assert r.status_code == 403, r.text
+    refused_with_event += 1
 
     # 8. A CLI (management) certificate registering a node.
     r = c.request("POST", "/v1/nodes/register", json=body)

@@ -32,6 +32,12 @@ def server_context(creds: Credentials, *, require_client_cert: bool) -> ssl.SSLC
     # OPTIONAL on the API: joining and the CA bundle need no certificate; every other
     # route refuses a caller without one (401). Agents' APIs and the proxy REQUIRE one.
     ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    # No TLS 1.3 session tickets: nothing of ours resumes sessions, and a ticket arrives
+    # after the handshake, while a threaded client (websockets' sync client: the CLI's
+    # `alloc exec`) may already be reading in one thread as it writes its request in
+    # another; OpenSSL does not take one SSL object used from two threads at once, and
+    # such a request was lost now and then (the exec WebSocket never answered).
+    ctx.num_tickets = 0
     return ctx
 
 

@@ -110,12 +110,14 @@ class Cluster:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
-        server = [*PODIUM, "server", "--data-dir", str(self.base / "server"),
+        # --insecure: this measures the agent, on loopback (tls_overhead.py measures mTLS)
+        server = [*PODIUM, "server", "--data-dir", str(self.base / "server"), "--insecure",
                   "--addr", f"127.0.0.1:{self.port}", "--dns-addr", "off"]  # fmt: skip
         self.procs.append(self._spawn(server, "server.log"))
         wait_until(lambda: self.http.get("/v1/status").json(), timeout=60, what="the server")
         agent = [*PODIUM, "agent", "--server", self.addr, "--data-dir", str(self.base / "agent"),
-                 "--name", "footprint", "--cpu", "8000", "--memory", "8000"]  # fmt: skip
+                 "--name", "footprint", "--cpu", "8000", "--memory", "8000",
+                 "--insecure"]  # fmt: skip
         self.agent = self._spawn(agent, "agent.log")
         self.procs.append(self.agent)
         wait_until(

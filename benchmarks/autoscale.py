@@ -153,7 +153,7 @@ async def replay(ingress: int, groups: list[Group], due: list[float]) -> None:
 
 
 async def sample_copies(c: ServiceCluster, groups: list[Group], start: float, end: float) -> None:
-    async with httpx.AsyncClient(base_url=c.addr, timeout=5) as api:
+    async with httpx.AsyncClient(base_url=c.addr, timeout=5, verify=c.ssl_context()) as api:
         while time.monotonic() < end:
             t = time.monotonic() - start
             for g in groups:

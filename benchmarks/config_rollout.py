@@ -125,7 +125,7 @@ class Cluster:
         log = open(root / "dev.log", "wb")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             [*PODIUM, "dev", "--data-dir", str(root / "dev"), "--addr", f"127.0.0.1:{self.port}",
-             "--dns-addr", "off", "--ingress-addr", "off"],
+             "--dns-addr", "off", "--ingress-addr", "off", "--insecure"],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
         )  # fmt: skip
         deadline = time.monotonic() + 30

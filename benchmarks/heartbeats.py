@@ -78,13 +78,15 @@ class Http:
         *,
         conn: list[Any] | None = None,
         timeout: float = 60.0,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         """(status, decoded JSON). `conn` (a list holding reader and writer) keeps the
         connection open across calls; without it the request closes its own."""
         data = b"" if body is None else json.dumps(body).encode()
         keep = conn is not None
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         head = (
-            f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n{extra}"
             f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
             f"Connection: {'keep-alive' if keep else 'close'}\r\n\r\n"
         ).encode()
@@ -144,7 +146,9 @@ def node_doc(i: int) -> dict[str, Any]:
     }
 
 
-async def sim_agent(http: Http, i: int, out: Samples, registered: asyncio.Semaphore) -> None:
+async def sim_agent(
+    http: Http, i: int, out: Samples, registered: asyncio.Semaphore, secrets: dict[str, str]
+) -> None:
     node = node_doc(i)
     node_id = node["id"]
     while True:
@@ -159,8 +163,15 @@ async def sim_agent(http: Http, i: int, out: Samples, registered: asyncio.Semaph
             out.register.append(time.perf_counter() - t0)
             break
         out.errors[f"register {status}"] += 1
+        if status == 403:  # registered by an attempt that timed out: its secret is lost
+            registered.release()
+            return
         await asyncio.sleep(1.0)
     registered.release()
+    # The server runs --insecure (this measures heartbeats; benchmarks/tls_overhead.py
+    # measures mTLS): a node proves itself with the secret its registration returned.
+    secrets[node_id] = resp.get("node_secret", "")
+    me = {"x-podium-node": node_id, "x-podium-node-secret": secrets[node_id]}
     ttl = float(resp["heartbeat_ttl"])
     after = float(resp.get("heartbeat_in", ttl / 3))
 
@@ -174,7 +185,7 @@ async def sim_agent(http: Http, i: int, out: Samples, registered: asyncio.Semaph
                 first = False
                 status, body = await http.request(
                     "GET", f"/v1/node/{node_id}/allocations?index={index}&wait={wait}",
-                    conn=conn, timeout=WATCH_WAIT + 30,
+                    conn=conn, timeout=WATCH_WAIT + 30, headers=me,
                 )  # fmt: skip
                 if status == 200:
                     index = int(body["index"])
@@ -194,7 +205,10 @@ async def sim_agent(http: Http, i: int, out: Samples, registered: asyncio.Semaph
             t0 = time.perf_counter()
             try:
                 status, resp = await http.request(
-                    "POST", f"/v1/node/{node_id}/heartbeat", timeout=max(1.0, ttl / 2)
+                    "POST",
+                    f"/v1/node/{node_id}/heartbeat",
+                    timeout=max(1.0, ttl / 2),
+                    headers=me,
                 )
             except (OSError, TimeoutError, ConnectionError) as e:
                 out.errors[f"heartbeat {type(e).__name__}"] += 1
@@ -227,6 +241,7 @@ def worker(port: int, pipe: Connection) -> None:
         http = Http(port)
         out = Samples()
         tasks: list[asyncio.Task[None]] = []
+        secrets: dict[str, str] = {}  # node id -> the secret its registration returned
         loop = asyncio.get_running_loop()
         while True:
             cmd = await loop.run_in_executor(None, pipe.recv)
@@ -234,11 +249,11 @@ def worker(port: int, pipe: Connection) -> None:
                 _, first, count, per_second = cmd
                 registered = asyncio.Semaphore(0)
                 for i in range(first, first + count):
-                    tasks.append(asyncio.create_task(sim_agent(http, i, out, registered)))
+                    tasks.append(asyncio.create_task(sim_agent(http, i, out, registered, secrets)))
                     await asyncio.sleep(1.0 / per_second)
                 for _ in range(count):
                     await registered.acquire()
-                pipe.send(("added", count))
+                pipe.send(("added", count, dict(secrets)))
             elif cmd[0] == "take":
                 pipe.send(("samples", out))
                 out.heartbeat, out.register, out.watches = [], [], 0
@@ -286,6 +301,7 @@ class Run:
         self.log = open(base / "server.log", "wb")  # noqa: SIM115 - owned by the server
         cmd = [*PODIUM, "server", "--data-dir", str(base / "server"),
                "--addr", f"{HOST}:{self.port}", "--dns-addr", "off", "--log-level", "warning",
+               "--insecure",
                "--max-heartbeats-per-second", str(args.max_heartbeats)]  # fmt: skip
         self.server = subprocess.Popen(
             cmd, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=more_files
@@ -301,6 +317,7 @@ class Run:
             self.pipes.append(mine)
             self.workers.append(w)
         self.nodes = 0
+        self.secrets: dict[str, str] = {}  # node id -> node secret (a reader acts as it)
 
     async def wait_ready(self) -> None:
         for _ in range(600):
@@ -322,7 +339,8 @@ class Run:
             pipe.send(("add", first, n, rate))
             first += n
         for pipe in self.pipes:
-            await asyncio.to_thread(pipe.recv)
+            _, _, secrets = await asyncio.to_thread(pipe.recv)
+            self.secrets.update(secrets)
         self.nodes += count
         return time.monotonic() - t0
 
@@ -466,10 +484,13 @@ async def churn(run: Run, args: argparse.Namespace) -> float:
     rng = random.Random(3)
     mine: list[str] = []  # the jobs the churn registered
 
-    async def timed(kind: str, method: str, path: str, body: Any = None) -> Any:
+    async def timed(kind: str, method: str, path: str, body: Any = None, *, node: str = "") -> Any:
         t = time.perf_counter()
+        me = {"x-podium-node": node, "x-podium-node-secret": run.secrets.get(node, "")}
         try:
-            status, resp = await http.request(method, path, body, timeout=30)
+            status, resp = await http.request(
+                method, path, body, timeout=30, headers=me if node else None
+            )
         except (OSError, TimeoutError, ConnectionError) as e:
             errors[f"{kind} {type(e).__name__}"] += 1
             return None
@@ -512,10 +533,11 @@ async def churn(run: Run, args: argparse.Namespace) -> float:
                 await asyncio.sleep(max(0.0, 1 / args.read_rate - (time.monotonic() - tick)))
             else:
                 node = f"sim-{r.randrange(run.nodes):05d}"
-                resp = await timed("node allocs (index 0)", "GET", f"/v1/node/{node}/allocations")
-                if resp is not None:  # then block until it changes or 5 s pass
-                    path = f"/v1/node/{node}/allocations?index={resp['index']}&wait=5s"
-                    await timed("blocking query (5s)", "GET", path)
+                path = f"/v1/node/{node}/allocations"
+                resp = await timed("node allocs (index 0)", "GET", path, node=node)
+                if resp is not None and "index" in resp:  # then block until it changes or 5 s
+                    path += f"?index={resp['index']}&wait=5s"
+                    await timed("blocking query (5s)", "GET", path, node=node)
 
     cpu0, waited0 = run.proc.cpu_times(), run.server_waited()
     t1 = time.monotonic()

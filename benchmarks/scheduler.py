@@ -443,7 +443,7 @@ def cold_start(url: str, tmp: str, total: int, nodes: list[Node]) -> float:
     addr = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "podium.cli.main", "server", "--store", url,
            "--addr", f"127.0.0.1:{port}", "--dns-addr", "off",
-           "--log-level", "warning"]  # fmt: skip
+           "--log-level", "warning", "--insecure"]  # fmt: skip
     log = open(os.path.join(tmp, "server.log"), "wb")  # noqa: SIM115
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)

@@ -15,6 +15,7 @@ ALONE = {
     "test_agent_recovery": "containers; kill -9 and restarts raced against the heartbeat TTL",
     "test_autoscale": "a load generator and CPU figures decide the count",
     "test_autoscale_prometheus": "a real Prometheus scraping on an interval",
+    "test_cert_rotation": "6 s certificates renewed under a 100 ms poller that may not miss",
     "test_clustering": "several agents; heal and stop times asserted in seconds",
     "test_control_plane": "3 etcd members, 3 servers with a 2 s lease, fencing by pausing",
     "test_cron_failover": "server and leader kills on a seconds schedule, on etcd",

@@ -18,13 +18,13 @@ from support.cli import cli_at
 # The CLI runs in this process (click's runner, as in test_cli_commands): 37 commands
 # without 37 interpreter starts; a traceback still fails the test (cli_at).
 def _ok(c: DevCluster, *args: str, input: str | None = None) -> str:
-    res = cli_at(c.addr, *args, input=input)
+    res = cli_at(c.addr, *args, input=input, **c.tls_env())
     assert res.exit_code == 0, f"podium {' '.join(args)}: {res.output}"
     return res.stdout
 
 
 def _refused(c: DevCluster, *args: str, says: str, input: str | None = None) -> None:
-    res = cli_at(c.addr, *args, input=input)
+    res = cli_at(c.addr, *args, input=input, **c.tls_env())
     out = res.output
     assert res.exit_code != 0 and says in out, f"podium {' '.join(args)}: {out}"
     assert "Traceback" not in out, out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import select
 import signal
 import socket
@@ -28,9 +29,30 @@ PODIUM = [sys.executable, "-m", "podium.cli.main"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port free now, below the kernel's ephemeral range.
+
+    A client that connects to a closed port inside that range may be given that very port as
+    its own and connect to itself (TCP self-connect), holding it: a server restarted on the
+    port then fails with "Address already in use" (seen in test_reconnect_spread, where 200
+    agents retry against a stopped server). Ports below the range are never handed out so.
+    """
+    low = _ephemeral_low()
+    for _ in range(500):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port below {low} on {host}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def wait_until(

@@ -1,5 +1,6 @@
-"""Namespaces from the CLI: `-n/--namespace`, PODIUM_NAMESPACE, and `job run` following the
-namespace a job file names (one podium dev for the module)."""
+"""Namespaces from the CLI: `podium namespace create|list|status|delete`, `-n/--namespace`,
+PODIUM_NAMESPACE, and `job run` following the namespace a job file names (one podium dev
+for the module)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ groups:
 
 @pytest.fixture(scope="module")
 def cluster(module_cluster: DevCluster) -> DevCluster:
+    for ns in ("team", "blue"):
+        code, out = cli(module_cluster, "namespace", "create", ns)
+        assert code == 0 or "exists already" in out, out
     return module_cluster
 
 
@@ -82,3 +86,36 @@ def test_a_file_without_namespace_runs_where_n_says(cluster: DevCluster, tmp_pat
     assert code == 0 and json.loads(out)["job"]["namespace"] == "blue"
     code, out = cli(cluster, "job", "stop", "plain", "-n", "blue", "--purge", "--detach")
     assert code == 0, out
+
+
+def test_namespaces_are_made_listed_and_deleted_only_when_empty(
+    cluster: DevCluster, tmp_path: Path
+) -> None:
+    path = tmp_path / "ns.yaml"
+    path.write_text(JOB.format(secs=600).replace("team", "ghost").replace("nsjob", "haunt"))
+    code, out = cli(cluster, "job", "run", "--detach", str(path))
+    assert code == 1 and "namespace 'ghost' does not exist" in out, out
+    code, out = cli(cluster, "namespace", "create", "ghost", "--description", "boo", "--json")
+    assert code == 0 and json.loads(out)["name"] == "ghost", out
+    code, out = cli(cluster, "namespace", "create", "ghost")
+    assert code == 1 and "exists already" in out, out
+    code, out = cli(cluster, "namespace", "create", "Bad_Name")
+    assert code == 1 and "name" in out, out
+    code, out = cli(cluster, "job", "run", "--detach", str(path))
+    assert code == 0, out
+    code, out = cli(cluster, "namespace", "list", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert {"default", "team", "blue", "ghost"} <= set(rows), rows
+    assert rows["ghost"]["jobs"] == 1 and rows["ghost"]["description"] == "boo"
+    code, out = cli(cluster, "namespace", "status", "ghost", "--json")
+    assert code == 0 and json.loads(out)["jobs"] == 1, out
+    code, out = cli(cluster, "namespace", "delete", "ghost")
+    assert code == 1 and "holds 1 job" in out and "haunt" in out, out
+    code, out = cli(cluster, "job", "stop", "haunt", "-n", "ghost", "--purge", "--detach")
+    assert code == 0, out
+    code, out = cli(cluster, "namespace", "delete", "ghost", "--json")
+    assert code == 0 and json.loads(out) == {"deleted": "ghost"}, out
+    code, out = cli(cluster, "namespace", "status", "ghost")
+    assert code == 1 and "no namespace 'ghost'" in out, out
+    code, out = cli(cluster, "namespace", "delete", "default")
+    assert code == 1 and "cannot be deleted" in out, out

@@ -28,14 +28,27 @@ def _verify(
 
 
 def test_every_route_declares_what_it_requires() -> None:
-    """A new route without a `requires` word (or with an unknown one) fails here."""
+    """A new route without a `requires` word that declares a capability (or with an
+    unknown one) fails here: access.requirement reads each word of the routes table."""
     seen = set()
     for row in ROUTES:
         assert len(row) == 5, f"route {row[:3]} does not declare what it requires"
         method, path, _name, requires, summary = row
-        assert requires in access.REQUIRES, f"{method} {path}: unknown requirement {requires!r}"
+        try:
+            need = access.requirement(requires)
+        except ValueError as e:
+            raise AssertionError(f"{method} {path}: {e}") from None
         assert summary, f"{method} {path}: no summary"
         seen.add((method, path))
+        # An object's namespace comes from what the path names.
+        if need.scope == "alloc":
+            assert path.startswith("/v1/allocation/{id}"), (method, path)
+        if need.scope == "deployment":
+            assert path.startswith("/v1/deployment/{id}"), (method, path)
+        if need.scope == "query":
+            assert "{name:job}" in path or path.startswith("/v1/service/"), (method, path)
+        if need.scope == "path":
+            assert "{name}" in path, (method, path)
     assert len(seen) == len(ROUTES), "a route is listed twice"
     public = {(m, p) for m, p, _, r, _ in ROUTES if r == "public"}
     assert public == {
@@ -45,6 +58,7 @@ def test_every_route_declares_what_it_requires() -> None:
         ("GET", "/ui"),  # the UI's own files: the same for everyone, in the package
         ("GET", "/ui/"),
         ("GET", "/ui/{file}"),
+        ("POST", "/v1/acl/bootstrap"),  # once per cluster
     }, public
     # Every route an agent acts for a node through takes the node id in its path.
     for m, p, _, r, _ in ROUTES:
@@ -80,6 +94,17 @@ def test_config_and_secret_routes_are_guarded_and_values_need_more_than_a_read()
     for who in (cli, Identity("management", "admin"), browser):
         with pytest.raises(Forbidden):
             access.check(who, "agent", node_in_path="n-1")
+
+
+def test_words_without_a_capability_are_refused() -> None:
+    for word in ("operator", "agent|operator", "ns:read-job", "ns:fly@alloc", "ns:read-job@x",
+                 "agent|public", "node:admin", ""):  # fmt: skip
+        with pytest.raises(ValueError, match="capability"):
+            access.requirement(word)
+    need = access.requirement("agent|ns:read-job@query")
+    assert (need.role, need.capability, need.scope, need.agents) == (
+        "agent|operator", "read-job", "query", True,
+    )  # fmt: skip
 
 
 def test_certificates_carry_role_and_name_and_verify_against_their_ca() -> None:

@@ -37,6 +37,7 @@ from podium.tls.client import CliConfig, discover
 from podium.tls.context import NamedTransport, SyncNamedTransport, client_context
 
 DEFAULT_ADDR = "http://127.0.0.1:4646"
+TOKEN_HEADER = "x-podium-token"  # an ACL token's secret (server/acl.py)
 
 
 def default_addresses(addr: str | None = None) -> list[str]:
@@ -161,6 +162,8 @@ class Client:
 
     def _client(self) -> httpx.Client:
         headers = {"x-podium-user": _user()}
+        if self.config.token:
+            headers[TOKEN_HEADER] = self.config.token
         if self.creds is None:
             if any(a.startswith("https://") for a in self.addresses):
                 raise ValidationError(

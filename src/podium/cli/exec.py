@@ -21,7 +21,7 @@ import httpx
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from podium.api.client import Client, _check
+from podium.api.client import TOKEN_HEADER, Client, _check
 from podium.errors import PodiumError, Unavailable
 from podium.tls import pki
 
@@ -38,6 +38,8 @@ def _url(c: Client, alloc_id: str, command: list[str], *, task: str | None, tty:
 
 def _open(c: Client, url: str) -> ClientConnection:
     kw: dict[str, Any] = {"max_size": 4 * 1024 * 1024, "open_timeout": 15}
+    if c.config.token:
+        kw["additional_headers"] = {TOKEN_HEADER: c.config.token}
     if url.startswith("wss://"):
         kw |= {"ssl": c.ssl, "server_hostname": pki.SERVER_NAME}
     try:

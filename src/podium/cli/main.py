@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -61,9 +62,10 @@ def addr_option(f: Any) -> Any:
 def _check_namespace(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     from podium.model.spec import is_name
 
-    if value is not None and not is_name(value):
+    if value is not None and value != "*" and not is_name(value):
         raise click.BadParameter(
-            f"expected a namespace name (lowercase letters, digits, '-'), got {value!r}"
+            f"expected a namespace name (lowercase letters, digits, '-') or * (listings: "
+            f"every namespace you may read), got {value!r}"
         )
     return value
 
@@ -82,7 +84,7 @@ def namespace_option(f: Any) -> Any:
         default=None,
         callback=_check_namespace,
         help='Namespace (or PODIUM_NAMESPACE); one object: default "default"; '
-        "listings: every namespace unless given",
+        "listings: every namespace you may read unless given (or *)",
     )(f)
 
 
@@ -333,13 +335,15 @@ def _warn_insecure(what: str, host: str) -> None:
     )
 
 
-def write_cli_config(data_dir: str, addr: str, creds: Any) -> str:
+def write_cli_config(data_dir: str, addr: str, creds: Any, *, token: str = "") -> str:
     """<data-dir>/cli.json (the CLI reads it without flags) and <data-dir>/env (for `.`);
-    `creds` None: --insecure, the address alone (no stale credentials of an earlier run)."""
+    `creds` None: --insecure, the address alone (no stale credentials of an earlier run);
+    `token`: an ACL token's secret, kept in cli.json only (0600), never in env."""
     from podium.tls.client import CliConfig, env_file_text, write_config
     from podium.tls.files import write_public
 
     cfg = CliConfig(addr, creds.ca, creds.cert, creds.key) if creds else CliConfig(addr)
+    cfg = dataclasses.replace(cfg, token=token)
     path = os.path.join(data_dir, "cli.json")
     write_config(path, cfg)
     write_public(os.path.join(data_dir, "env"), env_file_text(cfg))
@@ -357,6 +361,12 @@ def _data_dir(path: str | None, default: str) -> str:
 @click.option("--addr", default="127.0.0.1:4646", show_default=True, help="API listen address")
 @click.option(
     "--insecure", is_flag=True, help="No TLS (plain HTTP; the CLI then needs no credentials)"
+)
+@click.option(
+    "--acl",
+    is_flag=True,
+    help="ACL on: tokens and policies decide who may do what (the management token goes "
+    "into <data-dir>/cli.json)",
 )
 @click.option(
     "--cert-lifetime",
@@ -385,6 +395,7 @@ def dev(
     data_dir: str | None,
     addr: str,
     insecure: bool,
+    acl: bool,
     cert_lifetime: str,
     dns_addr: str,
     ingress_addr: str,
@@ -423,16 +434,22 @@ def dev(
             events=_event_ring(events_max, events_max_age),
             prometheus_url=prometheus_url,
             tls=None if insecure else TLSSettings(ddir, lifetime=_duration(cert_lifetime)),
+            acl=acl,
         )
     )
     agent_dir = os.path.join(ddir, "agent")
+    cli_path = os.path.join(ddir, "cli.json")
+    kept = _kept_token(ddir) if acl else ""
 
     async def main() -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(server.run())
             await server.started.wait()
             authority = server.ctx.authority if server.ctx else None
-            write_cli_config(ddir, server.address, authority.cli_creds if authority else None)
+            token, fresh = await _dev_token(server, kept, cli_path) if acl else ("", False)
+            cli_json = write_cli_config(
+                ddir, server.address, authority.cli_creds if authority else None, token=token
+            )
             if authority is not None:
                 agent_creds = Credentials.in_dir(os.path.join(agent_dir, "tls"), "agent")
                 if not agent_creds.exist():
@@ -466,9 +483,43 @@ def dev(
                     f"(elsewhere: . {ddir}/env)",
                     err=True,
                 )
+            if acl:
+                _say_dev_token(token, fresh, cli_json)
             click.echo("  try: podium job run examples/web.yaml", err=True)
 
     run_until_signal(main())
+
+
+def _kept_token(ddir: str) -> str:
+    from podium.tls.client import read_config
+
+    path = os.path.join(ddir, "cli.json")
+    return read_config(path).token if os.path.exists(path) else ""
+
+
+async def _dev_token(server: Any, kept: str, path: str) -> tuple[str, bool]:
+    """The management token of a dev cluster with ACL: bootstrapped on its first start,
+    then kept in <data-dir>/cli.json (its only copy: the store holds its hash)."""
+    acls = server.ctx.acl
+    if not await acls.bootstrapped():
+        _, secret = await acls.bootstrap(now=server.config.clock.now())
+        return secret, True
+    token = kept
+    if not token:
+        logging.getLogger("podium").warning(
+            "ACL was bootstrapped before, and %s holds no token: use your management token "
+            "(PODIUM_TOKEN)",
+            path,
+        )
+    return token, False
+
+
+def _say_dev_token(token: str, fresh: bool, cli_json: str) -> None:
+    """The bootstrap token goes to a terminal only: a log file must never hold a secret."""
+    shown = token if fresh and sys.stderr.isatty() else "(in the CLI config)"
+    click.echo(f"  ACL on: management token {shown}", err=True)
+    click.echo(f"  the CLI config {cli_json} holds it (0600); others need tokens: "
+               "podium acl token create --policy NAME", err=True)  # fmt: skip
 
 
 @dev.command("env")
@@ -574,6 +625,11 @@ def _duration(raw: str) -> float:
     "--etcd-user", default=None, help="etcd user (password: PODIUM_ETCD_PASSWORD, not a flag)"
 )
 @click.option("--join-token", default=None, help="A server join token (first start only)")
+@click.option(
+    "--acl/--no-acl",
+    default=None,
+    help="Tokens and policies decide who may do what (default: on when bound beyond loopback)",
+)
 @click.pass_context
 def server(
     ctx: click.Context,
@@ -601,6 +657,7 @@ def server(
     etcd_cert: str | None,
     etcd_key: str | None,
     etcd_user: str | None,
+    acl: bool | None,
 ) -> None:
     """Run a server (API, scheduler, controllers); `podium server members` lists them.
 
@@ -665,6 +722,7 @@ def server(
             keyring_file=keyring_file or os.path.join(ddir, "keyring.key"),
             tls=tls,
             etcd_security=etcd_security,
+            acl=not _loopback(host) if acl is None else acl,
         )
     )
 
@@ -878,12 +936,14 @@ def completion(shell: str) -> None:
 def build() -> click.Group:
     """The whole `podium` command, every noun added (idempotent; tests invoke it in-process)."""
     from podium.cli import (
+        acl,
         alloc,
         data,
         deployment,
         events,
         job,
         logs,
+        namespace,
         node,
         operator,
         scaling,
@@ -912,6 +972,8 @@ def build() -> click.Group:
         top.top,
         tls_cli.tls,
         ui.ui,
+        acl.acl,
+        namespace.namespace,
     ):
         cli.add_command(group)
     return cli

@@ -22,14 +22,30 @@ The words (the routes table in app.py gives one to every route):
 
 On an --insecure server nobody can be told apart: a caller without a node secret counts
 as an operator (docs/security.md says what that gives up).
+
+Users' routes name the capability they need, checked when ACL is on (server/acl.py) and
+standing for `operator` (above) when it is off:
+
+    operator:read|write   node:read|write      the operator and node areas of a policy
+    ns:CAP@SCOPE          a namespace capability (acl/policy.py), checked against the
+                          namespace of the OBJECT, found by SCOPE:
+        query       the job named in the path, in ?namespace= (default "default")
+        path        the namespace named in the path ({name})
+        alloc       the allocation {id} names: its namespace, never the request's
+        deployment  the deployment {id} names
+        body        the job in the body: its handler checks it (Api.permit)
+        each        a list or stream: its handler keeps only what may be read (Api.may)
+    agent|WORD            an agent too (its own node's objects only), else WORD
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
 import time
+from dataclasses import dataclass
 
 from podium.errors import Forbidden, Unauthorized
 from podium.tls.identity import (
@@ -61,6 +77,46 @@ REQUIRES: dict[str, frozenset[str]] = {
 # What a browser's cookie never gets, whatever its role: secret values leave the server only
 # to a certificate (the CLI's `secret get --reveal`) or to the node that renders them.
 BROWSER_REFUSED = frozenset({"reveal-secret"})
+
+
+_PLAIN = ("public", "any", "management", "agent", "node-register")
+SCOPES = ("query", "path", "alloc", "deployment", "body", "each")
+AREA_WORDS = ("operator:read", "operator:write", "node:read", "node:write")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A route's `requires` word, read: the transport's word (Trust I), what ACL checks."""
+
+    word: str
+    role: str  # a key of REQUIRES: what the connection's certificate must be
+    capability: str = ""  # "", "management", an area word, or a namespace capability
+    scope: str = ""  # for a namespace capability: where the object's namespace comes from
+    agents: bool = False  # agent|...: an agent may call it for its own node's objects
+
+
+@functools.cache
+def requirement(word: str) -> Requirement:
+    """The Requirement a routes-table word declares; ValueError for one that declares none."""
+    from podium.acl.policy import CAPABILITIES
+
+    agents, rest = False, word
+    if word.startswith("agent|"):
+        agents, rest = True, word[len("agent|") :]
+    if rest in _PLAIN:
+        if agents:
+            raise ValueError(f"{word!r}: agent| goes with a capability")
+        return Requirement(word, rest, "management" if rest == "management" else "")
+    role = "agent|operator" if agents else "operator"
+    if rest in AREA_WORDS:
+        return Requirement(word, role, rest, "", agents)
+    cap, _, scope = rest.removeprefix("ns:").partition("@")
+    if rest.startswith("ns:") and cap in CAPABILITIES and cap != "deny" and scope in SCOPES:
+        return Requirement(word, role, cap, scope, agents)
+    raise ValueError(
+        f"{word!r} declares no capability: expected one of {sorted(_PLAIN)}, "
+        f"{list(AREA_WORDS)}, or ns:CAPABILITY@SCOPE (scopes {list(SCOPES)})"
+    )
 
 
 def secret_hash(secret: str) -> str:
@@ -125,6 +181,8 @@ __all__ = [
     "NODE_SECRET_HEADER",
     "REQUIRES",
     "DenialLog",
+    "Requirement",
     "check",
+    "requirement",
     "resolve",
 ]

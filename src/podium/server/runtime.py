@@ -28,6 +28,7 @@ from podium.runtime.clock import Clock, SystemClock
 from podium.runtime.limits import raise_open_files_limit
 from podium.server import failures_mirror
 from podium.server.access import DenialLog
+from podium.server.acl import AclStore
 from podium.server.agents import AgentLink
 from podium.server.catalog import Catalog
 from podium.server.controllers.autoscaler import Autoscaler
@@ -37,6 +38,7 @@ from podium.server.heartbeat_leases import HeartbeatLeases
 from podium.server.keyring import ENV_KEY, Keyring, KeyringError, load_root_key
 from podium.server.leader import Leadership, LeadershipConfig
 from podium.server.metrics import ClusterCollector, ServerMetrics, TimedStore, backend_of
+from podium.server.namespaces import Namespaces
 from podium.server.nodes import HeartbeatPolicy, Heartbeats
 from podium.server.state import ClusterState
 from podium.server.ui_login import UiSessions
@@ -98,6 +100,7 @@ class ServerConfig:
     keyring_file: str = ""
     tls: TLSSettings | None = None  # None: --insecure (plain HTTP, callers not told apart)
     etcd_security: Any = None  # store.etcd.EtcdSecurity: TLS and user/password to etcd
+    acl: bool = False  # tokens and policies decide what each caller may do (server/acl.py)
 
 
 @dataclass
@@ -121,6 +124,8 @@ class ServerContext:
     denials: DenialLog = field(default_factory=DenialLog)
     node_secrets: dict[str, str] = field(default_factory=dict)  # --insecure: id -> hash
     ui: UiSessions | None = None  # the web UI's browser sessions (TLS on)
+    acl: AclStore | None = None  # None: ACL off (every authenticated user may do anything)
+    namespaces: Namespaces | None = None
 
 
 class Server:
@@ -275,6 +280,8 @@ class Server:
             tls=server_tls,
             agent_link=link,
             ui=UiSessions(store, cfg.clock) if cfg.tls is not None else None,
+            acl=_acl_store(store, state) if cfg.acl else None,
+            namespaces=Namespaces(state),
         )
         assert self.ctx.catalog is not None and self.ctx.usage is not None
         self.ctx.autoscaler = Autoscaler(
@@ -367,6 +374,12 @@ class Server:
             if server_tls.reload_if_changed():
                 link.reload()
                 log.info("TLS files changed: reloaded %s", server_tls.creds.cert)
+
+
+def _acl_store(store: Store, state: ClusterState) -> AclStore:
+    acls = AclStore(store)
+    state.add_key_listener(keys.ACL, acls.changed)
+    return acls
 
 
 def _revoke_purged(

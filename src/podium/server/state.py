@@ -115,6 +115,9 @@ class ClusterState:
         self._bad_to_tell: list[tuple[str, int, str]] = []
         self._bad_wake = asyncio.Event()
         self._listeners: list[Listener] = []
+        # Keys of no cached kind (ACL, namespaces): told that something under a prefix
+        # changed, and told on every re-list, so their own caches can be emptied.
+        self._key_listeners: list[tuple[str, Callable[[], None]]] = []
         # Waiters are futures resolved from the feed: no lock taken per event.
         self._rev_waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap by revision
         self._node_waiters: dict[str, list[asyncio.Future[None]]] = defaultdict(list)
@@ -125,6 +128,10 @@ class ClusterState:
     def add_listener(self, fn: Listener) -> None:
         """fn(prefix, old, new) after every change to a job, node, alloc or deployment."""
         self._listeners.append(fn)
+
+    def add_key_listener(self, prefix: str, fn: Callable[[], None]) -> None:
+        """fn() after any change under `prefix` (a prefix of no cached kind), and on re-lists."""
+        self._key_listeners.append((prefix, fn))
 
     def allocs_of_job(self, namespace: str, name: str) -> list[Allocation]:
         ids = self.by_job.get(f"{namespace}/{name}", ())
@@ -267,6 +274,8 @@ class ClusterState:
         self._index_all(self.allocs, rev)
         for node_id in list(self._node_waiters):
             self._wake_node(node_id)
+        for _, fn in self._key_listeners:
+            fn()
         self._advance(rev)
         # Tell listeners about everything that differs from before (all of it on first load).
         for prefix, old, new in (
@@ -382,6 +391,9 @@ class ClusterState:
         else:
             if ev.type == "put" and key.startswith(keys.EVENTS):
                 self.events.publish(ev.kv)
+            for watched, fn in self._key_listeners:
+                if key.startswith(watched):
+                    fn()
             self._advance(ev.kv.mod_rev)
             return
         name = key[len(prefix) :]

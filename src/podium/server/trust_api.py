@@ -22,6 +22,7 @@ from podium.errors import Conflict, Forbidden, PodiumError, Problem, Unauthorize
 from podium.model import spec as jobspec
 from podium.runtime.bodies import json_body
 from podium.server import access
+from podium.server.acl_api import AclRoutes
 from podium.server.events import event_put
 from podium.server.runtime import ServerContext
 from podium.server.state import ClusterState
@@ -40,7 +41,7 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(data), status_code=status, media_type="application/json")
 
 
-class TrustRoutes:
+class TrustRoutes(AclRoutes):
     ctx: ServerContext
     state: ClusterState
 
@@ -74,9 +75,14 @@ class TrustRoutes:
             and who.node_id in self.ctx.authority.revoked
         ):
             raise Unauthorized(f"node {who.node_id}'s certificate is revoked")
-        node_in_path = conn.path_params.get("id") if requires == "agent" else None
-        access.check(who, requires, node_in_path=node_in_path)
+        need = access.requirement(requires)
+        node_in_path = conn.path_params.get("id") if need.role == "agent" else None
+        # With ACL a management token counts, over any user's certificate: the transport
+        # need only be a user's, and the ACL step asks for management.
+        role = "operator" if self.ctx.acl is not None and need.role == "management" else need.role
+        access.check(who, role, node_in_path=node_in_path)
         conn.scope.setdefault("state", {})["who"] = who
+        await self.acl_authorize(conn, who, need)  # ACL on: the token's capabilities
         return who
 
     async def _browser(self, conn: HTTPConnection) -> Identity:

@@ -145,3 +145,28 @@ def ui_login(digest: str) -> str:
 
 def ui_session(digest: str) -> str:
     return f"{UI_SESSIONS}{digest}"
+
+
+# Multi-tenancy and access control (server/acl.py, server/namespaces.py).
+NAMESPACES = "/namespaces/"
+ACL = "/acl/"
+ACL_BOOTSTRAP = "/acl/bootstrap"  # created once, by `podium acl bootstrap`
+ACL_POLICIES = "/acl/policies/"
+ACL_TOKENS = "/acl/tokens/"  # by accessor
+ACL_SECRETS = "/acl/secrets/"  # sha256(secret) -> accessor
+
+
+def namespace(name: str) -> str:
+    return f"{NAMESPACES}{name}"
+
+
+def acl_policy(name: str) -> str:
+    return f"{ACL_POLICIES}{name}"
+
+
+def acl_token(accessor: str) -> str:
+    return f"{ACL_TOKENS}{accessor}"
+
+
+def acl_secret(digest: str) -> str:
+    return f"{ACL_SECRETS}{digest}"

@@ -4,7 +4,8 @@
        PODIUM_CACERT / PODIUM_CLIENT_CERT / PODIUM_CLIENT_KEY
     2. the CLI config file: $PODIUM_CONFIG, else ./.podium/dev/cli.json (what `podium dev`
        writes), ./.podium/server/cli.json (`podium server`), ~/.config/podium/cli.json:
-       {"addr": "https://...", "ca_cert": PATH, "client_cert": PATH, "client_key": PATH}
+       {"addr": "https://...", "ca_cert": PATH, "client_cert": PATH, "client_key": PATH,
+        "token": ACL-SECRET (optional; PODIUM_TOKEN wins)}
 
 Variables win over the file, field by field; relative paths in the file are relative to it.
 """
@@ -28,6 +29,7 @@ class CliConfig:
     client_cert: str = ""
     client_key: str = ""
     source: str = ""  # the file it came from, for error messages
+    token: str = ""  # an ACL token's secret: sent as X-Podium-Token
 
     def credentials(self) -> Credentials | None:
         if not self.ca_cert:
@@ -62,27 +64,32 @@ def read_config(path: str) -> CliConfig:
             raise ValidationError([Problem(f"{path}: {name}", "expected a string")])
         return os.path.join(base, v) if v and name != "addr" and not os.path.isabs(v) else v
 
+    token = raw.get("token", "")
+    if not isinstance(token, str):
+        raise ValidationError([Problem(f"{path}: token", "expected a string")])
     return CliConfig(
-        field("addr"), field("ca_cert"), field("client_cert"), field("client_key"), path
+        field("addr"), field("ca_cert"), field("client_cert"), field("client_key"), path, token
     )
 
 
 def write_config(path: str, cfg: CliConfig) -> None:
-    from podium.tls.files import write_public
+    """The CLI config; 0600 when it holds a token's secret."""
+    from podium.tls.files import write_private, write_public
 
-    write_public(
-        path,
+    text = (
         json.dumps(
             {
                 "addr": cfg.addr,
                 "ca_cert": cfg.ca_cert,
                 "client_cert": cfg.client_cert,
                 "client_key": cfg.client_key,
+                **({"token": cfg.token} if cfg.token else {}),
             },
             indent=2,
         )
-        + "\n",
+        + "\n"
     )
+    (write_private if cfg.token else write_public)(path, text)
 
 
 def discover() -> CliConfig:
@@ -100,6 +107,7 @@ def discover() -> CliConfig:
         env("PODIUM_CLIENT_CERT") or found.client_cert,
         env("PODIUM_CLIENT_KEY") or found.client_key,
         found.source,
+        env("PODIUM_TOKEN") or found.token,
     )
 
 

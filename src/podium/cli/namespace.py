@@ -1,0 +1,72 @@
+"""`podium namespace …`: create, list, status, delete (refused while it holds jobs)."""
+
+from __future__ import annotations
+
+import click
+
+from podium.api.client import Client
+from podium.cli.main import addr_option
+from podium.cli.output import console, print_json, table
+
+
+@click.group()
+def namespace() -> None:
+    """Namespaces: each job, alloc, deployment, service and event belongs to one."""
+
+
+@namespace.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@addr_option
+def list_(as_json: bool, addr: str | None) -> None:
+    """Namespaces you may read, with their jobs and live allocations."""
+    rows = Client(addr).request("GET", "/v1/namespaces")
+    if as_json:
+        print_json(rows)
+        return
+    table(
+        ["NAME", "JOBS", "ALLOCS", "DESCRIPTION"],
+        [[r["name"], r["jobs"], r["allocations"], r["description"] or "-"] for r in rows],
+    )
+
+
+@namespace.command()
+@click.argument("name")
+@click.option("--description", default="")
+@click.option("--json", "as_json", is_flag=True)
+@addr_option
+def create(name: str, description: str, as_json: bool, addr: str | None) -> None:
+    """Create namespace NAME."""
+    out = Client(addr).request(
+        "POST", "/v1/namespaces", json={"name": name, "description": description}
+    )
+    if as_json:
+        print_json(out)
+        return
+    console.print(f"namespace {out['name']} created")
+
+
+@namespace.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@addr_option
+def status(name: str, as_json: bool, addr: str | None) -> None:
+    """A namespace: its jobs and live allocations."""
+    out = Client(addr).request("GET", f"/v1/namespace/{name}")
+    if as_json:
+        print_json(out)
+        return
+    console.print(f"namespace {out['name']}: {out['jobs']} job(s), {out['allocations']} "
+                  "live allocation(s)")  # fmt: skip
+
+
+@namespace.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@addr_option
+def delete(name: str, as_json: bool, addr: str | None) -> None:
+    """Delete namespace NAME (refused while it holds jobs)."""
+    out = Client(addr).request("DELETE", f"/v1/namespace/{name}")
+    if as_json:
+        print_json(out)
+        return
+    console.print(f"namespace {name} deleted")

@@ -225,3 +225,27 @@ async def test_serves_udp_and_tcp_on_one_port(dns_server: DnsServer) -> None:
             assert len(reply.answer[0]) == 2
     finally:
         task.cancel()
+
+
+def test_namespaces_have_their_own_names(state: ClusterState) -> None:
+    """NAME.service.podium is the default namespace's; NAME.NS.service.podium another's."""
+    job = state.jobs["default/site"]
+    add(state, healthy(job, 20001, node="n1"))
+    team = msgspec.structs.replace(web_job(), namespace="team")
+    state.jobs[team.key] = team
+    add(state, healthy(team, 20009, node="n2"))
+    server = DnsServer(Catalog(state), DnsConfig(port=0, ttl=1))
+
+    def addresses(name: str) -> list[str]:
+        reply = ask(server, name, "A")
+        assert reply.rcode() == dns.rcode.NOERROR, name
+        return sorted(r.address for rr in reply.answer for r in rr)
+
+    assert addresses("web.service.podium.") == ["127.0.0.1"]
+    assert addresses("web.team.service.podium.") == ["127.0.0.2"]
+    assert addresses("blue.web.team.service.podium.") == ["127.0.0.2"]
+    assert addresses("blue.web.service.podium.") == ["127.0.0.1"]  # a tag, in default
+    (srv,) = ask(server, "web.team.service.podium.", "SRV").answer
+    assert [r.port for r in srv] == [20009]
+    for name in ("web.other.service.podium.", "green.web.team.service.podium."):
+        assert ask(server, name, "A").rcode() == dns.rcode.NXDOMAIN, name

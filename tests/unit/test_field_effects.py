@@ -666,6 +666,7 @@ FIELDS: dict[str, Differs | Proven] = {
     "groups.tasks.upstreams.local_port": D(f"{TASK}.upstreams.0.local_port", 19002, upstream),
     "groups.tasks.upstreams.mode": D(f"{TASK}.upstreams.0.mode", "http", upstream),
     "groups.tasks.upstreams.policy": D(f"{TASK}.upstreams.0.policy", "least_conn", upstream),
+    "groups.tasks.upstreams.namespace": D(f"{TASK}.upstreams.0.namespace", "shared", upstream),
     "groups.spread": D(f"{G}.spread", True, plan, roomy),
     "groups.spreads.attribute": D(f"{G}.spread.0.attribute", "${node.labels.rack}", plan, spread),
     "groups.spreads.weight": D(f"{G}.spread.0.weight", 1, plan, spread),

@@ -140,6 +140,7 @@ class ProxyManager:
             raise
 
     async def _listen(self, alloc_id: str, namespace: str, u: Upstream) -> None:
+        namespace = u.namespace or namespace  # another namespace's service, named explicitly
         want = _Listener(service_key(namespace, u.service), u.mode, u.policy)
         have = self._listeners.get(u.local_port)
         if have is None:

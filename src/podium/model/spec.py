@@ -1443,6 +1443,7 @@ def _check_upstreams(c: _Checker, value: object, path: str, ports: dict[int, str
             Upstream,
             {
                 "service": _named("a service name"),
+                "namespace": _named("a namespace name"),
                 "mode": _one_of("tcp", "http"),
                 "policy": _one_of("round_robin", "weighted", "least_conn"),
             },

@@ -582,7 +582,12 @@ MEANINGS: dict[str, dict[str, tuple[str, str]]] = {
         "key": ("Which of its keys.", "host"),
     },
     "upstream": {
-        "service": ("The service to reach (same namespace).", "api"),
+        "service": ("The service to reach.", "api"),
+        "namespace": (
+            "The service's namespace, when it is not the job's (submitting the job then "
+            "needs read-job there, with ACL on).",
+            "shared",
+        ),
         "local_port": ("The port on 127.0.0.1 the task connects to (1-65535).", "9001"),
         "mode": ("`tcp` (bytes), or `http` (requests: retries, per-request balancing).", "http"),
         "policy": (

@@ -73,6 +73,7 @@ class Upstream(Struct):
 
     service: str
     local_port: int
+    namespace: str = ""  # the service's namespace; "": the alloc's own
     mode: Literal["tcp", "http"] = "tcp"
     policy: Literal["round_robin", "weighted", "least_conn"] = "round_robin"
 

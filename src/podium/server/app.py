@@ -303,8 +303,14 @@ class Api(DataRoutes, TrustRoutes, ForwardRoutes):
         return self._registered(stored, changed)
 
     async def _submittable(self, req: Request, job: Job) -> None:
-        """The job's own namespace (not the request's) must allow submit-job, and exist."""
+        """The job's own namespace (not the request's) must allow submit-job, and exist;
+        a service it reaches in another namespace needs read-job there."""
         self.permit(req, "submit-job", job.namespace)
+        for g in job.groups:
+            for t in g.tasks:
+                for u in t.upstreams:
+                    if u.namespace and u.namespace != job.namespace:
+                        self.permit(req, "read-job", u.namespace)
         assert self.ctx.namespaces is not None
         await self.ctx.namespaces.require(job.namespace, field="job.namespace")
 

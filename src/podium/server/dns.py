@@ -2,11 +2,15 @@
 
     UDP / TCP query -> dnspython parse -> answer(catalog) -> wire (truncated over UDP)
 
-Names (in the "default" namespace):
-  NAME.service.podium        A / AAAA: the addresses of healthy copies; SRV: one record per
-                             copy (weight from the endpoint, its port, target HEX.addr.podium
-                             with the address in the additional section)
-  TAG.NAME.service.podium    the same, only copies whose service carries TAG
+Names:
+  NAME.service.podium        A / AAAA: the addresses of healthy copies of NAME in namespace
+                             "default"; SRV: one record per copy (weight from the endpoint,
+                             its port, target HEX.addr.podium with the address in the
+                             additional section)
+  NAME.NS.service.podium     the same, of service NAME in namespace NS
+  TAG.NAME.service.podium    only copies whose service carries TAG ("default"; when NAME is
+                             also a namespace holding a service TAG, that one is answered)
+  TAG.NAME.NS.service.podium the same, in namespace NS
   HEXIP.addr.podium          A / AAAA of that address (SRV targets)
 Unknown names in the domain get NXDOMAIN (with the SOA, for negative caching); a service
 that is declared but has no healthy copy gets an empty answer. Anything outside the
@@ -159,13 +163,13 @@ class DnsServer:
                 if rrset is not None:
                     response.answer.append(rrset)
             return
-        if len(labels) not in (2, 3) or labels[-1] != "service":
+        found = self._service(labels)
+        if found is None:
             self._nxdomain(response)
             return
-        name, tag = labels[-2], labels[0] if len(labels) == 3 else ""
-        ns = self.config.namespace
+        ns, name, tag = found
         endpoints = self.catalog.endpoints(ns, name, tag=tag)
-        if not endpoints and not (self.catalog.known(ns, name) and not tag):
+        if not endpoints and tag:
             self._nxdomain(response)
             return
         random.shuffle(endpoints)  # spread clients that take the first record
@@ -177,6 +181,23 @@ class DnsServer:
                         response.answer.append(rrset)
         if qtype in (dns.rdatatype.SRV, dns.rdatatype.ANY):
             self._srv(qname, endpoints, response)
+
+    def _service(self, labels: list[str]) -> tuple[str, str, str] | None:
+        """(namespace, name, tag) of a known service the labels before `podium` name."""
+        if len(labels) not in (2, 3, 4) or labels[-1] != "service":
+            return None
+        default = self.config.namespace
+        parts = labels[:-1]
+        if len(parts) == 1:
+            candidates = [(default, parts[0], "")]
+        elif len(parts) == 2:  # NAME.NS, else TAG.NAME in the default namespace
+            candidates = [(parts[1], parts[0], ""), (default, parts[1], parts[0])]
+        else:
+            candidates = [(parts[2], parts[1], parts[0])]
+        for ns, name, tag in candidates:
+            if self.catalog.known(ns, name):
+                return ns, name, tag
+        return None
 
     def _srv(
         self, qname: dns.name.Name, endpoints: list[Endpoint], response: dns.message.Message

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from podium.api.client import Client
@@ -50,13 +52,56 @@ def create(name: str, description: str, as_json: bool, addr: str | None) -> None
 @click.option("--json", "as_json", is_flag=True)
 @addr_option
 def status(name: str, as_json: bool, addr: str | None) -> None:
-    """A namespace: its jobs and live allocations."""
+    """A namespace: what it holds, against its quota."""
     out = Client(addr).request("GET", f"/v1/namespace/{name}")
     if as_json:
         print_json(out)
         return
+    _show(out)
+
+
+def _show(out: dict[str, Any]) -> None:
     console.print(f"namespace {out['name']}: {out['jobs']} job(s), {out['allocations']} "
                   "live allocation(s)")  # fmt: skip
+    quota, used = out.get("quota") or {}, out["used"]
+    table(
+        ["", "USED", "QUOTA"],
+        [
+            [f"{field} ({unit})", used[field], quota.get(field) or "-"]
+            for field, unit in (
+                ("cpu", "MHz"),
+                ("memory", "MB"),
+                ("allocs", "allocations"),
+                ("jobs", "jobs"),
+            )
+        ],
+    )
+
+
+@namespace.group()
+def quota() -> None:
+    """A namespace's quota: the most its live allocations and jobs may hold."""
+
+
+@quota.command("set")
+@click.argument("name")
+@click.option("--cpu", default=0, help="MHz over all live allocations (0: no limit)")
+@click.option("--memory", default=0, help="MB over all live allocations (0: no limit)")
+@click.option("--allocs", default=0, help="Live allocations (0: no limit)")
+@click.option("--jobs", default=0, help="Jobs not stopped (0: no limit)")
+@click.option("--json", "as_json", is_flag=True)
+@addr_option
+def quota_set(
+    name: str, cpu: int, memory: int, allocs: int, jobs: int, as_json: bool, addr: str | None
+) -> None:
+    """Set NAME's quota (every figure 0: none). A submission or scale past it is refused;
+    what runs already is never stopped."""
+    body = {"cpu": cpu, "memory": memory, "allocs": allocs, "jobs": jobs}
+    out = Client(addr).request("PUT", f"/v1/namespace/{name}/quota", json=body)
+    if as_json:
+        print_json(out)
+        return
+    _show(out)
 
 
 @namespace.command()

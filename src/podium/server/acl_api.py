@@ -11,6 +11,7 @@ answer if such a handler never asked (a route that forgot cannot leak).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +30,8 @@ from podium.errors import (
     ValidationError,
 )
 from podium.model import spec as jobspec
-from podium.server import access
+from podium.model.tenancy import Namespace, Quota
+from podium.server import access, namespace_quota
 from podium.server.acl import AclStore, Caller, token_of
 from podium.server.namespaces import Namespaces
 from podium.server.runtime import ServerContext
@@ -242,7 +244,43 @@ class AclRoutes:
 
     async def get_namespace(self, req: Request) -> Response:
         ns = await self._namespaces().get(req.path_params["name"])
-        return _json(self._namespace_row(ns.name, ns.description) | {"quota": ns.quota})
+        return _json(self._namespace_status(ns))
+
+    def _namespace_status(self, ns: Namespace) -> dict[str, Any]:
+        used = namespace_quota.usage(self.state, ns.name)
+        return self._namespace_row(ns.name, ns.description) | {
+            "quota": ns.quota,
+            "used": dataclasses.asdict(used),
+        }
+
+    async def set_namespace_quota(self, req: Request) -> Response:
+        """{cpu, memory, allocs, jobs}: each the most the namespace may hold (0: no limit);
+        every figure 0 removes the quota. What runs already is never stopped by it."""
+        body = await _small_json(req)
+        problems, figures = [], {}
+        for field in ("cpu", "memory", "allocs", "jobs"):
+            v = body.get(field, 0)
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 10**9:
+                problems.append(Problem(field, f"expected an integer from 0, got {v!r}"))
+            figures[field] = v
+        unknown = sorted(set(body) - set(figures))
+        if unknown:
+            problems.append(
+                Problem(unknown[0], "unknown field; expected cpu, memory, allocs, jobs")
+            )
+        if problems:
+            raise ValidationError(problems)
+        spaces = self._namespaces()
+        ns = await spaces.get(req.path_params["name"])
+        if ns.name == "default" and ns.revision == 0:
+            ns = await spaces.create_default(now=self.now())
+        quota = Quota(**figures) if any(figures.values()) else None
+        said = ", ".join(f"{k} {v}" for k, v in figures.items() if v) or "none"
+        ns = await spaces.save(
+            msgspec.structs.replace(ns, quota=quota), f"namespace {ns.name} quota: {said}",
+            now=self.now(),
+        )  # fmt: skip
+        return _json(self._namespace_status(ns))
 
     async def create_namespace(self, req: Request) -> Response:
         body = await _small_json(req)

@@ -44,7 +44,7 @@ from podium.runtime.bodies import read_body as _body
 from podium.runtime.merge import Merge
 from podium.runtime.slices import Slicer
 from podium.scheduler import group_hash, reconcile, schedule
-from podium.server import access
+from podium.server import access, namespace_quota
 from podium.server import allocs as alloc_ops
 from podium.server import config_rollout, template_plan
 from podium.server import deployments as dep_ops
@@ -568,6 +568,9 @@ class Api(DataRoutes, TrustRoutes, ForwardRoutes):
             isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
         ):
             raise ValidationError([Problem("meta", "expected a mapping of strings to strings")])
+        parent = self._job(req)
+        # A dispatched run is one more job of the same shape: held to the quota as one.
+        await namespace_quota.admit(self.state, msgspec.structs.replace(parent, name="-"))
         child = await dispatch_ops.dispatch(
             self.state,
             _namespace(req),
@@ -1400,6 +1403,13 @@ ROUTES: list[tuple[str, str, str, str, str]] = [
         "get_namespace",
         "ns:read-job@path",
         "A namespace: jobs, allocations, quota",
+    ),
+    (
+        "PUT",
+        "/v1/namespace/{name}/quota",
+        "set_namespace_quota",
+        "operator:write",
+        "Set a namespace's quota (cpu, memory, allocs, jobs; 0: no limit)",
     ),
     (
         "DELETE",

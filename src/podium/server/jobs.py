@@ -21,6 +21,7 @@ from podium.model import spec as jobspec
 from podium.model.cron import next_time
 from podium.model.types import Allocation, Job
 from podium.scheduler import batch
+from podium.server import namespace_quota
 from podium.server.events import event_put
 from podium.server.state import ClusterState, encode
 from podium.store import keys
@@ -89,6 +90,7 @@ async def register(
         and current.config_versions == job.config_versions
     ):
         return current, False
+    await namespace_quota.admit(state, job, current=current)
     new = msgspec.structs.replace(
         job,
         version=version,

@@ -95,6 +95,19 @@ class Namespaces:
         self.changed()
         return ns
 
+    async def create_default(self, *, now: float) -> Namespace:
+        """`default` stored, the first time something is kept on it (its quota)."""
+        ns = Namespace(name=DEFAULT, description="The default namespace", create_time=now)
+        res = await self.state.store.txn(
+            [Compare(keys.namespace(DEFAULT), "create_rev", "=", 0)],
+            [Put(keys.namespace(DEFAULT), msgspec.json.encode(ns))],
+        )
+        self.changed()
+        if not res.succeeded:
+            return await self.get(DEFAULT)
+        ns.revision = res.revision
+        return ns
+
     async def save(self, ns: Namespace, message: str, *, now: float) -> Namespace:
         """Write a changed namespace (its quota), guarded by the revision it was read at."""
         stored = msgspec.structs.replace(ns, revision=0)

@@ -1443,7 +1443,8 @@ def _check_upstreams(c: _Checker, value: object, path: str, ports: dict[int, str
             Upstream,
             {
                 "service": _named("a service name"),
-                "namespace": _named("a namespace name"),
+                # "": the job's own namespace (what a struct round trip writes)
+                "namespace": lambda c, v, p: v if v == "" else c.name(v, p, "a namespace name"),
                 "mode": _one_of("tcp", "http"),
                 "policy": _one_of("round_robin", "weighted", "least_conn"),
             },

@@ -27,6 +27,7 @@ from websockets.sync.client import connect
 
 from integration.cluster import DevCluster, wait_until
 from podium.server.app import ROUTES
+from support import canary
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +92,9 @@ class Matrix:
         self.op_dir = tmp / "operator"
         c.cli("tls", "join", "--server", c.addr, "--token", token, "--dir", str(self.op_dir),
               "--name", "matrix", check=True)  # fmt: skip
-        self.management = json.loads((c.data_dir / "cli.json").read_text())["token"]
+        self.management = canary.register(
+            json.loads((c.data_dir / "cli.json").read_text())["token"]
+        )
         for ns in ("a", "b"):
             c.api("POST", "/v1/namespaces", json={"name": ns})
         policies = {
@@ -123,7 +126,7 @@ class Matrix:
         if ttl:
             body["ttl"] = ttl
             self.expired_at = time.time() + 1.0
-        return str(self.c.api("POST", "/v1/acl/tokens", json=body)["secret"])
+        return canary.register(str(self.c.api("POST", "/v1/acl/tokens", json=body)["secret"]))
 
     def running_alloc(self, job: str, ns: str) -> str:
         def running() -> str:
@@ -239,6 +242,7 @@ class Matrix:
             "create_namespace": ({}, {"json": {"name": "matrix-new"}}),
             "get_namespace": ({"name": "a"}, {}),
             "delete_namespace": ({"name": "matrix-gone"}, {}),
+            "set_namespace_quota": ({"name": "a"}, {"json": {"cpu": -1}}),
         }
         if name not in recipes:
             raise AssertionError(f"route {name} has no request in the ACL matrix: add one")
@@ -387,9 +391,49 @@ def test_secrets_are_never_listed_nor_stored(matrix: Matrix) -> None:
         assert secret.encode() not in stored, caller
     self_view = _get(matrix, "write_a", "/v1/acl/token/self").json()
     assert "secret" not in self_view and "secret_hash" not in self_view
-    logs = matrix.c.logs()
+    logs = matrix.c.logs() + (matrix.c.data_dir / "audit.log").read_text()
+    events = json.dumps(_get(matrix, "management", "/v1/events", limit="0").json())
     for caller, secret in matrix.tokens.items():
-        assert secret not in logs, caller
+        assert secret not in logs and secret not in events, caller
+
+
+def test_the_audit_trail_names_the_credential_not_the_header(matrix: Matrix) -> None:
+    """Writes, refusals, logs and exec are lines of <data-dir>/audit.log (0600) and events
+    of topic audit that only management reads; the identity is the token's accessor or the
+    certificate's, whatever x-podium-user says."""
+    c = matrix.c
+    alloc = matrix.alloc["ja"]
+    with httpx.Client(verify=matrix.ssl_for("write_a"), timeout=10) as http:
+        h = matrix.headers_for("write_a") | {"x-podium-user": "somebody-else"}
+        assert http.post(f"{c.addr}/v1/allocation/{alloc}/restart", headers=h).status_code == 200
+        r = http.post(f"{c.addr}/v1/allocation/{matrix.alloc['jb']}/restart", headers=h)
+        assert r.status_code == 403
+    path = c.data_dir / "audit.log"
+    assert path.stat().st_mode & 0o777 == 0o600
+    accessor = _get(matrix, "write_a", "/v1/acl/token/self").json()["accessor"]
+
+    def lines() -> list[dict[str, Any]]:
+        return [json.loads(x) for x in path.read_text().splitlines()]
+
+    mine = [e for e in lines() if e["identity"] == f"token {accessor}"]
+    restarts = [e for e in mine if e["route"] == "restart_alloc"]
+    assert {(e["namespace"], e["outcome"], e["status"]) for e in restarts} >= {
+        ("a", "allowed", 200),
+        ("b", "refused", 403),
+    }, restarts
+    assert all(e["object"]["id"] in (alloc, matrix.alloc["jb"]) for e in restarts), restarts
+    assert not any("somebody-else" in json.dumps(e) for e in lines())
+    # Logs, exec and snapshots are on the trail too.
+    assert _get(matrix, "write_a", "/v1/job/ja/logs", namespace="a").status_code == 200
+    assert _get(matrix, "management", "/v1/operator/snapshot").status_code == 200
+    routes = {e["route"] for e in lines()}
+    assert {"alloc_logs", "alloc_exec", "job_logs", "snapshot_save", "register_job"} <= routes
+    # topic=audit: management only.
+    events = _get(matrix, "management", "/v1/events", topic="audit", limit="0").json()
+    assert any(e["type"] == "audit.refused" and accessor in e["message"] for e in events)
+    for caller in ("read_a", "write_a", "write_b"):
+        got = _get(matrix, caller, "/v1/events", topic="audit", limit="0", namespace="*")
+        assert got.status_code == 200 and got.json() == [], caller
 
 
 def test_every_route_times_every_caller_last(matrix: Matrix) -> None:

@@ -435,6 +435,7 @@ def dev(
             prometheus_url=prometheus_url,
             tls=None if insecure else TLSSettings(ddir, lifetime=_duration(cert_lifetime)),
             acl=acl,
+            audit_path=os.path.join(ddir, "audit.log"),
         )
     )
     agent_dir = os.path.join(ddir, "agent")
@@ -723,6 +724,7 @@ def server(
             tls=tls,
             etcd_security=etcd_security,
             acl=not _loopback(host) if acl is None else acl,
+            audit_path=os.path.join(ddir, "audit.log"),
         )
     )
 

@@ -39,6 +39,7 @@ from podium.server.state import ClusterState
 from podium.tls.identity import Identity
 
 CHECKED = "acl_checked"  # scope["state"] flag: an @each/@body handler asked
+AUDIT_NS = "audit_namespaces"  # scope["state"]: the namespaces the request acted in
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -89,6 +90,7 @@ class AclRoutes:
             ok, where = acl.allows_area(area, level), f"(it needs {area} {level})"
         else:
             spaces = self._object_namespaces(conn, need)
+            conn.scope.setdefault("state", {})[AUDIT_NS] = spaces
             refused = sorted(ns for ns in spaces if not acl.allows(cap, ns))
             if not spaces:
                 ok, where = acl.anywhere(cap), f"(it needs {cap} in some namespace)"
@@ -131,6 +133,7 @@ class AclRoutes:
         return caller is None or caller.acl.allows(capability, namespace)
 
     def permit(self, conn: HTTPConnection, capability: str, namespace: str) -> None:
+        conn.scope.setdefault("state", {}).setdefault(AUDIT_NS, set()).add(namespace)
         if not self.may(conn, capability, namespace):
             caller = self.caller(conn)
             assert caller is not None
@@ -145,6 +148,35 @@ class AclRoutes:
         conn.scope.setdefault("state", {})[CHECKED] = True
         caller = self.caller(conn)
         return caller.acl if caller else None
+
+    # -------------------------------------------------------------- audit
+
+    async def audit(self, conn: HTTPConnection, route: str, status: int, error: str) -> None:
+        """One line of the audit trail for this request (server/audit.py)."""
+        trail = self.ctx.audit
+        if trail is None:
+            return
+        st = conn.scope.get("state", {})
+        caller, who = st.get("caller"), st.get("who") or st.get("peer")
+        if caller is not None and caller.token is not None:
+            identity = f"token {caller.accessor}"
+        elif who is not None:
+            identity = who.describe()
+        else:
+            identity = "anonymous"
+        spaces = st.get(AUDIT_NS) or set()
+        if not spaces:
+            spaces = {conn.query_params.get("namespace") or ""}
+        await trail.record(
+            who=identity,
+            method=conn.scope.get("method", "WS"),
+            path=conn.url.path,
+            route=route,
+            namespace=",".join(sorted(spaces)),
+            objects={k: str(v) for k, v in conn.path_params.items()},
+            status=status,
+            error=error,
+        )
 
     # -------------------------------------------------------------- ACL routes
 

@@ -44,7 +44,7 @@ from podium.runtime.bodies import read_body as _body
 from podium.runtime.merge import Merge
 from podium.runtime.slices import Slicer
 from podium.scheduler import group_hash, reconcile, schedule
-from podium.server import access, namespace_quota
+from podium.server import access, audit, namespace_quota
 from podium.server import allocs as alloc_ops
 from podium.server import config_rollout, template_plan
 from podium.server import deployments as dep_ops
@@ -1050,9 +1050,12 @@ class Api(DataRoutes, TrustRoutes, ForwardRoutes):
         acl = self.readable_acl(req)
 
         def readable(ev: Any) -> bool:
-            """A namespace's events for its readers; the cluster's for operators."""
+            """A namespace's events for its readers; the cluster's for operators; the audit
+            trail for management."""
             if acl is None:
                 return True
+            if ev.type.startswith("audit."):
+                return acl.management
             if ev.namespace:
                 return acl.allows("read-job", ev.namespace)
             return acl.allows_area("operator", "read")
@@ -1444,6 +1447,17 @@ PATH_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
 _RUN_NAME = re.compile(_JobName.regex)  # a job's runs: web/periodic-1700000000
 
 
+def _error_of(resp: Response) -> str:
+    """The error an answer carries (what the audit line says), or ""."""
+    if resp.status_code < 400 or not isinstance(resp.body, bytes):
+        return ""
+    try:
+        body = msgspec.json.decode(resp.body)
+    except msgspec.DecodeError:
+        return ""
+    return str(body.get("error", "")) if isinstance(body, dict) else ""
+
+
 def _path_problems(req: Request) -> list[Problem]:
     """Ids and names in a path are [a-z0-9-] (a job's runs: NAME/periodic-... or
     NAME/dispatch-...): none can reach outside what it names. A config's or a secret's
@@ -1463,13 +1477,14 @@ def _path_problems(req: Request) -> list[Problem]:
 
 
 def _wrap(
-    api: Api, fn: Handler, requires: str, metrics: ServerMetrics, method: str, path: str
+    api: Api, fn: Handler, requires: str, metrics: ServerMetrics, method: str, path: str, name: str
 ) -> Handler:
     # Lists, streams and bodies are checked object by object by their handlers: one
     # that never asked (a bug) answers nothing rather than everything.
     self_checked = access.requirement(requires).scope in ("each", "body")
+    recorded = audit.audited(method, name)
 
-    async def handler(req: Request) -> Response:
+    async def answer(req: Request) -> Response:
         try:
             await api.authorize(req, requires)
             problems = _path_problems(req)
@@ -1487,6 +1502,12 @@ def _wrap(
             return _error_response(e)
         except Exception as e:
             return _error_response(e)
+
+    async def handler(req: Request) -> Response:
+        resp = await answer(req)
+        if recorded:  # writes, logs, snapshots: the audit trail
+            await api.audit(req, name, resp.status_code, _error_of(resp))
+        return resp
 
     if not metrics.on:
         return handler
@@ -1533,12 +1554,14 @@ def create_app(ctx: ServerContext) -> Starlette:
     for method, path, name, requires, _ in ROUTES:
         fn = getattr(api, name)
         if method == "WS":
-            routes.append(WebSocketRoute(path, api.guard_ws(fn, requires)))
+            routes.append(WebSocketRoute(path, api.guard_ws(fn, requires, name)))
             continue
         # Trust routes are never replayed (a recorded answer would keep a certificate, a
         # token or a session cookie in the store).
         plain = method == "GET" or path.startswith(("/v1/tls/", "/v1/ui/"))
-        handler = _wrap(api, fn if plain else once.wrap(fn), requires, ctx.metrics, method, path)
+        handler = _wrap(
+            api, fn if plain else once.wrap(fn), requires, ctx.metrics, method, path, name
+        )
         routes.append(Route(path, handler, methods=[method]))
 
     async def not_found(req: Request, exc: Exception) -> Response:

@@ -88,6 +88,8 @@ TOPICS = (
     "keyring",
     "security",
     "tls",
+    "namespace",
+    "audit",
 )
 # A copy's task and template events are the alloc's.
 _TOPIC_ALIASES = {"task": "alloc", "template": "alloc"}

@@ -30,6 +30,7 @@ from podium.server import failures_mirror
 from podium.server.access import DenialLog
 from podium.server.acl import AclStore
 from podium.server.agents import AgentLink
+from podium.server.audit import AuditLog
 from podium.server.catalog import Catalog
 from podium.server.controllers.autoscaler import Autoscaler
 from podium.server.dns import DnsConfig, DnsServer
@@ -101,6 +102,7 @@ class ServerConfig:
     tls: TLSSettings | None = None  # None: --insecure (plain HTTP, callers not told apart)
     etcd_security: Any = None  # store.etcd.EtcdSecurity: TLS and user/password to etcd
     acl: bool = False  # tokens and policies decide what each caller may do (server/acl.py)
+    audit_path: str | None = None  # the audit trail's JSON lines (server/audit.py); None: none
 
 
 @dataclass
@@ -126,6 +128,7 @@ class ServerContext:
     ui: UiSessions | None = None  # the web UI's browser sessions (TLS on)
     acl: AclStore | None = None  # None: ACL off (every authenticated user may do anything)
     namespaces: Namespaces | None = None
+    audit: AuditLog | None = None
 
 
 class Server:
@@ -282,6 +285,7 @@ class Server:
             ui=UiSessions(store, cfg.clock) if cfg.tls is not None else None,
             acl=_acl_store(store, state) if cfg.acl else None,
             namespaces=Namespaces(state),
+            audit=AuditLog(store, cfg.audit_path),
         )
         assert self.ctx.catalog is not None and self.ctx.usage is not None
         self.ctx.autoscaler = Autoscaler(

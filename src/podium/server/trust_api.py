@@ -125,15 +125,17 @@ class TrustRoutes(AclRoutes):
             log.warning("could not record the refusal as an event: %s", e)
 
     def guard_ws(
-        self, fn: Callable[[WebSocket], Awaitable[None]], requires: str
+        self, fn: Callable[[WebSocket], Awaitable[None]], requires: str, name: str
     ) -> Callable[[WebSocket], Awaitable[None]]:
         async def handler(ws: WebSocket) -> None:
             try:
                 await self.authorize(ws, requires)
             except (Unauthorized, Forbidden) as e:
                 await self.denied(ws, e)
+                await self.audit(ws, name, e.status_code, str(e))
                 await ws.send_denial_response(_json({"error": str(e)}, e.status_code))
                 return
+            await self.audit(ws, name, 101, "")
             await fn(ws)
 
         return handler

@@ -3,8 +3,9 @@
 header the caller sets), where, what and how it ended.
 
     route wrapper (app.py) ──record──► <data-dir>/audit.log   JSON lines, 0600, rotated
-                                   └─► event `audit.allowed` / `audit.refused` (topic audit,
-                                       read by management only; refusals rate-limited)
+                                   └─► with ACL on: event `audit.allowed` / `audit.refused`
+                                       (topic audit, read by management only; refusals
+                                       rate-limited)
 
 A line holds no body and no secret: routes name objects by id, and errors name tokens by
 the first characters of their accessor.
@@ -43,9 +44,11 @@ class AuditLog:
         store: Store,
         path: str | None,
         *,
+        events: bool = True,
         limits: LogLimits = LogLimits(max_file_size=10 * MIB, max_files=5),  # noqa: B008
     ) -> None:
         self.store = store
+        self.events = events
         self.file = RotatingFile(path, limits) if path else None
         self._fd = -1
         self.refusals = DenialLog(rate=5.0, burst=20)  # events of refusals, not lines
@@ -92,6 +95,8 @@ class AuditLog:
         if error:
             entry["error"] = error[:500]
         self._append(msgspec.json.encode(entry) + b"\n")
+        if not self.events:
+            return
         if outcome == "refused" and not self.refusals.allow():
             return
         message = f"{who} {method} {path}: {outcome} ({status})" + (

@@ -285,7 +285,7 @@ class Server:
             ui=UiSessions(store, cfg.clock) if cfg.tls is not None else None,
             acl=_acl_store(store, state) if cfg.acl else None,
             namespaces=Namespaces(state),
-            audit=AuditLog(store, cfg.audit_path),
+            audit=AuditLog(store, cfg.audit_path, events=cfg.acl),
         )
         assert self.ctx.catalog is not None and self.ctx.usage is not None
         self.ctx.autoscaler = Autoscaler(

@@ -3,6 +3,9 @@ node/agent/operator areas, and management."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from podium.acl.policy import MANAGEMENT, NOTHING, Acl, parse
@@ -78,3 +81,23 @@ def test_every_problem_at_once() -> None:
     with pytest.raises(ValidationError) as e:
         parse('namespace "A" { policy = "read" }\nnode { policy = "x" }\nfoo { }')
     assert len(e.value.problems) == 3
+
+
+def _ready_policies() -> dict[str, str]:
+    """The ready policies docs/security.md offers, by file name."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    blocks = re.findall(r"```hcl\n(# (\S+\.hcl).*?)```", text, re.S)
+    return {name: body for body, name in blocks}
+
+
+def test_the_docs_ready_policies_parse_and_mean_what_they_say() -> None:
+    ready = _ready_policies()
+    assert set(ready) == {"read-only.hcl", "deployer-a.hcl", "operator.hcl"}, set(ready)
+    ro = Acl.merge([parse(ready["read-only.hcl"])])
+    assert ro.allows("read-job", "any") and not ro.allows("submit-job", "any")
+    assert ro.allows_area("operator", "read") and not ro.allows_area("node", "write")
+    dep = Acl.merge([parse(ready["deployer-a.hcl"])])
+    assert dep.allows("alloc-exec", "team-a") and not dep.allows("read-job", "team-b")
+    op = Acl.merge([parse(ready["operator.hcl"])])
+    assert op.allows("submit-job", "x") and op.allows_area("operator", "write")
+    assert not op.management

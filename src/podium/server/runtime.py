@@ -4,7 +4,7 @@ Server.run()
   Authority.start (the cluster CA, own certificates; unless --insecure or own PKI)
   TaskGroup: ClusterState.run (store watch) | uvicorn (HTTPS API, mutual TLS)
              | Authority.run (renewal at 2/3 of life, CA rotation)
-             | Catalog (service endpoints) | DnsServer (udp+tcp)
+             | Catalog (service endpoints) | DnsServer (udp+tcp) | AuditLog (audit events)
              | Leadership (leader.py) -> each term: Server.leader_work (leader-only controllers,
                the autoscaler among them: any server asks it for a job's scaling status)
 """
@@ -314,6 +314,8 @@ class Server:
                         name="failures-follow",
                     )
                 tg.create_task(leadership.run(self.leader_work), name="leadership")
+                assert self.ctx.audit is not None
+                tg.create_task(self.ctx.audit.run(), name="audit")
                 if authority is not None:
                     tg.create_task(authority.run(self._ready_nodes), name="certificates")
                 elif server_tls is not None:

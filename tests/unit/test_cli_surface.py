@@ -35,6 +35,14 @@ MUTATING = (
     "node purge",
     "operator snapshot save",
     "operator snapshot restore",
+    "acl bootstrap",
+    "acl token create",
+    "acl token delete",
+    "acl policy apply",
+    "acl policy delete",
+    "namespace create",
+    "namespace delete",
+    "namespace quota set",
 )
 # Commands that read a namespaced kind: each takes -n/--namespace (and PODIUM_NAMESPACE).
 NAMESPACED = ("job", "deployment", "alloc", "service")

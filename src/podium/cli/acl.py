@@ -32,7 +32,7 @@ def _show_token(t: dict[str, Any], *, secret: bool) -> None:
 
 
 @acl.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON")
 @addr_option
 def bootstrap(as_json: bool, addr: str | None) -> None:
     """Make the first management token (allowed once per cluster); prints its secret."""
@@ -52,9 +52,15 @@ def token() -> None:
 @token.command("create")
 @click.option("--name", default="", help="What the token is for")
 @click.option("--policy", "policies", multiple=True, help="A policy it carries; repeat")
-@click.option("--type", "type_", type=click.Choice(["client", "management"]), default="client")
+@click.option(
+    "--type",
+    "type_",
+    type=click.Choice(["client", "management"]),
+    default="client",
+    help="client: its policies decide; management: everything",
+)
 @click.option("--ttl", default="", help="Lifetime such as 1h (default: until deleted)")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON")
 @addr_option
 def token_create(
     name: str, policies: tuple[str, ...], type_: str, ttl: str, as_json: bool, addr: str | None
@@ -69,7 +75,7 @@ def token_create(
 
 
 @token.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON")
 @addr_option
 def token_list(as_json: bool, addr: str | None) -> None:
     """Every token (accessors, never secrets)."""
@@ -94,7 +100,7 @@ def token_list(as_json: bool, addr: str | None) -> None:
 
 @token.command("info")
 @click.argument("accessor")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON")
 @addr_option
 def token_info(accessor: str, as_json: bool, addr: str | None) -> None:
     """One token, by accessor (or a unique prefix)."""
@@ -103,7 +109,7 @@ def token_info(accessor: str, as_json: bool, addr: str | None) -> None:
 
 
 @token.command("self")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON")
 @addr_option
 def token_self(as_json: bool, addr: str | None) -> None:
     """The token this CLI sends (PODIUM_TOKEN or the CLI config)."""
@@ -113,7 +119,7 @@ def token_self(as_json: bool, addr: str | None) -> None:
 
 @token.command("delete")
 @click.argument("accessor")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON")
 @addr_option
 def token_delete(accessor: str, as_json: bool, addr: str | None) -> None:
     """Revoke a token at once."""
@@ -132,8 +138,8 @@ def policy() -> None:
 @policy.command("apply")
 @click.argument("name")
 @click.argument("file", type=click.File("r"))
-@click.option("--description", default="")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--description", default="", help="What it is for (shown in lists)")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON")
 @addr_option
 def policy_apply(name: str, file: Any, description: str, as_json: bool, addr: str | None) -> None:
     """Create or replace policy NAME from FILE (- for stdin)."""
@@ -146,7 +152,7 @@ def policy_apply(name: str, file: Any, description: str, as_json: bool, addr: st
 
 
 @policy.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON")
 @addr_option
 def policy_list(as_json: bool, addr: str | None) -> None:
     rows = Client(addr).request("GET", "/v1/acl/policies")
@@ -158,7 +164,7 @@ def policy_list(as_json: bool, addr: str | None) -> None:
 
 @policy.command("info")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON")
 @addr_option
 def policy_info(name: str, as_json: bool, addr: str | None) -> None:
     p = Client(addr).request("GET", f"/v1/acl/policy/{name}")
@@ -170,7 +176,7 @@ def policy_info(name: str, as_json: bool, addr: str | None) -> None:
 
 @policy.command("delete")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON")
 @addr_option
 def policy_delete(name: str, as_json: bool, addr: str | None) -> None:
     out = Client(addr).request("DELETE", f"/v1/acl/policy/{name}")

@@ -17,7 +17,7 @@ def namespace() -> None:
 
 
 @namespace.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON")
 @addr_option
 def list_(as_json: bool, addr: str | None) -> None:
     """Namespaces you may read, with their jobs and live allocations."""
@@ -33,8 +33,8 @@ def list_(as_json: bool, addr: str | None) -> None:
 
 @namespace.command()
 @click.argument("name")
-@click.option("--description", default="")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--description", default="", help="What it is for (shown in lists)")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON")
 @addr_option
 def create(name: str, description: str, as_json: bool, addr: str | None) -> None:
     """Create namespace NAME."""
@@ -49,7 +49,7 @@ def create(name: str, description: str, as_json: bool, addr: str | None) -> None
 
 @namespace.command()
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON")
 @addr_option
 def status(name: str, as_json: bool, addr: str | None) -> None:
     """A namespace: what it holds, against its quota."""
@@ -89,7 +89,7 @@ def quota() -> None:
 @click.option("--memory", default=0, help="MB over all live allocations (0: no limit)")
 @click.option("--allocs", default=0, help="Live allocations (0: no limit)")
 @click.option("--jobs", default=0, help="Jobs not stopped (0: no limit)")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON")
 @addr_option
 def quota_set(
     name: str, cpu: int, memory: int, allocs: int, jobs: int, as_json: bool, addr: str | None
@@ -106,7 +106,7 @@ def quota_set(
 
 @namespace.command()
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON")
 @addr_option
 def delete(name: str, as_json: bool, addr: str | None) -> None:
     """Delete namespace NAME (refused while it holds jobs)."""

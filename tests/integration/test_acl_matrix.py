@@ -209,6 +209,7 @@ class Matrix:
             "list_nodes": ({}, {}),
             "register_node": ({}, {"json": {}}),
             "get_node": (node, {}),
+            "purge_node": ({"id": "gone-node"}, {}),  # no such node: nothing is purged
             "heartbeat": (node, {}),
             "node_eligibility": (node, {"json": {"eligible": "not a bool"}}),
             "node_drain": (node, {"json": {"enable": "not a bool"}}),
@@ -243,6 +244,9 @@ class Matrix:
             "get_namespace": ({"name": "a"}, {}),
             "delete_namespace": ({"name": "matrix-gone"}, {}),
             "set_namespace_quota": ({"name": "a"}, {"json": {"cpu": -1}}),
+            "ui_login": ({}, {}),
+            "ui_session_open": ({}, {"json": {}}),
+            "ui_session_close": ({}, {}),
         }
         if name not in recipes:
             raise AssertionError(f"route {name} has no request in the ACL matrix: add one")

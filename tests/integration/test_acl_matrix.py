@@ -373,6 +373,48 @@ def test_event_stream_across_namespaces_sends_only_readable_events(matrix: Matri
     assert all(e["namespace"] == "a" for e in got), [e for e in got if not e["namespace"]]
 
 
+def test_acl_answers_match_the_documented_schemas(matrix: Matrix) -> None:
+    """What test_api.py does for the other routes, for ACL's (which answer only with ACL)."""
+    from integration.test_api import ACL_ROUTES, _check
+
+    c = matrix.c
+    doc = c.api("GET", "/v1/openapi.json")
+    checked = set()
+
+    def call(caller: str, method: str, route: str, url: str, **kw: Any) -> None:
+        with httpx.Client(verify=matrix.ssl_for(caller), timeout=10) as http:
+            r = http.request(method, c.addr + url, headers=matrix.headers_for(caller), **kw)
+        assert r.status_code == 200, (method, url, r.status_code, r.text)
+        _check(doc, method.lower(), route, r.json())
+        checked.add((method, route))
+
+    made = c.api("POST", "/v1/acl/tokens", json={"name": "s", "policies": ["read-a"]})
+    canary.register(made["secret"])
+    m = "management"
+    call(m, "POST", "/v1/acl/tokens", "/v1/acl/tokens", json={"name": "t", "ttl": "1h",
+                                                             "policies": ["read-a"]})  # fmt: skip
+    call(m, "GET", "/v1/acl/tokens", "/v1/acl/tokens")
+    call("read_a", "GET", "/v1/acl/token/self", "/v1/acl/token/self")
+    call(m, "GET", "/v1/acl/token/{id}", f"/v1/acl/token/{made['accessor']}")
+    call(m, "DELETE", "/v1/acl/token/{id}", f"/v1/acl/token/{made['accessor']}")
+    call(m, "PUT", "/v1/acl/policy/{name}", "/v1/acl/policy/schema",
+         json={"rules": 'node { policy = "read" }', "description": "d"})  # fmt: skip
+    call(m, "GET", "/v1/acl/policies", "/v1/acl/policies")
+    call(m, "GET", "/v1/acl/policy/{name}", "/v1/acl/policy/schema")
+    call(m, "DELETE", "/v1/acl/policy/{name}", "/v1/acl/policy/schema")
+    # The bootstrap's answer is checked on a cluster of its own: it was done here already.
+    assert ACL_ROUTES - checked == {("POST", "/v1/acl/bootstrap")}
+
+
+def test_bootstrap_without_acl_says_why_not(tmp_path: Path) -> None:
+    c = DevCluster(tmp_path / "dev").start()  # ACL off: bootstrap is refused, said why
+    try:
+        r = c.request("POST", "/v1/acl/bootstrap")
+        assert r.status_code == 409 and "ACL is off" in r.json()["error"], r.text
+    finally:
+        c.stop()
+
+
 def test_a_token_cannot_grant_itself_a_policy(matrix: Matrix) -> None:
     rules = 'namespace "*" { policy = "write" }\noperator { policy = "write" }'
     with httpx.Client(verify=matrix.ssl_for("write_a"), timeout=10) as http:

@@ -79,6 +79,9 @@ def test_openapi_document_lists_every_route(dev_cluster: DevCluster) -> None:
         assert kind in doc["components"]["schemas"], kind
 
 
+ACL_ROUTES = {(m, p) for m, p, name, _, _ in ROUTES if name.startswith("acl_")}
+
+
 def _check(doc: dict[str, Any], method: str, path: str, answer: Any) -> None:
     """`answer` fits the schema the document gives for `method path`'s 200."""
     schema = doc["paths"][path][method]["responses"]["200"]["content"]["application/json"]
@@ -196,6 +199,11 @@ def test_real_answers_match_the_documented_schemas(dev_cluster: DevCluster) -> N
     woken = call("POST", "/v1/service/{name}/wake", "/v1/service/sleepy/wake")
     assert woken["groups"] == [{"job": "sleepy", "group": "frontend", "count": 1, "woken": True}]
     call("POST", "/v1/tls/join-token", "/v1/tls/join-token", json={"role": "agent", "ttl": "1m"})
+    call("POST", "/v1/namespaces", "/v1/namespaces", json={"name": "schema", "description": "x"})
+    call("GET", "/v1/namespaces", "/v1/namespaces")
+    call("PUT", "/v1/namespace/{name}/quota", "/v1/namespace/schema/quota", json={"allocs": 5})
+    call("GET", "/v1/namespace/{name}", "/v1/namespace/schema")
+    call("DELETE", "/v1/namespace/{name}", "/v1/namespace/schema")
     # An error answer, too.
     r = c.request("POST", "/v1/jobs", json={"job": {"name": 5}})
     assert r.status_code == 400
@@ -222,6 +230,8 @@ def test_real_answers_match_the_documented_schemas(dev_cluster: DevCluster) -> N
         ("POST", "/v1/tls/join"),
         ("POST", "/v1/tls/renew"),
         ("POST", "/v1/tls/rotate"),
+        # ACL's routes answer only with ACL on: test_acl_matrix.py checks their answers.
+        *ACL_ROUTES,
         # A browser's session (test_web_ui.py logs in and out with a real browser).
         ("POST", "/v1/ui/login"),
         ("POST", "/v1/ui/session"),

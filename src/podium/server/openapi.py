@@ -210,6 +210,21 @@ DOCS: dict[str, Doc] = {
     "ui_login": Doc(v.UiLink),
     "ui_session_open": Doc(v.UiSession, v.UiLogin),
     "ui_session_close": Doc(v.UiLoggedOut),
+    "acl_bootstrap": Doc(v.AclTokenMade),
+    "acl_token_list": Doc(list[v.AclTokenView]),
+    "acl_token_create": Doc(v.AclTokenMade, v.AclTokenCreate),
+    "acl_token_self": Doc(v.AclTokenView),
+    "acl_token_info": Doc(v.AclTokenView),
+    "acl_token_delete": Doc(v.AclTokenView),
+    "acl_policy_list": Doc(list[v.AclPolicyRow]),
+    "acl_policy_info": Doc(v.AclPolicyView),
+    "acl_policy_apply": Doc(v.AclPolicyRow, v.AclPolicyApply),
+    "acl_policy_delete": Doc(v.Deleted),
+    "list_namespaces": Doc(list[v.NamespaceRow]),
+    "create_namespace": Doc(v.NamespaceRow, v.NamespaceCreate),
+    "get_namespace": Doc(v.NamespaceStatus),
+    "set_namespace_quota": Doc(v.NamespaceStatus, v.QuotaFigures),
+    "delete_namespace": Doc(v.Deleted),
 }
 
 _ERRORS = {

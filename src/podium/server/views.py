@@ -573,3 +573,72 @@ class UiSession(View):
 
 class UiLoggedOut(View):
     closed: bool
+
+
+# ------------------------------------------------------ ACL and namespaces
+
+
+class AclTokenView(View):
+    """A token as lists show it: never its secret, nor the secret's hash."""
+
+    accessor: str
+    name: str
+    type: str  # client | management
+    policies: list[str]
+    create_time: float
+    expiration_time: float  # 0: never
+
+
+class AclTokenMade(AclTokenView, kw_only=True, forbid_unknown_fields=True):
+    """A token just made (bootstrap, create): its secret, shown this once."""
+
+    secret: str
+
+
+class AclTokenCreate(View):
+    name: str = ""
+    type: str = "client"
+    policies: list[str] = msgspec.field(default_factory=list)
+    ttl: str | float | None = None  # a duration such as 24h; none: until deleted
+
+
+class AclPolicyRow(View):
+    name: str
+    description: str
+
+
+class AclPolicyView(AclPolicyRow, kw_only=True, forbid_unknown_fields=True):
+    rules: str  # the policy's text (HCL or JSON)
+
+
+class AclPolicyApply(View):
+    rules: str
+    description: str = ""
+
+
+class Deleted(View):
+    deleted: str
+
+
+class NamespaceRow(View):
+    name: str
+    description: str
+    jobs: int
+    allocations: int  # live
+
+
+class QuotaFigures(View):
+    cpu: int = 0
+    memory: int = 0
+    allocs: int = 0
+    jobs: int = 0
+
+
+class NamespaceStatus(NamespaceRow, kw_only=True, forbid_unknown_fields=True):
+    quota: QuotaFigures | None  # none: no limit
+    used: QuotaFigures
+
+
+class NamespaceCreate(View):
+    name: str
+    description: str = ""

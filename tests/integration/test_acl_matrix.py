@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from integration.cluster import DevCluster, wait_until
+from integration.cluster import PODIUM, ROOT, DevCluster, free_port, wait_until
 from podium.server.app import ROUTES
 from support import canary
 
@@ -496,3 +497,40 @@ def test_every_route_times_every_caller_last(matrix: Matrix) -> None:
     print(f"ACL matrix: {cells} cells, {len(mismatches)} mismatches")
     assert not mismatches, "\n".join(mismatches)
     assert cells == len(ROUTES) * len(CALLERS)
+
+
+def test_acl_without_tls_still_needs_a_token(tmp_path: Path) -> None:
+    """No mutual TLS (--insecure) tells no caller apart: with ACL on, a request without a
+    token is refused all the same (Nomad 1.5.0-1.5.2's bypass), and the node, proven by its
+    node secret, keeps working."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    ddir = tmp_path / "dev"
+    with (tmp_path / "dev.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [*PODIUM, "dev", "--acl", "--insecure", "--addr", f"127.0.0.1:{port}",
+             "--data-dir", str(ddir), "--dns-addr", "off", "--ingress-addr", "off"],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        cfg = ddir / "cli.json"
+        wait_until(lambda: cfg.exists() and "token" in cfg.read_text(), timeout=30, what="cli")
+        token = canary.register(json.loads(cfg.read_text())["token"])
+        auth = {"authorization": f"Bearer {token}"}
+
+        def ready() -> bool:
+            nodes = httpx.get(base + "/v1/nodes", headers=auth, timeout=5).json()
+            return bool(nodes) and nodes[0]["status"] == "ready"
+
+        wait_until(ready, timeout=30, what="the node ready (its secret, no token)")
+        with httpx.Client(timeout=10) as http:
+            for path in ("/v1/jobs", "/v1/nodes", "/v1/events", "/v1/acl/tokens"):
+                r = http.get(base + path)
+                assert r.status_code == 401, (path, r.status_code, r.text)
+                r = http.get(base + path, headers={"x-podium-token": "pdm_bogus"})
+                assert r.status_code == 403, (path, r.status_code)
+                r = http.get(base + path, headers=auth)
+                assert r.status_code == 200, (path, r.status_code)
+    finally:
+        proc.terminate()
+        proc.wait(10)

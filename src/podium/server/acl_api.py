@@ -143,6 +143,14 @@ class AclRoutes:
                 f"in namespace {namespace!r} (it needs {capability})",
             )
 
+    def readable_in(self, conn: HTTPConnection, capability: str) -> Callable[[str], bool]:
+        """For @each handlers: which namespaces' objects the list may hold (asked once,
+        even when the list is empty)."""
+        acl = self.readable_acl(conn)
+        if acl is None:
+            return lambda namespace: True
+        return lambda namespace: acl.allows(capability, namespace)
+
     def readable_acl(self, conn: HTTPConnection) -> Acl | None:
         """The caller's Acl for filters of their own (None: ACL off: everything)."""
         conn.scope.setdefault("state", {})[CHECKED] = True

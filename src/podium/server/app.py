@@ -260,11 +260,12 @@ class Api(DataRoutes, TrustRoutes, ForwardRoutes):
 
     async def list_jobs(self, req: Request) -> Response:
         ns = req.query_params.get("namespace")
+        listed = self.readable_in(req, "list-jobs")
         rows = []
         for job in sorted(self.state.jobs.values(), key=lambda j: j.key):
             if ns and ns != "*" and job.namespace != ns:
                 continue
-            if not self.may(req, "list-jobs", job.namespace):
+            if not listed(job.namespace):
                 continue
             allocs = self.state.allocs_of_job(job.namespace, job.name)
             rows.append(
@@ -388,10 +389,11 @@ class Api(DataRoutes, TrustRoutes, ForwardRoutes):
     async def list_deployments(self, req: Request) -> Response:
         ns = req.query_params.get("namespace") or None
         job = req.query_params.get("job", "")
+        readable = self.readable_in(req, "read-job")
         out = [
             d
             for d in dep_ops.listing(self.state, None if ns == "*" else ns)
-            if (not job or d.job == job) and self.may(req, "read-job", d.namespace)
+            if (not job or d.job == job) and readable(d.namespace)
         ]
         return json_response(msgspec.to_builtins(out))
 
@@ -735,7 +737,8 @@ class Api(DataRoutes, TrustRoutes, ForwardRoutes):
             allocs = list(self.state.allocs.values())
         if ns:
             allocs = [a for a in allocs if a.namespace == ns]
-        allocs = [a for a in allocs if self.may(req, "read-job", a.namespace)]
+        readable = self.readable_in(req, "read-job")
+        allocs = [a for a in allocs if readable(a.namespace)]
         return json_response([job_ops.alloc_row(a) for a in allocs])
 
     def _alloc(self, req: Request) -> Allocation:
@@ -981,8 +984,8 @@ class Api(DataRoutes, TrustRoutes, ForwardRoutes):
                 await catalog.wait_service(None, index, timeout=wait)
         ns = req.query_params.get("namespace") or None
         rows = catalog.listing(None if ns == "*" else ns)
-        if self.who(req).role != "agent":  # agents' proxies route to every namespace
-            rows = [r for r in rows if self.may(req, "read-job", str(r["namespace"]))]
+        readable = self.readable_in(req, "read-job")  # agents (no ACL caller): every one
+        rows = [r for r in rows if readable(str(r["namespace"]))]
         return json_response({"index": catalog.last_index, "services": rows})
 
     async def get_service(self, req: Request) -> Response:

@@ -72,8 +72,8 @@ def expect(requires: str, caller: str) -> bool:
         return False
     if requires == "node:read":
         return caller == "read_a"  # its policy grants node read
-    if requires == "operator:read":
-        return caller == "write_b"  # its policy grants operator read
+    if requires in ("operator:read", "agent:read"):
+        return caller == "write_b"  # its policy grants operator and agent read
     if requires in ("node:write", "operator:write"):
         return False
     assert requires.startswith("ns:"), requires
@@ -101,7 +101,8 @@ class Matrix:
         policies = {
             "read-a": 'namespace "a" { policy = "read" }\nnode { policy = "read" }',
             "write-a": 'namespace "a" { policy = "write" }',
-            "write-b": 'namespace "b" { policy = "write" }\noperator { policy = "read" }',
+            "write-b": 'namespace "b" { policy = "write" }\noperator { policy = "read" }\n'
+            'agent { policy = "read" }',
         }
         for name, rules in policies.items():
             c.api("PUT", f"/v1/acl/policy/{name}", json={"rules": rules})

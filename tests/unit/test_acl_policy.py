@@ -96,6 +96,7 @@ def test_the_docs_ready_policies_parse_and_mean_what_they_say() -> None:
     ro = Acl.merge([parse(ready["read-only.hcl"])])
     assert ro.allows("read-job", "any") and not ro.allows("submit-job", "any")
     assert ro.allows_area("operator", "read") and not ro.allows_area("node", "write")
+    assert ro.allows_area("agent", "read") and not ro.allows_area("agent", "write")
     dep = Acl.merge([parse(ready["deployer-a.hcl"])])
     assert dep.allows("alloc-exec", "team-a") and not dep.allows("read-job", "team-b")
     op = Acl.merge([parse(ready["operator.hcl"])])

@@ -6,8 +6,8 @@
     }
     node     { policy = "read" }      # nodes: list, inspect (read); drain, eligibility (write)
     operator { policy = "read" }      # servers, metrics, usage (read); namespaces (write)
-    agent    { policy = "read" }      # what agents' own routes need is their certificate's; here
-                                      # only read/write/deny of the agent area, for symmetry
+    agent    { policy = "read" }      # the servers (members) and agents (metrics targets) that
+                                      # run the cluster; agents' own routes take their certificate
 
 The text is HCL (Nomad's policy syntax) or the same shape in JSON. Merging many policies:
 a capability is allowed in a namespace when some rule whose glob matches it grants it and

@@ -27,6 +27,7 @@ Users' routes name the capability they need, checked when ACL is on (server/acl.
 standing for `operator` (above) when it is off:
 
     operator:read|write   node:read|write      the operator and node areas of a policy
+    agent:read            the agent area: the members and agents the cluster runs
     ns:CAP@SCOPE          a namespace capability (acl/policy.py), checked against the
                           namespace of the OBJECT, found by SCOPE:
         query       the job named in the path, in ?namespace= (default "default")
@@ -81,7 +82,7 @@ BROWSER_REFUSED = frozenset({"reveal-secret"})
 
 _PLAIN = ("public", "any", "management", "agent", "node-register")
 SCOPES = ("query", "path", "alloc", "deployment", "body", "each")
-AREA_WORDS = ("operator:read", "operator:write", "node:read", "node:write")
+AREA_WORDS = ("operator:read", "operator:write", "node:read", "node:write", "agent:read")
 
 
 @dataclass(frozen=True)

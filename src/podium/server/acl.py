@@ -13,9 +13,11 @@ under /acl/ (any server's, through the store watch) empties the cache.
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
+from typing import TypeVar
 
 import msgspec
 
@@ -26,6 +28,8 @@ from podium.server.access import secret_hash
 from podium.store import keys
 from podium.store.base import Compare, Delete, Get, Put, Store
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 TOKEN_HEADER = "x-podium-token"
 ANONYMOUS_POLICY = "anonymous"
 SECRET_PREFIX = "pdm_"  # a secret says what it is (found in a paste, it can be revoked)
@@ -95,10 +99,9 @@ class AclStore:
         kv = await self.store.get(keys.acl_secret(digest))
         if kv is not None:
             tkv = await self.store.get(keys.acl_token(kv.value.decode()))
-            if tkv is not None:
-                tok = msgspec.json.decode(tkv.value, type=AclToken)
-                if hmac.compare_digest(tok.secret_hash, digest):
-                    found = tok
+            tok = _decoded(tkv.value, AclToken) if tkv is not None else None
+            if tok is not None and hmac.compare_digest(tok.secret_hash, digest):
+                found = tok
         if gen == self._gen:  # nothing changed while reading: safe to keep
             self._tokens[digest] = found
         return found
@@ -108,7 +111,7 @@ class AclStore:
             return self._policies[name]
         gen = self._gen
         kv = await self.store.get(keys.acl_policy(name))
-        found = msgspec.json.decode(kv.value, type=AclPolicy) if kv else None
+        found = _decoded(kv.value, AclPolicy) if kv else None
         if found is not None:
             found.revision = kv.mod_rev if kv else 0
         if gen == self._gen:
@@ -161,13 +164,14 @@ class AclStore:
 
     async def tokens(self) -> list[AclToken]:
         kvs, _ = await self.store.list(keys.ACL_TOKENS)
-        return [msgspec.json.decode(kv.value, type=AclToken) for kv in kvs]
+        return [t for t in (_decoded(kv.value, AclToken) for kv in kvs) if t is not None]
 
     async def token(self, accessor: str) -> AclToken:
         kv = await self.store.get(keys.acl_token(accessor))
-        if kv is None:
+        found = _decoded(kv.value, AclToken) if kv is not None else None
+        if found is None:
             raise NotFound(f"no ACL token {accessor!r}")
-        return msgspec.json.decode(kv.value, type=AclToken)
+        return found
 
     async def find_token(self, ref: str) -> AclToken:
         """By accessor, or a unique prefix of one."""
@@ -195,13 +199,24 @@ class AclStore:
 
     async def policies(self) -> list[AclPolicy]:
         res = await self.store.txn([], [Get(keys.ACL_POLICIES, prefix=True)])
-        return [msgspec.json.decode(kv.value, type=AclPolicy) for kv in res.reads[0]]
+        found = (_decoded(kv.value, AclPolicy) for kv in res.reads[0])
+        return [p for p in found if p is not None]
 
     async def delete_policy(self, name: str) -> None:
         if await self.policy(name) is None:
             raise NotFound(f"no ACL policy {name!r}")
         await self.store.delete(keys.acl_policy(name))
         self.changed()
+
+
+def _decoded(value: bytes, kind: type[T]) -> T | None:
+    """A stored token or policy, or None when the value does not decode (a restored or
+    damaged store): it then grants nothing, and nothing crashes."""
+    try:
+        return msgspec.json.decode(value, type=kind)
+    except msgspec.DecodeError:
+        log.error("a stored %s does not decode: ignored", kind.__name__)
+        return None
 
 
 def _new_token(

@@ -17,13 +17,12 @@ one policy says deny.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-
-import hcl  # pyhcl: HCL 1, the syntax of Nomad's policies
 
 from podium.errors import Problem, ValidationError
 
@@ -79,12 +78,26 @@ class Rules:
     areas: tuple[tuple[str, str], ...] = ()  # (area, level)
 
 
+@functools.cache
+def _hcl() -> Any:
+    """One HCL parser: pyhcl builds its parse tables (~50 ms) for every parser made."""
+    from hcl.parser import HclParser
+
+    return HclParser()
+
+
 def parse(text: str, *, what: str = "rules") -> Rules:
     """A policy's text (HCL or JSON) as Rules; every problem named by its path."""
     if len(text.encode()) > MAX_POLICY_BYTES:
         raise ValidationError([Problem(what, f"expected at most {MAX_POLICY_BYTES} bytes")])
+    return _parse(text, what)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(text: str, what: str) -> Rules:
+    """Parsed once per text (the server parses a policy whenever its cache was emptied)."""
     try:
-        raw: Any = json.loads(text) if text.lstrip().startswith("{") else hcl.loads(text)
+        raw: Any = json.loads(text) if text.lstrip().startswith("{") else _hcl().parse(text)
     except Exception as e:  # pyhcl raises ValueError and its own lexer errors
         raise ValidationError([Problem(what, f"not a valid policy (HCL or JSON): {e}")]) from None
     if not isinstance(raw, dict):

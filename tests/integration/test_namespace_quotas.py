@@ -5,8 +5,11 @@ refused, namespace b is unaffected; cpu and job counts are held too; status show
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,3 +101,52 @@ def test_cpu_and_job_counts_and_lowered_quotas(cluster: DevCluster, tmp_path: Pa
     assert bad.status_code == 400, bad.text
     assert {p["path"] for p in bad.json()["problems"]} == {"cpu", "pods"}
     assert json.loads(c.cli("namespace", "status", "c", "--json", check=True).stdout)["quota"]
+
+
+FAILING = """\
+name: flaky
+namespace: d
+groups:
+  - name: g
+    count: 2
+    restart: {attempts: 0, mode: fail}
+    reschedule: {delay: 1s, unlimited: true}
+    update: {min_healthy_time: 0s}
+    tasks:
+      - name: t
+        config: {command: sleep, args: ["600"]}
+        resources: {cpu: 10, memory: 16}
+"""
+
+
+def test_a_replacement_past_the_quota_stays_pending_with_the_reason(
+    cluster: DevCluster, tmp_path: Path
+) -> None:
+    """A quota lowered under what runs stops nothing; a copy that fails is replaced only
+    while the quota leaves room: here it stays pending, the reason in `job status` and in
+    a job.quota_held event."""
+    c = cluster
+    c.cli("namespace", "create", "d", check=True)
+    path = tmp_path / "flaky.yaml"
+    path.write_text(FAILING)
+    c.cli("job", "run", str(path), "--detach", check=True)
+    wait_until(lambda: running(c, "flaky", "d") == 2, timeout=30, what="2 copies running")
+    c.cli_json("namespace", "quota", "set", "d", "--allocs", "1")
+    victim = c.api("GET", "/v1/job/flaky", params={"namespace": "d"})["allocations"][0]
+    # The copy's task dies: restart attempts 0, so the alloc fails and is rescheduled.
+    pid = c.api("GET", f"/v1/allocation/{victim['id']}")["task_states"]["t"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+
+    def held() -> Any:
+        s = c.cli_json("job", "status", "flaky", "-n", "d")
+        fails = s["placement_failures"]
+        return fails and "quota of namespace 'd'" in fails[0]["message"] and s
+
+    status = wait_until(held, timeout=30, what="the replacement held by the quota")
+    assert "allocs quota 1" in status["placement_failures"][0]["message"], status
+    assert running(c, "flaky", "d") == 1
+    events = c.cli_json("events", "--key", "flaky", "--limit", "0")
+    assert any(e["type"] == "job.quota_held" for e in events), [e["type"] for e in events]
+    # Room again: the held copy is placed (the controller looks again on its own).
+    c.cli_json("namespace", "quota", "set", "d", "--allocs", "2")
+    wait_until(lambda: running(c, "flaky", "d") == 2, timeout=30, what="placed once room is back")

@@ -19,7 +19,8 @@ import msgspec
 
 from podium.errors import Forbidden
 from podium.model.tenancy import Namespace, Quota
-from podium.model.types import Group, Job
+from podium.model.types import Group, Job, PlacementFailure
+from podium.scheduler.reconcile import Placement, Reconciliation
 from podium.server.state import ClusterState
 from podium.store import keys
 
@@ -143,3 +144,67 @@ def room_for(state: ClusterState, quota: Quota | None, job: Job, group: Group) -
         if limit and each:
             limits.append(max(0, (limit - have) // each))
     return min(limits) if limits else None
+
+
+class QuotaGate:
+    """The placement controller's side: copies a round would add beyond a namespace's quota
+    (a reschedule, a replacement, a scale the autoscaler made) are held back, pending, with
+    the reason as a placement failure (`job status`) and a `job.quota_held` event."""
+
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
+        self.quotas: dict[str, Quota] = {}
+        self._used: dict[str, Usage] = {}
+        self.held: set[str] = set()  # job keys held back in the last round
+
+    async def load(self) -> None:
+        """The quotas, read once per round (and the round's running sums reset)."""
+        kvs, _ = await self.state.store.list(keys.NAMESPACES)
+        self.quotas = {}
+        for kv in kvs:
+            try:
+                ns = msgspec.json.decode(kv.value, type=Namespace)
+            except msgspec.DecodeError:
+                continue
+            if ns.quota is not None:
+                self.quotas[ns.name] = ns.quota
+        self._used = {}
+
+    def hold(self, job: Job, rec: Reconciliation) -> list[PlacementFailure]:
+        """Trim `rec.place` to what the quota leaves; one failure per group held back."""
+        quota = self.quotas.get(job.namespace)
+        if quota is None or not rec.place:
+            return []
+        ns = job.namespace
+        used = self._used.get(ns) or usage(self.state, ns)
+        kept: list[Placement] = []
+        held: dict[str, int] = {}
+        why = ""
+        for p in rec.place:
+            if p.previous is not None and p.previous.live:
+                kept.append(p)  # takes a live copy's place: the namespace holds no more
+                continue
+            g = job.group(p.group)
+            r = g.resources() if g is not None else None
+            would = used + Usage(r.cpu if r else 0, r.memory if r else 0, 1, 0)
+            over = [
+                f"{field} quota {getattr(quota, field)} {unit}, {getattr(used, field)} in use"
+                for field, unit in FIGURES[:3]
+                if getattr(quota, field) and getattr(would, field) > getattr(quota, field)
+            ]
+            if over:
+                held[p.group] = held.get(p.group, 0) + 1
+                why = why or over[0]
+                continue
+            used = would
+            kept.append(p)
+        self._used[ns] = used
+        rec.place = kept
+        return [
+            PlacementFailure(
+                group=group,
+                unplaced=n,
+                message=f"held by the quota of namespace {ns!r}: {why}",
+            )
+            for group, n in held.items()
+        ]

@@ -41,7 +41,9 @@ from podium.runtime.slices import Slicer
 from podium.scheduler import ClusterSnapshot, Reconciliation, reconcile, schedule_into
 from podium.scheduler.preempt import Candidate
 from podium.server.deployments import write_ops
+from podium.server.events import event_put
 from podium.server.metrics import ServerMetrics
+from podium.server.namespace_quota import QuotaGate
 from podium.server.plan_apply import ApplyResult, PlanApplier
 from podium.server.state import ClusterState
 from podium.store import keys
@@ -99,6 +101,7 @@ class PlacementController:
         self.settings = settings or PlacementSettings()
         self.metrics = metrics or ServerMetrics(None)
         self.applier = PlanApplier(state, metrics=self.metrics)
+        self.quotas = QuotaGate(state)  # namespaces' quotas hold back what would pass them
         self._dirty: set[str] = set()
         self._swept: set[str] = set()  # marked by a sweep only: after the changed ones
         self._wake = asyncio.Event()
@@ -240,6 +243,7 @@ class PlacementController:
         return self._snapshot
 
     async def evaluate(self, job_keys: list[str]) -> None:
+        await self.quotas.load()
         now = self.clock.now()
         # The round works in slices, giving the event loop a turn every `slice` seconds:
         # the leader's lease keepalive and the heartbeats share it, and a round over a
@@ -298,6 +302,7 @@ class PlacementController:
         lost = await self._write_deployments(decided, now)
         plans: list[Plan] = []
         updates: list[Allocation] = []
+        quota_events: list[Op] = []
         placements = 0
         timing = self.metrics.scheduling if self.metrics.on else None
         for key, job, rec in decided:
@@ -309,6 +314,7 @@ class PlacementController:
             if rec.reschedule_later:
                 self._later[key] = min(rec.reschedule_later.values())
             ns, _, name = key.partition("/")
+            held = self.quotas.hold(job, rec) if job is not None else []
             if job is not None:
                 eval_id = f"{key}@{uuid.uuid4()}"
                 # Taken into the round's snapshot at once: the plans in flight count for
@@ -319,6 +325,21 @@ class PlacementController:
             else:
                 plan = rec.stop_plan(ns, name)
                 snapshot.apply(plan)
+            if held:
+                plan.failures.extend(held)
+                if key not in self.quotas.held:
+                    quota_events.append(
+                        event_put(
+                            "job.quota_held",
+                            "; ".join(f.message for f in held),
+                            namespace=ns,
+                            job=name,
+                            now=now,
+                        )
+                    )
+                self.quotas.held.add(key)
+            else:
+                self.quotas.held.discard(key)
             while snapshot.index_adopted(_SNAPSHOT_STEP):  # a lookup would do it at once
                 await slicer.tick()
             if plan.failures:
@@ -338,6 +359,8 @@ class PlacementController:
         await self._commit(round_, plans, updates, now)
         while round_.inflight:
             await self._settle(round_)
+        if quota_events:
+            await self.state.store.txn([], quota_events)
 
     async def _commit(
         self, round_: _Round, plans: list[Plan], updates: list[Allocation], now: float

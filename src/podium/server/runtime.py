@@ -127,8 +127,12 @@ class ServerContext:
     node_secrets: dict[str, str] = field(default_factory=dict)  # --insecure: id -> hash
     ui: UiSessions | None = None  # the web UI's browser sessions (TLS on)
     acl: AclStore | None = None  # None: ACL off (every authenticated user may do anything)
-    namespaces: Namespaces | None = None
+    namespaces: Namespaces | None = None  # made from `state` when not given
     audit: AuditLog | None = None
+
+    def __post_init__(self) -> None:
+        if self.namespaces is None:
+            self.namespaces = Namespaces(self.state)
 
 
 class Server:

@@ -417,6 +417,26 @@ def test_bootstrap_without_acl_says_why_not(tmp_path: Path) -> None:
         c.stop()
 
 
+def test_the_anonymous_policy_is_what_no_token_gets(matrix: Matrix) -> None:
+    c = matrix.c
+    assert _get(matrix, "none", "/v1/jobs").status_code == 401
+    c.api("PUT", "/v1/acl/policy/anonymous", json={"rules": 'namespace "a" { policy = "read" }'})
+    try:
+        jobs = wait_until(
+            lambda: (r := _get(matrix, "none", "/v1/jobs")).status_code == 200 and r.json(),
+            timeout=10,
+            what="the anonymous policy in force",
+        )
+        assert {j["namespace"] for j in jobs} == {"a"}
+        assert _get(matrix, "none", f"/v1/allocation/{matrix.alloc['jb']}").status_code == 401
+        with httpx.Client(verify=matrix.ssl_for("none"), timeout=10) as http:
+            r = http.post(f"{c.addr}/v1/allocation/{matrix.alloc['ja']}/restart")
+        assert r.status_code == 401, r.text  # read only
+    finally:
+        c.api("DELETE", "/v1/acl/policy/anonymous")
+    wait_until(lambda: _get(matrix, "none", "/v1/jobs").status_code == 401, timeout=10)
+
+
 def test_a_token_cannot_grant_itself_a_policy(matrix: Matrix) -> None:
     rules = 'namespace "*" { policy = "write" }\noperator { policy = "write" }'
     with httpx.Client(verify=matrix.ssl_for("write_a"), timeout=10) as http:

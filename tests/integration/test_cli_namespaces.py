@@ -61,6 +61,8 @@ def test_job_run_follows_the_files_namespace_and_n_reaches_it(
     assert code == 0 and json.loads(out) == []
     code, out = cli(cluster, "job", "status", "--json")
     assert [(j["namespace"], j["name"]) for j in json.loads(out)] == [("team", "nsjob")]
+    code, out = cli(cluster, "job", "status", "--json", "-n", "*")
+    assert [(j["namespace"], j["name"]) for j in json.loads(out)] == [("team", "nsjob")], out
 
     code, out = cli(cluster, "job", "history", "nsjob", "--namespace", "team")
     assert code == 0 and "version 0" in out

@@ -7,8 +7,8 @@ running copies are never touched.
         asked: the job's groups, count x resources (system jobs: x ready nodes)
         used + asked > quota (any figure) ─► Forbidden naming the quota, the request, the use
 
-`usage` is what `podium namespace status` shows. (The autoscaler's limit hook lives in
-server/quotas.py of the autoscaling work; it can ask `room_for` here.)
+`usage` is what `podium namespace status` shows; the autoscaler's limit
+(server/quotas.py) asks `room_for`.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def room_for(state: ClusterState, quota: Quota | None, job: Job, group: Group) -
         return None
     others = usage(state, job.namespace, excluding=job.key)
     rest = asked(
-        state, msgspec.structs.replace(job, groups=[g for g in job.groups if g is not group])
+        state, msgspec.structs.replace(job, groups=[g for g in job.groups if g.name != group.name])
     )
     used = others + rest
     r = group.resources()
@@ -168,6 +168,7 @@ class QuotaGate:
                 continue
             if ns.quota is not None:
                 self.quotas[ns.name] = ns.quota
+        self.state.quotas = dict(self.quotas)
         self._used = {}
 
     def hold(self, job: Job, rec: Reconciliation) -> list[PlacementFailure]:

@@ -101,6 +101,9 @@ class ClusterState:
         # Per job key, likewise: what a cache of a job's alloc rows is keyed by.
         self.job_index: dict[str, int] = defaultdict(int)
         self.usage: dict[str, NodeUsage] = defaultdict(NodeUsage)
+        # Namespaces' quotas (namespace -> model.tenancy.Quota) as the placement controller
+        # last read them (namespace_quota.QuotaGate); the autoscaler's limit reads them.
+        self.quotas: dict[str, Any] = {}
         # Last placement failures per job key, set by the placement controller.
         self.placement_failures: dict[str, list[PlacementFailure]] = {}
         # Rounds each leader controller has completed (its name -> count): proof for tests

@@ -192,6 +192,8 @@ class Matrix:
             "job_version": (ja | {"version": "0"}, q),
             "revert_job": (ja, q | {"json": {"version": 0}}),
             "scale_job": (ja, q | {"json": {"group": "g", "count": 1}}),
+            "job_scaling": (ja, q),
+            "wake_service": ({"name": "nothing"}, q),
             "dispatch_job": (ja, q | {"json": {}}),
             "force_periodic": (ja, q),
             "list_deployments": ({}, {}),

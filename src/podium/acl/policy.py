@@ -36,10 +36,14 @@ CAPABILITIES = (
     "alloc-exec",
     "alloc-lifecycle",
     "scale-job",
+    "read-config",
+    "write-config",
+    "read-secret",
+    "write-secret",
     "deny",
 )
 SHORTHANDS: dict[str, frozenset[str]] = {
-    "read": frozenset({"list-jobs", "read-job"}),
+    "read": frozenset({"list-jobs", "read-job", "read-config"}),
     "scale": frozenset({"list-jobs", "read-job", "scale-job"}),
     "write": frozenset(CAPABILITIES) - {"deny"},
     "deny": frozenset({"deny"}),

@@ -33,7 +33,7 @@ from support import canary
 pytestmark = pytest.mark.integration
 
 CALLERS = ("none", "read_a", "write_a", "write_b", "expired", "node", "management")
-READ = {"list-jobs", "read-job"}
+READ = {"list-jobs", "read-job", "read-config"}  # the read shorthand
 
 
 def _job(name: str, ns: str) -> dict[str, Any]:

@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import socket
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from podium.agent.mesh import MeshGateway
 from podium.errors import ValidationError
 from podium.proxy import Endpoint, Proxy, Route, UpstreamConfig
+from podium.tls import pki
+from podium.tls.context import ServerTLS, client_context
+from podium.tls.files import Credentials
 
 pytestmark = pytest.mark.integration
 
@@ -541,3 +547,52 @@ async def test_standalone_process_serves_and_reports_its_port(proxy: Proxy) -> N
     finally:
         proc.terminate()
         assert await proc.wait() == 0
+
+
+async def test_tcp_mode_through_a_mesh_gateway_ends_with_the_server_and_warns_nothing(
+    proxy: Proxy, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another node's copy, reached over mutual TLS through its node's mesh gateway: the
+    bytes go both ways, and the server's close ends the client's connection without
+    asyncio's 'returning true from eof_received() has no effect when using ssl' (a TLS
+    transport cannot half close: once per mesh connection in an agent's log)."""
+
+    async def shout(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write((await reader.readline()).upper())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(shout, "127.0.0.1", 0)
+    target = server.sockets[0].getsockname()[1]
+    ca_cert, ca_key = pki.create_ca()
+    creds = {}
+    for node in ("a", "b"):
+        key = pki.make_key()
+        cert = pki.issue(ca_cert, ca_key, key.public_key(), role="agent", name=node)
+        creds[node] = Credentials.in_dir(str(tmp_path), node)
+        creds[node].save(chain_pem=pki.cert_pem(cert), key=key, ca_pem=pki.cert_pem(ca_cert))
+    gateway = MeshGateway(
+        "127.0.0.1", 0, ServerTLS(creds["b"], require_client_cert=True), {target}.__contains__
+    )
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    caplog.set_level(logging.WARNING)
+    async with asyncio.TaskGroup() as tg:
+        run = tg.create_task(gateway.run(ready))
+        host, _, gport = (await ready).rpartition(":")
+        via = Endpoint(
+            "e", "127.0.0.1", target, via=(host, int(gport)), tls_name=pki.node_name("b"),
+            ssl=client_context(creds["a"]),
+        )  # fmt: skip
+        proxy.set_endpoints("echo", [via])
+        port = free_port()
+        await proxy.listen_upstream("echo", "127.0.0.1", port, cfg(mode="tcp"))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"hello\n")
+        async with asyncio.timeout(5):
+            assert await reader.read() == b"HELLO\n"  # read() ends with the server's close
+        writer.close()
+        run.cancel()
+    server.close()
+    await server.wait_closed()
+    assert gateway.connections == 1
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []

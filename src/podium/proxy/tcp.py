@@ -41,7 +41,10 @@ class TCPUpstream(asyncio.Protocol):
             return False
         if d.transport.can_write_eof():
             d.transport.write_eof()
-        return True  # keep sending what the client still writes (half close)
+        # keep sending what the client still writes (half close); a TLS connection (another
+        # node's mesh gateway) cannot half close: it closes after its peer's close_notify
+        t = self.transport
+        return t is None or t.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.down.upstream_lost()

@@ -15,6 +15,14 @@ and the p99 latency it adds over going direct; each figure is the median of
 `ratio_vs_haproxy=R`, R = HAProxy's CPU per request / podium's, for L7 (higher is
 better; 1.0 = as lean).
 
+Beside podium's plain figures, the same proxy with mutual TLS between nodes ("podium
+mTLS"): the backends count as another node's, reached as an agent's proxy reaches them
+in a TLS cluster, through that node's mesh gateway (benchmarks/mesh_gateway.py: the
+agent's own gateway as a process, on the load generator's core by default, its CPU
+printed apart). The proxy holds an agent certificate of a CA made for the run and checks
+the gateway's. Printed per mode: its requests/s and CPU per request beside plain
+podium's, and the ratio of the two (plain's CPU per request / mTLS's).
+
 Run: .venv/bin/python benchmarks/proxy.py [--duration 10] [--connections 50] [--rounds 3]
 (not part of CI; installs nginx, haproxy and wrk with apt-get when missing and root).
 """
@@ -33,6 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import tools
+
+from podium.tls import pki
+from podium.tls.files import Credentials
 
 TOOLS = {"nginx": "nginx", "haproxy": "haproxy", "wrk": "wrk"}  # binary -> apt package
 BODY = "x" * 64
@@ -79,10 +90,15 @@ class Result:
     requests: int
     p99_ms: float
     cpu_s: float = 0.0
+    gateway_cpu_s: float = 0.0  # podium mTLS: the other node's mesh gateway
 
     @property
     def cpu_per_10k(self) -> float:
         return self.cpu_s / self.requests * 10_000 if self.requests else float("nan")
+
+    @property
+    def gateway_per_10k(self) -> float:
+        return self.gateway_cpu_s / self.requests * 10_000 if self.requests else float("nan")
 
 
 def median(rs: list[Result]) -> Result:
@@ -94,6 +110,7 @@ def median(rs: list[Result]) -> Result:
         requests=by_cpu.requests,
         p99_ms=sorted(r.p99_ms for r in rs)[mid],
         cpu_s=by_cpu.cpu_s,
+        gateway_cpu_s=by_cpu.gateway_cpu_s,
     )
 
 
@@ -177,22 +194,78 @@ def bench_haproxy(mode: str, a: int, b: int, work: Path, args: argparse.Namespac
         stop(proc)
 
 
-def bench_podium(mode: str, a: int, b: int, args: argparse.Namespace) -> Result:
+@dataclass
+class Mesh:
+    """Two nodes' agent certificates of one CA: the proxy's and the gateway's."""
+
+    proxy: Credentials
+    gateway: Credentials
+    gateway_node: str = "bench-b"
+
+
+def make_mesh(work: Path) -> Mesh:
+    ca_cert, ca_key = pki.create_ca(common_name="podium benchmark CA")
+    creds = {}
+    for node in ("bench-a", "bench-b"):
+        key = pki.make_key()
+        cert = pki.issue(ca_cert, ca_key, key.public_key(), role="agent", name=node)
+        c = creds[node] = Credentials.in_dir(str(work / "tls"), node)
+        c.save(chain_pem=pki.cert_pem(cert), key=key, ca_pem=pki.cert_pem(ca_cert))
+    return Mesh(creds["bench-a"], creds["bench-b"])
+
+
+def listening(proc: subprocess.Popen[str], what: str) -> str:
+    """The address a child prints once it is ready ("listening on HOST:PORT")."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("listening on"):
+        raise RuntimeError(f"{what} did not start: {line!r}")
+    return line.split()[-1]
+
+
+def bench_podium(
+    mode: str, a: int, b: int, args: argparse.Namespace, mesh: Mesh | None = None
+) -> Result:
+    """podium's proxy to the backends: straight, or (mesh) through another node's mesh
+    gateway over mutual TLS; `gateway_cpu_s` of the result is the gateway's CPU."""
     port = free_port()
     cmd = [
         sys.executable, "-m", "podium.proxy", "--listen", f"127.0.0.1:{port}", "--mode", mode,
         "--backend", f"127.0.0.1:{a}", "--backend", f"127.0.0.1:{b}",
     ]  # fmt: skip
-    proc = start(cmd, args.proxy_cpu, stdout=subprocess.PIPE)
+    gateway = None
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("listening on"):
-            raise RuntimeError(f"podium proxy did not start: {line!r}")
-        run_wrk(port, _warmup(args), proc.pid)
-        return run_wrk(port, args, proc.pid)
+        if mesh is not None:
+            g = mesh.gateway
+            gw_cmd = [
+                sys.executable, str(Path(__file__).with_name("mesh_gateway.py")),
+                "--listen", "127.0.0.1:0", "--allow", str(a), "--allow", str(b),
+                "--tls-ca", g.ca, "--tls-cert", g.cert, "--tls-key", g.key,
+            ]  # fmt: skip
+            gateway = start(
+                gw_cmd,
+                args.gateway_cpu or args.load_cpu,
+                stdout=subprocess.PIPE,
+            )
+            p = mesh.proxy
+            cmd += [
+                "--via", listening(gateway, "the mesh gateway"),
+                "--tls-ca", p.ca, "--tls-cert", p.cert, "--tls-key", p.key,
+                "--tls-name", pki.node_name(mesh.gateway_node),
+            ]  # fmt: skip
+        proc = start(cmd, args.proxy_cpu, stdout=subprocess.PIPE)
+        try:
+            listening(proc, "podium proxy")
+            run_wrk(port, _warmup(args), proc.pid)
+            before = cpu_seconds(gateway.pid) if gateway else 0.0
+            result = run_wrk(port, args, proc.pid)
+            result.gateway_cpu_s = (cpu_seconds(gateway.pid) - before) if gateway else 0.0
+            return result
+        finally:
+            stop(proc)
     finally:
-        stop(proc)
+        if gateway is not None:
+            stop(gateway)
 
 
 def _warmup(args: argparse.Namespace) -> argparse.Namespace:
@@ -206,11 +279,15 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3, help="measurements per proxy; medians shown")
     p.add_argument("--proxy-cpu", default="0", help="core the proxy under test runs on")
     p.add_argument("--load-cpu", default="1", help="core wrk and nginx run on")
+    p.add_argument(
+        "--gateway-cpu", default="", help="core the mTLS runs' mesh gateway runs on (--load-cpu)"
+    )
     args = p.parse_args()
     tools.ensure(TOOLS)
     a, b = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="podium-bench-proxy-") as tmp:
         work = Path(tmp)
+        mesh = make_mesh(work)
         (work / "nginx.conf").write_text(NGINX_CONF.format(dir=tmp, a=a, b=b, body=BODY))
         nginx = start(
             [
@@ -230,17 +307,23 @@ def main() -> int:
             print(f"direct (nginx):   {direct.rps:10.0f} rps  p99 {direct.p99_ms:7.3f} ms")
             results: dict[tuple[str, str], Result] = {}
             for mode, label in (("tcp", "L4"), ("http", "L7")):
-                runs: dict[str, list[Result]] = {"haproxy": [], "podium": []}
-                for _ in range(args.rounds):  # interleaved, so both meet the same noise
+                runs: dict[str, list[Result]] = {"haproxy": [], "podium": [], "podium mTLS": []}
+                for _ in range(args.rounds):  # interleaved, so all meet the same noise
                     runs["haproxy"].append(bench_haproxy(mode, a, b, work, args))
                     runs["podium"].append(bench_podium(mode, a, b, args))
+                    runs["podium mTLS"].append(bench_podium(mode, a, b, args, mesh))
                 for name, rs in runs.items():
                     r = results[(name, mode)] = median(rs)
+                    gateway = (
+                        f"  + gateway {r.gateway_per_10k * 100:5.1f} us/req"
+                        if name == "podium mTLS"
+                        else ""
+                    )
                     print(
-                        f"{label} {name:8s} {r.rps:10.0f} rps  "
+                        f"{label} {name:11s} {r.rps:10.0f} rps  "
                         f"cpu {r.cpu_per_10k:6.3f} s/10k req ({r.cpu_per_10k * 100:5.1f} us/req)  "
                         f"p99 {r.p99_ms:7.3f} ms (+{r.p99_ms - direct.p99_ms:.3f} ms over direct)"
-                        f"  [cpu us/req per round: "
+                        f"{gateway}  [cpu us/req per round: "
                         f"{', '.join(f'{x.cpu_per_10k * 100:.1f}' for x in rs)}]",
                         flush=True,
                     )
@@ -248,6 +331,14 @@ def main() -> int:
             stop(nginx)
     l4 = results[("haproxy", "tcp")].cpu_per_10k / results[("podium", "tcp")].cpu_per_10k
     l7 = results[("haproxy", "http")].cpu_per_10k / results[("podium", "http")].cpu_per_10k
+    for mode, label in (("tcp", "L4"), ("http", "L7")):
+        plain, mtls = results[("podium", mode)], results[("podium mTLS", mode)]
+        print(
+            f"{label} podium with mTLS between nodes: {mtls.rps:.0f} rps against {plain.rps:.0f} "
+            f"plain; the proxy's cpu per request plain/mTLS = "
+            f"{plain.cpu_per_10k / mtls.cpu_per_10k:.2f} (the gateway adds "
+            f"{mtls.gateway_per_10k * 100:.1f} us/req on the other node)"
+        )
     print(f"L4 cpu ratio (haproxy/podium) = {l4:.2f}")
     print(f"ratio_vs_haproxy={l7:.2f}")
     return 0

@@ -11,11 +11,13 @@ import contextlib
 import logging
 import re
 import socket
+import struct
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -549,6 +551,53 @@ async def test_standalone_process_serves_and_reports_its_port(proxy: Proxy) -> N
         assert await proc.wait() == 0
 
 
+def _mesh_creds(tmp_path: Path) -> dict[str, Credentials]:
+    """Agent certificates of one CA for nodes a (the proxy's) and b (the gateway's)."""
+    ca_cert, ca_key = pki.create_ca()
+    creds = {}
+    for node in ("a", "b"):
+        key = pki.make_key()
+        cert = pki.issue(ca_cert, ca_key, key.public_key(), role="agent", name=node)
+        creds[node] = Credentials.in_dir(str(tmp_path), node)
+        creds[node].save(chain_pem=pki.cert_pem(cert), key=key, ca_pem=pki.cert_pem(ca_cert))
+    return creds
+
+
+@contextlib.asynccontextmanager
+async def _through_mesh(
+    proxy: Proxy, tmp_path: Path, serve: Any, config: UpstreamConfig
+) -> AsyncIterator[tuple[int, MeshGateway]]:
+    """A tcp listener of `proxy` whose one endpoint (`serve`) is another node's: reached
+    over mutual TLS through that node's mesh gateway. Yields the listener's port."""
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    target = server.sockets[0].getsockname()[1]
+    creds = _mesh_creds(tmp_path)
+    gateway = MeshGateway(
+        "127.0.0.1", 0, ServerTLS(creds["b"], require_client_cert=True), {target}.__contains__
+    )
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    async with asyncio.TaskGroup() as tg:
+        run = tg.create_task(gateway.run(ready))
+        host, _, gport = (await ready).rpartition(":")
+        via = Endpoint(
+            "e", "127.0.0.1", target, via=(host, int(gport)), tls_name=pki.node_name("b"),
+            ssl=client_context(creds["a"]),
+        )  # fmt: skip
+        proxy.set_endpoints("echo", [via])
+        port = free_port()
+        await proxy.listen_upstream("echo", "127.0.0.1", port, config)
+        try:
+            yield port, gateway
+        finally:
+            run.cancel()
+            server.close()
+            await server.wait_closed()
+
+
+def _asyncio_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+
+
 async def test_tcp_mode_through_a_mesh_gateway_ends_with_the_server_and_warns_nothing(
     proxy: Proxy, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -562,37 +611,51 @@ async def test_tcp_mode_through_a_mesh_gateway_ends_with_the_server_and_warns_no
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(shout, "127.0.0.1", 0)
-    target = server.sockets[0].getsockname()[1]
-    ca_cert, ca_key = pki.create_ca()
-    creds = {}
-    for node in ("a", "b"):
-        key = pki.make_key()
-        cert = pki.issue(ca_cert, ca_key, key.public_key(), role="agent", name=node)
-        creds[node] = Credentials.in_dir(str(tmp_path), node)
-        creds[node].save(chain_pem=pki.cert_pem(cert), key=key, ca_pem=pki.cert_pem(ca_cert))
-    gateway = MeshGateway(
-        "127.0.0.1", 0, ServerTLS(creds["b"], require_client_cert=True), {target}.__contains__
-    )
-    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     caplog.set_level(logging.WARNING)
-    async with asyncio.TaskGroup() as tg:
-        run = tg.create_task(gateway.run(ready))
-        host, _, gport = (await ready).rpartition(":")
-        via = Endpoint(
-            "e", "127.0.0.1", target, via=(host, int(gport)), tls_name=pki.node_name("b"),
-            ssl=client_context(creds["a"]),
-        )  # fmt: skip
-        proxy.set_endpoints("echo", [via])
-        port = free_port()
-        await proxy.listen_upstream("echo", "127.0.0.1", port, cfg(mode="tcp"))
+    async with _through_mesh(proxy, tmp_path, shout, cfg(mode="tcp")) as (port, gateway):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"hello\n")
         async with asyncio.timeout(5):
             assert await reader.read() == b"HELLO\n"  # read() ends with the server's close
         writer.close()
-        run.cancel()
-    server.close()
-    await server.wait_closed()
     assert gateway.connections == 1
-    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+    assert _asyncio_logs(caplog) == []
+
+
+async def test_tcp_mode_through_a_mesh_gateway_ends_cleanly_after_a_client_reset(
+    proxy: Proxy, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client's side ends first (a reset, as a load generator's exit sends): the
+    proxy closes its TLS connection to the gateway, whose answering close_notify reaches
+    a proxy whose client connection is gone and must not pass an EOF on to it (uvloop
+    raised 'the handler is closed', logged once per connection)."""
+    served = asyncio.Event()
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while line := await reader.readline():
+                writer.write(line)
+                await writer.drain()
+        served.set()
+        writer.close()
+
+    def gateway_busy() -> bool:
+        return any(
+            t.get_coro().__qualname__ == "MeshGateway._handle"  # type: ignore[union-attr]
+            for t in asyncio.all_tasks()
+        )
+
+    caplog.set_level(logging.WARNING)
+    async with _through_mesh(proxy, tmp_path, echo, cfg(mode="tcp")) as (port, gateway):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"hello\n")
+        async with asyncio.timeout(5):
+            assert await reader.readline() == b"hello\n"
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()  # a reset, not a FIN
+            await served.wait()
+            while gateway_busy():  # until the gateway's side of the TLS connection ends
+                await asyncio.sleep(0.01)
+    assert gateway.connections == 1
+    assert _asyncio_logs(caplog) == []

@@ -37,7 +37,7 @@ class TCPUpstream(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.eof = True
         d = self.down
-        if d.eof:
+        if d.eof or d.closed:  # nothing left to pass the EOF on to (its client has gone)
             return False
         if d.transport.can_write_eof():
             d.transport.write_eof()

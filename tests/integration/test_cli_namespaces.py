@@ -115,6 +115,15 @@ def test_namespaces_are_made_listed_and_deleted_only_when_empty(
     assert code == 1 and "holds 1 job" in out and "haunt" in out, out
     code, out = cli(cluster, "job", "stop", "haunt", "-n", "ghost", "--purge", "--detach")
     assert code == 0, out
+    # A config (or secret) left behind would be read by the next namespace of that name.
+    code, out = cli(cluster, "config", "put", "-n", "nowhere", "app/x", "k=v")
+    assert code == 1 and "namespace 'nowhere' does not exist" in out, out
+    code, out = cli(cluster, "config", "put", "-n", "ghost", "app/x", "k=v")
+    assert code == 0, out
+    code, out = cli(cluster, "namespace", "delete", "ghost")
+    assert code == 1 and "holds 1 config(s) (app/x)" in out, out
+    code, out = cli(cluster, "config", "delete", "-n", "ghost", "app/x")
+    assert code == 0, out
     code, out = cli(cluster, "namespace", "delete", "ghost", "--json")
     assert code == 0 and json.loads(out) == {"deleted": "ghost"}, out
     code, out = cli(cluster, "namespace", "status", "ghost")

@@ -46,7 +46,9 @@ def test_every_route_declares_what_it_requires() -> None:
         if need.scope == "deployment":
             assert path.startswith("/v1/deployment/{id}"), (method, path)
         if need.scope == "query":
-            assert "{name:job}" in path or path.startswith("/v1/service/"), (method, path)
+            assert "{name:job}" in path or path.startswith(
+                ("/v1/service/", "/v1/config", "/v1/secret")
+            ), (method, path)
         if need.scope == "path":
             assert "{name}" in path, (method, path)
     assert len(seen) == len(ROUTES), "a route is listed twice"
@@ -71,25 +73,33 @@ def test_config_and_secret_routes_are_guarded_and_values_need_more_than_a_read()
     layer reads; secret values need a certificate, never an agent or a browser's cookie;
     template data only an agent, for its own node."""
     by_route = {(m, p): r for m, p, _, r, _ in ROUTES}
-    assert by_route[("GET", "/v1/config/{path:path}")] == "read-config"
-    assert by_route[("PUT", "/v1/secret/{path:path}")] == "write-secret"
-    assert by_route[("GET", "/v1/secret/{path:path}")] == "read-secret"
-    assert by_route[("GET", "/v1/secret-values/{path:path}")] == "reveal-secret"
+    assert by_route[("GET", "/v1/config/{path:path}")] == "ns:read-config@query"
+    assert by_route[("GET", "/v1/configs")] == "ns:read-config@each"
+    assert by_route[("PUT", "/v1/secret/{path:path}")] == "ns:write-secret@query"
+    assert by_route[("GET", "/v1/secret/{path:path}")] == "ns:read-secret@query"
+    assert by_route[("GET", "/v1/secret-values/{path:path}")] == "cert|ns:read-secret@query"
     assert by_route[("POST", "/v1/operator/keyring/rotate")] == "management"
     template = ("GET", "/v1/node/{id}/allocation/{alloc}/template-data")
     assert by_route[template] == "agent"
     agent, cli = Identity("agent", "n-1"), Identity("operator", "me")
     browser = Identity("operator", "ui:me", browser=True)
-    for word in ("read-config", "write-config", "read-secret", "write-secret", "reveal-secret"):
+    for (m, p), word in by_route.items():
+        if not p.startswith(("/v1/config", "/v1/secret")):
+            continue
+        need = access.requirement(word)
+        assert need.role == "operator" and not need.agents, (m, p)
         with pytest.raises(Forbidden):
-            access.check(agent, word, node_in_path=None)
+            access.check(agent, need.role, node_in_path=None, browser=need.browser)
         with pytest.raises(Forbidden):
-            access.check(Identity("server", "s1"), word, node_in_path=None)
-        access.check(cli, word, node_in_path=None)
-        access.check(Identity("management", "admin"), word, node_in_path=None)
-    access.check(browser, "read-secret", node_in_path=None)  # names and keys
-    with pytest.raises(Forbidden):
-        access.check(browser, "reveal-secret", node_in_path=None)
+            access.check(Identity("server", "s1"), need.role, node_in_path=None)
+        access.check(cli, need.role, node_in_path=None, browser=need.browser)
+        access.check(Identity("management", "admin"), need.role, node_in_path=None)
+    names = access.requirement(by_route[("GET", "/v1/secret/{path:path}")])
+    access.check(browser, names.role, node_in_path=None, browser=names.browser)  # names, keys
+    values = access.requirement(by_route[("GET", "/v1/secret-values/{path:path}")])
+    assert (values.capability, values.scope, values.browser) == ("read-secret", "query", False)
+    with pytest.raises(Forbidden, match="web UI session"):
+        access.check(browser, values.role, node_in_path=None, browser=values.browser)
     access.check(agent, "agent", node_in_path="n-1")
     for who in (cli, Identity("management", "admin"), browser):
         with pytest.raises(Forbidden):
@@ -98,7 +108,7 @@ def test_config_and_secret_routes_are_guarded_and_values_need_more_than_a_read()
 
 def test_words_without_a_capability_are_refused() -> None:
     for word in ("operator", "agent|operator", "ns:read-job", "ns:fly@alloc", "ns:read-job@x",
-                 "agent|public", "node:admin", ""):  # fmt: skip
+                 "agent|public", "cert|any", "node:admin", "read-config", ""):  # fmt: skip
         with pytest.raises(ValueError, match="capability"):
             access.requirement(word)
     need = access.requirement("agent|ns:read-job@query")

@@ -1,4 +1,4 @@
-"""`podium namespace …`: create, list, status, delete (refused while it holds jobs)."""
+"""`podium namespace …`: create, list, status, delete (refused while it holds anything)."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def quota_set(
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON")
 @addr_option
 def delete(name: str, as_json: bool, addr: str | None) -> None:
-    """Delete namespace NAME (refused while it holds jobs)."""
+    """Delete namespace NAME (refused while it holds jobs, configs or secrets)."""
     out = Client(addr).request("DELETE", f"/v1/namespace/{name}")
     if as_json:
         print_json(out)

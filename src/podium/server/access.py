@@ -13,12 +13,6 @@ The words (the routes table in app.py gives one to every route):
     agent         an agent, and only for its own node id (`{id}` in the path)
     node-register an agent registering itself (on --insecure: anyone, for a new node id)
     agent|operator either; handlers narrow what an agent sees to its own node
-    read-config, write-config, read-secret (names and keys), write-secret
-                  configs and secrets: an operator (the ACL issue narrows these per
-                  namespace); never an agent, whose templates read through its own
-                  allocs' template data (`agent`)
-    reveal-secret a secret's values: a certificate (operator, management), never a web UI
-                  session or an agent
 
 On an --insecure server nobody can be told apart: a caller without a node secret counts
 as an operator (docs/security.md says what that gives up).
@@ -37,6 +31,14 @@ standing for `operator` (above) when it is off:
         body        the job in the body: its handler checks it (Api.permit)
         each        a list or stream: its handler keeps only what may be read (Api.may)
     agent|WORD            an agent too (its own node's objects only), else WORD
+    cert|WORD             WORD, and only over a certificate: never a web UI session (a
+                          secret's values leave the server only to the CLI or to the
+                          node that renders them)
+
+Configs and secrets are namespaced objects like jobs: ns:read-config, ns:write-config,
+ns:read-secret (names, keys, versions), ns:write-secret, and cert|ns:read-secret@query
+for a secret's values; never an agent, whose templates read through its own allocs'
+template data (`agent`).
 """
 
 from __future__ import annotations
@@ -67,17 +69,7 @@ REQUIRES: dict[str, frozenset[str]] = {
     "agent": frozenset({"agent"}),
     "node-register": frozenset({"agent", "insecure"}),
     "agent|operator": frozenset({"agent", "insecure", "operator", "management"}),
-    # Configs and secrets (server/data_api.py).
-    "read-config": frozenset({"insecure", "operator", "management"}),
-    "write-config": frozenset({"insecure", "operator", "management"}),
-    "read-secret": frozenset({"insecure", "operator", "management"}),
-    "write-secret": frozenset({"insecure", "operator", "management"}),
-    "reveal-secret": frozenset({"insecure", "operator", "management"}),
 }
-
-# What a browser's cookie never gets, whatever its role: secret values leave the server only
-# to a certificate (the CLI's `secret get --reveal`) or to the node that renders them.
-BROWSER_REFUSED = frozenset({"reveal-secret"})
 
 
 _PLAIN = ("public", "any", "management", "agent", "node-register")
@@ -94,6 +86,7 @@ class Requirement:
     capability: str = ""  # "", "management", an area word, or a namespace capability
     scope: str = ""  # for a namespace capability: where the object's namespace comes from
     agents: bool = False  # agent|...: an agent may call it for its own node's objects
+    browser: bool = True  # False (cert|...): a web UI session may not call it
 
 
 @functools.cache
@@ -101,22 +94,25 @@ def requirement(word: str) -> Requirement:
     """The Requirement a routes-table word declares; ValueError for one that declares none."""
     from podium.acl.policy import CAPABILITIES
 
-    agents, rest = False, word
-    if word.startswith("agent|"):
-        agents, rest = True, word[len("agent|") :]
+    agents, browser, rest = False, True, word
+    if rest.startswith("cert|"):
+        browser, rest = False, rest[len("cert|") :]
+    if rest.startswith("agent|"):
+        agents, rest = True, rest[len("agent|") :]
     if rest in _PLAIN:
-        if agents:
-            raise ValueError(f"{word!r}: agent| goes with a capability")
+        if agents or not browser:
+            raise ValueError(f"{word!r}: agent| and cert| go with a capability")
         return Requirement(word, rest, "management" if rest == "management" else "")
     role = "agent|operator" if agents else "operator"
     if rest in AREA_WORDS:
-        return Requirement(word, role, rest, "", agents)
+        return Requirement(word, role, rest, "", agents, browser)
     cap, _, scope = rest.removeprefix("ns:").partition("@")
     if rest.startswith("ns:") and cap in CAPABILITIES and cap != "deny" and scope in SCOPES:
-        return Requirement(word, role, cap, scope, agents)
+        return Requirement(word, role, cap, scope, agents, browser)
     raise ValueError(
         f"{word!r} declares no capability: expected one of {sorted(_PLAIN)}, "
-        f"{list(AREA_WORDS)}, or ns:CAPABILITY@SCOPE (scopes {list(SCOPES)})"
+        f"{list(AREA_WORDS)}, or ns:CAPABILITY@SCOPE (scopes {list(SCOPES)}), "
+        "after agent| or cert| if any"
     )
 
 
@@ -124,15 +120,16 @@ def secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def check(who: Identity, requires: str, *, node_in_path: str | None) -> None:
-    """Raise Unauthorized/Forbidden unless `who` may call a route that `requires` this."""
+def check(who: Identity, requires: str, *, node_in_path: str | None, browser: bool = True) -> None:
+    """Raise Unauthorized/Forbidden unless `who` may call a route that `requires` this
+    (a role of REQUIRES; `browser` False: not over a web UI session's cookie)."""
     allowed = REQUIRES[requires]
     if who.role not in allowed:
         if not who.authenticated:
             raise Unauthorized("this route needs a client certificate (see docs/security.md)")
         raise Forbidden(f"{who.describe()} may not call this route (it needs {requires})")
-    if who.browser and requires in BROWSER_REFUSED:
-        raise Forbidden(f"a web UI session may not call this route (it needs {requires})")
+    if who.browser and not browser:
+        raise Forbidden("a web UI session may not call this route (it needs a certificate)")
     if who.role == "agent" and node_in_path is not None and node_in_path != who.node_id:
         raise Forbidden(f"{who.describe()} may not act for node {node_in_path}")
 

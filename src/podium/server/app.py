@@ -44,9 +44,8 @@ from podium.runtime.bodies import read_body as _body
 from podium.runtime.merge import Merge
 from podium.runtime.slices import Slicer
 from podium.scheduler import group_hash, reconcile, schedule
-from podium.server import access, audit, namespace_quota
+from podium.server import access, audit, config_rollout, namespace_quota, template_plan
 from podium.server import allocs as alloc_ops
-from podium.server import config_rollout, template_plan
 from podium.server import deployments as dep_ops
 from podium.server import dispatch as dispatch_ops
 from podium.server import jobs as job_ops
@@ -1422,7 +1421,7 @@ ROUTES: list[tuple[str, str, str, str, str]] = [
         "/v1/namespace/{name}",
         "delete_namespace",
         "operator:write",
-        "Delete a namespace (refused while it holds jobs)",
+        "Delete a namespace (refused while it holds jobs, configs or secrets)",
     ),
 ]
 ROUTES += DATA_ROUTES  # configs, secrets, the keyring, an agent's template data

@@ -5,11 +5,13 @@
     GET /v1/node/N/allocation/A/template-data        ─► the pinned configs and secrets of one
                                                         alloc, to the agent of its node only
 
-DATA_ROUTES lists each route with the capability it requires, a word of server/access.py
-(read-config, write-config, read-secret, write-secret: operators, per namespace once ACLs
-come; reveal-secret: a certificate, never a web UI session nor an agent; agent: the calling
-node's own allocs; management: the keyring). Secret values appear in no listing, history,
-event or error: only in `secret-values` answers and the agent's template data.
+DATA_ROUTES lists each route with the capability it requires, a word of server/access.py:
+ns:read-config, ns:write-config, ns:read-secret (names, keys, versions), ns:write-secret,
+checked (with ACL on) in the namespace the request names, as a job's routes are; a list
+holds only the namespaces the caller may read; a secret's values (cert|): a certificate,
+never a web UI session nor an agent; agent: the calling node's own allocs; management:
+the keyring. Secret values appear in no listing, history, event or error: only in
+`secret-values` answers and the agent's template data.
 """
 
 from __future__ import annotations
@@ -33,39 +35,69 @@ from podium.templates.worker import TemplateWorker
 
 # (method, path, handler, requires, summary): joined to server.app.ROUTES
 DATA_ROUTES: list[tuple[str, str, str, str, str]] = [
-    ("GET", "/v1/configs", "list_configs", "read-config", "Configs (prefix= filters)"),
-    ("GET", "/v1/config/{path:path}", "get_config", "read-config", "A config (version=N)"),
-    ("PUT", "/v1/config/{path:path}", "put_config", "write-config", "A new config version"),
-    ("DELETE", "/v1/config/{path:path}", "delete_config", "write-config", "Delete a config"),
+    ("GET", "/v1/configs", "list_configs", "ns:read-config@each", "Configs (prefix= filters)"),
+    ("GET", "/v1/config/{path:path}", "get_config", "ns:read-config@query", "A config (version=N)"),
+    (
+        "PUT",
+        "/v1/config/{path:path}",
+        "put_config",
+        "ns:write-config@query",
+        "A new config version",
+    ),
+    (
+        "DELETE",
+        "/v1/config/{path:path}",
+        "delete_config",
+        "ns:write-config@query",
+        "Delete a config",
+    ),
     (
         "GET",
         "/v1/config-versions/{path:path}",
         "config_history",
-        "read-config",
+        "ns:read-config@query",
         "Every kept version of a config, newest first",
     ),
-    ("GET", "/v1/secrets", "list_secrets", "read-secret", "Secrets: names and keys, no values"),
+    (
+        "GET",
+        "/v1/secrets",
+        "list_secrets",
+        "ns:read-secret@each",
+        "Secrets: names and keys, no values",
+    ),
     (
         "GET",
         "/v1/secret/{path:path}",
         "get_secret",
-        "read-secret",
+        "ns:read-secret@query",
         "A secret's metadata (version=N): its keys, never its values",
     ),
     (
         "GET",
         "/v1/secret-values/{path:path}",
         "secret_values",
-        "reveal-secret",
+        "cert|ns:read-secret@query",
         "A secret's values (version=N), with its metadata",
     ),
-    ("PUT", "/v1/secret/{path:path}", "put_secret", "write-secret", "A new secret version"),
-    ("DELETE", "/v1/secret/{path:path}", "delete_secret", "write-secret", "Delete a secret"),
+    (
+        "PUT",
+        "/v1/secret/{path:path}",
+        "put_secret",
+        "ns:write-secret@query",
+        "A new secret version",
+    ),
+    (
+        "DELETE",
+        "/v1/secret/{path:path}",
+        "delete_secret",
+        "ns:write-secret@query",
+        "Delete a secret",
+    ),
     (
         "GET",
         "/v1/secret-versions/{path:path}",
         "secret_history",
-        "read-secret",
+        "ns:read-secret@query",
         "Every kept version of a secret (no values)",
     ),
     ("GET", "/v1/operator/keyring", "keyring_status", "management", "Keyring keys, rotation"),
@@ -180,8 +212,11 @@ class DataRoutes:
     async def _list(self, req: Request, kind: datamodel.Kind) -> Response:
         ns = req.query_params.get("namespace") or None
         prefix = req.query_params.get("prefix", "")
+        readable = self.readable_in(req, f"read-{kind}")  # type: ignore[attr-defined]
         rows = []
-        for record in await configs.listing(self.state, kind, ns, prefix):
+        for record in await configs.listing(self.state, kind, None if ns == "*" else ns, prefix):
+            if not readable(record.namespace):
+                continue
             row = configs.metadata(record)
             row.pop("data", None)
             row["used_by"] = [
@@ -198,6 +233,8 @@ class DataRoutes:
         from podium.server.app import _user
 
         ns, path = _ns(req), _path(req)
+        if self.ctx.namespaces is not None:
+            await self.ctx.namespaces.require(ns)
         body = await json_body(req)
         if not isinstance(body, dict):
             raise ValidationError([Problem("", 'expected {"data": {KEY: TEXT, ...}}')])

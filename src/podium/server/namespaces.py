@@ -1,9 +1,9 @@
 """Namespaces: created and deleted by operators, `default` always there; every namespaced
-kind (jobs, allocs, deployments, services, events) names one, and a job may only be
-submitted to a namespace that exists.
+kind (jobs, allocs, deployments, services, events, configs, secrets) names one, and a job,
+config or secret may only be written to a namespace that exists.
 
     POST /v1/namespaces --create--> /namespaces/<name>      (operator:write)
-    DELETE /v1/namespace/<name>     refused while it holds jobs
+    DELETE /v1/namespace/<name>     refused while it holds jobs, configs or secrets
     reads: a cache of every namespace, emptied by the state's watch on /namespaces/
 """
 
@@ -14,6 +14,7 @@ import msgspec
 from podium.errors import Conflict, NotFound, Problem, ValidationError
 from podium.model import spec as jobspec
 from podium.model.tenancy import Namespace
+from podium.server import configs
 from podium.server.events import event_put
 from podium.server.state import ClusterState
 from podium.store import keys
@@ -134,6 +135,16 @@ class Namespaces:
                 f"namespace {name!r} holds {len(jobs)} job(s) ({shown}): "
                 "purge them first (`podium job stop --purge`)"
             )
+        # Left behind, a config or secret would be readable by whoever made a namespace of
+        # the same name next.
+        for kind in ("config", "secret"):
+            paths = sorted(r.path for r in await configs.listing(self.state, kind, name))
+            if paths:
+                shown = ", ".join(paths[:5]) + (" ..." if len(paths) > 5 else "")
+                raise Conflict(
+                    f"namespace {name!r} holds {len(paths)} {kind}(s) ({shown}): delete them "
+                    f"first (`podium {kind} delete -n {name} PATH`)"
+                )
         res = await self.state.store.txn(
             [Compare(keys.namespace(name), "mod_rev", "=", ns.revision)],
             [

@@ -80,7 +80,7 @@ class TrustRoutes(AclRoutes):
         # With ACL a management token counts, over any user's certificate: the transport
         # need only be a user's, and the ACL step asks for management.
         role = "operator" if self.ctx.acl is not None and need.role == "management" else need.role
-        access.check(who, role, node_in_path=node_in_path)
+        access.check(who, role, node_in_path=node_in_path, browser=need.browser)
         conn.scope.setdefault("state", {})["who"] = who
         await self.acl_authorize(conn, who, need)  # ACL on: the token's capabilities
         return who

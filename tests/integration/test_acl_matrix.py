@@ -490,6 +490,10 @@ def test_secrets_are_never_listed_nor_stored(matrix: Matrix) -> None:
         assert secret.encode() not in stored, caller
     self_view = _get(matrix, "write_a", "/v1/acl/token/self").json()
     assert "secret" not in self_view and "secret_hash" not in self_view
+    # podium dev --acl says where the management token went (its value: to a terminal only).
+    said = matrix.c.logs()
+    assert "ACL on: management token (in the CLI config)" in said, said[-2000:]
+    assert f"the CLI config {matrix.c.data_dir / 'cli.json'} holds it (0600)" in said
     logs = matrix.c.logs() + (matrix.c.data_dir / "audit.log").read_text()
     events = json.dumps(_get(matrix, "management", "/v1/events", limit="0").json())
     for caller, secret in matrix.tokens.items():
